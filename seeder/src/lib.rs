@@ -1,0 +1,16 @@
+/*!
+Seeder keeps small organisations' encrypted, multi-writer file spaces online and backed up
+without being able to read them.
+
+Layers, dependencies pointing downwards only:
+- [`store`]: durable feeds on disk (sled index + append-only data files), crash recovery.
+- [`wire`]: message types and framing, size limits — pure.
+- [`space`]: keys, seed and invite codes, content cipher, capabilities, membership — pure.
+- [`feed`]: Merkle tree, signed heads, proofs — pure.
+*/
+#![forbid(unsafe_code)]
+
+pub mod feed;
+pub mod space;
+pub mod store;
+pub mod wire;

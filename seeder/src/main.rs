@@ -1,0 +1,4 @@
+//! The `seeder` binary: see `seeder --help`.
+fn main() {
+    println!("seeder");
+}

@@ -1,0 +1,3 @@
+/*!
+Space keys and codes — pure: no I/O, no clock; randomness is passed in.
+*/

@@ -1,0 +1,3 @@
+/*!
+Durable feeds on disk.
+*/

@@ -1,0 +1,3 @@
+/*!
+Message types and framing — pure.
+*/
