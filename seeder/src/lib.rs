@@ -10,6 +10,7 @@ Layers, dependencies pointing downwards only:
 */
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod feed;
 pub mod space;
 pub mod store;

@@ -47,7 +47,10 @@ pub enum FeedError {
     RootMismatch { feed: FeedKey, length: u64 },
     /// A proof does not verify.
     #[error("{kind} proof does not verify: {reason}")]
-    BadProof { kind: &'static str, reason: &'static str },
+    BadProof {
+        kind: &'static str,
+        reason: &'static str,
+    },
     /// An entry is larger than [`MAX_ENTRY_LEN`].
     #[error("entry of {len} bytes exceeds the {MAX_ENTRY_LEN}-byte limit")]
     EntryTooLarge { len: usize },

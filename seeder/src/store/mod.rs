@@ -1,3 +1,989 @@
 /*!
-Durable feeds on disk.
+Durable feeds on disk: a sled index plus one append-only data file per feed.
+
+Layout of a data directory:
+- `db/`: sled. Tree `feeds` holds, under one-byte key prefixes, each feed's metadata (`F`),
+  its leaves (`L`: leaf hash, offset and length of every entry) and its higher perfect tree
+  nodes (`N`). Trees `damage` and `forks` hold what went wrong, for the admin page.
+- `feeds/<xx>/<feed-hex>.data`: the entries' bytes, back to back, where `xx` is the first byte
+  of the feed key (so no folder grows past a few thousand files).
+
+Commit order of an append, the invariant everything else rests on: write the bytes at the
+committed end of the data file → `fdatasync` → one atomic sled batch (leaves, nodes, metadata
+with the new length and head) → flush sled → only then return. So sled never points at bytes
+that are not durable, and whatever a crash leaves past the committed end is garbage that
+[`Store::open`] truncates away. A `kill -9` or a power cut at any instant loses nothing that
+was acknowledged and corrupts nothing.
+
+Reads are verified: an entry's bytes are hashed and compared with the stored leaf hash, so a
+damaged disk gives [`StoreError::Integrity`], never wrong bytes; the damage is recorded and
+shown by [`Store::damage`].
+
+The store accepts appends only as a [`VerifiedBatch`], a proof type only `feed` can make, so
+nothing unverified reaches the disk. It knows nothing of spaces, peers, encryption or the
+network; it does blocking I/O, so async callers use `spawn_blocking`.
 */
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::feed::{
+    self, ConsistencyProof, FeedKey, ForkEvidence, Frontier, Hash, InclusionProof, NodeId,
+    SignedHead, VerifiedBatch, MAX_ENTRY_LEN,
+};
+
+/// Default sled page cache: 32 MiB. The Lime2 has 1 GiB for everything (kernel, daemon, page
+/// cache for the data files); sled's default of 1 GiB would take it all.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
+
+/// At most this many bytes are read into memory by one [`Store::read_range`] call, whatever the
+/// caller asks for: a range read serves one network batch, and a batch must stay small on a
+/// 1 GiB board (plus one entry, so a single maximal entry is always readable).
+pub const MAX_RANGE_BYTES: usize = 4 << 20;
+
+const TREE_FEEDS: &str = "feeds";
+const TREE_DAMAGE: &str = "damage";
+const TREE_FORKS: &str = "forks";
+
+const PREFIX_META: u8 = b'F';
+const PREFIX_LEAF: u8 = b'L';
+const PREFIX_NODE: u8 = b'N';
+
+/// Version of the metadata record; bumped on any change of [`FeedMeta`]'s encoding.
+const META_VERSION: u8 = 1;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The sled index failed.
+    #[error("index database: {0}")]
+    Db(#[from] sled::Error),
+    /// Stored bytes do not match their hash, or are missing: the disk lost or changed them.
+    #[error("feed {feed} entry {index} is damaged: {reason}")]
+    Integrity {
+        feed: FeedKey,
+        index: u64,
+        reason: &'static str,
+    },
+    /// An index record could not be decoded.
+    #[error("index record {what} is corrupt")]
+    Corrupt { what: String },
+    /// No such feed.
+    #[error("feed {0} is not stored here")]
+    UnknownFeed(FeedKey),
+    /// An entry past the stored length was asked for.
+    #[error("feed {feed} has {length} entries; entry {index} is not stored")]
+    OutOfRange {
+        feed: FeedKey,
+        index: u64,
+        length: u64,
+    },
+    /// The batch was verified against another state of the feed than the stored one (a
+    /// concurrent append got there first): verify again against the current frontier.
+    #[error("batch for feed {feed} starts at {start} but {length} entries are stored")]
+    Stale {
+        feed: FeedKey,
+        start: u64,
+        length: u64,
+    },
+    /// The feed's writer forked; nothing more is accepted for it.
+    #[error("feed {0} is frozen: its writer signed two conflicting histories")]
+    Frozen(FeedKey),
+    /// Fork evidence that does not verify.
+    #[error("fork evidence does not verify: {0}")]
+    BadEvidence(#[from] feed::FeedError),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Settings of a store. Defaults suit a 1 GiB board.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// sled's page cache in bytes: memory the index may use for hot pages. Larger makes
+    /// proofs and opening many feeds faster. Default: [`DEFAULT_CACHE_BYTES`] (32 MiB).
+    pub fn cache_bytes(&mut self, bytes: u64) -> &mut Self {
+        self.cache_bytes = bytes;
+        self
+    }
+}
+
+/// What is stored of one feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedState {
+    pub key: FeedKey,
+    /// Entries stored, all verified: a contiguous prefix of the feed.
+    pub length: u64,
+    /// Bytes of entry data stored.
+    pub bytes: u64,
+    /// The newest signed head whose whole tree is stored (`head.length <= length`); what this
+    /// node can serve to others with proofs.
+    pub head: Option<SignedHead>,
+    /// A newer verified head that the stored entries are a proven prefix of, while the rest is
+    /// still being fetched.
+    pub pending: Option<SignedHead>,
+    /// The writer forked; appends are refused.
+    pub frozen: bool,
+}
+
+impl FeedState {
+    /// The length of the newest head known, complete or not.
+    pub fn known_length(&self) -> u64 {
+        let complete = self.head.as_ref().map_or(0, |h| h.length);
+        let pending = self.pending.as_ref().map_or(0, |h| h.length);
+        complete.max(pending).max(self.length)
+    }
+}
+
+/// Stored form of a feed's metadata.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FeedMeta {
+    version: u8,
+    length: u64,
+    /// Committed end of the data file: the sum of all stored entries' lengths.
+    data_end: u64,
+    /// Head whose length == some prefix we fully hold.
+    head: Option<SignedHead>,
+    pending: Option<SignedHead>,
+    frozen: bool,
+    /// Set while a delete is under way: the feed is gone for readers, and [`Store::open`]
+    /// finishes the clean-up if a crash interrupted it.
+    deleting: bool,
+}
+
+impl FeedMeta {
+    fn new() -> Self {
+        FeedMeta {
+            version: META_VERSION,
+            length: 0,
+            data_end: 0,
+            head: None,
+            pending: None,
+            frozen: false,
+            deleting: false,
+        }
+    }
+
+    fn state(&self, key: FeedKey) -> FeedState {
+        FeedState {
+            key,
+            length: self.length,
+            bytes: self.data_end,
+            head: self.head.clone(),
+            pending: self.pending.clone(),
+            frozen: self.frozen,
+        }
+    }
+}
+
+/// One entry's location, stored under its leaf key.
+#[derive(Clone, Copy, Debug)]
+struct Leaf {
+    hash: Hash,
+    offset: u64,
+    len: u32,
+}
+
+const LEAF_VALUE_LEN: usize = 32 + 8 + 4;
+
+impl Leaf {
+    fn encode(&self) -> [u8; LEAF_VALUE_LEN] {
+        let mut out = [0u8; LEAF_VALUE_LEN];
+        out[..32].copy_from_slice(&self.hash);
+        out[32..40].copy_from_slice(&self.offset.to_le_bytes());
+        out[40..].copy_from_slice(&self.len.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Leaf> {
+        if bytes.len() != LEAF_VALUE_LEN {
+            return None;
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&bytes[..32]);
+        let offset = u64::from_le_bytes(bytes[32..40].try_into().ok()?);
+        let len = u32::from_le_bytes(bytes[40..].try_into().ok()?);
+        Some(Leaf { hash, offset, len })
+    }
+}
+
+/// What kind of damage was found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DamageKind {
+    /// The data file is shorter than its committed end, or missing.
+    Truncated { file_len: u64, committed: u64 },
+    /// An entry's bytes do not hash to its stored leaf hash.
+    BadEntry { index: u64 },
+}
+
+/// A damaged feed, as shown to the admin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Damage {
+    pub feed: FeedKey,
+    pub kind: DamageKind,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            DamageKind::Truncated {
+                file_len,
+                committed,
+            } => write!(
+                f,
+                "feed {}: data file holds {file_len} of {committed} committed bytes",
+                self.feed
+            ),
+            DamageKind::BadEntry { index } => {
+                write!(
+                    f,
+                    "feed {}: entry {index} does not match its hash",
+                    self.feed
+                )
+            }
+        }
+    }
+}
+
+/// A durable feed store. Cheap to clone; all clones share one index and one set of locks.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    feeds: sled::Tree,
+    damage: sled::Tree,
+    forks: sled::Tree,
+    /// One lock per feed, so appends and deletes of one feed are serialized while different
+    /// feeds proceed in parallel. Grows with the number of feeds touched since open (a few
+    /// dozen bytes each).
+    locks: Mutex<HashMap<FeedKey, Arc<Mutex<()>>>>,
+}
+
+fn meta_key(feed: &FeedKey) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = PREFIX_META;
+    k[1..].copy_from_slice(&feed.0);
+    k
+}
+
+fn leaf_key(feed: &FeedKey, index: u64) -> [u8; 41] {
+    let mut k = [0u8; 41];
+    k[0] = PREFIX_LEAF;
+    k[1..33].copy_from_slice(&feed.0);
+    k[33..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn node_key(feed: &FeedKey, id: NodeId) -> [u8; 42] {
+    let mut k = [0u8; 42];
+    k[0] = PREFIX_NODE;
+    k[1..33].copy_from_slice(&feed.0);
+    k[33] = id.level;
+    k[34..].copy_from_slice(&id.index.to_be_bytes());
+    k
+}
+
+fn feed_prefix(prefix: u8, feed: &FeedKey) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&feed.0);
+    k
+}
+
+/// Make a directory and everything above it durable.
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync directory", path))
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, finishing any interrupted delete and truncating
+    /// every data file to its committed end. Damage found on the way (a data file shorter
+    /// than its committed end) is recorded, not fatal.
+    pub fn open(dir: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let feeds_dir = dir.join("feeds");
+        fs::create_dir_all(&feeds_dir).map_err(io_err("create", &feeds_dir))?;
+        let db_path = dir.join("db");
+        let db = sled::Config::new()
+            .path(&db_path)
+            .cache_capacity(config.cache_bytes)
+            .open()?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                feeds: db.open_tree(TREE_FEEDS)?,
+                damage: db.open_tree(TREE_DAMAGE)?,
+                forks: db.open_tree(TREE_FORKS)?,
+                db,
+                dir,
+                locks: Mutex::new(HashMap::new()),
+            }),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The underlying database, for other layers' own trees (spaces, peers, settings). Their
+    /// tree names must not start with `feeds`, `damage` or `forks`.
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    fn data_path(&self, feed: &FeedKey) -> PathBuf {
+        let hex = feed.to_hex();
+        self.inner
+            .dir
+            .join("feeds")
+            .join(&hex[..2])
+            .join(format!("{hex}.data"))
+    }
+
+    fn lock(&self, feed: &FeedKey) -> Arc<Mutex<()>> {
+        let mut locks = self
+            .inner
+            .locks
+            .lock()
+            .expect("feed lock table poisoned: a thread panicked while holding it");
+        locks.entry(*feed).or_default().clone()
+    }
+
+    fn recover(&self) -> Result<()> {
+        let mut metas = Vec::new();
+        for item in self.inner.feeds.scan_prefix([PREFIX_META]) {
+            let (k, v) = item?;
+            let feed = key_feed(&k)?;
+            metas.push((feed, decode_meta(&feed, &v)?));
+        }
+        for (feed, meta) in metas {
+            if meta.deleting {
+                tracing::info!(%feed, "finishing an interrupted delete");
+                self.finish_delete(&feed)?;
+                continue;
+            }
+            let path = self.data_path(&feed);
+            let file_len = match fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(io_err("inspect", &path)(e)),
+            };
+            if file_len > meta.data_end {
+                tracing::info!(
+                    %feed,
+                    garbage = file_len - meta.data_end,
+                    "truncating uncommitted bytes"
+                );
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err("open", &path))?;
+                f.set_len(meta.data_end)
+                    .map_err(io_err("truncate", &path))?;
+                f.sync_all().map_err(io_err("sync", &path))?;
+            } else if file_len < meta.data_end {
+                tracing::error!(%feed, file_len, committed = meta.data_end, "data file is short");
+                self.record_damage(Damage {
+                    feed,
+                    kind: DamageKind::Truncated {
+                        file_len,
+                        committed: meta.data_end,
+                    },
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn meta(&self, feed: &FeedKey) -> Result<Option<FeedMeta>> {
+        match self.inner.feeds.get(meta_key(feed))? {
+            None => Ok(None),
+            Some(v) => {
+                let meta = decode_meta(feed, &v)?;
+                Ok(if meta.deleting { None } else { Some(meta) })
+            }
+        }
+    }
+
+    fn meta_required(&self, feed: &FeedKey) -> Result<FeedMeta> {
+        self.meta(feed)?.ok_or(StoreError::UnknownFeed(*feed))
+    }
+
+    /// Register a feed with no entries (a member's new feed, or one a peer announced). Does
+    /// nothing if it exists.
+    pub fn create_feed(&self, feed: FeedKey) -> Result<FeedState> {
+        let lock = self.lock(&feed);
+        let _guard = lock.lock().expect("feed lock poisoned");
+        if let Some(meta) = self.meta(&feed)? {
+            return Ok(meta.state(feed));
+        }
+        let meta = FeedMeta::new();
+        self.inner
+            .feeds
+            .insert(meta_key(&feed), encode_meta(&meta))?;
+        self.inner.db.flush()?;
+        Ok(meta.state(feed))
+    }
+
+    /// What is stored of `feed`, or `None`.
+    pub fn feed(&self, feed: &FeedKey) -> Result<Option<FeedState>> {
+        Ok(self.meta(feed)?.map(|m| m.state(*feed)))
+    }
+
+    /// Every stored feed, in key order.
+    pub fn feeds(&self) -> Result<Vec<FeedState>> {
+        let mut out = Vec::new();
+        for item in self.inner.feeds.scan_prefix([PREFIX_META]) {
+            let (k, v) = item?;
+            let feed = key_feed(&k)?;
+            let meta = decode_meta(&feed, &v)?;
+            if !meta.deleting {
+                out.push(meta.state(feed));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The perfect tree node `id` of `feed`, as stored.
+    pub fn node(&self, feed: &FeedKey, id: NodeId) -> Result<Hash> {
+        if id.level == 0 {
+            return Ok(self.leaf(feed, id.index)?.hash);
+        }
+        let v = self
+            .inner
+            .feeds
+            .get(node_key(feed, id))?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("feed {feed} node {}/{} (missing)", id.level, id.index),
+            })?;
+        v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: format!("feed {feed} node {}/{}", id.level, id.index),
+        })
+    }
+
+    fn leaf(&self, feed: &FeedKey, index: u64) -> Result<Leaf> {
+        let v = self
+            .inner
+            .feeds
+            .get(leaf_key(feed, index))?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("feed {feed} leaf {index} (missing)"),
+            })?;
+        Leaf::decode(&v).ok_or_else(|| StoreError::Corrupt {
+            what: format!("feed {feed} leaf {index}"),
+        })
+    }
+
+    /// The tree's right edge at the stored length: what a batch is verified on top of.
+    pub fn frontier(&self, feed: &FeedKey) -> Result<Frontier> {
+        let meta = self.meta_required(feed)?;
+        Frontier::load(meta.length, |id| self.node(feed, id))
+    }
+
+    /// The root of the first `size` stored entries.
+    pub fn root_at(&self, feed: &FeedKey, size: u64) -> Result<Hash> {
+        self.check_range(feed, size)?;
+        feed::root_at(size, |id| self.node(feed, id))
+    }
+
+    /// Proof that entry `index` is in the tree of `size` entries.
+    pub fn inclusion_proof(&self, feed: &FeedKey, index: u64, size: u64) -> Result<InclusionProof> {
+        self.check_range(feed, size)?;
+        if index >= size {
+            return Err(StoreError::OutOfRange {
+                feed: *feed,
+                index,
+                length: size,
+            });
+        }
+        InclusionProof::build(index, size, |id| self.node(feed, id))
+    }
+
+    /// Proof that the tree of `old_size` entries is a prefix of that of `new_size`.
+    pub fn consistency_proof(
+        &self,
+        feed: &FeedKey,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof> {
+        self.check_range(feed, new_size)?;
+        if old_size > new_size {
+            return Err(StoreError::OutOfRange {
+                feed: *feed,
+                index: old_size,
+                length: new_size,
+            });
+        }
+        ConsistencyProof::build(old_size, new_size, |id| self.node(feed, id))
+    }
+
+    fn check_range(&self, feed: &FeedKey, size: u64) -> Result<FeedMeta> {
+        let meta = self.meta_required(feed)?;
+        if size > meta.length {
+            return Err(StoreError::OutOfRange {
+                feed: *feed,
+                index: size,
+                length: meta.length,
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Append a verified batch; returns the new stored length once it is durable.
+    ///
+    /// The batch must start at the stored length and have been verified on top of the stored
+    /// frontier ([`StoreError::Stale`] otherwise). Its head becomes the stored head if the
+    /// batch reaches it, else the pending head.
+    pub fn append(&self, batch: VerifiedBatch) -> Result<u64> {
+        let feed = batch.feed();
+        let lock = self.lock(&feed);
+        let _guard = lock.lock().expect("feed lock poisoned");
+        let mut meta = self.meta(&feed)?.unwrap_or_else(FeedMeta::new);
+        if meta.frozen {
+            return Err(StoreError::Frozen(feed));
+        }
+        if batch.start() != meta.length {
+            return Err(StoreError::Stale {
+                feed,
+                start: batch.start(),
+                length: meta.length,
+            });
+        }
+        let frontier = Frontier::load(meta.length, |id| self.node(&feed, id))?;
+        if frontier.root() != *batch.base_root() {
+            return Err(StoreError::Stale {
+                feed,
+                start: batch.start(),
+                length: meta.length,
+            });
+        }
+        let head = batch.head().signed();
+
+        // 1. bytes at the committed end, durable.
+        let path = self.data_path(&feed);
+        let mut leaves = Vec::with_capacity(batch.entries().len());
+        let mut offset = meta.data_end;
+        if !batch.entries().is_empty() {
+            let file = self.open_for_append(&path)?;
+            for (i, (entry, (_, hash))) in batch
+                .entries()
+                .iter()
+                .zip(batch.nodes().iter().filter(|(id, _)| id.level == 0))
+                .enumerate()
+            {
+                debug_assert!(entry.len() <= MAX_ENTRY_LEN);
+                file.write_all_at(entry, offset)
+                    .map_err(io_err("write", &path))?;
+                leaves.push((
+                    batch.start() + i as u64,
+                    Leaf {
+                        hash: *hash,
+                        offset,
+                        len: u32::try_from(entry.len())
+                            .expect("entries are at most MAX_ENTRY_LEN bytes"),
+                    },
+                ));
+                offset += entry.len() as u64;
+            }
+            file.sync_data().map_err(io_err("sync", &path))?;
+        }
+
+        // 2. one atomic index batch, flushed.
+        let mut b = sled::Batch::default();
+        for (index, leaf) in &leaves {
+            b.insert(&leaf_key(&feed, *index)[..], &leaf.encode()[..]);
+        }
+        for (id, hash) in batch.nodes() {
+            if id.level > 0 {
+                b.insert(&node_key(&feed, *id)[..], &hash[..]);
+            }
+        }
+        meta.length = batch.end();
+        meta.data_end = offset;
+        // The batch's head is the authority: the batch proves the whole stored prefix is a
+        // prefix of it. It can't be older than the stored complete head (its length is at least
+        // the new length). A longer pending head it replaces is only a hint: peers announce it
+        // again.
+        if batch.completes_head() {
+            meta.head = Some(head.clone());
+            meta.pending = None;
+        } else {
+            meta.pending = Some(head.clone());
+        }
+        b.insert(&meta_key(&feed)[..], encode_meta(&meta));
+        self.inner.feeds.apply_batch(b)?;
+        self.inner.db.flush()?;
+        Ok(meta.length)
+    }
+
+    fn open_for_append(&self, path: &Path) -> Result<File> {
+        match OpenOptions::new().write(true).open(path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = path.parent().expect("data paths have a parent folder");
+                let fresh_dir = !parent.exists();
+                fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(io_err("create", path))?;
+                // The new file's name must be durable before any index entry points into it.
+                sync_dir(parent)?;
+                if fresh_dir {
+                    if let Some(grand) = parent.parent() {
+                        sync_dir(grand)?;
+                    }
+                }
+                Ok(f)
+            }
+            Err(e) => Err(io_err("open", path)(e)),
+        }
+    }
+
+    /// Entry `index` of `feed`, checked against its stored hash.
+    pub fn read(&self, feed: &FeedKey, index: u64) -> Result<Vec<u8>> {
+        let meta = self.meta_required(feed)?;
+        if index >= meta.length {
+            return Err(StoreError::OutOfRange {
+                feed: *feed,
+                index,
+                length: meta.length,
+            });
+        }
+        let path = self.data_path(feed);
+        let file = self.open_for_read(feed, &path)?;
+        self.read_leaf(feed, &file, index)
+    }
+
+    fn open_for_read(&self, feed: &FeedKey, path: &Path) -> Result<File> {
+        match File::open(path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::Integrity {
+                feed: *feed,
+                index: 0,
+                reason: "data file is missing",
+            }),
+            Err(e) => Err(io_err("open", path)(e)),
+        }
+    }
+
+    fn read_leaf(&self, feed: &FeedKey, file: &File, index: u64) -> Result<Vec<u8>> {
+        let leaf = self.leaf(feed, index)?;
+        let mut buf = vec![0u8; leaf.len as usize];
+        match file.read_exact_at(&mut buf, leaf.offset) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(self.damaged(*feed, index, "data file ends before the entry"));
+            }
+            Err(e) => return Err(io_err("read", &self.data_path(feed))(e)),
+        }
+        if feed::leaf_hash(&buf) != leaf.hash {
+            return Err(self.damaged(*feed, index, "bytes do not match the stored hash"));
+        }
+        Ok(buf)
+    }
+
+    fn damaged(&self, feed: FeedKey, index: u64, reason: &'static str) -> StoreError {
+        tracing::error!(%feed, index, reason, "damaged entry");
+        if let Err(e) = self.record_damage(Damage {
+            feed,
+            kind: DamageKind::BadEntry { index },
+        }) {
+            tracing::error!(%feed, error = %e, "could not record damage");
+        }
+        StoreError::Integrity {
+            feed,
+            index,
+            reason,
+        }
+    }
+
+    /// Entries `[start, end)` of `feed`, checked, stopping early once [`MAX_RANGE_BYTES`] are
+    /// read (always at least one entry). Returns fewer entries than asked at the bound.
+    pub fn read_range(&self, feed: &FeedKey, start: u64, end: u64) -> Result<Vec<Vec<u8>>> {
+        let meta = self.meta_required(feed)?;
+        if end > meta.length || start > end {
+            return Err(StoreError::OutOfRange {
+                feed: *feed,
+                index: end,
+                length: meta.length,
+            });
+        }
+        let path = self.data_path(feed);
+        let file = self.open_for_read(feed, &path)?;
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for index in start..end {
+            if total >= MAX_RANGE_BYTES {
+                break;
+            }
+            let entry = self.read_leaf(feed, &file, index)?;
+            total += entry.len();
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// A reader that keeps the data file open, for reading many entries in a row.
+    pub fn reader(&self, feed: &FeedKey) -> Result<FeedReader<'_>> {
+        let meta = self.meta_required(feed)?;
+        let path = self.data_path(feed);
+        let file = self.open_for_read(feed, &path)?;
+        Ok(FeedReader {
+            store: self,
+            feed: *feed,
+            file,
+            length: meta.length,
+        })
+    }
+
+    /// Keep proof that `feed`'s writer forked, and freeze the feed.
+    pub fn record_fork(&self, evidence: ForkEvidence) -> Result<()> {
+        evidence.verify()?;
+        let feed = evidence.older.feed;
+        let lock = self.lock(&feed);
+        let _guard = lock.lock().expect("feed lock poisoned");
+        let bytes = postcard::to_allocvec(&evidence).map_err(|_| StoreError::Corrupt {
+            what: "fork evidence (encoding)".into(),
+        })?;
+        self.inner.forks.insert(&feed.0[..], bytes)?;
+        if let Some(mut meta) = self.meta(&feed)? {
+            meta.frozen = true;
+            self.inner
+                .feeds
+                .insert(meta_key(&feed), encode_meta(&meta))?;
+        }
+        self.inner.db.flush()?;
+        tracing::warn!(%feed, "writer forked; feed frozen");
+        Ok(())
+    }
+
+    /// Every fork on record.
+    pub fn forks(&self) -> Result<Vec<ForkEvidence>> {
+        let mut out = Vec::new();
+        for item in self.inner.forks.iter() {
+            let (_, v) = item?;
+            out.push(postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt {
+                what: "fork evidence".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn record_damage(&self, damage: Damage) -> Result<()> {
+        let mut key = damage.feed.0.to_vec();
+        match damage.kind {
+            DamageKind::Truncated { .. } => key.push(0),
+            DamageKind::BadEntry { index } => {
+                key.push(1);
+                key.extend_from_slice(&index.to_be_bytes());
+            }
+        }
+        let bytes = postcard::to_allocvec(&damage).map_err(|_| StoreError::Corrupt {
+            what: "damage record (encoding)".into(),
+        })?;
+        self.inner.damage.insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// Every damaged feed and entry found so far, for the admin page.
+    pub fn damage(&self) -> Result<Vec<Damage>> {
+        let mut out = Vec::new();
+        for item in self.inner.damage.iter() {
+            let (_, v) = item?;
+            out.push(postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt {
+                what: "damage record".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Read and check every entry of `feed`; returns the damage found (also recorded).
+    pub fn scrub(&self, feed: &FeedKey) -> Result<Vec<Damage>> {
+        let mut found = Vec::new();
+        let mut reader = self.reader(feed)?;
+        for index in 0..reader.len() {
+            match reader.read(index) {
+                Ok(_) => {}
+                Err(StoreError::Integrity { .. }) => found.push(Damage {
+                    feed: *feed,
+                    kind: DamageKind::BadEntry { index },
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Delete `feed`: its data file is removed (the disk space really freed) and its index
+    /// entries with it. Atomic for readers: the feed disappears in one step; a crash part-way
+    /// is finished by the next [`Store::open`].
+    pub fn delete_feed(&self, feed: &FeedKey) -> Result<()> {
+        let lock = self.lock(feed);
+        let _guard = lock.lock().expect("feed lock poisoned");
+        let Some(mut meta) = self.meta(feed)? else {
+            return Ok(());
+        };
+        meta.deleting = true;
+        self.inner
+            .feeds
+            .insert(meta_key(feed), encode_meta(&meta))?;
+        self.inner.db.flush()?;
+        self.finish_delete(feed)
+    }
+
+    fn finish_delete(&self, feed: &FeedKey) -> Result<()> {
+        let path = self.data_path(feed);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(parent) = path.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &path)(e)),
+        }
+        for prefix in [PREFIX_LEAF, PREFIX_NODE] {
+            // Bounded batches: a feed may have millions of entries.
+            loop {
+                let mut b = sled::Batch::default();
+                let mut n = 0;
+                for item in self
+                    .inner
+                    .feeds
+                    .scan_prefix(feed_prefix(prefix, feed))
+                    .take(4096)
+                {
+                    let (k, _) = item?;
+                    b.remove(k);
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                self.inner.feeds.apply_batch(b)?;
+            }
+        }
+        let mut b = sled::Batch::default();
+        b.remove(&meta_key(feed)[..]);
+        self.inner.feeds.apply_batch(b)?;
+        let mut damage_keys = Vec::new();
+        for item in self.inner.damage.scan_prefix(feed.0) {
+            damage_keys.push(item?.0);
+        }
+        for k in damage_keys {
+            self.inner.damage.remove(k)?;
+        }
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Flush the index; called on shutdown (appends flush on their own).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads entries of one feed with one open file.
+pub struct FeedReader<'a> {
+    store: &'a Store,
+    feed: FeedKey,
+    file: File,
+    length: u64,
+}
+
+impl FeedReader<'_> {
+    /// Stored length when the reader was made.
+    pub fn len(&self) -> u64 {
+        self.length
+    }
+
+    /// Whether the feed had no entries.
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// Entry `index`, checked against its hash.
+    pub fn read(&mut self, index: u64) -> Result<Vec<u8>> {
+        if index >= self.length {
+            return Err(StoreError::OutOfRange {
+                feed: self.feed,
+                index,
+                length: self.length,
+            });
+        }
+        self.store.read_leaf(&self.feed, &self.file, index)
+    }
+}
+
+fn key_feed(k: &[u8]) -> Result<FeedKey> {
+    k.get(1..33)
+        .and_then(|b| b.try_into().ok())
+        .map(FeedKey)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: format!("key {}", hex::encode(k)),
+        })
+}
+
+fn encode_meta(meta: &FeedMeta) -> Vec<u8> {
+    postcard::to_allocvec(meta).expect("feed metadata always encodes")
+}
+
+fn decode_meta(feed: &FeedKey, bytes: &[u8]) -> Result<FeedMeta> {
+    let corrupt = || StoreError::Corrupt {
+        what: format!("feed {feed} metadata"),
+    };
+    let (meta, rest): (FeedMeta, _) = postcard::take_from_bytes(bytes).map_err(|_| corrupt())?;
+    if !rest.is_empty() || meta.version != META_VERSION {
+        return Err(corrupt());
+    }
+    Ok(meta)
+}
+
+#[cfg(test)]
+mod tests;

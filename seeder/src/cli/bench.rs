@@ -1,0 +1,176 @@
+/*!
+`seeder bench …`: benchmarks that print figures, one `name value unit` line each, so scripts
+and README tables can take them. They measure; they never assert a target.
+*/
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+
+use crate::feed::{write_batch, FeedKey, Frontier};
+use crate::store::{Store, StoreConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Durable append, read+verify and a raw write+fdatasync baseline on the same disk.
+    Store(StoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Folder to write in (on the disk to measure); a temporary folder inside it is removed
+    /// afterwards. Default: the system's temporary folder.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// MiB to write.
+    #[arg(long, default_value_t = 256)]
+    mib: u64,
+    /// Entry size in KiB.
+    #[arg(long, default_value_t = 64)]
+    entry_kib: usize,
+    /// Entries per durable batch (one fdatasync each, in both the store and the baseline).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+pub fn run(which: Bench) -> Result<()> {
+    match which {
+        Bench::Store(args) => store(args),
+    }
+}
+
+/// Distinct entry contents without holding the whole data set in memory: a pool of random
+/// blocks, each entry stamped with its index.
+struct Entries {
+    pool: Vec<Vec<u8>>,
+}
+
+impl Entries {
+    fn new(entry_len: usize) -> Self {
+        let mut rng = rand::thread_rng();
+        let pool = (0..64)
+            .map(|_| {
+                let mut b = vec![0u8; entry_len];
+                rng.fill_bytes(&mut b);
+                b
+            })
+            .collect();
+        Entries { pool }
+    }
+
+    fn get(&self, i: u64) -> Vec<u8> {
+        let mut e = self.pool[(i % self.pool.len() as u64) as usize].clone();
+        let stamp = i.to_le_bytes();
+        let n = stamp.len().min(e.len());
+        e[..n].copy_from_slice(&stamp[..n]);
+        e
+    }
+}
+
+fn mb_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs.max(1e-9)
+}
+
+fn store(args: StoreArgs) -> Result<()> {
+    let base = args.dir.unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("seeder-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot make a folder in {}", base.display()))?;
+    let entry_len = args.entry_kib * 1024;
+    anyhow::ensure!(
+        entry_len > 0 && entry_len <= crate::feed::MAX_ENTRY_LEN,
+        "--entry-kib must be between 1 and {}",
+        crate::feed::MAX_ENTRY_LEN / 1024
+    );
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    let count = (args.mib << 20) / entry_len as u64;
+    let total = count * entry_len as u64;
+    let entries = Entries::new(entry_len);
+
+    // Raw baseline: the same bytes, the same batches, write + fdatasync to one plain file.
+    let raw_path = tmp.path().join("raw.data");
+    let mut raw = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&raw_path)
+        .with_context(|| format!("cannot create {}", raw_path.display()))?;
+    let t = Instant::now();
+    let mut i = 0;
+    while i < count {
+        let n = (args.batch as u64).min(count - i);
+        let batch: Vec<Vec<u8>> = (i..i + n).map(|j| entries.get(j)).collect();
+        for e in &batch {
+            raw.write_all(e)?;
+        }
+        raw.sync_data()?;
+        i += n;
+    }
+    let raw_secs = t.elapsed().as_secs_f64();
+    drop(raw);
+    std::fs::remove_file(&raw_path)?;
+
+    // Durable appends through the store: hash, sign, write, fdatasync, index, flush.
+    let store = Store::open(tmp.path().join("store"), &StoreConfig::default())?;
+    let sk = SigningKey::generate(&mut rand::rngs::OsRng);
+    let feed = FeedKey::from(&sk);
+    let mut frontier = Frontier::new();
+    let t = Instant::now();
+    let mut i = 0;
+    while i < count {
+        let n = (args.batch as u64).min(count - i);
+        let batch = (i..i + n).map(|j| entries.get(j)).collect();
+        store.append(write_batch(&sk, &mut frontier, batch)?)?;
+        i += n;
+    }
+    let append_secs = t.elapsed().as_secs_f64();
+
+    // Read everything back, each entry checked against its stored hash, and the whole feed
+    // against its signed root.
+    let t = Instant::now();
+    let mut reader = store.reader(&feed)?;
+    let mut check = Frontier::new();
+    let mut read = 0u64;
+    for index in 0..reader.len() {
+        let e = reader.read(index)?;
+        read += e.len() as u64;
+        check.push(crate::feed::leaf_hash(&e), |_, _| {});
+    }
+    let head = store
+        .feed(&feed)?
+        .and_then(|s| s.head)
+        .context("the benchmark feed has no head")?
+        .verify()?;
+    anyhow::ensure!(check.root() == *head.root(), "read-back root differs");
+    let verify_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(read == total, "read {read} of {total} bytes");
+
+    let append = mb_s(total, append_secs);
+    let raw = mb_s(total, raw_secs);
+    println!("append_mb_s {append:.1} MB/s");
+    println!("raw_mb_s {raw:.1} MB/s");
+    println!("append_vs_raw {:.2} ratio", append / raw);
+    println!("verify_mb_s {:.1} MB/s", mb_s(total, verify_secs));
+    println!("peak_rss_mib {:.1} MiB", peak_rss_mib()?);
+    println!("entries {count} count");
+    println!("batch_entries {} count", args.batch);
+    Ok(())
+}
+
+/// Peak resident memory of this process (`VmHWM`), in MiB.
+pub fn peak_rss_mib() -> Result<f64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kib / 1024.0)
+}
