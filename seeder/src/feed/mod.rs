@@ -17,7 +17,7 @@ Tree node naming: a *perfect subtree* of `2^level` leaves starting at leaf `inde
 `log2(n)` of them, so a store that keeps every perfect node can produce any proof.
 */
 
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// A BLAKE3 digest.
@@ -106,17 +106,52 @@ impl std::fmt::Debug for FeedKey {
 
 /// `H(0x00 ‖ entry)`.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
-    todo!()
+    let mut h = blake3::Hasher::new();
+    h.update(&[0x00]);
+    h.update(entry);
+    *h.finalize().as_bytes()
 }
 
 /// `H(0x01 ‖ left ‖ right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    todo!()
+    let mut h = blake3::Hasher::new();
+    h.update(&[0x01]);
+    h.update(left);
+    h.update(right);
+    *h.finalize().as_bytes()
 }
 
 /// Root of the empty tree, `H("")` as in RFC 9162.
 pub fn empty_root() -> Hash {
-    todo!()
+    *blake3::hash(b"").as_bytes()
+}
+
+/// The largest power of two strictly below `n` (`n >= 2`): RFC 9162's split point `k`.
+fn split(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// MTH of leaves `[start, start + len)`, where `start` is a multiple of the largest power of
+/// two not above `len` (true of every range RFC 9162's recursion visits): the left part is
+/// always a stored perfect node, the right part recurses, so at most `2·log2(len)` reads.
+fn subtree<E>(
+    start: u64,
+    len: u64,
+    nodes: &mut impl FnMut(NodeId) -> Result<Hash, E>,
+) -> Result<Hash, E> {
+    debug_assert!(len >= 1);
+    if len.is_power_of_two() && start % len == 0 {
+        let level = len.trailing_zeros() as u8;
+        return nodes(NodeId {
+            level,
+            index: start >> level,
+        });
+    }
+    let k = split(len);
+    let left = subtree(start, k, nodes)?;
+    let right = subtree(start + k, len - k, nodes)?;
+    Ok(node_hash(&left, &right))
 }
 
 /// A perfect subtree: leaves `[index << level, (index + 1) << level)`. Level 0 is a leaf hash.
@@ -152,30 +187,124 @@ impl Frontier {
     }
 
     /// Rebuild the frontier of a tree of `len` leaves by reading its peaks (popcount(len) nodes).
-    pub fn load<E>(len: u64, nodes: impl FnMut(NodeId) -> Result<Hash, E>) -> Result<Self, E> {
-        todo!()
+    pub fn load<E>(len: u64, mut nodes: impl FnMut(NodeId) -> Result<Hash, E>) -> Result<Self, E> {
+        let mut peaks = Vec::with_capacity(len.count_ones() as usize);
+        let mut start = 0u64;
+        for level in (0..64u8).rev() {
+            if len & (1 << level) != 0 {
+                peaks.push(nodes(NodeId {
+                    level,
+                    index: start >> level,
+                })?);
+                start += 1 << level;
+            }
+        }
+        Ok(Frontier { len, peaks })
     }
 
     /// The peaks as nodes, highest level first.
     pub fn peaks(&self) -> Vec<(NodeId, Hash)> {
-        todo!()
+        let mut out = Vec::with_capacity(self.peaks.len());
+        let mut start = 0u64;
+        let mut hashes = self.peaks.iter();
+        for level in (0..64u8).rev() {
+            if self.len & (1 << level) != 0 {
+                let hash = hashes.next().expect("one peak per set bit of len");
+                out.push((
+                    NodeId {
+                        level,
+                        index: start >> level,
+                    },
+                    *hash,
+                ));
+                start += 1 << level;
+            }
+        }
+        out
     }
 
     /// Append one leaf hash. `new_node` is called for every perfect node this completes,
     /// level 0 (the leaf itself) first, so a store can persist exactly the new nodes.
-    pub fn push(&mut self, leaf: Hash, new_node: impl FnMut(NodeId, Hash)) {
-        todo!()
+    pub fn push(&mut self, leaf: Hash, mut new_node: impl FnMut(NodeId, Hash)) {
+        let index = self.len;
+        new_node(NodeId { level: 0, index }, leaf);
+        let mut hash = leaf;
+        let mut level = 0u8;
+        // Each set low bit of the old length is a peak of that level waiting for a right
+        // sibling: merge until a clear bit.
+        while (index >> level) & 1 == 1 {
+            let left = self.peaks.pop().expect("a peak for every set bit of len");
+            hash = node_hash(&left, &hash);
+            level += 1;
+            new_node(
+                NodeId {
+                    level,
+                    index: index >> level,
+                },
+                hash,
+            );
+        }
+        self.peaks.push(hash);
+        self.len += 1;
     }
 
     /// The RFC 9162 root of the whole tree.
     pub fn root(&self) -> Hash {
-        todo!()
+        let mut iter = self.peaks.iter().rev();
+        let Some(last) = iter.next() else {
+            return empty_root();
+        };
+        iter.fold(*last, |acc, peak| node_hash(peak, &acc))
     }
 }
 
 /// RFC 9162 root of the first `size` leaves, from stored perfect nodes (O(log n) reads).
-pub fn root_at<E>(size: u64, nodes: impl FnMut(NodeId) -> Result<Hash, E>) -> Result<Hash, E> {
-    todo!()
+pub fn root_at<E>(size: u64, mut nodes: impl FnMut(NodeId) -> Result<Hash, E>) -> Result<Hash, E> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    subtree(0, size, &mut nodes)
+}
+
+/// Check a proof's hashes in the RFC 9162 walk shared by inclusion (§2.1.3.2) and consistency
+/// (§2.1.4.2) verification. Returns `(fr, sr)`.
+fn walk(
+    mut fn_: u64,
+    mut sn: u64,
+    mut fr: Option<Hash>,
+    mut sr: Hash,
+    path: &[Hash],
+    kind: &'static str,
+) -> Result<(Option<Hash>, Hash), FeedError> {
+    for c in path {
+        if sn == 0 {
+            return Err(FeedError::BadProof {
+                kind,
+                reason: "path is too long",
+            });
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            fr = fr.map(|f| node_hash(c, &f));
+            sr = node_hash(c, &sr);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if sn != 0 {
+        return Err(FeedError::BadProof {
+            kind,
+            reason: "path is too short",
+        });
+    }
+    Ok((fr, sr))
 }
 
 /// Proof that leaf `index` is in the tree of `size` leaves (RFC 9162 §2.1.3).
@@ -188,17 +317,49 @@ pub struct InclusionProof {
 
 impl InclusionProof {
     /// Build from stored perfect nodes of a tree with at least `size` leaves.
+    ///
+    /// `index < size` is the caller's to ensure; outside it the proof is simply invalid.
     pub fn build<E>(
         index: u64,
         size: u64,
-        nodes: impl FnMut(NodeId) -> Result<Hash, E>,
+        mut nodes: impl FnMut(NodeId) -> Result<Hash, E>,
     ) -> Result<Self, E> {
-        todo!()
+        let mut path = Vec::new();
+        // RFC 9162 PATH(m, D[n]), iteratively: collect siblings root-down, then reverse.
+        let (mut m, mut start, mut n) = (index, 0u64, size);
+        while n > 1 {
+            let k = split(n);
+            if m < k {
+                path.push(subtree(start + k, n - k, &mut nodes)?);
+                n = k;
+            } else {
+                path.push(subtree(start, k, &mut nodes)?);
+                m -= k;
+                start += k;
+                n -= k;
+            }
+        }
+        path.reverse();
+        Ok(InclusionProof { index, size, path })
     }
 
     /// Check that `leaf` (a [`leaf_hash`]) is at `self.index` in the tree with root `root`.
     pub fn verify(&self, leaf: &Hash, root: &Hash) -> Result<(), FeedError> {
-        todo!()
+        const KIND: &str = "inclusion";
+        if self.index >= self.size {
+            return Err(FeedError::BadProof {
+                kind: KIND,
+                reason: "index is outside the tree",
+            });
+        }
+        let (_, r) = walk(self.index, self.size - 1, None, *leaf, &self.path, KIND)?;
+        if &r != root {
+            return Err(FeedError::BadProof {
+                kind: KIND,
+                reason: "root does not match",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -213,17 +374,86 @@ pub struct ConsistencyProof {
 
 impl ConsistencyProof {
     /// Build from stored perfect nodes of a tree with at least `new_size` leaves.
+    ///
+    /// For `old_size == 0` or `old_size == new_size` the path is empty. `old_size <= new_size`
+    /// is the caller's to ensure.
     pub fn build<E>(
         old_size: u64,
         new_size: u64,
-        nodes: impl FnMut(NodeId) -> Result<Hash, E>,
+        mut nodes: impl FnMut(NodeId) -> Result<Hash, E>,
     ) -> Result<Self, E> {
-        todo!()
+        let mut path = Vec::new();
+        if old_size > 0 && old_size < new_size {
+            // RFC 9162 SUBPROOF(m, D[n], b), iteratively, root-down then reversed.
+            let (mut m, mut start, mut n, mut b) = (old_size, 0u64, new_size, true);
+            while m != n {
+                let k = split(n);
+                if m <= k {
+                    path.push(subtree(start + k, n - k, &mut nodes)?);
+                    n = k;
+                } else {
+                    path.push(subtree(start, k, &mut nodes)?);
+                    m -= k;
+                    start += k;
+                    n -= k;
+                    b = false;
+                }
+            }
+            if !b {
+                path.push(subtree(start, m, &mut nodes)?);
+            }
+            path.reverse();
+        }
+        Ok(ConsistencyProof {
+            old_size,
+            new_size,
+            path,
+        })
     }
 
     /// Check that `old_root` (of `old_size` leaves) is a prefix of `new_root`.
     pub fn verify(&self, old_root: &Hash, new_root: &Hash) -> Result<(), FeedError> {
-        todo!()
+        const KIND: &str = "consistency";
+        let bad = |reason| Err(FeedError::BadProof { kind: KIND, reason });
+        if self.old_size > self.new_size {
+            return bad("old size is larger than new size");
+        }
+        if self.old_size == 0 || self.old_size == self.new_size {
+            if !self.path.is_empty() {
+                return bad("path is too long");
+            }
+            if self.old_size == 0 && old_root != &empty_root() {
+                return bad("old root is not the empty tree's");
+            }
+            if self.old_size == self.new_size && old_root != new_root {
+                return bad("roots of equal sizes differ");
+            }
+            return Ok(());
+        }
+        let mut path = self.path.as_slice();
+        let first = if self.old_size.is_power_of_two() {
+            *old_root
+        } else {
+            let Some((first, rest)) = path.split_first() else {
+                return bad("path is too short");
+            };
+            path = rest;
+            *first
+        };
+        let mut fn_ = self.old_size - 1;
+        let mut sn = self.new_size - 1;
+        while fn_ & 1 == 1 {
+            fn_ >>= 1;
+            sn >>= 1;
+        }
+        let (fr, sr) = walk(fn_, sn, Some(first), first, path, KIND)?;
+        if fr.as_ref() != Some(old_root) {
+            return bad("old root does not match");
+        }
+        if &sr != new_root {
+            return bad("new root does not match");
+        }
+        Ok(())
     }
 }
 
@@ -240,17 +470,41 @@ pub struct SignedHead {
 impl SignedHead {
     /// The exact bytes signed: `HEAD_DOMAIN ‖ feed key ‖ length (u64 LE) ‖ root`.
     pub fn signing_bytes(feed: &FeedKey, length: u64, root: &Hash) -> Vec<u8> {
-        todo!()
+        let mut out = Vec::with_capacity(HEAD_DOMAIN.len() + 32 + 8 + 32);
+        out.extend_from_slice(HEAD_DOMAIN);
+        out.extend_from_slice(&feed.0);
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(root);
+        out
     }
 
     /// Sign a head as the feed's writer.
     pub fn sign(key: &SigningKey, length: u64, root: Hash) -> VerifiedHead {
-        todo!()
+        let feed = FeedKey::from(key);
+        let signature = key
+            .sign(&Self::signing_bytes(&feed, length, &root))
+            .to_bytes();
+        VerifiedHead(SignedHead {
+            feed,
+            length,
+            root,
+            signature,
+        })
     }
 
     /// Check the signature; the only way to get a [`VerifiedHead`] for someone else's feed.
     pub fn verify(self) -> Result<VerifiedHead, FeedError> {
-        todo!()
+        let key = self.feed.verifying_key()?;
+        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
+        key.verify_strict(
+            &Self::signing_bytes(&self.feed, self.length, &self.root),
+            &signature,
+        )
+        .map_err(|_| FeedError::BadSignature {
+            feed: self.feed,
+            length: self.length,
+        })?;
+        Ok(VerifiedHead(self))
     }
 }
 
@@ -334,7 +588,48 @@ pub fn verify_batch(
     entries: Vec<Vec<u8>>,
     proof: Option<&ConsistencyProof>,
 ) -> Result<VerifiedBatch, FeedError> {
-    todo!()
+    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
+        return Err(FeedError::EntryTooLarge { len: e.len() });
+    }
+    let start = frontier.len();
+    let end = start + entries.len() as u64;
+    if end > head.length() {
+        return Err(FeedError::Sizes("batch ends past its head"));
+    }
+    let base_root = frontier.root();
+    let mut tree = frontier.clone();
+    let mut nodes = Vec::with_capacity(entries.len() * 2);
+    for e in &entries {
+        tree.push(leaf_hash(e), |id, h| nodes.push((id, h)));
+    }
+    let root = tree.root();
+    if end == head.length() {
+        if &root != head.root() {
+            return Err(FeedError::RootMismatch {
+                feed: head.feed(),
+                length: end,
+            });
+        }
+    } else {
+        let Some(proof) = proof else {
+            return Err(FeedError::BadProof {
+                kind: "consistency",
+                reason: "a batch that ends before its head needs a proof",
+            });
+        };
+        if proof.old_size != end || proof.new_size != head.length() {
+            return Err(FeedError::Sizes("proof is for other sizes than the batch"));
+        }
+        proof.verify(&root, head.root())?;
+    }
+    Ok(VerifiedBatch {
+        feed: head.feed(),
+        base_root,
+        start,
+        entries,
+        nodes,
+        head,
+    })
 }
 
 /// The writer's own append: hash `entries` onto `frontier` (which it advances), sign the new
@@ -344,7 +639,24 @@ pub fn write_batch(
     frontier: &mut Frontier,
     entries: Vec<Vec<u8>>,
 ) -> Result<VerifiedBatch, FeedError> {
-    todo!()
+    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
+        return Err(FeedError::EntryTooLarge { len: e.len() });
+    }
+    let base_root = frontier.root();
+    let start = frontier.len();
+    let mut nodes = Vec::with_capacity(entries.len() * 2);
+    for e in &entries {
+        frontier.push(leaf_hash(e), |id, h| nodes.push((id, h)));
+    }
+    let head = SignedHead::sign(key, frontier.len(), frontier.root());
+    Ok(VerifiedBatch {
+        feed: head.feed(),
+        base_root,
+        start,
+        entries,
+        nodes,
+        head,
+    })
 }
 
 /// Proof that a writer signed two histories that cannot both be true: `older` and `newer` are
@@ -365,7 +677,28 @@ impl ForkEvidence {
     /// Check that this really shows a fork: both signatures, one feed, a valid proof, and
     /// different roots at the same length.
     pub fn verify(&self) -> Result<(), FeedError> {
-        todo!()
+        if self.older.feed != self.newer.feed {
+            return Err(FeedError::DifferentFeeds(self.older.feed, self.newer.feed));
+        }
+        let older = self.older.clone().verify()?;
+        let newer = self.newer.clone().verify()?;
+        if older.length() > newer.length() {
+            return Err(FeedError::Sizes("the older head is longer than the newer"));
+        }
+        if older.length() == newer.length() {
+            if older.root() == newer.root() {
+                return Err(FeedError::NotAFork("the heads are the same"));
+            }
+            return Ok(());
+        }
+        if self.proof.old_size != older.length() || self.proof.new_size != newer.length() {
+            return Err(FeedError::Sizes("proof is for other sizes than the heads"));
+        }
+        self.proof.verify(&self.newer_prefix_root, newer.root())?;
+        if &self.newer_prefix_root == older.root() {
+            return Err(FeedError::NotAFork("the newer head extends the older"));
+        }
+        Ok(())
     }
 }
 
@@ -388,28 +721,80 @@ pub fn check_extension(
     new_prefix_root: Hash,
     proof: &ConsistencyProof,
 ) -> Result<Extension, FeedError> {
-    todo!()
+    if trusted.feed() != new.feed() {
+        return Err(FeedError::DifferentFeeds(trusted.feed(), new.feed()));
+    }
+    if new.length() < trusted.length() {
+        return Err(FeedError::Sizes("the new head is shorter than the trusted one"));
+    }
+    let fork = |prefix_root: Hash, proof: ConsistencyProof, new: VerifiedHead| {
+        Extension::Fork(Box::new(ForkEvidence {
+            older: trusted.signed().clone(),
+            newer: new.into_signed(),
+            newer_prefix_root: prefix_root,
+            proof,
+        }))
+    };
+    if new.length() == trusted.length() {
+        if new.root() == trusted.root() {
+            return Ok(Extension::Extends(new));
+        }
+        let root = *new.root();
+        let empty = ConsistencyProof {
+            old_size: new.length(),
+            new_size: new.length(),
+            path: Vec::new(),
+        };
+        return Ok(fork(root, empty, new));
+    }
+    if proof.old_size != trusted.length() || proof.new_size != new.length() {
+        return Err(FeedError::Sizes("proof is for other sizes than the heads"));
+    }
+    proof.verify(&new_prefix_root, new.root())?;
+    if &new_prefix_root == trusted.root() {
+        Ok(Extension::Extends(new))
+    } else {
+        Ok(fork(new_prefix_root, proof.clone(), new))
+    }
 }
 
 mod sig_bytes {
     //! serde for `[u8; 64]` (serde's derive stops at 32).
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(sig)
     }
 
+    struct Visitor;
+
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = [u8; 64];
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("64 bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<[u8; 64], E> {
+            v.try_into()
+                .map_err(|_| E::invalid_length(v.len(), &"64 bytes"))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 64], A::Error> {
+            let mut out = [0u8; 64];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(i, &"64 bytes"))?;
+            }
+            Ok(out)
+        }
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let bytes: &[u8] = Deserialize::deserialize(d)?;
-        bytes
-            .try_into()
-            .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"64 bytes"))
+        d.deserialize_bytes(Visitor)
     }
 }
 
-// Silence unused-import warnings until the bodies land.
-#[allow(dead_code)]
-fn _uses(k: &SigningKey, v: &VerifyingKey, m: &[u8]) {
-    let s = k.sign(m);
-    let _ = v.verify(m, &s);
-}
+#[cfg(test)]
+mod tests;
