@@ -725,7 +725,9 @@ pub fn check_extension(
         return Err(FeedError::DifferentFeeds(trusted.feed(), new.feed()));
     }
     if new.length() < trusted.length() {
-        return Err(FeedError::Sizes("the new head is shorter than the trusted one"));
+        return Err(FeedError::Sizes(
+            "the new head is shorter than the trusted one",
+        ));
     }
     let fork = |prefix_root: Hash, proof: ConsistencyProof, new: VerifiedHead| {
         Extension::Fork(Box::new(ForkEvidence {
@@ -758,8 +760,8 @@ pub fn check_extension(
     }
 }
 
-mod sig_bytes {
-    //! serde for `[u8; 64]` (serde's derive stops at 32).
+pub(crate) mod sig_bytes {
+    //! serde for `[u8; 64]` signatures (serde's derive stops at 32).
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {

@@ -56,7 +56,11 @@ fn frontier_and_root_at_match_the_reference_for_small_trees() {
     for n in 0..=300usize {
         let expected = reference_root(&all[..n]);
         assert_eq!(f.root(), expected, "frontier root at {n}");
-        assert_eq!(root_at(n as u64, tree.get()).unwrap(), expected, "root_at {n}");
+        assert_eq!(
+            root_at(n as u64, tree.get()).unwrap(),
+            expected,
+            "root_at {n}"
+        );
         let loaded = Frontier::load(n as u64, tree.get()).unwrap();
         assert_eq!(loaded, f, "loaded frontier at {n}");
         if n < 300 {
@@ -170,7 +174,13 @@ fn oversized_entries_are_refused() {
     );
     assert_eq!(f.len(), 0, "a refused batch leaves the frontier alone");
     let head = SignedHead::sign(&sk, 1, [0; 32]);
-    assert!(verify_batch(&Frontier::new(), head, vec![vec![0; MAX_ENTRY_LEN + 1]], None).is_err());
+    assert!(verify_batch(
+        &Frontier::new(),
+        head,
+        vec![vec![0; MAX_ENTRY_LEN + 1]],
+        None
+    )
+    .is_err());
 }
 
 #[test]
@@ -260,7 +270,10 @@ fn known_answers_pin_the_formats() {
         "7dfb6d5986153fae21ad072c102d9b029a7c247f7e4019dc0ad217145a4a3485"
     );
     let five: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; i as usize + 1]).collect();
-    assert_eq!(hex::encode(reference_root(&five)), "32b67c313a168da713350c08c356c97d3b9eaae0dbc921f3ff50e9298058a153");
+    assert_eq!(
+        hex::encode(reference_root(&five)),
+        "32b67c313a168da713350c08c356c97d3b9eaae0dbc921f3ff50e9298058a153"
+    );
     let sk = key(7);
     let head = SignedHead::sign(&sk, 5, reference_root(&five)).into_signed();
     assert_eq!(

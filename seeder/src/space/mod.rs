@@ -1,3 +1,354 @@
 /*!
-Space keys and codes — pure: no I/O, no clock; randomness is passed in.
+Space keys, codes, the content cipher, membership and capabilities — pure: no I/O, no clock;
+randomness comes in as an argument.
+
+One 32-byte [`SpaceSecret`] is the whole of a space's authority. Everything else is derived
+from it with BLAKE3 `derive_key` under versioned context strings:
+- the space **signing key**, whose public half is the space's [`Address`];
+- the **content key**, for [`ContentCipher`] (members only);
+- from the *address* (so seeders, which hold only the address, can compute them too): the
+  [`DiscoveryKey`] said on the wire and in mDNS, and the key of [`Capability`] proofs.
+
+Members share the secret as an [`InviteCode`]; seeders get only the address, as a
+[`SeedCode`]. Both are text a person can read aloud: a prefix, Crockford base32 in groups of
+five, and a checksum so a typo is reported as one instead of naming another space.
+
+This module knows nothing of feeds' contents, files, storage or the network.
 */
+
+mod code;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::feed::FeedKey;
+
+pub use code::{CodeError, InviteCode, SeedCode};
+
+/// Context strings of the key derivations. Versioned: changing one makes every space new.
+pub const CTX_SIGNING: &str = "seeder 2026-11 space signing key v1";
+pub const CTX_CONTENT: &str = "seeder 2026-11 space content key v1";
+pub const CTX_DISCOVERY: &str = "seeder 2026-11 space discovery key v1";
+pub const CTX_CAPABILITY: &str = "seeder 2026-11 space capability key v1";
+
+/// Domain of membership certificate signatures.
+pub const CERT_DOMAIN: &[u8] = b"seeder membership v1\0";
+/// Domain of the content cipher's associated data.
+pub const ENTRY_AAD_DOMAIN: &[u8] = b"seeder entry v1\0";
+/// Domain of capability MACs.
+pub const CAPABILITY_DOMAIN: &[u8] = b"seeder capability v1\0";
+
+/// Bytes a sealed entry adds to its plaintext: the 24-byte nonce and the 16-byte tag.
+pub const SEAL_OVERHEAD: usize = 24 + 16;
+
+/// Errors of this layer. Each one is a refusal; nothing is half-done.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpaceError {
+    /// A code could not be read.
+    #[error(transparent)]
+    Code(#[from] CodeError),
+    /// The bytes are not a valid ed25519 public key, so not a space address.
+    #[error("{0} is not a valid space address")]
+    BadAddress(String),
+    /// A sealed entry failed to decrypt: wrong key, wrong position, or altered.
+    #[error("entry {seq} of feed {feed} does not decrypt: altered, moved, or of another space")]
+    Decrypt { feed: FeedKey, seq: u64 },
+    /// Too short to be a sealed entry.
+    #[error("sealed entry of {len} bytes is shorter than the {SEAL_OVERHEAD}-byte minimum")]
+    TooShort { len: usize },
+    /// A membership certificate names another space.
+    #[error("certificate for feed {feed} is for space {got}, not {expected}")]
+    OtherSpace {
+        feed: FeedKey,
+        expected: Address,
+        got: Address,
+    },
+    /// A membership certificate's signature is bad.
+    #[error("certificate for feed {feed} has a bad signature")]
+    BadCertificate { feed: FeedKey },
+}
+
+/// The secret of a space: whoever holds it can read and write the space.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SpaceSecret([u8; 32]);
+
+impl Drop for SpaceSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for SpaceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpaceSecret(…)")
+    }
+}
+
+impl SpaceSecret {
+    /// A new random secret.
+    pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Self {
+        let mut b = [0u8; 32];
+        rng.fill_bytes(&mut b);
+        SpaceSecret(b)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SpaceSecret(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The space signing key (signs membership certificates).
+    pub fn signing_key(&self) -> SigningKey {
+        let seed = Zeroizing::new(blake3::derive_key(CTX_SIGNING, &self.0));
+        SigningKey::from_bytes(&seed)
+    }
+
+    /// The space's public address.
+    pub fn address(&self) -> Address {
+        Address(self.signing_key().verifying_key().to_bytes())
+    }
+
+    /// The key entries are encrypted with.
+    pub fn content_key(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(blake3::derive_key(CTX_CONTENT, &self.0))
+    }
+}
+
+/// A space's public address: the public half of its signing key. Knowing it lets a seeder
+/// replicate the space; it does not let anyone read it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Address(pub [u8; 32]);
+
+impl Address {
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// First 8 hex characters, for logs and people.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+
+    /// The address as an ed25519 key; fails if it is not a curve point.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, SpaceError> {
+        VerifyingKey::from_bytes(&self.0).map_err(|_| SpaceError::BadAddress(self.to_hex()))
+    }
+
+    /// What peers say on the wire instead of the address.
+    pub fn discovery_key(&self) -> DiscoveryKey {
+        DiscoveryKey(blake3::derive_key(CTX_DISCOVERY, &self.0))
+    }
+
+    fn capability_key(&self) -> [u8; 32] {
+        blake3::derive_key(CTX_CAPABILITY, &self.0)
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.short())
+    }
+}
+
+impl std::fmt::Debug for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Address({})", self.short())
+    }
+}
+
+/// Derived from an address; reveals nothing about it. Used to ask a peer for a space.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DiscoveryKey(pub [u8; 32]);
+
+impl DiscoveryKey {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for DiscoveryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DiscoveryKey({})", hex::encode(&self.0[..4]))
+    }
+}
+
+/// Encrypts and decrypts entries of one space: XChaCha20-Poly1305 under the content key, with
+/// the entry's place (address, feed, sequence number) as associated data so a ciphertext can't
+/// be moved to another position, feed or space.
+pub struct ContentCipher {
+    address: Address,
+    aead: chacha20poly1305::XChaCha20Poly1305,
+}
+
+impl ContentCipher {
+    pub fn new(secret: &SpaceSecret) -> Self {
+        use chacha20poly1305::KeyInit;
+        let key = secret.content_key();
+        ContentCipher {
+            address: secret.address(),
+            aead: chacha20poly1305::XChaCha20Poly1305::new((&*key).into()),
+        }
+    }
+
+    fn aad(&self, feed: &FeedKey, seq: u64) -> [u8; 16 + 32 + 32 + 8] {
+        let mut aad = [0u8; 16 + 32 + 32 + 8];
+        aad[..16].copy_from_slice(ENTRY_AAD_DOMAIN);
+        aad[16..48].copy_from_slice(&self.address.0);
+        aad[48..80].copy_from_slice(&feed.0);
+        aad[80..].copy_from_slice(&seq.to_le_bytes());
+        aad
+    }
+
+    /// `nonce ‖ ciphertext ‖ tag`. The nonce must be random (24 bytes make collisions
+    /// negligible without a counter).
+    pub fn seal(&self, feed: &FeedKey, seq: u64, plaintext: &[u8], nonce: &[u8; 24]) -> Vec<u8> {
+        use chacha20poly1305::aead::AeadInPlace;
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(nonce.into(), &self.aad(feed, seq), &mut out[24..])
+            .expect("XChaCha20-Poly1305 encrypts any entry up to 256 GiB");
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// The plaintext of a sealed entry at `seq` of `feed`.
+    pub fn open(&self, feed: &FeedKey, seq: u64, sealed: &[u8]) -> Result<Vec<u8>, SpaceError> {
+        use chacha20poly1305::aead::AeadInPlace;
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(SpaceError::TooShort { len: sealed.len() });
+        }
+        let (nonce, rest) = sealed.split_at(24);
+        let (body, tag) = rest.split_at(rest.len() - 16);
+        let mut plain = body.to_vec();
+        self.aead
+            .decrypt_in_place_detached(nonce.into(), &self.aad(feed, seq), &mut plain, tag.into())
+            .map_err(|_| SpaceError::Decrypt { feed: *feed, seq })?;
+        Ok(plain)
+    }
+}
+
+/// The space's signature admitting a device's feed: a seeder accepts a feed into a space only
+/// with one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipCert {
+    pub address: Address,
+    pub feed: FeedKey,
+    #[serde(with = "crate::feed::sig_bytes")]
+    pub signature: [u8; 64],
+}
+
+/// A certificate whose signature checked out for the expected space. Only
+/// [`MembershipCert::verify`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedMember(MembershipCert);
+
+impl VerifiedMember {
+    pub fn feed(&self) -> FeedKey {
+        self.0.feed
+    }
+    pub fn address(&self) -> Address {
+        self.0.address
+    }
+    pub fn cert(&self) -> &MembershipCert {
+        &self.0
+    }
+}
+
+impl MembershipCert {
+    /// The exact bytes signed: `CERT_DOMAIN ‖ address ‖ feed key`.
+    pub fn signing_bytes(address: &Address, feed: &FeedKey) -> Vec<u8> {
+        let mut out = Vec::with_capacity(CERT_DOMAIN.len() + 64);
+        out.extend_from_slice(CERT_DOMAIN);
+        out.extend_from_slice(&address.0);
+        out.extend_from_slice(&feed.0);
+        out
+    }
+
+    /// Admit `feed` to the space of `secret`.
+    pub fn issue(secret: &SpaceSecret, feed: FeedKey) -> Self {
+        let key = secret.signing_key();
+        let address = Address(key.verifying_key().to_bytes());
+        let signature = key.sign(&Self::signing_bytes(&address, &feed)).to_bytes();
+        MembershipCert {
+            address,
+            feed,
+            signature,
+        }
+    }
+
+    /// Check that this admits its feed to the space at `expected`.
+    pub fn verify(self, expected: &Address) -> Result<VerifiedMember, SpaceError> {
+        if &self.address != expected {
+            return Err(SpaceError::OtherSpace {
+                feed: self.feed,
+                expected: *expected,
+                got: self.address,
+            });
+        }
+        let key = self.address.verifying_key()?;
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
+        key.verify_strict(&Self::signing_bytes(&self.address, &self.feed), &sig)
+            .map_err(|_| SpaceError::BadCertificate { feed: self.feed })?;
+        Ok(VerifiedMember(self))
+    }
+}
+
+/// Which end of a connection made a capability, so one side's proof can't be reflected back
+/// as the other's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Dialer,
+    Listener,
+}
+
+/// Proof that a peer knows a space's address, bound to one connection: a keyed BLAKE3 MAC
+/// (key derived from the address) over the connection's TLS exporter secret. Useless on any
+/// other connection.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability(pub [u8; 32]);
+
+impl std::fmt::Debug for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Capability(…)")
+    }
+}
+
+impl Capability {
+    fn mac(address: &Address, conn_secret: &[u8], role: Role) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(&address.capability_key());
+        h.update(CAPABILITY_DOMAIN);
+        h.update(&[match role {
+            Role::Dialer => 0,
+            Role::Listener => 1,
+        }]);
+        h.update(conn_secret);
+        h.finalize()
+    }
+
+    /// The capability for `address` on the connection whose exporter secret is `conn_secret`,
+    /// made by the side playing `role`.
+    pub fn new(address: &Address, conn_secret: &[u8], role: Role) -> Self {
+        Capability(*Self::mac(address, conn_secret, role).as_bytes())
+    }
+
+    /// Constant-time check (blake3's `Hash` equality is constant-time).
+    pub fn verify(&self, address: &Address, conn_secret: &[u8], role: Role) -> bool {
+        Self::mac(address, conn_secret, role) == blake3::Hash::from(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;
