@@ -5,7 +5,7 @@ and README tables can take them. They measure; they never assert a target.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -77,6 +77,86 @@ fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs.max(1e-9)
 }
 
+/// Batches of entries made on a second thread, at most two ahead (8 MiB in flight with the
+/// defaults), the way a writer reads and encrypts the next batch while the previous is synced.
+fn produce<T: Send>(
+    count: u64,
+    batch: usize,
+    make: impl Fn(Vec<Vec<u8>>) -> Result<T> + Send,
+    entries: &Entries,
+    mut consume: impl FnMut(T) -> Result<()>,
+) -> Result<()> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<T>>(2);
+        scope.spawn(move || {
+            let mut i = 0;
+            while i < count {
+                let n = (batch as u64).min(count - i);
+                let b = (i..i + n).map(|j| entries.get(j)).collect();
+                if tx.send(make(b)).is_err() {
+                    return;
+                }
+                i += n;
+            }
+        });
+        for item in rx {
+            consume(item?)?;
+        }
+        Ok(())
+    })
+}
+
+/// The raw baseline: the same bytes in the same batches, write + fdatasync to a plain file.
+fn raw_baseline(dir: &Path, entries: &Entries, count: u64, batch: usize) -> Result<f64> {
+    let raw_path = dir.join("raw.data");
+    let mut raw = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&raw_path)
+        .with_context(|| format!("cannot create {}", raw_path.display()))?;
+    let t = Instant::now();
+    produce(count, batch, Ok, entries, |b| {
+        for e in &b {
+            raw.write_all(e)?;
+        }
+        raw.sync_data()?;
+        Ok(())
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    drop(raw);
+    std::fs::remove_file(&raw_path)?;
+    Ok(secs)
+}
+
+/// Durable appends through the store: hash and sign on the producer thread, then write,
+/// fdatasync, index and flush. Returns the seconds taken, the store and the feed written.
+fn store_append(
+    dir: &Path,
+    entries: &Entries,
+    count: u64,
+    batch: usize,
+) -> Result<(f64, Store, FeedKey)> {
+    let store = Store::open(dir, &StoreConfig::default())?;
+    let sk = SigningKey::generate(&mut rand::rngs::OsRng);
+    let feed = FeedKey::from(&sk);
+    let frontier = std::sync::Mutex::new(Frontier::new());
+    let t = Instant::now();
+    produce(
+        count,
+        batch,
+        |b| {
+            let mut f = frontier.lock().expect("only the producer locks it");
+            Ok(write_batch(&sk, &mut f, b)?)
+        },
+        entries,
+        |b| {
+            store.append(b)?;
+            Ok(())
+        },
+    )?;
+    Ok((t.elapsed().as_secs_f64(), store, feed))
+}
+
 fn store(args: StoreArgs) -> Result<()> {
     let base = args.dir.unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()
@@ -94,42 +174,18 @@ fn store(args: StoreArgs) -> Result<()> {
     let total = count * entry_len as u64;
     let entries = Entries::new(entry_len);
 
-    // Raw baseline: the same bytes, the same batches, write + fdatasync to one plain file.
-    let raw_path = tmp.path().join("raw.data");
-    let mut raw = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&raw_path)
-        .with_context(|| format!("cannot create {}", raw_path.display()))?;
-    let t = Instant::now();
-    let mut i = 0;
-    while i < count {
-        let n = (args.batch as u64).min(count - i);
-        let batch: Vec<Vec<u8>> = (i..i + n).map(|j| entries.get(j)).collect();
-        for e in &batch {
-            raw.write_all(e)?;
-        }
-        raw.sync_data()?;
-        i += n;
-    }
-    let raw_secs = t.elapsed().as_secs_f64();
-    drop(raw);
-    std::fs::remove_file(&raw_path)?;
-
-    // Durable appends through the store: hash, sign, write, fdatasync, index, flush.
-    let store = Store::open(tmp.path().join("store"), &StoreConfig::default())?;
-    let sk = SigningKey::generate(&mut rand::rngs::OsRng);
-    let feed = FeedKey::from(&sk);
-    let mut frontier = Frontier::new();
-    let t = Instant::now();
-    let mut i = 0;
-    while i < count {
-        let n = (args.batch as u64).min(count - i);
-        let batch = (i..i + n).map(|j| entries.get(j)).collect();
-        store.append(write_batch(&sk, &mut frontier, batch)?)?;
-        i += n;
-    }
-    let append_secs = t.elapsed().as_secs_f64();
+    // This disk's speed drifts between runs (allocation, the host's caches): run each side
+    // twice, alternating, and keep each side's best.
+    let raw1 = raw_baseline(tmp.path(), &entries, count, args.batch)?;
+    let first = tmp.path().join("first");
+    let (app1, store1, _) = store_append(&first, &entries, count, args.batch)?;
+    drop(store1);
+    std::fs::remove_dir_all(&first)?;
+    let raw2 = raw_baseline(tmp.path(), &entries, count, args.batch)?;
+    let (app2, store, feed) =
+        store_append(&tmp.path().join("second"), &entries, count, args.batch)?;
+    let raw_secs = raw1.min(raw2);
+    let append_secs = app1.min(app2);
 
     // Read everything back, each entry checked against its stored hash, and the whole feed
     // against its signed root.
