@@ -29,8 +29,9 @@ impl MemTree {
             nodes: Default::default(),
         };
         for e in entries {
-            t.frontier
-                .push(leaf_hash(e), |id, h| drop(t.nodes.insert(id, h)));
+            t.frontier.push(leaf_hash(e), |id, h| {
+                t.nodes.insert(id, h);
+            });
         }
         t
     }

@@ -2,9 +2,11 @@
 Durable feeds on disk: a sled index plus one append-only data file per feed.
 
 Layout of a data directory:
-- `db/`: sled. Tree `feeds` holds, under one-byte key prefixes, each feed's metadata (`F`),
-  its leaves (`L`: leaf hash, offset and length of every entry) and its higher perfect tree
-  nodes (`N`). Trees `damage` and `forks` hold what went wrong, for the admin page.
+- `db/`: sled. Tree `feeds` holds, under one-byte key prefixes, each feed's metadata (`F`)
+  and one record per appended batch (`B`, keyed by the batch's first entry): where its
+  entries are in the data file, their leaf hashes, and the perfect tree nodes the batch
+  completed. One index write per batch rather than per entry keeps sled's work and memory
+  small. Trees `damage` and `forks` hold what went wrong, for the admin page.
 - `feeds/<xx>/<feed-hex>.data`: the entries' bytes, back to back, where `xx` is the first byte
   of the feed key (so no folder grows past a few thousand files).
 
@@ -52,8 +54,10 @@ const TREE_DAMAGE: &str = "damage";
 const TREE_FORKS: &str = "forks";
 
 const PREFIX_META: u8 = b'F';
-const PREFIX_LEAF: u8 = b'L';
-const PREFIX_NODE: u8 = b'N';
+const PREFIX_BATCH: u8 = b'B';
+
+/// Version of the batch record's encoding.
+const BATCH_VERSION: u8 = 1;
 
 /// Version of the metadata record; bumped on any change of [`FeedMeta`]'s encoding.
 const META_VERSION: u8 = 1;
@@ -210,7 +214,7 @@ impl FeedMeta {
     }
 }
 
-/// One entry's location, stored under its leaf key.
+/// One entry's place and hash, read from its batch record.
 #[derive(Clone, Copy, Debug)]
 struct Leaf {
     hash: Hash,
@@ -218,26 +222,111 @@ struct Leaf {
     len: u32,
 }
 
-const LEAF_VALUE_LEN: usize = 32 + 8 + 4;
+/// The index record of one appended batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BatchRecord {
+    first: u64,
+    /// Data-file offset of the first entry; the others follow back to back.
+    offset: u64,
+    leaves: Vec<(Hash, u32)>,
+    /// Perfect nodes above the leaves that this batch completed.
+    nodes: Vec<(NodeId, Hash)>,
+}
 
-impl Leaf {
-    fn encode(&self) -> [u8; LEAF_VALUE_LEN] {
-        let mut out = [0u8; LEAF_VALUE_LEN];
-        out[..32].copy_from_slice(&self.hash);
-        out[32..40].copy_from_slice(&self.offset.to_le_bytes());
-        out[40..].copy_from_slice(&self.len.to_le_bytes());
+impl BatchRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(1 + 8 + 8 + 4 + self.leaves.len() * 36 + 4 + self.nodes.len() * 41);
+        out.push(BATCH_VERSION);
+        out.extend_from_slice(&self.first.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&(self.leaves.len() as u32).to_le_bytes());
+        for (hash, len) in &self.leaves {
+            out.extend_from_slice(hash);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.nodes.len() as u32).to_le_bytes());
+        for (id, hash) in &self.nodes {
+            out.push(id.level);
+            out.extend_from_slice(&id.index.to_le_bytes());
+            out.extend_from_slice(hash);
+        }
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Leaf> {
-        if bytes.len() != LEAF_VALUE_LEN {
+    fn decode(bytes: &[u8]) -> Option<BatchRecord> {
+        let mut r = Reader(bytes);
+        if r.take(1)?[0] != BATCH_VERSION {
             return None;
         }
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&bytes[..32]);
-        let offset = u64::from_le_bytes(bytes[32..40].try_into().ok()?);
-        let len = u32::from_le_bytes(bytes[40..].try_into().ok()?);
-        Some(Leaf { hash, offset, len })
+        let first = r.u64()?;
+        let offset = r.u64()?;
+        let n = r.u32()? as usize;
+        // Each leaf takes 36 bytes: a count the bytes can't hold is corrupt, and checking it
+        // first keeps a bad count from allocating.
+        if n > r.0.len() / 36 {
+            return None;
+        }
+        let mut leaves = Vec::with_capacity(n);
+        for _ in 0..n {
+            let hash: Hash = r.take(32)?.try_into().ok()?;
+            leaves.push((hash, r.u32()?));
+        }
+        let m = r.u32()? as usize;
+        if m > r.0.len() / 41 {
+            return None;
+        }
+        let mut nodes = Vec::with_capacity(m);
+        for _ in 0..m {
+            let level = r.take(1)?[0];
+            let index = r.u64()?;
+            let hash: Hash = r.take(32)?.try_into().ok()?;
+            nodes.push((NodeId { level, index }, hash));
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(BatchRecord {
+            first,
+            offset,
+            leaves,
+            nodes,
+        })
+    }
+
+    fn contains(&self, index: u64) -> bool {
+        index >= self.first && index - self.first < self.leaves.len() as u64
+    }
+
+    fn leaf(&self, index: u64) -> Leaf {
+        let i = (index - self.first) as usize;
+        let before: u64 = self.leaves[..i].iter().map(|(_, l)| u64::from(*l)).sum();
+        let (hash, len) = self.leaves[i];
+        Leaf {
+            hash,
+            offset: self.offset + before,
+            len,
+        }
+    }
+}
+
+/// A cursor over an index record's bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 }
 
@@ -304,20 +393,11 @@ fn meta_key(feed: &FeedKey) -> [u8; 33] {
     k
 }
 
-fn leaf_key(feed: &FeedKey, index: u64) -> [u8; 41] {
+fn batch_key(feed: &FeedKey, first: u64) -> [u8; 41] {
     let mut k = [0u8; 41];
-    k[0] = PREFIX_LEAF;
+    k[0] = PREFIX_BATCH;
     k[1..33].copy_from_slice(&feed.0);
-    k[33..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
-fn node_key(feed: &FeedKey, id: NodeId) -> [u8; 42] {
-    let mut k = [0u8; 42];
-    k[0] = PREFIX_NODE;
-    k[1..33].copy_from_slice(&feed.0);
-    k[33] = id.level;
-    k[34..].copy_from_slice(&id.index.to_be_bytes());
+    k[33..].copy_from_slice(&first.to_be_bytes());
     k
 }
 
@@ -486,34 +566,51 @@ impl Store {
         Ok(out)
     }
 
+    /// The record of the batch holding entry `index`.
+    fn batch_of(&self, feed: &FeedKey, index: u64) -> Result<BatchRecord> {
+        let corrupt = |what: &str| StoreError::Corrupt {
+            what: format!("feed {feed} batch record for entry {index} ({what})"),
+        };
+        let found = self
+            .inner
+            .feeds
+            .range(batch_key(feed, 0)..=batch_key(feed, index))
+            .next_back()
+            .transpose()?;
+        let (_, v) = found.ok_or_else(|| corrupt("missing"))?;
+        let record = BatchRecord::decode(&v).ok_or_else(|| corrupt("undecodable"))?;
+        if !record.contains(index) {
+            return Err(corrupt("missing"));
+        }
+        Ok(record)
+    }
+
     /// The perfect tree node `id` of `feed`, as stored.
     pub fn node(&self, feed: &FeedKey, id: NodeId) -> Result<Hash> {
         if id.level == 0 {
             return Ok(self.leaf(feed, id.index)?.hash);
         }
-        let v = self
-            .inner
-            .feeds
-            .get(node_key(feed, id))?
+        // A node is completed, and so recorded, by the batch holding its last leaf.
+        let last = id
+            .index
+            .checked_add(1)
+            .and_then(|n| n.checked_shl(u32::from(id.level)))
+            .map(|n| n - 1)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("feed {feed} node {}/{} (out of range)", id.level, id.index),
+            })?;
+        self.batch_of(feed, last)?
+            .nodes
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, h)| *h)
             .ok_or_else(|| StoreError::Corrupt {
                 what: format!("feed {feed} node {}/{} (missing)", id.level, id.index),
-            })?;
-        v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-            what: format!("feed {feed} node {}/{}", id.level, id.index),
-        })
+            })
     }
 
     fn leaf(&self, feed: &FeedKey, index: u64) -> Result<Leaf> {
-        let v = self
-            .inner
-            .feeds
-            .get(leaf_key(feed, index))?
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("feed {feed} leaf {index} (missing)"),
-            })?;
-        Leaf::decode(&v).ok_or_else(|| StoreError::Corrupt {
-            what: format!("feed {feed} leaf {index}"),
-        })
+        Ok(self.batch_of(feed, index)?.leaf(index))
     }
 
     /// The tree's right edge at the stored length: what a batch is verified on top of.
@@ -603,42 +700,39 @@ impl Store {
 
         // 1. bytes at the committed end, durable.
         let path = self.data_path(&feed);
-        let mut leaves = Vec::with_capacity(batch.entries().len());
         let mut offset = meta.data_end;
+        let mut record = BatchRecord {
+            first: batch.start(),
+            offset,
+            leaves: Vec::with_capacity(batch.entries().len()),
+            nodes: Vec::with_capacity(batch.entries().len()),
+        };
+        let mut leaf_hashes = batch.nodes().iter().filter(|(id, _)| id.level == 0);
         if !batch.entries().is_empty() {
             let file = self.open_for_append(&path)?;
-            for (i, (entry, (_, hash))) in batch
-                .entries()
-                .iter()
-                .zip(batch.nodes().iter().filter(|(id, _)| id.level == 0))
-                .enumerate()
-            {
+            for entry in batch.entries() {
                 debug_assert!(entry.len() <= MAX_ENTRY_LEN);
                 file.write_all_at(entry, offset)
                     .map_err(io_err("write", &path))?;
-                leaves.push((
-                    batch.start() + i as u64,
-                    Leaf {
-                        hash: *hash,
-                        offset,
-                        len: u32::try_from(entry.len())
-                            .expect("entries are at most MAX_ENTRY_LEN bytes"),
-                    },
+                let (_, hash) = leaf_hashes
+                    .next()
+                    .expect("a verified batch has one leaf node per entry");
+                record.leaves.push((
+                    *hash,
+                    u32::try_from(entry.len()).expect("entries are at most MAX_ENTRY_LEN bytes"),
                 ));
                 offset += entry.len() as u64;
             }
             file.sync_data().map_err(io_err("sync", &path))?;
         }
+        record
+            .nodes
+            .extend(batch.nodes().iter().filter(|(id, _)| id.level > 0).copied());
 
         // 2. one atomic index batch, flushed.
         let mut b = sled::Batch::default();
-        for (index, leaf) in &leaves {
-            b.insert(&leaf_key(&feed, *index)[..], &leaf.encode()[..]);
-        }
-        for (id, hash) in batch.nodes() {
-            if id.level > 0 {
-                b.insert(&node_key(&feed, *id)[..], &hash[..]);
-            }
+        if !record.leaves.is_empty() {
+            b.insert(&batch_key(&feed, record.first)[..], record.encode());
         }
         meta.length = batch.end();
         meta.data_end = offset;
@@ -713,6 +807,10 @@ impl Store {
 
     fn read_leaf(&self, feed: &FeedKey, file: &File, index: u64) -> Result<Vec<u8>> {
         let leaf = self.leaf(feed, index)?;
+        self.read_at(feed, file, index, leaf)
+    }
+
+    fn read_at(&self, feed: &FeedKey, file: &File, index: u64, leaf: Leaf) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; leaf.len as usize];
         match file.read_exact_at(&mut buf, leaf.offset) {
             Ok(()) => {}
@@ -778,6 +876,7 @@ impl Store {
             feed: *feed,
             file,
             length: meta.length,
+            record: None,
         })
     }
 
@@ -887,26 +986,24 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("remove", &path)(e)),
         }
-        for prefix in [PREFIX_LEAF, PREFIX_NODE] {
-            // Bounded batches: a feed may have millions of entries.
-            loop {
-                let mut b = sled::Batch::default();
-                let mut n = 0;
-                for item in self
-                    .inner
-                    .feeds
-                    .scan_prefix(feed_prefix(prefix, feed))
-                    .take(4096)
-                {
-                    let (k, _) = item?;
-                    b.remove(k);
-                    n += 1;
-                }
-                if n == 0 {
-                    break;
-                }
-                self.inner.feeds.apply_batch(b)?;
+        // Bounded batches: a feed may have millions of records.
+        loop {
+            let mut b = sled::Batch::default();
+            let mut n = 0;
+            for item in self
+                .inner
+                .feeds
+                .scan_prefix(feed_prefix(PREFIX_BATCH, feed))
+                .take(4096)
+            {
+                let (k, _) = item?;
+                b.remove(k);
+                n += 1;
             }
+            if n == 0 {
+                break;
+            }
+            self.inner.feeds.apply_batch(b)?;
         }
         let mut b = sled::Batch::default();
         b.remove(&meta_key(feed)[..]);
@@ -935,6 +1032,8 @@ pub struct FeedReader<'a> {
     feed: FeedKey,
     file: File,
     length: u64,
+    /// The last batch record read: entries are mostly read in order.
+    record: Option<BatchRecord>,
 }
 
 impl FeedReader<'_> {
@@ -957,7 +1056,13 @@ impl FeedReader<'_> {
                 length: self.length,
             });
         }
-        self.store.read_leaf(&self.feed, &self.file, index)
+        let record = match self.record.take() {
+            Some(r) if r.contains(index) => r,
+            _ => self.store.batch_of(&self.feed, index)?,
+        };
+        let leaf = record.leaf(index);
+        self.record = Some(record);
+        self.store.read_at(&self.feed, &self.file, index, leaf)
     }
 }
 

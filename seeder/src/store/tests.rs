@@ -247,15 +247,7 @@ fn delete_frees_the_disk_and_leaves_no_head_behind() {
         store
             .inner
             .feeds
-            .scan_prefix(feed_prefix(PREFIX_LEAF, &gone))
-            .count(),
-        0
-    );
-    assert_eq!(
-        store
-            .inner
-            .feeds
-            .scan_prefix(feed_prefix(PREFIX_NODE, &gone))
+            .scan_prefix(feed_prefix(PREFIX_BATCH, &gone))
             .count(),
         0
     );
@@ -372,6 +364,28 @@ fn unknown_feed_is_a_clear_error() {
     let err = store.read(&feed, 0).unwrap_err();
     assert!(matches!(err, StoreError::UnknownFeed(_)));
     assert!(err.to_string().contains("not stored here"));
+}
+
+#[test]
+fn batch_records_round_trip_and_reject_bad_bytes() {
+    let r = BatchRecord {
+        first: 7,
+        offset: 1000,
+        leaves: vec![([1; 32], 10), ([2; 32], 0), ([3; 32], 65536)],
+        nodes: vec![(NodeId { level: 1, index: 4 }, [4; 32])],
+    };
+    let bytes = r.encode();
+    assert_eq!(BatchRecord::decode(&bytes), Some(r.clone()));
+    assert_eq!(r.leaf(9).offset, 1010);
+    for n in 0..bytes.len() {
+        assert_eq!(BatchRecord::decode(&bytes[..n]), None, "truncated at {n}");
+    }
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(BatchRecord::decode(&long), None);
+    let mut huge = bytes.clone();
+    huge[17..21].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(BatchRecord::decode(&huge), None);
 }
 
 #[test]
