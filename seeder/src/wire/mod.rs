@@ -1,3 +1,298 @@
 /*!
-Message types and framing — pure.
+Replication messages and their framing — pure: bytes in, messages out, and back.
+
+A frame is a `u32` little-endian length, then that many bytes of one postcard-encoded
+[`Message`]. The length is checked against [`MAX_FRAME_LEN`] before anything is allocated, a
+message must use its frame exactly (no trailing bytes), and every decoded message is checked
+against the count limits below, so a peer can't make us allocate or loop more than a bounded
+amount per frame.
+
+Decoding follows mini-redis: [`Decoder::decode`] returns `Ok(None)` when a whole frame isn't
+buffered yet ("need more bytes" is not an error), and [`Decoder::finish`] tells a clean end of
+stream from one in the middle of a frame.
+
+This module knows nothing of sockets, QUIC streams, stores or the sync state machine: it only
+says what may be said and how it is spelled.
 */
+
+use serde::{Deserialize, Serialize};
+
+use crate::feed::{ConsistencyProof, FeedKey, Hash, SignedHead};
+use crate::space::{Capability, DiscoveryKey, MembershipCert};
+
+/// Protocol version said in [`Message::Hello`] and in the ALPN (`seeder/1`).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN protocol id for QUIC.
+pub const ALPN: &[u8] = b"seeder/1";
+
+/// Largest frame body. A data message carries at most [`MAX_DATA_BYTES`] of entries plus one
+/// maximal entry, a head, a proof and framing; 64 KiB of slack covers the rest. Far below
+/// what `u32` allows, so a hostile length prefix is refused before allocation.
+pub const MAX_FRAME_LEN: usize = MAX_DATA_BYTES + crate::feed::MAX_ENTRY_LEN + 64 * 1024;
+
+/// Entry bytes a sender puts in one data message before starting another: 1 MiB keeps a
+/// receiver's buffer per stream small on a 1 GiB board while amortising per-batch fsyncs.
+pub const MAX_DATA_BYTES: usize = 1 << 20;
+
+/// Entries in one data message: 64 KiB entries fill [`MAX_DATA_BYTES`] with 16; tiny entries
+/// (file operations) are capped so one message's bookkeeping stays small.
+pub const MAX_ENTRIES_PER_DATA: usize = 1024;
+
+/// Feeds in one feed list. A small organisation's space has tens of devices; 1024 leaves
+/// room for growth while bounding one message's verification work (one signature each).
+pub const MAX_FEEDS_PER_LIST: usize = 1024;
+
+/// Spaces one connection may open. A seeder of many partner organisations holds dozens.
+pub const MAX_SPACES_PER_CONNECTION: u32 = 256;
+
+/// Longest free text (goodbye reasons, error messages), in bytes.
+pub const MAX_TEXT_LEN: usize = 512;
+
+/// Hashes in one consistency proof: at most two per level of a 2^64-leaf tree.
+pub const MAX_PROOF_HASHES: usize = 128;
+
+/// Errors of framing and decoding. All are the sender's fault: the connection is closed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{n} trailing bytes after the message in a frame")]
+    TrailingBytes { n: usize },
+    #[error("{what}: {got} exceeds the limit of {max}")]
+    LimitExceeded {
+        what: &'static str,
+        got: usize,
+        max: usize,
+    },
+    #[error("stream ended in the middle of a frame ({buffered} bytes buffered)")]
+    UnexpectedEof { buffered: usize },
+}
+
+/// One feed a peer holds of a space, with the certificate that admits it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedOffer {
+    pub cert: MembershipCert,
+    /// The newest head whose whole tree the sender holds; `None` for a feed with no entries.
+    pub head: Option<SignedHead>,
+}
+
+/// Everything peers say to each other. `space` fields are connection-local ids chosen by the
+/// side that opened the space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// First message each way on the control stream.
+    Hello {
+        version: u16,
+        node_id: [u8; 32],
+        features: u64,
+    },
+    /// Ask to replicate the space whose discovery key this is, proving knowledge of its
+    /// address. A peer that can't verify the capability answers nothing at all.
+    OpenSpace {
+        space: u32,
+        discovery: DiscoveryKey,
+        capability: Capability,
+    },
+    /// The feeds the sender holds of a space (or, later, new ones).
+    FeedList { space: u32, feeds: Vec<FeedOffer> },
+    /// A newer head of one feed, pushed live.
+    Head { space: u32, head: SignedHead },
+    /// Please send entries of `feed` from `from` on.
+    Want {
+        space: u32,
+        feed: FeedKey,
+        from: u64,
+    },
+    /// Entries `[start, start + entries.len())` of `feed`, verifiable against `head` (with
+    /// `proof` from their end to `head.length` when they end before it).
+    Data {
+        space: u32,
+        feed: FeedKey,
+        start: u64,
+        entries: Vec<Vec<u8>>,
+        head: SignedHead,
+        proof: Option<ConsistencyProof>,
+        /// The sender's root at `start`, with a consistency proof to `head`, when the
+        /// receiver's stored prefix must be checked for a fork first.
+        prefix: Option<(Hash, ConsistencyProof)>,
+    },
+    /// The sender now durably stores `length` entries of `feed`: a storage acknowledgement.
+    Stored {
+        space: u32,
+        feed: FeedKey,
+        length: u64,
+    },
+    /// Closing politely.
+    Goodbye { reason: String },
+    /// A refusal the sender wants the peer to know about.
+    Error { code: u16, message: String },
+}
+
+impl Message {
+    /// Check the count limits that postcard can't know of.
+    pub fn check_limits(&self) -> Result<(), WireError> {
+        fn limit(what: &'static str, got: usize, max: usize) -> Result<(), WireError> {
+            if got > max {
+                Err(WireError::LimitExceeded { what, got, max })
+            } else {
+                Ok(())
+            }
+        }
+        fn proof(p: &ConsistencyProof) -> Result<(), WireError> {
+            limit("proof hashes", p.path.len(), MAX_PROOF_HASHES)
+        }
+        match self {
+            Message::OpenSpace { space, .. }
+            | Message::FeedList { space, .. }
+            | Message::Head { space, .. }
+            | Message::Want { space, .. }
+            | Message::Data { space, .. }
+            | Message::Stored { space, .. }
+                if *space >= MAX_SPACES_PER_CONNECTION =>
+            {
+                limit(
+                    "space id",
+                    *space as usize,
+                    MAX_SPACES_PER_CONNECTION as usize - 1,
+                )?
+            }
+            _ => {}
+        }
+        match self {
+            Message::FeedList { feeds, .. } => {
+                limit("feeds in a list", feeds.len(), MAX_FEEDS_PER_LIST)
+            }
+            Message::Data {
+                entries,
+                proof: p,
+                prefix,
+                ..
+            } => {
+                limit(
+                    "entries in a data message",
+                    entries.len(),
+                    MAX_ENTRIES_PER_DATA,
+                )?;
+                for e in entries {
+                    limit("entry bytes", e.len(), crate::feed::MAX_ENTRY_LEN)?;
+                }
+                if let Some(p) = p {
+                    proof(p)?;
+                }
+                if let Some((_, p)) = prefix {
+                    proof(p)?;
+                }
+                Ok(())
+            }
+            Message::Goodbye { reason } => limit("reason bytes", reason.len(), MAX_TEXT_LEN),
+            Message::Error { message, .. } => limit("message bytes", message.len(), MAX_TEXT_LEN),
+            _ => Ok(()),
+        }
+    }
+
+    /// One whole frame: length prefix and body.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        self.check_limits()?;
+        let out = vec![0u8; 4];
+        let mut out =
+            postcard::to_extend(self, out).map_err(|e| WireError::Malformed(e.to_string()))?;
+        let len = out.len() - 4;
+        if len > MAX_FRAME_LEN {
+            return Err(WireError::FrameTooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        out[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        Ok(out)
+    }
+
+    /// Decode one frame body (no length prefix): strict, limits checked.
+    pub fn decode_body(body: &[u8]) -> Result<Message, WireError> {
+        if body.len() > MAX_FRAME_LEN {
+            return Err(WireError::FrameTooLarge {
+                len: body.len(),
+                max: MAX_FRAME_LEN,
+            });
+        }
+        // postcard reads a sequence's length before its elements and may reserve that many;
+        // every element takes at least one byte, so the reservation is bounded by the
+        // frame's own length, itself bounded above.
+        let (msg, rest): (Message, _) =
+            postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(WireError::TrailingBytes { n: rest.len() });
+        }
+        msg.check_limits()?;
+        Ok(msg)
+    }
+}
+
+/// Turns a byte stream into messages. Feed bytes with [`Decoder::extend`], take messages with
+/// [`Decoder::decode`]. Holds at most one frame plus what arrived after it.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered and not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// How many more bytes the next frame needs before [`Decoder::decode`] can return it
+    /// (0 if it is complete). Lets a driver read exactly a frame. Errors on an oversized
+    /// length prefix as soon as its 4 bytes are in.
+    pub fn needed(&self) -> Result<usize, WireError> {
+        if self.buf.len() < 4 {
+            return Ok(4 - self.buf.len());
+        }
+        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(WireError::FrameTooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        Ok((4 + len).saturating_sub(self.buf.len()))
+    }
+
+    /// The next message, `Ok(None)` if a whole frame isn't buffered yet.
+    pub fn decode(&mut self) -> Result<Option<Message>, WireError> {
+        if self.needed()? > 0 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let msg = Message::decode_body(&self.buf[4..4 + len])?;
+        self.buf.drain(..4 + len);
+        Ok(Some(msg))
+    }
+
+    /// At end of stream: fine if nothing is buffered, an error mid-frame.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::UnexpectedEof {
+                buffered: self.buf.len(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
