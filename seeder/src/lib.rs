@@ -11,6 +11,7 @@ Layers, dependencies pointing downwards only:
 #![forbid(unsafe_code)]
 
 pub mod feed;
+pub mod fs;
 pub mod space;
 pub mod store;
 pub mod wire;
