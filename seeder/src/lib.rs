@@ -12,6 +12,7 @@ Layers, dependencies pointing downwards only:
 
 pub mod cli;
 pub mod feed;
+pub mod fs;
 pub mod space;
 pub mod store;
 pub mod wire;
