@@ -15,8 +15,14 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("seeder: {err:#}");
-            ExitCode::from(2)
+            // Skip the silent context lines that only carry the exit code.
+            let msg: Vec<String> = err
+                .chain()
+                .map(|e| e.to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            eprintln!("seeder: {}", msg.join(": "));
+            ExitCode::from(seeder::cli::exit_code(&err))
         }
     }
 }

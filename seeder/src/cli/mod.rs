@@ -3,23 +3,105 @@ The `seeder` command line: argument parsing and the people-facing edge. Commands
 arguments into validated values, call the layers below, and print what a person needs: results
 on stdout (codes and addresses alone on the last line, so scripts can take them), progress and
 errors on stderr. `anyhow` lives here and in `main`, nowhere below.
+
+Exit codes: 0 success; 1 the space, path or version asked for does not exist; 2 bad input
+(a mistyped or wrong kind of code, a bad name or path, a usage error); 3 refused data (a
+tampered bundle, a bundle of another space); 4 busy (another command holds the home);
+5 any other failure (disk, permissions).
 */
 
 mod bench;
+mod member;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+/// What kind of failure an error is, for the exit code. Attached as `anyhow` context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    NotFound,
+    BadInput,
+    Refused,
+    Busy,
+    Internal,
+}
+
+impl Failure {
+    /// The process exit code for this failure.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failure::NotFound => 1,
+            Failure::BadInput => 2,
+            Failure::Refused => 3,
+            Failure::Busy => 4,
+            Failure::Internal => 5,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The context line itself stays silent: the error below it says what happened.
+        f.write_str("")
+    }
+}
+
+/// Exit code for an error returned by [`run`].
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    // `downcast_ref` sees context values through every layer of context.
+    err.downcast_ref::<Failure>()
+        .copied()
+        .unwrap_or(Failure::Internal)
+        .exit_code()
+}
 
 /// Keeps encrypted multi-writer file spaces online and backed up without being able to read
 /// them.
 #[derive(Debug, Parser)]
-#[command(name = "seeder", version, about, long_about = None)]
+#[command(name = "seeder", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
+    /// This device's home folder [default: $SEEDER_HOME, else $XDG_DATA_HOME/seeder, else
+    /// ~/.local/share/seeder].
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 not found; 2 bad input; 3 refused data; \
+4 home busy; 5 other failure.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create, join and share spaces.
+    Space {
+        #[command(subcommand)]
+        cmd: member::SpaceCmd,
+    },
+    /// Store a file or a folder in a space.
+    Put(member::PutArgs),
+    /// Write a file of a space to a local file or stdout.
+    Get(member::GetArgs),
+    /// List files of a space.
+    Ls(member::LsArgs),
+    /// Delete a file.
+    Rm { name: String, path: String },
+    /// Move or rename a file.
+    Mv {
+        name: String,
+        from: String,
+        to: String,
+    },
+    /// The history of a space, with vector clocks.
+    Log { name: String },
+    /// Versions that lost a conflict, each with an id for `seeder get --version`.
+    Conflicts { name: String, path: Option<String> },
+    /// Offline exchange: a space's feeds in one file.
+    Bundle {
+        #[command(subcommand)]
+        cmd: member::BundleCmd,
+    },
     /// Measure performance; prints one `name value unit` line per figure.
     Bench {
         #[command(subcommand)]
@@ -27,18 +109,57 @@ enum Command {
     },
 }
 
+fn home_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir);
+    }
+    if let Some(dir) = std::env::var_os("SEEDER_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir).join("seeder"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("no home folder: pass --home DIR or set SEEDER_HOME"))?;
+    Ok(PathBuf::from(home).join(".local/share/seeder"))
+}
+
+fn open_home(flag: Option<PathBuf>) -> anyhow::Result<crate::fs::home::Home> {
+    let dir = home_dir(flag)?;
+    crate::fs::home::Home::open(&dir).map_err(|e| {
+        let failure = match e {
+            crate::fs::home::HomeError::Busy(_) => Failure::Busy,
+            _ => Failure::Internal,
+        };
+        anyhow::Error::new(e).context(failure)
+    })
+}
+
 /// Run the command line; `main` prints the error chain and picks the exit code.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { which } => bench::run(which),
+        Command::Space { cmd } => member::space(&open_home(cli.home)?, cmd),
+        Command::Put(args) => member::put(&open_home(cli.home)?, args),
+        Command::Get(args) => member::get(&open_home(cli.home)?, args),
+        Command::Ls(args) => member::ls(&open_home(cli.home)?, args),
+        Command::Rm { name, path } => member::rm(&open_home(cli.home)?, &name, &path),
+        Command::Mv { name, from, to } => member::mv(&open_home(cli.home)?, &name, &from, &to),
+        Command::Log { name } => member::log(&open_home(cli.home)?, &name),
+        Command::Conflicts { name, path } => {
+            member::conflicts(&open_home(cli.home)?, &name, path.as_deref())
+        }
+        Command::Bundle { cmd } => member::bundle(&open_home(cli.home)?, cmd),
     }
 }
 
-/// Log to stderr (the journal, under systemd), filtered by `RUST_LOG` (default `info`).
+/// Log to stderr (the journal, under systemd), filtered by `RUST_LOG` (default `warn` for
+/// commands; the daemon raises it).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -28,12 +28,16 @@ Choices made here, and why:
   history ordering relies on (and which makes "largest sum" mean "most knowledge").
 - Directories are implicit: a directory exists while a file exists below it.
 
-Not here: reading files from disk, storing feeds, encrypting, the CLI. Known limits this layer
+The pure core is `path`, `clock`, `record` and `view`. `home` is the I/O side: a device's
+spaces and feeds on disk, encryption, streaming file content in and out; `bundle` is the
+offline exchange format. Not here: the CLI. Known limits this layer
 leaves to the CLI: Unicode normalisation and case folding of names, and a name that is a file
 for one member and a directory for another (both show up in listings).
 */
 
+pub mod bundle;
 mod clock;
+pub mod home;
 mod path;
 mod record;
 mod view;

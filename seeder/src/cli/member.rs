@@ -1,0 +1,473 @@
+/*!
+Member-side commands: spaces, files and bundles in a device's home. Each command opens the
+home, does one thing and prints the result; codes and addresses go alone on the last line of
+stdout so scripts can take them.
+*/
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path as FsPath, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::fs::bundle::{self, BundleError};
+use crate::fs::home::{FileMeta, Home, HomeError, Rng};
+use crate::fs::{Change, FileState, ListEntry, Mtime, Path, View};
+use crate::space::InviteCode;
+
+use super::Failure;
+
+#[derive(Debug, Subcommand)]
+pub enum SpaceCmd {
+    /// Create a new space; prints its address.
+    Create { name: String },
+    /// List the spaces on this device.
+    List,
+    /// Print the invite code of a space: its secret, for your members' devices only.
+    Invite { name: String },
+    /// Join a space with an invite code.
+    Join {
+        code: String,
+        /// Local name for the space on this device.
+        #[arg(long)]
+        name: String,
+    },
+    /// Print the seed code of a space: its address only, for seeders (they can't read it).
+    SeedCode { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Write every feed of a space (still encrypted) to one file.
+    Export { name: String, file: PathBuf },
+    /// Check a bundle completely, then merge it into the space it belongs to.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Space name.
+    name: String,
+    /// Local file or folder to store.
+    local: PathBuf,
+    /// Where in the space (default: the local file's name; a folder's contents go under it).
+    path: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    name: String,
+    path: String,
+    /// Where to write (default: the file's name in the current folder; `-` for stdout).
+    local: Option<PathBuf>,
+    /// A version id from `seeder conflicts` or `seeder log`.
+    #[arg(long)]
+    version: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    name: String,
+    path: Option<String>,
+    /// Mode, size, modification time and the device that wrote each file.
+    #[arg(long, short)]
+    long: bool,
+    /// Every file below, not only the folder's own entries.
+    #[arg(long, short)]
+    recursive: bool,
+}
+
+fn home_err(e: HomeError) -> anyhow::Error {
+    let failure = match &e {
+        HomeError::UnknownSpace(_) | HomeError::NotFound(_) => Failure::NotFound,
+        HomeError::BadName(_)
+        | HomeError::NameTaken(_)
+        | HomeError::AlreadyJoined(_)
+        | HomeError::IsFolder(_)
+        | HomeError::Fs(_) => Failure::BadInput,
+        HomeError::Busy(_) => Failure::Busy,
+        _ => Failure::Internal,
+    };
+    anyhow::Error::new(e).context(failure)
+}
+
+fn parse_path(s: &str) -> Result<Path> {
+    Path::new(s).map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))
+}
+
+pub fn space(home: &Home, cmd: SpaceCmd) -> Result<()> {
+    let mut rng = Rng::default();
+    match cmd {
+        SpaceCmd::Create { name } => {
+            let address = home.create_space(&name, &mut rng).map_err(home_err)?;
+            eprintln!(
+                "created space {name:?}; give seeders its seed code: seeder space seed-code {name}"
+            );
+            println!("{}", address.to_hex());
+        }
+        SpaceCmd::List => {
+            for s in home.spaces().map_err(home_err)? {
+                println!(
+                    "{}\t{}\t{} feed{}",
+                    s.name,
+                    s.address.to_hex(),
+                    s.feeds,
+                    if s.feeds == 1 { "" } else { "s" }
+                );
+            }
+        }
+        SpaceCmd::Invite { name } => {
+            let code = home.invite(&name).map_err(home_err)?;
+            eprintln!(
+                "this code gives full access to {name:?}: share it only with your own members"
+            );
+            println!("{code}");
+        }
+        SpaceCmd::Join { code, name } => {
+            let code: InviteCode = code
+                .parse()
+                .map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))?;
+            let address = home.join(&code, &name, &mut rng).map_err(home_err)?;
+            eprintln!("joined as {name:?}; get its files with: seeder sync {name} (or a bundle)");
+            println!("{}", address.to_hex());
+        }
+        SpaceCmd::SeedCode { name } => {
+            let code = home.seed_code(&name).map_err(home_err)?;
+            println!("{code}");
+        }
+    }
+    Ok(())
+}
+
+fn file_meta(md: &std::fs::Metadata) -> FileMeta {
+    use std::os::unix::fs::MetadataExt;
+    FileMeta {
+        mode: md.mode() & 0o7777,
+        // Out-of-range nanoseconds can't come from stat; fall back to whole seconds.
+        mtime: Mtime::new(md.mtime(), md.mtime_nsec() as u32).unwrap_or_default(),
+    }
+}
+
+fn progress_bar(len: u64, label: &str) -> indicatif::ProgressBar {
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("progress template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_message(label.to_string());
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+pub fn put(home: &Home, args: PutArgs) -> Result<()> {
+    let space = home.space(&args.name).map_err(home_err)?;
+    let md = std::fs::metadata(&args.local)
+        .with_context(|| format!("cannot read {}", args.local.display()))
+        .context(Failure::NotFound)?;
+    let base = match &args.path {
+        Some(p) => p.trim_end_matches('/').to_string(),
+        None => args
+            .local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("give a path in the space for this file")
+            .context(Failure::BadInput)?,
+    };
+    let mut files = Vec::new();
+    if md.is_dir() {
+        collect(&args.local, &base, &mut files)?;
+    } else {
+        files.push((args.local.clone(), base));
+    }
+    for (local, path) in files {
+        let path = parse_path(&path)?;
+        let md = std::fs::metadata(&local)
+            .with_context(|| format!("cannot read {}", local.display()))?;
+        let mut f = std::fs::File::open(&local)
+            .with_context(|| format!("cannot open {}", local.display()))?;
+        let bar = progress_bar(md.len(), path.as_str());
+        let state = space
+            .put(&path, &mut f, file_meta(&md), &mut |n| bar.set_position(n))
+            .map_err(home_err)?;
+        bar.finish_and_clear();
+        println!("{}\t{} bytes", state.path, state.meta.size);
+    }
+    Ok(())
+}
+
+/// Every file under `dir`, recursively, with its path in the space under `base`.
+fn collect(dir: &FsPath, base: &str, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = if base.is_empty() {
+            name
+        } else {
+            format!("{base}/{name}")
+        };
+        let ty = e.file_type()?;
+        if ty.is_dir() {
+            collect(&e.path(), &path, out)?;
+        } else if ty.is_file() {
+            out.push((e.path(), path));
+        }
+    }
+    Ok(())
+}
+
+pub fn get(home: &Home, args: GetArgs) -> Result<()> {
+    let space = home.space(&args.name).map_err(home_err)?;
+    let path = parse_path(&args.path)?;
+    let view = space.view().map_err(home_err)?;
+    let file: FileState = match &args.version {
+        Some(spec) => {
+            let id = view.resolve(spec).map_err(|e| {
+                let failure = match e {
+                    crate::fs::FsError::NoSuchVersion(_) => Failure::NotFound,
+                    _ => Failure::BadInput,
+                };
+                anyhow::Error::new(e).context(failure)
+            })?;
+            view.version(&id)
+                .and_then(|v| v.file_at(&path))
+                .cloned()
+                .ok_or_else(|| HomeError::NotFound(format!("{path} in version {spec}")))
+                .map_err(home_err)?
+        }
+        None => view
+            .get(&path)
+            .cloned()
+            .ok_or_else(|| HomeError::NotFound(path.to_string()))
+            .map_err(home_err)?,
+    };
+    match args.local.as_deref() {
+        Some(p) if p == FsPath::new("-") => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            space.read_content(&file, &mut out).map_err(home_err)?;
+            out.flush()?;
+        }
+        other => {
+            let target = match other {
+                Some(p) if p.is_dir() => p.join(path.file_name()),
+                Some(p) => p.to_path_buf(),
+                None => PathBuf::from(path.file_name()),
+            };
+            let tmp = target.with_extension("seeder-partial");
+            let mut out = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let result = space.read_content(&file, &mut out);
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(home_err(e));
+            }
+            out.sync_all()?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = if file.meta.mode == 0 {
+                    0o644
+                } else {
+                    file.meta.mode & 0o777
+                };
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+            }
+            std::fs::rename(&tmp, &target)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+            eprintln!(
+                "{} → {} ({} bytes)",
+                file.path,
+                target.display(),
+                file.meta.size
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn ls(home: &Home, args: LsArgs) -> Result<()> {
+    let space = home.space(&args.name).map_err(home_err)?;
+    let view = space.view().map_err(home_err)?;
+    let prefix = match &args.path {
+        Some(p) if !p.is_empty() && p != "/" => Some(parse_path(p)?),
+        _ => None,
+    };
+    if let Some(p) = &prefix {
+        if let Some(file) = view.get(p) {
+            print_file(&view, file, args.long, file.path.as_str());
+            return Ok(());
+        }
+    }
+    let entries = if args.recursive {
+        view.list_recursive(prefix.as_ref())
+    } else {
+        view.list(prefix.as_ref())
+    };
+    if entries.is_empty() && prefix.is_some() {
+        return Err(home_err(HomeError::NotFound(args.path.unwrap_or_default())));
+    }
+    for entry in entries {
+        match entry {
+            ListEntry::Dir(path) => println!("{path}/"),
+            ListEntry::File { file, conflicted } => {
+                let mark = if conflicted {
+                    "  (conflict: seeder conflicts)"
+                } else {
+                    ""
+                };
+                print_file(&view, file, args.long, &format!("{}{mark}", file.path));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn device(view: &View, feed: &crate::feed::FeedKey) -> String {
+    view.device_name(feed)
+        .map(str::to_string)
+        .unwrap_or_else(|| feed.short())
+}
+
+fn print_file(view: &View, file: &FileState, long: bool, name: &str) {
+    if long {
+        println!(
+            "{:04o}\t{}\t{}\t{}\t{}",
+            file.meta.mode,
+            file.meta.size,
+            format_time(file.meta.mtime.secs),
+            device(view, &file.writer()),
+            name
+        );
+    } else {
+        println!("{name}");
+    }
+}
+
+/// UTC `YYYY-MM-DD HH:MM:SS` without a time-zone database.
+pub fn format_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn rm(home: &Home, name: &str, path: &str) -> Result<()> {
+    let space = home.space(name).map_err(home_err)?;
+    space.remove(&parse_path(path)?).map_err(home_err)
+}
+
+pub fn mv(home: &Home, name: &str, from: &str, to: &str) -> Result<()> {
+    let space = home.space(name).map_err(home_err)?;
+    space
+        .rename(&parse_path(from)?, &parse_path(to)?)
+        .map_err(home_err)
+}
+
+pub fn log(home: &Home, name: &str) -> Result<()> {
+    let space = home.space(name).map_err(home_err)?;
+    let view = space.view().map_err(home_err)?;
+    for v in view.history(None) {
+        let what = match &v.change {
+            Change::Put(f) => format!("put {} ({} bytes)", f.path, f.meta.size),
+            Change::Delete(p) => format!("rm {p}"),
+            Change::Rename { from, file } => format!("mv {from} {}", file.path),
+        };
+        println!(
+            "{}\t{}\t{}\t{}",
+            v.id,
+            device(&view, &v.id.feed),
+            what,
+            v.clock
+        );
+    }
+    Ok(())
+}
+
+pub fn conflicts(home: &Home, name: &str, path: Option<&str>) -> Result<()> {
+    let space = home.space(name).map_err(home_err)?;
+    let view = space.view().map_err(home_err)?;
+    let path = path.map(parse_path).transpose()?;
+    for c in view.conflicts(path.as_ref()) {
+        for loser in &c.losers {
+            let what = match loser.file_at(c.path) {
+                Some(f) => format!("{} bytes", f.meta.size),
+                None => "deleted".to_string(),
+            };
+            println!(
+                "{}\t{}\t{}\tby {}\t(kept: {} by {})",
+                loser.id,
+                c.path,
+                what,
+                device(&view, &loser.id.feed),
+                c.winner.id,
+                device(&view, &c.winner.id.feed)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bundle_err(e: BundleError) -> anyhow::Error {
+    let failure = match &e {
+        BundleError::Io { .. } | BundleError::Store(_) => Failure::Internal,
+        _ => Failure::Refused,
+    };
+    anyhow::Error::new(e).context(failure)
+}
+
+pub fn bundle(home: &Home, cmd: BundleCmd) -> Result<()> {
+    match cmd {
+        BundleCmd::Export { name, file } => {
+            let space = home.space(&name).map_err(home_err)?;
+            let certs = home.members(space.address()).map_err(home_err)?;
+            let s =
+                bundle::export(home.store(), space.address(), &certs, &file).map_err(bundle_err)?;
+            eprintln!(
+                "wrote {}: {} feeds, {} entries, {} bytes",
+                file.display(),
+                s.feeds,
+                s.entries,
+                s.bytes
+            );
+        }
+        BundleCmd::Import { file } => {
+            let address = bundle::peek_address(&file).map_err(bundle_err)?;
+            let Some(name) = home.name_of(&address).map_err(home_err)? else {
+                return Err(bundle_err(BundleError::OtherSpace(address)));
+            };
+            let s = bundle::import(home.store(), &address, &file, &mut |cert| {
+                home.add_member(&address, cert)
+                    .map_err(|e| BundleError::Tampered(e.to_string()))
+            })
+            .map_err(bundle_err)?;
+            eprintln!(
+                "imported into {name:?}: {} feeds, {} entries checked",
+                s.feeds, s.entries
+            );
+        }
+    }
+    Ok(())
+}

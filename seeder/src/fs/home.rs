@@ -1,0 +1,626 @@
+/*!
+A member device's home: its spaces, its own feed in each, and every feed it holds of the
+others, on disk. This is the I/O side of the file layer; the rules of the merged view live in
+the pure modules beside it.
+
+Layout of a home folder (mode 0700: it holds space secrets):
+- `store/`: a [`Store`] with every feed of every space this device holds. Extra sled trees:
+  `spaces` (local name → secret, device key, certificate), `members` (address ‖ feed key →
+  membership certificate), `opindex` (address ‖ feed ‖ seq for every entry that is a file
+  operation rather than a content chunk) and `indexed` (address ‖ feed → how many entries of
+  that feed have been classified). The index holds positions only, never plaintext.
+
+Entries are encrypted with the space's content cipher before they reach the store, so nothing
+in the data files is readable without the space secret. Content streams through in chunks:
+memory use does not grow with file size.
+*/
+
+use std::io::{Read, Write};
+use std::path::{Path as FsPath, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::feed::{write_batch, FeedKey, Frontier};
+use crate::space::{Address, ContentCipher, InviteCode, MembershipCert, SeedCode, SpaceSecret};
+use crate::store::{Store, StoreConfig, StoreError};
+
+use super::{
+    ContentRef, FileMeta as RecordMeta, FileState, FsError, Mtime, Op, Path, Record, View,
+    CHUNK_SIZE,
+};
+
+/// Chunk entries per store append while putting a file: 64 × 64 KiB = 4 MiB in memory at
+/// most, and one `fdatasync` per 4 MiB.
+pub const PUT_BATCH_ENTRIES: usize = 64;
+
+/// The member's sled cache: a laptop has memory to spare, but a home is opened by every
+/// command, so keep it modest (8 MiB).
+const HOME_CACHE_BYTES: u64 = 8 << 20;
+
+/// Longest local space name, in bytes.
+pub const MAX_SPACE_NAME: usize = 64;
+
+const TREE_SPACES: &str = "spaces";
+const TREE_MEMBERS: &str = "members";
+const TREE_OPINDEX: &str = "opindex";
+const TREE_INDEXED: &str = "indexed";
+
+/// Errors of a home.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HomeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("index database: {0}")]
+    Db(#[from] sled::Error),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Space(#[from] crate::space::SpaceError),
+    #[error(transparent)]
+    Feed(#[from] crate::feed::FeedError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another seeder command is using the home {0}")]
+    Busy(PathBuf),
+    #[error("no space named {0:?} on this device")]
+    UnknownSpace(String),
+    #[error("a space named {0:?} already exists on this device")]
+    NameTaken(String),
+    #[error("this device already holds that space, as {0:?}")]
+    AlreadyJoined(String),
+    #[error("space name {0:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    #[error("no file at {0}")]
+    NotFound(String),
+    #[error("{0} is a folder")]
+    IsFolder(String),
+    #[error("stored record {what} is corrupt")]
+    Corrupt { what: String },
+    #[error("content of {path} does not match its recorded hash")]
+    ContentMismatch { path: String },
+}
+
+type Result<T, E = HomeError> = std::result::Result<T, E>;
+
+/// What a home keeps of a space it has joined.
+#[derive(Serialize, Deserialize)]
+struct SpaceRecord {
+    version: u8,
+    secret: [u8; 32],
+    device_key: [u8; 32],
+}
+
+/// A space as listed.
+#[derive(Clone, Debug)]
+pub struct SpaceInfo {
+    pub name: String,
+    pub address: Address,
+    pub own_feed: FeedKey,
+    pub feeds: usize,
+}
+
+/// A member device's home folder.
+pub struct Home {
+    dir: PathBuf,
+    store: Store,
+    spaces: sled::Tree,
+    members: sled::Tree,
+    opindex: sled::Tree,
+    indexed: sled::Tree,
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SPACE_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(HomeError::BadName(name.to_string()))
+    }
+}
+
+fn member_key(address: &Address, feed: &FeedKey) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(address.as_bytes());
+    k[32..].copy_from_slice(&feed.0);
+    k
+}
+
+fn op_key(address: &Address, feed: &FeedKey, seq: u64) -> [u8; 72] {
+    let mut k = [0u8; 72];
+    k[..64].copy_from_slice(&member_key(address, feed));
+    k[64..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Home {
+    /// Open (or create) the home in `dir`.
+    pub fn open(dir: impl AsRef<FsPath>) -> Result<Home> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| HomeError::Io {
+            what: "cannot create home",
+            path: dir.clone(),
+            source,
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let mut config = StoreConfig::default();
+        config.cache_bytes(HOME_CACHE_BYTES);
+        let store = match Store::open(dir.join("store"), &config) {
+            Ok(s) => s,
+            Err(StoreError::Db(sled::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                return Err(HomeError::Busy(dir));
+            }
+            Err(StoreError::Db(sled::Error::Io(e)))
+                if e.to_string().contains("lock") || e.raw_os_error() == Some(11) =>
+            {
+                return Err(HomeError::Busy(dir));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let db = store.db().clone();
+        Ok(Home {
+            dir,
+            spaces: db.open_tree(TREE_SPACES)?,
+            members: db.open_tree(TREE_MEMBERS)?,
+            opindex: db.open_tree(TREE_OPINDEX)?,
+            indexed: db.open_tree(TREE_INDEXED)?,
+            store,
+        })
+    }
+
+    /// The home folder.
+    pub fn dir(&self) -> &FsPath {
+        &self.dir
+    }
+
+    /// The feed store, for sync and bundles.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn record(&self, name: &str) -> Result<(SpaceSecret, SigningKey)> {
+        let bytes = self
+            .spaces
+            .get(name.as_bytes())?
+            .ok_or_else(|| HomeError::UnknownSpace(name.to_string()))?;
+        let rec: SpaceRecord = postcard::from_bytes(&bytes).map_err(|_| HomeError::Corrupt {
+            what: format!("space {name:?}"),
+        })?;
+        let secret = SpaceSecret::from_bytes(rec.secret);
+        let device = SigningKey::from_bytes(&rec.device_key);
+        Ok((secret, device))
+    }
+
+    fn add_space(&self, name: &str, secret: SpaceSecret, rng: &mut Rng) -> Result<Address> {
+        validate_name(name)?;
+        if self.spaces.contains_key(name.as_bytes())? {
+            return Err(HomeError::NameTaken(name.to_string()));
+        }
+        let address = secret.address();
+        for info in self.spaces()? {
+            if info.address == address {
+                return Err(HomeError::AlreadyJoined(info.name));
+            }
+        }
+        let device = SigningKey::generate(rng);
+        let feed = FeedKey::from(&device);
+        let cert = MembershipCert::issue(&secret, feed);
+        let rec = SpaceRecord {
+            version: 1,
+            secret: *secret.as_bytes(),
+            device_key: device.to_bytes(),
+        };
+        let rec = Zeroizing::new(postcard::to_allocvec(&rec).expect("space records encode"));
+        self.members.insert(
+            member_key(&address, &feed),
+            postcard::to_allocvec(&cert).expect("certificates encode"),
+        )?;
+        self.store.create_feed(feed)?;
+        self.spaces.insert(name.as_bytes(), rec.as_slice())?;
+        self.store.flush()?;
+        Ok(address)
+    }
+
+    /// Create a new space named `name`; returns its address.
+    pub fn create_space(&self, name: &str, rng: &mut Rng) -> Result<Address> {
+        let secret = SpaceSecret::generate(rng);
+        self.add_space(name, secret, rng)
+    }
+
+    /// Join the space of an invite code under the local name `name`.
+    pub fn join(&self, code: &InviteCode, name: &str, rng: &mut Rng) -> Result<Address> {
+        self.add_space(name, code.secret(), rng)
+    }
+
+    /// The invite code of a space (its secret: for members' own devices only).
+    pub fn invite(&self, name: &str) -> Result<InviteCode> {
+        let (secret, _) = self.record(name)?;
+        Ok(InviteCode::new(&secret))
+    }
+
+    /// The seed code of a space (its address only: what a seeder is given).
+    pub fn seed_code(&self, name: &str) -> Result<SeedCode> {
+        let (secret, _) = self.record(name)?;
+        Ok(SeedCode::new(secret.address()))
+    }
+
+    /// Every space of this home, by name.
+    pub fn spaces(&self) -> Result<Vec<SpaceInfo>> {
+        let mut out = Vec::new();
+        for item in self.spaces.iter() {
+            let (k, _) = item?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let (secret, device) = self.record(&name)?;
+            let address = secret.address();
+            let feeds = self.members.scan_prefix(address.as_bytes()).count();
+            out.push(SpaceInfo {
+                name,
+                address,
+                own_feed: FeedKey::from(&device),
+                feeds,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The name under which this home holds the space at `address`.
+    pub fn name_of(&self, address: &Address) -> Result<Option<String>> {
+        Ok(self
+            .spaces()?
+            .into_iter()
+            .find(|s| &s.address == address)
+            .map(|s| s.name))
+    }
+
+    /// Open a space for file operations.
+    pub fn space(&self, name: &str) -> Result<SpaceHandle<'_>> {
+        let (secret, device) = self.record(name)?;
+        Ok(SpaceHandle {
+            home: self,
+            name: name.to_string(),
+            address: secret.address(),
+            cipher: ContentCipher::new(&secret),
+            own: FeedKey::from(&device),
+            device,
+        })
+    }
+
+    /// Membership certificates of every feed this home holds of `address`.
+    pub fn members(&self, address: &Address) -> Result<Vec<MembershipCert>> {
+        let mut out = Vec::new();
+        for item in self.members.scan_prefix(address.as_bytes()) {
+            let (k, v) = item?;
+            let cert: MembershipCert =
+                postcard::from_bytes(&v).map_err(|_| HomeError::Corrupt {
+                    what: format!("certificate {}", hex::encode(&k)),
+                })?;
+            out.push(cert);
+        }
+        Ok(out)
+    }
+
+    /// Record a verified member feed of `address` (from a bundle or a peer).
+    pub fn add_member(&self, address: &Address, cert: &MembershipCert) -> Result<()> {
+        cert.clone().verify(address)?;
+        self.members.insert(
+            member_key(address, &cert.feed),
+            postcard::to_allocvec(cert).expect("certificates encode"),
+        )?;
+        self.store.create_feed(cert.feed)?;
+        Ok(())
+    }
+}
+
+/// The random number generator the home uses for keys and nonces.
+pub type Rng = rand::rngs::OsRng;
+
+/// One space of a home, opened for file operations.
+pub struct SpaceHandle<'h> {
+    home: &'h Home,
+    name: String,
+    address: Address,
+    cipher: ContentCipher,
+    own: FeedKey,
+    device: SigningKey,
+}
+
+/// Attributes of a file being put, from the local file system.
+#[derive(Clone, Copy, Debug)]
+pub struct FileMeta {
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub mtime: Mtime,
+}
+
+impl SpaceHandle<'_> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+    pub fn own_feed(&self) -> FeedKey {
+        self.own
+    }
+
+    fn feeds(&self) -> Result<Vec<FeedKey>> {
+        Ok(self
+            .home
+            .members(&self.address)?
+            .into_iter()
+            .map(|c| c.feed)
+            .collect())
+    }
+
+    fn seal(&self, seq: u64, record: &Record) -> Vec<u8> {
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        self.cipher.seal(&self.own, seq, &record.encode(), &nonce)
+    }
+
+    fn open_entry(&self, feed: &FeedKey, seq: u64) -> Result<Record> {
+        let sealed = self.home.store.read(feed, seq)?;
+        let plain = Zeroizing::new(self.cipher.open(feed, seq, &sealed)?);
+        Ok(Record::decode(&plain)?)
+    }
+
+    /// Append sealed entries to this device's feed as one durable batch.
+    fn append(&self, frontier: &mut Frontier, sealed: Vec<Vec<u8>>) -> Result<u64> {
+        let batch = write_batch(&self.device, frontier, sealed)?;
+        Ok(self.home.store.append(batch)?)
+    }
+
+    fn own_frontier(&self) -> Result<Frontier> {
+        Ok(self.home.store.frontier(&self.own)?)
+    }
+
+    /// Mark `seq` of our own feed as an op, if the index is caught up to it.
+    fn index_own(&self, before: u64, op_seq: u64, after: u64) -> Result<()> {
+        let key = member_key(&self.address, &self.own);
+        let indexed = self.indexed_len(&key)?;
+        if indexed == before {
+            self.home
+                .opindex
+                .insert(op_key(&self.address, &self.own, op_seq), &[][..])?;
+            self.home.indexed.insert(key, &after.to_le_bytes()[..])?;
+        }
+        Ok(())
+    }
+
+    fn indexed_len(&self, key: &[u8]) -> Result<u64> {
+        Ok(match self.home.indexed.get(key)? {
+            Some(v) => {
+                u64::from_le_bytes(v.as_ref().try_into().map_err(|_| HomeError::Corrupt {
+                    what: "index position".into(),
+                })?)
+            }
+            None => 0,
+        })
+    }
+
+    /// Put a file's content from `reader` at `path`. `progress` is told the bytes done.
+    pub fn put(
+        &self,
+        path: &Path,
+        reader: &mut dyn Read,
+        meta: FileMeta,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<FileState> {
+        let view = self.view()?;
+        let mut frontier = self.own_frontier()?;
+        let before = frontier.len();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut pending: Vec<Vec<u8>> = Vec::with_capacity(PUT_BATCH_ENTRIES);
+        let mut chunks = 0u64;
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        loop {
+            let n = read_full(reader, &mut buf).map_err(|source| HomeError::Io {
+                what: "cannot read",
+                path: PathBuf::from(path.as_str()),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            let seq = before + chunks;
+            pending.push(self.seal(seq, &Record::Chunk(buf[..n].to_vec())));
+            chunks += 1;
+            if pending.len() == PUT_BATCH_ENTRIES {
+                self.append(&mut frontier, std::mem::take(&mut pending))?;
+                progress(size);
+            }
+            if n < buf.len() {
+                break;
+            }
+        }
+        let op_seq = before + chunks;
+        let record = Record::Put {
+            path: path.clone(),
+            meta: RecordMeta {
+                size,
+                mode: meta.mode & super::MODE_MASK,
+                mtime: meta.mtime,
+                hash: *hasher.finalize().as_bytes(),
+                content: ContentRef {
+                    feed: self.own,
+                    first: before,
+                    count: chunks,
+                },
+            },
+            clock: view.clock_for_write(self.own, op_seq),
+        };
+        record.check()?;
+        pending.push(self.seal(op_seq, &record));
+        let after = self.append(&mut frontier, pending)?;
+        progress(size);
+        self.index_own(before, op_seq, after)?;
+        let Record::Put { path, meta, .. } = record else {
+            unreachable!("built as a put above");
+        };
+        Ok(FileState {
+            path,
+            meta,
+            version: super::VersionId {
+                feed: self.own,
+                seq: op_seq,
+            },
+        })
+    }
+
+    fn write_op(&self, view: &View, make: impl FnOnce(super::VectorClock) -> Record) -> Result<()> {
+        let mut frontier = self.own_frontier()?;
+        let before = frontier.len();
+        let record = make(view.clock_for_write(self.own, before));
+        record.check()?;
+        let sealed = self.seal(before, &record);
+        let after = self.append(&mut frontier, vec![sealed])?;
+        self.index_own(before, before, after)
+    }
+
+    /// Delete the file at `path`.
+    pub fn remove(&self, path: &Path) -> Result<()> {
+        let view = self.view()?;
+        if view.get(path).is_none() {
+            return Err(HomeError::NotFound(path.to_string()));
+        }
+        self.write_op(&view, |clock| Record::Delete {
+            path: path.clone(),
+            clock,
+        })
+    }
+
+    /// Move the file at `from` to `to` (its content is not copied).
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        let view = self.view()?;
+        let file = view
+            .get(from)
+            .cloned()
+            .ok_or_else(|| HomeError::NotFound(from.to_string()))?;
+        if from == to {
+            return Ok(());
+        }
+        self.write_op(&view, |clock| Record::Rename {
+            from: from.clone(),
+            to: to.clone(),
+            meta: file.meta,
+            clock,
+        })
+    }
+
+    /// Classify entries not yet indexed, then build the merged view from every op.
+    pub fn view(&self) -> Result<View> {
+        let mut view = View::new();
+        for feed in self.feeds()? {
+            let key = member_key(&self.address, &feed);
+            let length = self.home.store.feed(&feed)?.map_or(0, |s| s.length);
+            let mut indexed = self.indexed_len(&key)?;
+            if indexed < length {
+                let mut batch = sled::Batch::default();
+                for seq in indexed..length {
+                    match self.open_entry(&feed, seq) {
+                        Ok(Record::Chunk(_)) => {}
+                        Ok(_) => batch.insert(&op_key(&self.address, &feed, seq)[..], &[][..]),
+                        Err(e) => {
+                            // A feed with an entry we can't read still shows everything else.
+                            tracing::warn!(%feed, seq, error = %e, "unreadable entry skipped");
+                        }
+                    }
+                }
+                indexed = length;
+                // Op positions first, then the mark that they're classified: a crash between
+                // the two only means classifying the same entries again.
+                self.home.opindex.apply_batch(batch)?;
+                self.home.indexed.insert(key, &indexed.to_le_bytes()[..])?;
+            }
+            for item in self.home.opindex.scan_prefix(key) {
+                let (k, _) = item?;
+                let seq = k
+                    .get(64..72)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| HomeError::Corrupt {
+                        what: format!("op index key {}", hex::encode(&k)),
+                    })?;
+                if seq >= length {
+                    continue;
+                }
+                match self.open_entry(&feed, seq) {
+                    Ok(record) => {
+                        if let Err(e) = view.apply(Op { feed, seq, record }) {
+                            // Refused for a reason in the op itself: every member refuses it.
+                            tracing::warn!(%feed, seq, error = %e, "op refused");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%feed, seq, error = %e, "unreadable op skipped"),
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// Stream the content of `file` into `out`, checking it against its recorded hash.
+    pub fn read_content(&self, file: &FileState, out: &mut dyn Write) -> Result<u64> {
+        let c = &file.meta.content;
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        for seq in c.first..c.first + c.count {
+            match self.open_entry(&c.feed, seq)? {
+                Record::Chunk(bytes) => {
+                    hasher.update(&bytes);
+                    size += bytes.len() as u64;
+                    out.write_all(&bytes).map_err(|source| HomeError::Io {
+                        what: "cannot write",
+                        path: PathBuf::from("output"),
+                        source,
+                    })?;
+                }
+                _ => {
+                    return Err(HomeError::ContentMismatch {
+                        path: file.path.to_string(),
+                    })
+                }
+            }
+        }
+        if size != file.meta.size || *hasher.finalize().as_bytes() != file.meta.hash {
+            return Err(HomeError::ContentMismatch {
+                path: file.path.to_string(),
+            });
+        }
+        Ok(size)
+    }
+}
+
+/// Read until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
