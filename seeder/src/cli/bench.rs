@@ -20,6 +20,25 @@ use crate::store::{Store, StoreConfig};
 pub enum Bench {
     /// Durable append, read+verify and a raw write+fdatasync baseline on the same disk.
     Store(StoreArgs),
+    /// Member file layer: put and get of one large file, and the merged view of many paths
+    /// written by several devices.
+    Fs(FsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FsArgs {
+    /// Folder to work in (on the disk to measure). Default: the system's temporary folder.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Size of the file put and got, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+    /// Paths in the merged-view measurement.
+    #[arg(long, default_value_t = 10_000)]
+    paths: usize,
+    /// Devices writing those paths, each its own home and feed.
+    #[arg(long, default_value_t = 5)]
+    devices: usize,
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +61,7 @@ pub struct StoreArgs {
 pub fn run(which: Bench) -> Result<()> {
     match which {
         Bench::Store(args) => store(args),
+        Bench::Fs(args) => fs(args),
     }
 }
 
@@ -216,6 +236,120 @@ fn store(args: StoreArgs) -> Result<()> {
     println!("peak_rss_mib {:.1} MiB", peak_rss_mib()?);
     println!("entries {count} count");
     println!("batch_entries {} count", args.batch);
+    Ok(())
+}
+
+fn fs(args: FsArgs) -> Result<()> {
+    use crate::fs::home::{FileMeta, Home, Rng};
+    use crate::fs::{Mtime, Path as SpacePath};
+
+    let base = args.dir.unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("seeder-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot make a folder in {}", base.display()))?;
+    anyhow::ensure!(args.devices > 0, "--devices must be at least 1");
+    let meta = FileMeta {
+        mode: 0o644,
+        mtime: Mtime::default(),
+    };
+
+    // One large file: put (read, chunk, encrypt, hash, durable appends) and get (read,
+    // verify, decrypt, write), streaming both ways.
+    let local = tmp.path().join("big.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&local)?);
+        let mut rng = rand::thread_rng();
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..args.mib {
+            rng.fill_bytes(&mut buf);
+            f.write_all(&buf)?;
+        }
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    let total = args.mib << 20;
+    let mut rng = Rng::default();
+    let home = Home::open(tmp.path().join("home"))?;
+    home.create_space("bench", &mut rng)?;
+    let space = home.space("bench")?;
+    let path = SpacePath::new("big.bin")?;
+    let t = Instant::now();
+    let mut file = std::fs::File::open(&local)?;
+    let state = space.put(&path, &mut file, meta, &mut |_| {})?;
+    let put_secs = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&local)?;
+    let out_path = tmp.path().join("got.bin");
+    let t = Instant::now();
+    let mut out = std::fs::File::create(&out_path)?;
+    let got = space.read_content(&state, &mut out)?;
+    out.sync_all()?;
+    let get_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(got == total, "got {got} of {total} bytes");
+    std::fs::remove_file(&out_path)?;
+    let rss = peak_rss_mib()?;
+    drop(space);
+    drop(home);
+
+    // The merged view: `devices` homes each write their share of `paths` small files, all
+    // feeds are gathered in one home by bundles, and the view is built from a fresh open.
+    let invite = {
+        let first = Home::open(tmp.path().join("dev0"))?;
+        first.create_space("bench", &mut rng)?;
+        first.invite("bench")?
+    };
+    let per = args.paths.div_ceil(args.devices);
+    let mut bundles = Vec::new();
+    for d in 0..args.devices {
+        let home = Home::open(tmp.path().join(format!("dev{d}")))?;
+        if d > 0 {
+            home.join(&invite, "bench", &mut rng)?;
+        }
+        let space = home.space("bench")?;
+        let files = (d * per..((d + 1) * per).min(args.paths))
+            .map(|i| {
+                let p = SpacePath::new(&format!("dir{:03}/file{i:06}.txt", i % 100))?;
+                Ok((p, format!("file {i} from device {d}").into_bytes(), meta))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        space.put_small(files)?;
+        if d > 0 {
+            let b = tmp.path().join(format!("dev{d}.bundle"));
+            let address = *space.address();
+            let certs = home.members(&address)?;
+            crate::fs::bundle::export(home.store(), &address, &certs, &b)?;
+            bundles.push(b);
+        }
+    }
+    {
+        let home = Home::open(tmp.path().join("dev0"))?;
+        let address = *home.space("bench")?.address();
+        for b in &bundles {
+            crate::fs::bundle::import(home.store(), &address, b, &mut |cert| {
+                home.add_member(&address, cert)
+                    .map_err(|e| crate::fs::bundle::BundleError::Tampered(e.to_string()))
+            })?;
+        }
+        // First view after the import also classifies the new entries.
+        let t = Instant::now();
+        let n = home.space("bench")?.view()?.list_recursive(None).len();
+        let cold = t.elapsed().as_secs_f64();
+        anyhow::ensure!(n == args.paths, "view has {n} of {} paths", args.paths);
+        println!("view_cold_ms {:.1} ms", cold * 1e3);
+    }
+    let t = Instant::now();
+    let home = Home::open(tmp.path().join("dev0"))?;
+    let space = home.space("bench")?;
+    let n = space.view()?.list_recursive(None).len();
+    let view_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(n == args.paths, "view has {n} of {} paths", args.paths);
+
+    println!("put_mb_s {:.1} MB/s", mb_s(total, put_secs));
+    println!("get_mb_s {:.1} MB/s", mb_s(total, get_secs));
+    println!("peak_rss_mib {rss:.1} MiB");
+    println!("view_10k_ms {:.1} ms", view_secs * 1e3);
+    println!("view_paths {n} count");
+    println!("view_devices {} count", args.devices);
+    println!("file_mib {} MiB", args.mib);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use crate::fs::bundle::{self, BundleError};
 use crate::fs::home::{FileMeta, Home, HomeError, Rng};
-use crate::fs::{Change, FileState, ListEntry, Mtime, Path, View};
+use crate::fs::{Change, FileState, ListEntry, Mtime, Path, View, CHUNK_SIZE};
 use crate::space::InviteCode;
 
 use super::Failure;
@@ -185,10 +185,28 @@ pub fn put(home: &Home, args: PutArgs) -> Result<()> {
     } else {
         files.push((args.local.clone(), base));
     }
+    // Small files go in groups of up to 4 MiB, each group one durable batch; larger files
+    // stream through in chunks.
+    let mut small: Vec<(Path, Vec<u8>, FileMeta)> = Vec::new();
+    let mut small_bytes = 0usize;
     for (local, path) in files {
         let path = parse_path(&path)?;
         let md = std::fs::metadata(&local)
             .with_context(|| format!("cannot read {}", local.display()))?;
+        if md.len() <= CHUNK_SIZE as u64 {
+            let content = std::fs::read(&local)
+                .with_context(|| format!("cannot read {}", local.display()))?;
+            small_bytes += content.len();
+            println!("{path}\t{} bytes", content.len());
+            small.push((path, content, file_meta(&md)));
+            if small_bytes >= SMALL_GROUP_BYTES || small.len() >= SMALL_GROUP_FILES {
+                space
+                    .put_small(std::mem::take(&mut small))
+                    .map_err(home_err)?;
+                small_bytes = 0;
+            }
+            continue;
+        }
         let mut f = std::fs::File::open(&local)
             .with_context(|| format!("cannot open {}", local.display()))?;
         let bar = progress_bar(md.len(), path.as_str());
@@ -198,8 +216,16 @@ pub fn put(home: &Home, args: PutArgs) -> Result<()> {
         bar.finish_and_clear();
         println!("{}\t{} bytes", state.path, state.meta.size);
     }
+    if !small.is_empty() {
+        space.put_small(small).map_err(home_err)?;
+    }
     Ok(())
 }
+
+/// Small files are read into memory in groups of at most this many bytes…
+const SMALL_GROUP_BYTES: usize = 4 << 20;
+/// …or this many files, whichever comes first.
+const SMALL_GROUP_FILES: usize = 1024;
 
 /// Every file under `dir`, recursively, with its path in the space under `base`.
 fn collect(dir: &FsPath, base: &str, out: &mut Vec<(PathBuf, String)>) -> Result<()> {

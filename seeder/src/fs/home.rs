@@ -15,6 +15,7 @@ in the data files is readable without the space secret. Content streams through 
 memory use does not grow with file size.
 */
 
+use std::cell::{Ref, RefCell};
 use std::io::{Read, Write};
 use std::path::{Path as FsPath, PathBuf};
 
@@ -25,7 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::feed::{write_batch, FeedKey, Frontier};
 use crate::space::{Address, ContentCipher, InviteCode, MembershipCert, SeedCode, SpaceSecret};
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::{FeedReader, Store, StoreConfig, StoreError};
 
 use super::{
     ContentRef, FileMeta as RecordMeta, FileState, FsError, Mtime, Op, Path, Record, View,
@@ -300,6 +301,7 @@ impl Home {
             cipher: ContentCipher::new(&secret),
             own: FeedKey::from(&device),
             device,
+            view: RefCell::new(None),
         })
     }
 
@@ -340,6 +342,9 @@ pub struct SpaceHandle<'h> {
     cipher: ContentCipher,
     own: FeedKey,
     device: SigningKey,
+    /// The merged view, built on first use and kept current with this handle's own writes.
+    /// Valid for the handle's life: the home's lock keeps other processes from writing.
+    view: RefCell<Option<View>>,
 }
 
 /// Attributes of a file being put, from the local file system.
@@ -376,8 +381,8 @@ impl SpaceHandle<'_> {
         self.cipher.seal(&self.own, seq, &record.encode(), &nonce)
     }
 
-    fn open_entry(&self, feed: &FeedKey, seq: u64) -> Result<Record> {
-        let sealed = self.home.store.read(feed, seq)?;
+    fn open_entry(&self, reader: &mut FeedReader<'_>, feed: &FeedKey, seq: u64) -> Result<Record> {
+        let sealed = reader.read(seq)?;
         let plain = Zeroizing::new(self.cipher.open(feed, seq, &sealed)?);
         Ok(Record::decode(&plain)?)
     }
@@ -392,14 +397,16 @@ impl SpaceHandle<'_> {
         Ok(self.home.store.frontier(&self.own)?)
     }
 
-    /// Mark `seq` of our own feed as an op, if the index is caught up to it.
-    fn index_own(&self, before: u64, op_seq: u64, after: u64) -> Result<()> {
+    /// Mark `ops` of our own feed as file operations, if the index is caught up to `before`
+    /// (else the next view classifies them by reading them).
+    fn index_own(&self, before: u64, ops: &[u64], after: u64) -> Result<()> {
         let key = member_key(&self.address, &self.own);
-        let indexed = self.indexed_len(&key)?;
-        if indexed == before {
-            self.home
-                .opindex
-                .insert(op_key(&self.address, &self.own, op_seq), &[][..])?;
+        if self.indexed_len(&key)? == before {
+            let mut batch = sled::Batch::default();
+            for seq in ops {
+                batch.insert(&op_key(&self.address, &self.own, *seq)[..], &[][..]);
+            }
+            self.home.opindex.apply_batch(batch)?;
             self.home.indexed.insert(key, &after.to_le_bytes()[..])?;
         }
         Ok(())
@@ -424,7 +431,6 @@ impl SpaceHandle<'_> {
         meta: FileMeta,
         progress: &mut dyn FnMut(u64),
     ) -> Result<FileState> {
-        let view = self.view()?;
         let mut frontier = self.own_frontier()?;
         let before = frontier.len();
         let mut hasher = blake3::Hasher::new();
@@ -468,13 +474,14 @@ impl SpaceHandle<'_> {
                     count: chunks,
                 },
             },
-            clock: view.clock_for_write(self.own, op_seq),
+            clock: self.view()?.clock_for_write(self.own, op_seq),
         };
         record.check()?;
         pending.push(self.seal(op_seq, &record));
         let after = self.append(&mut frontier, pending)?;
         progress(size);
-        self.index_own(before, op_seq, after)?;
+        self.index_own(before, &[op_seq], after)?;
+        self.applied(op_seq, record.clone())?;
         let Record::Put { path, meta, .. } = record else {
             unreachable!("built as a put above");
         };
@@ -488,23 +495,93 @@ impl SpaceHandle<'_> {
         })
     }
 
-    fn write_op(&self, view: &View, make: impl FnOnce(super::VectorClock) -> Record) -> Result<()> {
+    /// Apply one of our own ops, just written at `seq`, to the cached view.
+    fn applied(&self, seq: u64, record: Record) -> Result<()> {
+        let mut cell = self.view.borrow_mut();
+        if let Some(view) = cell.as_mut() {
+            view.apply(Op {
+                feed: self.own,
+                seq,
+                record,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn write_op(&self, make: impl FnOnce(super::VectorClock) -> Record) -> Result<()> {
         let mut frontier = self.own_frontier()?;
         let before = frontier.len();
-        let record = make(view.clock_for_write(self.own, before));
+        let record = make(self.view()?.clock_for_write(self.own, before));
         record.check()?;
         let sealed = self.seal(before, &record);
         let after = self.append(&mut frontier, vec![sealed])?;
-        self.index_own(before, before, after)
+        self.index_own(before, &[before], after)?;
+        self.applied(before, record)
+    }
+
+    /// Put many small files (each at most one chunk) in as few durable batches as possible:
+    /// a folder of thousands of small files costs a few `fdatasync`s, not thousands.
+    pub fn put_small(&self, files: Vec<(Path, Vec<u8>, FileMeta)>) -> Result<usize> {
+        let mut frontier = self.own_frontier()?;
+        let mut before = frontier.len();
+        let mut pending = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut ops = Vec::new();
+        let count = files.len();
+        for (path, content, meta) in files {
+            if content.len() > CHUNK_SIZE {
+                return Err(HomeError::Corrupt {
+                    what: format!("{path}: put_small takes files of at most one chunk"),
+                });
+            }
+            let seq0 = before + pending.len() as u64;
+            let chunks = u64::from(!content.is_empty());
+            let op_seq = seq0 + chunks;
+            let record = Record::Put {
+                path,
+                meta: RecordMeta {
+                    size: content.len() as u64,
+                    mode: meta.mode & super::MODE_MASK,
+                    mtime: meta.mtime,
+                    hash: *blake3::hash(&content).as_bytes(),
+                    content: ContentRef {
+                        feed: self.own,
+                        first: seq0,
+                        count: chunks,
+                    },
+                },
+                clock: self.view()?.clock_for_write(self.own, op_seq),
+            };
+            record.check()?;
+            pending_bytes += content.len();
+            if chunks == 1 {
+                pending.push(self.seal(seq0, &Record::Chunk(content)));
+            }
+            pending.push(self.seal(op_seq, &record));
+            // Later files' clocks must count this one.
+            self.applied(op_seq, record)?;
+            ops.push(op_seq);
+            if pending.len() >= PUT_BATCH_ENTRIES * 8 || pending_bytes >= 4 << 20 {
+                let after = self.append(&mut frontier, std::mem::take(&mut pending))?;
+                self.index_own(before, &ops, after)?;
+                ops.clear();
+                before = after;
+                pending_bytes = 0;
+            }
+        }
+        if !pending.is_empty() {
+            let after = self.append(&mut frontier, pending)?;
+            self.index_own(before, &ops, after)?;
+        }
+        Ok(count)
     }
 
     /// Delete the file at `path`.
     pub fn remove(&self, path: &Path) -> Result<()> {
-        let view = self.view()?;
-        if view.get(path).is_none() {
+        if self.view()?.get(path).is_none() {
             return Err(HomeError::NotFound(path.to_string()));
         }
-        self.write_op(&view, |clock| Record::Delete {
+        self.write_op(|clock| Record::Delete {
             path: path.clone(),
             clock,
         })
@@ -512,15 +589,15 @@ impl SpaceHandle<'_> {
 
     /// Move the file at `from` to `to` (its content is not copied).
     pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        let view = self.view()?;
-        let file = view
+        let file = self
+            .view()?
             .get(from)
             .cloned()
             .ok_or_else(|| HomeError::NotFound(from.to_string()))?;
         if from == to {
             return Ok(());
         }
-        self.write_op(&view, |clock| Record::Rename {
+        self.write_op(|clock| Record::Rename {
             from: from.clone(),
             to: to.clone(),
             meta: file.meta,
@@ -528,17 +605,32 @@ impl SpaceHandle<'_> {
         })
     }
 
-    /// Classify entries not yet indexed, then build the merged view from every op.
-    pub fn view(&self) -> Result<View> {
+    /// The merged view of the space, built on first use (classifying entries not yet
+    /// indexed) and kept current with this handle's writes.
+    pub fn view(&self) -> Result<Ref<'_, View>> {
+        if self.view.borrow().is_none() {
+            let view = self.build_view()?;
+            *self.view.borrow_mut() = Some(view);
+        }
+        Ok(Ref::map(self.view.borrow(), |v| {
+            v.as_ref().expect("filled just above")
+        }))
+    }
+
+    fn build_view(&self) -> Result<View> {
         let mut view = View::new();
         for feed in self.feeds()? {
             let key = member_key(&self.address, &feed);
             let length = self.home.store.feed(&feed)?.map_or(0, |s| s.length);
+            if length == 0 {
+                continue;
+            }
+            let mut reader = self.home.store.reader(&feed)?;
             let mut indexed = self.indexed_len(&key)?;
             if indexed < length {
                 let mut batch = sled::Batch::default();
                 for seq in indexed..length {
-                    match self.open_entry(&feed, seq) {
+                    match self.open_entry(&mut reader, &feed, seq) {
                         Ok(Record::Chunk(_)) => {}
                         Ok(_) => batch.insert(&op_key(&self.address, &feed, seq)[..], &[][..]),
                         Err(e) => {
@@ -565,7 +657,7 @@ impl SpaceHandle<'_> {
                 if seq >= length {
                     continue;
                 }
-                match self.open_entry(&feed, seq) {
+                match self.open_entry(&mut reader, &feed, seq) {
                     Ok(record) => {
                         if let Err(e) = view.apply(Op { feed, seq, record }) {
                             // Refused for a reason in the op itself: every member refuses it.
@@ -584,28 +676,35 @@ impl SpaceHandle<'_> {
         let c = &file.meta.content;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
-        for seq in c.first..c.first + c.count {
-            match self.open_entry(&c.feed, seq)? {
+        let mismatch = || HomeError::ContentMismatch {
+            path: file.path.to_string(),
+        };
+        if c.count == 0 {
+            return if file.meta.size == 0 && *blake3::hash(b"").as_bytes() == file.meta.hash {
+                Ok(0)
+            } else {
+                Err(mismatch())
+            };
+        }
+        let mut reader = self.home.store.reader(&c.feed)?;
+        for seq in c.seqs() {
+            let sealed = reader.read(seq)?;
+            let plain = Zeroizing::new(self.cipher.open(&c.feed, seq, &sealed)?);
+            match Record::decode(&plain)? {
                 Record::Chunk(bytes) => {
                     hasher.update(&bytes);
                     size += bytes.len() as u64;
                     out.write_all(&bytes).map_err(|source| HomeError::Io {
                         what: "cannot write",
-                        path: PathBuf::from("output"),
+                        path: PathBuf::from(file.path.as_str()),
                         source,
                     })?;
                 }
-                _ => {
-                    return Err(HomeError::ContentMismatch {
-                        path: file.path.to_string(),
-                    })
-                }
+                _ => return Err(mismatch()),
             }
         }
         if size != file.meta.size || *hasher.finalize().as_bytes() != file.meta.hash {
-            return Err(HomeError::ContentMismatch {
-                path: file.path.to_string(),
-            });
+            return Err(mismatch());
         }
         Ok(size)
     }
