@@ -14,11 +14,25 @@ const PATHS: &[&str] = &["a.txt", "b.txt", "dir/c.txt", "dir/d.txt"];
 
 #[derive(Clone, Debug)]
 enum Step {
-    Put { dev: usize, path: usize, text: u8 },
-    Remove { dev: usize, path: usize },
-    Move { dev: usize, from: usize, to: usize },
+    Put {
+        dev: usize,
+        path: usize,
+        text: u8,
+    },
+    Remove {
+        dev: usize,
+        path: usize,
+    },
+    Move {
+        dev: usize,
+        from: usize,
+        to: usize,
+    },
     /// `from`'s bundle is imported by `to`.
-    Send { from: usize, to: usize },
+    Send {
+        from: usize,
+        to: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {

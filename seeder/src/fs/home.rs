@@ -237,6 +237,8 @@ impl Home {
         self.store.create_feed(feed)?;
         self.spaces.insert(name.as_bytes(), rec.as_slice())?;
         self.store.flush()?;
+        // The device's name, for `ls --long` and `log` on every member's device.
+        self.space(name)?.set_device_name(&device_name())?;
         Ok(address)
     }
 
@@ -576,6 +578,18 @@ impl SpaceHandle<'_> {
         Ok(count)
     }
 
+    /// Tell the other members what to call this device.
+    pub fn set_device_name(&self, name: &str) -> Result<()> {
+        let mut name = name.trim().to_string();
+        while name.len() > super::MAX_DEVICE_NAME_LEN {
+            name.pop();
+        }
+        if name.is_empty() {
+            return Ok(());
+        }
+        self.write_op(|_| Record::Device { name })
+    }
+
     /// Delete the file at `path`.
     pub fn remove(&self, path: &Path) -> Result<()> {
         if self.view()?.get(path).is_none() {
@@ -708,6 +722,15 @@ impl SpaceHandle<'_> {
         }
         Ok(size)
     }
+}
+
+/// This machine's name: the kernel's host name, else "device".
+fn device_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "device".to_string())
 }
 
 /// Read until `buf` is full or the reader ends; returns the bytes read.
