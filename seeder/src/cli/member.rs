@@ -345,8 +345,9 @@ pub fn ls(home: &Home, args: LsArgs) -> Result<()> {
         match entry {
             ListEntry::Dir(path) => println!("{path}/"),
             ListEntry::File { file, conflicted } => {
-                let mark = if conflicted {
-                    "  (conflict: seeder conflicts)"
+                // Plain listings stay bare names for scripts; the long one flags conflicts.
+                let mark = if conflicted && args.long {
+                    "\t(conflict: see seeder conflicts)"
                 } else {
                     ""
                 };
@@ -357,10 +358,12 @@ pub fn ls(home: &Home, args: LsArgs) -> Result<()> {
     Ok(())
 }
 
+/// A device as people see it: its name and its feed's short id (names can repeat).
 fn device(view: &View, feed: &crate::feed::FeedKey) -> String {
-    view.device_name(feed)
-        .map(str::to_string)
-        .unwrap_or_else(|| feed.short())
+    match view.device_name(feed) {
+        Some(name) => format!("{name}({})", feed.short()),
+        None => feed.short(),
+    }
 }
 
 fn print_file(view: &View, file: &FileState, long: bool, name: &str) {
