@@ -15,4 +15,5 @@ pub mod feed;
 pub mod fs;
 pub mod space;
 pub mod store;
+pub mod sync;
 pub mod wire;

@@ -1,0 +1,629 @@
+/*!
+The replication protocol of one connection, as a state machine — pure: messages and local
+facts in, messages and actions out. No sockets, no store, no clock, no randomness; the `net`
+driver feeds it and carries out what it asks, the tests drive two of them in memory.
+
+Method groups, in the manner of quinn-proto's `Connection`:
+- getters: [`Session::is_caught_up`], [`Session::peer`], [`Session::open_spaces`];
+- input: [`Session::handle_message`] (control-stream messages), [`Session::handle_appended`]
+  (the driver stored verified data), [`Session::handle_local_head`] (a feed grew here, from
+  this peer, another peer or the local writer), [`Session::handle_transfer_ended`] (a data
+  stream closed);
+- commands: [`Session::open`] (ask for a space);
+- output: [`Session::poll_transmit`] (messages for the control stream), [`Session::poll_action`]
+  (work for the driver: register a feed, serve a transfer, close), [`Session::poll_event`]
+  (what happened, for people and for `sync --once`).
+
+Poll all three until empty after every input, actions first: an `AddFeed` must be carried
+out before the `Want` queued after it reaches the peer, or the data would arrive for a feed
+the store doesn't know yet.
+
+The protocol:
+1. Both sides send `Hello`. A different protocol version closes the connection.
+2. To replicate a space, a side sends `OpenSpace` with the space's discovery key and a
+   capability: a MAC over this connection's TLS exporter secret keyed from the address, made
+   in its own role. The other side answers with its own `OpenSpace` (its role's capability)
+   and its `FeedList` only if it holds the space and the capability verifies. Otherwise it says
+   nothing at all, so a peer that doesn't know the address can't even learn whether the space
+   is held; after [`MAX_FAILED_OPENS`] such attempts the connection is closed. Dialers number
+   their spaces with even ids, listeners with odd ones, so ids never collide.
+3. Each side lists the feeds it holds (membership certificate + newest complete head). A
+   feed is taken into a space only with a certificate that verifies for the space's address.
+   For every offered head longer than what is stored here, a `Want` asks for the rest.
+4. `Want` is answered by the driver on a stream of its own per feed ([`Action::Serve`]):
+   `Data` batches, each verifiable against a signed head. The driver verifies and stores them
+   (the store takes only `VerifiedBatch`es), then reports [`Session::handle_appended`], which
+   acknowledges with `Stored`. A member shows those acks as "backed up on seeder X".
+5. Live: whenever a feed grows here, [`Session::handle_local_head`] tells the peer (`Head`, or
+   a one-feed `FeedList` if the peer may not know the feed); the peer wants the rest. A seeder
+   relays this way between members who are never online together.
+
+Misbehaviour ends the session with [`Action::Close`]: bad certificates or signatures,
+messages for spaces never opened, an unexpected message before `Hello`.
+*/
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::feed::{FeedKey, SignedHead};
+use crate::space::{Address, Capability, DiscoveryKey, MembershipCert, Role};
+use crate::wire::{
+    FeedOffer, Message, MAX_FEEDS_PER_LIST, MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Failed `OpenSpace` attempts tolerated on one connection before it is closed: enough for a
+/// peer with a few stale spaces, far too few to probe for spaces by discovery key.
+pub const MAX_FAILED_OPENS: u32 = 8;
+
+/// Feeds one space may hold. A small organisation has tens of devices; the bound keeps a
+/// hostile member-key holder from making a seeder track unbounded feeds.
+pub const MAX_FEEDS_PER_SPACE: usize = 4096;
+
+/// What the session needs to know of this node, answered synchronously by the driver from
+/// the store (cheap, in-memory lookups).
+pub trait Local {
+    /// The address of a space held here with this discovery key.
+    fn space_for(&self, discovery: &DiscoveryKey) -> Option<Address>;
+    /// Every feed held here of `space`, with its certificate and newest complete head.
+    fn offers(&self, space: &Address) -> Vec<FeedOffer>;
+    /// Entries of `feed` stored here (0 if unknown), and whether it is frozen by a fork.
+    fn stored(&self, feed: &FeedKey) -> (u64, bool);
+    /// Feeds held here of `space`.
+    fn feed_count(&self, space: &Address) -> usize;
+    /// Whether `space` may take more data (quota and disk room).
+    fn accepts(&self, space: &Address) -> bool;
+}
+
+/// Why the session ended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The peer broke the protocol; the reason names what it did.
+    #[error("peer misbehaved: {0}")]
+    PeerMisbehaved(String),
+    /// The peer speaks another protocol version.
+    #[error("peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
+    Version(u16),
+    /// The peer said goodbye.
+    #[error("peer closed: {0}")]
+    Goodbye(String),
+}
+
+/// Work for the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Record a new member feed of `space` (its certificate has been verified).
+    AddFeed {
+        space: Address,
+        cert: MembershipCert,
+    },
+    /// Send entries of `feed` from `from` on, up to the newest complete head stored, on a
+    /// stream of its own, as `Data` messages for connection space id `id`.
+    Serve {
+        id: u32,
+        space: Address,
+        feed: FeedKey,
+        from: u64,
+    },
+    /// Close the connection.
+    Close(SyncError),
+}
+
+/// What happened, for logs, people and `sync --once`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Both sides proved knowledge of the space.
+    SpaceOpened { id: u32, space: Address },
+    /// The peer durably stores `length` entries of `feed`.
+    Acked {
+        space: Address,
+        feed: FeedKey,
+        length: u64,
+    },
+    /// The peer offered a head longer than what is stored here.
+    Behind {
+        space: Address,
+        feed: FeedKey,
+        have: u64,
+        offered: u64,
+    },
+    /// A space's quota or the disk is full: the peer's newer data is not being fetched.
+    Full { space: Address },
+}
+
+/// A message for the control stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit(pub Message);
+
+#[derive(Debug)]
+struct OpenSpace {
+    address: Address,
+    /// The peer's newest complete length of each feed, from its lists, heads and acks.
+    remote: BTreeMap<FeedKey, u64>,
+    /// Feeds with a `Want` outstanding, and where it started.
+    wanted: BTreeMap<FeedKey, u64>,
+}
+
+/// One connection's replication state.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    /// The TLS exporter secret of this connection, for capabilities.
+    conn_secret: Vec<u8>,
+    node_id: [u8; 32],
+    peer: Option<[u8; 32]>,
+    hello_received: bool,
+    /// Spaces we asked for and the peer hasn't answered yet, by id.
+    asked: BTreeMap<u32, Address>,
+    open: BTreeMap<u32, OpenSpace>,
+    next_id: u32,
+    failed_opens: u32,
+    closed: bool,
+    transmits: VecDeque<Transmit>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+}
+
+impl Session {
+    /// A new session; it sends `Hello` first.
+    pub fn new(role: Role, node_id: [u8; 32], conn_secret: Vec<u8>) -> Session {
+        let mut s = Session {
+            role,
+            conn_secret,
+            node_id,
+            peer: None,
+            hello_received: false,
+            asked: BTreeMap::new(),
+            open: BTreeMap::new(),
+            next_id: match role {
+                Role::Dialer => 0,
+                Role::Listener => 1,
+            },
+            failed_opens: 0,
+            closed: false,
+            transmits: VecDeque::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        s.send(Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id,
+            features: 0,
+        });
+        s
+    }
+
+    // ---- getters ----
+
+    /// This node's id, as said in `Hello`.
+    pub fn node_id(&self) -> [u8; 32] {
+        self.node_id
+    }
+
+    /// The peer's node id, once it said hello.
+    pub fn peer(&self) -> Option<[u8; 32]> {
+        self.peer
+    }
+
+    /// Open spaces by connection id.
+    pub fn open_spaces(&self) -> impl Iterator<Item = (u32, &Address)> {
+        self.open.iter().map(|(id, s)| (*id, &s.address))
+    }
+
+    /// Whether every space asked for is open, nothing is being fetched, everything the peer
+    /// offered is stored here, and the peer holds (has acknowledged or offered) everything
+    /// stored here of those spaces.
+    pub fn is_caught_up(&self, local: &dyn Local) -> bool {
+        if !self.asked.is_empty() || self.closed {
+            return false;
+        }
+        self.open.values().all(|s| {
+            s.wanted.is_empty()
+                && s.remote
+                    .iter()
+                    .all(|(feed, len)| local.stored(feed).0 >= *len || local.stored(feed).1)
+                && local.offers(&s.address).iter().all(|o| {
+                    let ours = o.head.as_ref().map_or(0, |h| h.length);
+                    s.remote.get(&o.cert.feed).copied().unwrap_or(0) >= ours
+                })
+        })
+    }
+
+    // ---- output ----
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- commands ----
+
+    /// Ask the peer for `space`. Returns the connection id used, or `None` if this
+    /// connection already has as many spaces as it may.
+    pub fn open(&mut self, space: Address) -> Option<u32> {
+        if self
+            .asked
+            .values()
+            .chain(self.open.values().map(|s| &s.address))
+            .any(|a| *a == space)
+        {
+            return self
+                .open
+                .iter()
+                .find(|(_, s)| s.address == space)
+                .map(|(id, _)| *id)
+                .or_else(|| {
+                    self.asked
+                        .iter()
+                        .find(|(_, a)| **a == space)
+                        .map(|(id, _)| *id)
+                });
+        }
+        if self.next_id >= MAX_SPACES_PER_CONNECTION {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 2;
+        self.asked.insert(id, space);
+        let capability = Capability::new(&space, &self.conn_secret, self.role);
+        self.send(Message::OpenSpace {
+            space: id,
+            discovery: space.discovery_key(),
+            capability,
+        });
+        Some(id)
+    }
+
+    // ---- input ----
+
+    /// A message from the peer's control stream (or a data stream's header fields, which the
+    /// driver checks with [`Session::space_of`] instead).
+    pub fn handle_message(&mut self, msg: Message, local: &dyn Local) {
+        if self.closed {
+            return;
+        }
+        if let Err(e) = self.dispatch(msg, local) {
+            self.close(e);
+        }
+    }
+
+    /// The address of open space `id`, for checking a data stream's messages; `None` closes
+    /// the session (data for a space never opened).
+    pub fn space_of(&mut self, id: u32) -> Option<Address> {
+        match self.open.get(&id) {
+            Some(s) => Some(s.address),
+            None => {
+                self.close(SyncError::PeerMisbehaved(format!(
+                    "data for space {id}, which is not open"
+                )));
+                None
+            }
+        }
+    }
+
+    /// The driver stored data of `feed` received on this connection, up to `length`.
+    pub fn handle_appended(&mut self, id: u32, feed: FeedKey, length: u64) {
+        let Some(space) = self.open.get_mut(&id) else {
+            return;
+        };
+        self.transmits.push_back(Transmit(Message::Stored {
+            space: id,
+            feed,
+            length,
+        }));
+        if let Some(from) = space.wanted.get(&feed).copied() {
+            let remote = space.remote.get(&feed).copied().unwrap_or(0);
+            if length >= remote {
+                space.wanted.remove(&feed);
+            } else if length < from {
+                // Can't happen with an honest driver; don't loop on it.
+                space.wanted.remove(&feed);
+            }
+        }
+    }
+
+    /// A data stream for `feed` ended (finished, reset, or refused by verification). If more
+    /// is still offered, ask again from what is stored now.
+    pub fn handle_transfer_ended(&mut self, id: u32, feed: FeedKey, local: &dyn Local) {
+        let Some(space) = self.open.get_mut(&id) else {
+            return;
+        };
+        space.wanted.remove(&feed);
+        let address = space.address;
+        self.want_if_behind(id, address, feed, local);
+    }
+
+    /// `feed` of `space` now has `head` complete here. Tell the peer if it may not have it.
+    pub fn handle_local_head(&mut self, space: &Address, cert: &MembershipCert, head: &SignedHead) {
+        if self.closed {
+            return;
+        }
+        let ids: Vec<u32> = self
+            .open
+            .iter()
+            .filter(|(_, s)| s.address == *space)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let s = self.open.get(&id).expect("id from the open map");
+            match s.remote.get(&cert.feed) {
+                Some(len) if *len >= head.length => {}
+                Some(_) => self.send(Message::Head {
+                    space: id,
+                    head: head.clone(),
+                }),
+                None => self.send(Message::FeedList {
+                    space: id,
+                    feeds: vec![FeedOffer {
+                        cert: cert.clone(),
+                        head: Some(head.clone()),
+                    }],
+                }),
+            }
+        }
+    }
+
+    fn send(&mut self, msg: Message) {
+        self.transmits.push_back(Transmit(msg));
+    }
+
+    fn close(&mut self, e: SyncError) {
+        if !self.closed {
+            self.closed = true;
+            self.actions.push_back(Action::Close(e));
+        }
+    }
+
+    fn dispatch(&mut self, msg: Message, local: &dyn Local) -> Result<(), SyncError> {
+        let misbehaved = |s: &str| Err(SyncError::PeerMisbehaved(s.to_string()));
+        if !self.hello_received {
+            let Message::Hello {
+                version, node_id, ..
+            } = msg
+            else {
+                return misbehaved("the first message was not hello");
+            };
+            if version != PROTOCOL_VERSION {
+                return Err(SyncError::Version(version));
+            }
+            self.hello_received = true;
+            self.peer = Some(node_id);
+            return Ok(());
+        }
+        match msg {
+            Message::Hello { .. } => misbehaved("hello twice"),
+            Message::OpenSpace {
+                space: id,
+                discovery,
+                capability,
+            } => self.on_open(id, discovery, capability, local),
+            Message::FeedList { space: id, feeds } => {
+                let address = self.opened(id)?;
+                if feeds.len() > MAX_FEEDS_PER_LIST {
+                    return misbehaved("feed list over the limit");
+                }
+                for offer in feeds {
+                    self.on_offer(id, address, offer, local)?;
+                }
+                Ok(())
+            }
+            Message::Head { space: id, head } => {
+                let address = self.opened(id)?;
+                let known = self
+                    .open
+                    .get(&id)
+                    .is_some_and(|s| s.remote.contains_key(&head.feed));
+                if !known {
+                    return misbehaved("head of a feed never listed");
+                }
+                self.on_head(id, address, head, local)
+            }
+            Message::Want {
+                space: id,
+                feed,
+                from,
+            } => {
+                let address = self.opened(id)?;
+                let (stored, _) = local.stored(&feed);
+                if from < stored {
+                    self.actions.push_back(Action::Serve {
+                        id,
+                        space: address,
+                        feed,
+                        from,
+                    });
+                }
+                Ok(())
+            }
+            Message::Data { .. } => misbehaved("data on the control stream"),
+            Message::Stored {
+                space: id,
+                feed,
+                length,
+            } => {
+                let address = self.opened(id)?;
+                let s = self.open.get_mut(&id).expect("opened above");
+                let remote = s.remote.entry(feed).or_insert(0);
+                *remote = (*remote).max(length);
+                self.events.push_back(Event::Acked {
+                    space: address,
+                    feed,
+                    length,
+                });
+                Ok(())
+            }
+            Message::Goodbye { reason } => Err(SyncError::Goodbye(reason)),
+            Message::Error { code, message } => {
+                tracing::warn!(code, %message, "peer reported an error");
+                Ok(())
+            }
+        }
+    }
+
+    fn opened(&self, id: u32) -> Result<Address, SyncError> {
+        self.open
+            .get(&id)
+            .map(|s| s.address)
+            .ok_or_else(|| SyncError::PeerMisbehaved(format!("message for space {id}, not open")))
+    }
+
+    fn on_open(
+        &mut self,
+        id: u32,
+        discovery: DiscoveryKey,
+        capability: Capability,
+        local: &dyn Local,
+    ) -> Result<(), SyncError> {
+        let peer_role = match self.role {
+            Role::Dialer => Role::Listener,
+            Role::Listener => Role::Dialer,
+        };
+        if let Some(address) = self.asked.get(&id).copied() {
+            // The answer to our own request: the peer must prove the same knowledge.
+            if address.discovery_key() != discovery
+                || !capability.verify(&address, &self.conn_secret, peer_role)
+            {
+                return Err(SyncError::PeerMisbehaved(
+                    "answered a space request without proving knowledge of it".into(),
+                ));
+            }
+            self.asked.remove(&id);
+            self.start_space(id, address, local);
+            return Ok(());
+        }
+        // A request. Ids of the peer's requests have the peer's parity.
+        let theirs = match peer_role {
+            Role::Dialer => id % 2 == 0,
+            Role::Listener => id % 2 == 1,
+        };
+        if !theirs || id >= MAX_SPACES_PER_CONNECTION || self.open.contains_key(&id) {
+            return Err(SyncError::PeerMisbehaved(format!("bad space id {id}")));
+        }
+        let verified = local
+            .space_for(&discovery)
+            .filter(|a| capability.verify(a, &self.conn_secret, peer_role));
+        let Some(address) = verified else {
+            // Say nothing: not "unknown", not "wrong capability".
+            self.failed_opens += 1;
+            if self.failed_opens > MAX_FAILED_OPENS {
+                return Err(SyncError::PeerMisbehaved(
+                    "too many requests for spaces it could not prove".into(),
+                ));
+            }
+            return Ok(());
+        };
+        self.send(Message::OpenSpace {
+            space: id,
+            discovery,
+            capability: Capability::new(&address, &self.conn_secret, self.role),
+        });
+        self.start_space(id, address, local);
+        Ok(())
+    }
+
+    fn start_space(&mut self, id: u32, address: Address, local: &dyn Local) {
+        self.open.insert(
+            id,
+            OpenSpace {
+                address,
+                remote: BTreeMap::new(),
+                wanted: BTreeMap::new(),
+            },
+        );
+        self.events
+            .push_back(Event::SpaceOpened { id, space: address });
+        for chunk in local.offers(&address).chunks(MAX_FEEDS_PER_LIST) {
+            self.send(Message::FeedList {
+                space: id,
+                feeds: chunk.to_vec(),
+            });
+        }
+    }
+
+    fn on_offer(
+        &mut self,
+        id: u32,
+        address: Address,
+        offer: FeedOffer,
+        local: &dyn Local,
+    ) -> Result<(), SyncError> {
+        let feed = offer.cert.feed;
+        offer
+            .cert
+            .clone()
+            .verify(&address)
+            .map_err(|e| SyncError::PeerMisbehaved(format!("feed offer: {e}")))?;
+        let (stored, _) = local.stored(&feed);
+        let known = stored > 0 || local.offers(&address).iter().any(|o| o.cert.feed == feed);
+        if !known {
+            if local.feed_count(&address) >= MAX_FEEDS_PER_SPACE {
+                tracing::warn!(%address, %feed, "space has too many feeds; offer ignored");
+                return Ok(());
+            }
+            self.actions.push_back(Action::AddFeed {
+                space: address,
+                cert: offer.cert.clone(),
+            });
+        }
+        let s = self.open.get_mut(&id).expect("checked open");
+        s.remote.entry(feed).or_insert(0);
+        match offer.head {
+            Some(head) => self.on_head(id, address, head, local),
+            None => Ok(()),
+        }
+    }
+
+    fn on_head(
+        &mut self,
+        id: u32,
+        address: Address,
+        head: SignedHead,
+        local: &dyn Local,
+    ) -> Result<(), SyncError> {
+        let feed = head.feed;
+        let length = head.length;
+        head.verify()
+            .map_err(|e| SyncError::PeerMisbehaved(format!("head: {e}")))?;
+        let s = self.open.get_mut(&id).expect("checked open");
+        let remote = s.remote.entry(feed).or_insert(0);
+        *remote = (*remote).max(length);
+        self.want_if_behind(id, address, feed, local);
+        Ok(())
+    }
+
+    fn want_if_behind(&mut self, id: u32, address: Address, feed: FeedKey, local: &dyn Local) {
+        let Some(s) = self.open.get_mut(&id) else {
+            return;
+        };
+        let remote = s.remote.get(&feed).copied().unwrap_or(0);
+        let (stored, frozen) = local.stored(&feed);
+        if frozen || remote <= stored || s.wanted.contains_key(&feed) {
+            return;
+        }
+        if !local.accepts(&address) {
+            self.events.push_back(Event::Full { space: address });
+            return;
+        }
+        s.wanted.insert(feed, stored);
+        self.events.push_back(Event::Behind {
+            space: address,
+            feed,
+            have: stored,
+            offered: remote,
+        });
+        self.transmits.push_back(Transmit(Message::Want {
+            space: id,
+            feed,
+            from: stored,
+        }));
+    }
+}

@@ -1,0 +1,730 @@
+//! Sessions driven in memory: nodes hold real signed feeds with proofs, a bounded driver moves
+//! messages and carries out actions. No sockets, no store, no sleeps.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::SigningKey;
+
+use super::*;
+use crate::feed::{leaf_hash, verify_batch, write_batch, ConsistencyProof, Frontier, Hash, NodeId};
+use crate::space::SpaceSecret;
+
+/// Steps before a test declares a livelock.
+const MAX_STEPS: usize = 200;
+/// Entries per `Data` message in these tests (small, to exercise partial batches).
+const BATCH: usize = 3;
+
+#[derive(Clone, Default)]
+struct MemFeed {
+    cert: Option<MembershipCert>,
+    entries: Vec<Vec<u8>>,
+    frontier: Frontier,
+    nodes: HashMap<NodeId, Hash>,
+    head: Option<SignedHead>,
+}
+
+#[derive(Default)]
+struct Node {
+    spaces: BTreeMap<Address, BTreeMap<FeedKey, MemFeed>>,
+    full: bool,
+}
+
+impl Local for Node {
+    fn space_for(&self, discovery: &DiscoveryKey) -> Option<Address> {
+        self.spaces
+            .keys()
+            .find(|a| a.discovery_key() == *discovery)
+            .copied()
+    }
+    fn offers(&self, space: &Address) -> Vec<FeedOffer> {
+        self.spaces.get(space).map_or_else(Vec::new, |feeds| {
+            feeds
+                .values()
+                .filter_map(|f| {
+                    Some(FeedOffer {
+                        cert: f.cert.clone()?,
+                        head: f.head.clone(),
+                    })
+                })
+                .collect()
+        })
+    }
+    fn stored(&self, feed: &FeedKey) -> (u64, bool) {
+        for feeds in self.spaces.values() {
+            if let Some(f) = feeds.get(feed) {
+                return (f.entries.len() as u64, false);
+            }
+        }
+        (0, false)
+    }
+    fn feed_count(&self, space: &Address) -> usize {
+        self.spaces.get(space).map_or(0, |f| f.len())
+    }
+    fn accepts(&self, _: &Address) -> bool {
+        !self.full
+    }
+}
+
+impl Node {
+    fn hold(&mut self, space: Address) {
+        self.spaces.entry(space).or_default();
+    }
+
+    fn feed(&mut self, space: &Address, feed: FeedKey) -> &mut MemFeed {
+        self.spaces
+            .get_mut(space)
+            .expect("space held")
+            .entry(feed)
+            .or_default()
+    }
+
+    /// Write entries as the feed's owner.
+    fn write(
+        &mut self,
+        secret: &SpaceSecret,
+        key: &SigningKey,
+        entries: Vec<Vec<u8>>,
+    ) -> SignedHead {
+        let address = secret.address();
+        let feed = FeedKey::from(key);
+        let f = self.feed(&address, feed);
+        f.cert = Some(MembershipCert::issue(secret, feed));
+        let batch = write_batch(key, &mut f.frontier, entries).unwrap();
+        for (id, h) in batch.nodes() {
+            f.nodes.insert(*id, *h);
+        }
+        f.entries.extend(batch.entries().iter().cloned());
+        let head = batch.head().signed().clone();
+        f.head = Some(head.clone());
+        head
+    }
+
+    /// `Data` messages answering a want, as a serving driver would send them.
+    fn serve(&self, id: u32, space: &Address, feed: &FeedKey, from: u64) -> Vec<Message> {
+        let f = &self.spaces[space][feed];
+        let Some(head) = f.head.clone() else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        let mut start = from as usize;
+        while (start as u64) < head.length {
+            let end = (start + BATCH).min(head.length as usize);
+            let proof = ((end as u64) < head.length).then(|| {
+                ConsistencyProof::build(end as u64, head.length, |id| {
+                    f.nodes.get(&id).copied().ok_or(())
+                })
+                .unwrap()
+            });
+            out.push(Message::Data {
+                space: id,
+                feed: *feed,
+                start: start as u64,
+                entries: f.entries[start..end].to_vec(),
+                head: head.clone(),
+                proof,
+                prefix: None,
+            });
+            start = end;
+        }
+        out
+    }
+
+    /// Verify and store a `Data` message as a receiving driver would. Returns the new length
+    /// and head if it was taken.
+    fn receive(
+        &mut self,
+        space: &Address,
+        msg: Message,
+    ) -> Result<(FeedKey, u64, Option<SignedHead>), String> {
+        let Message::Data {
+            feed,
+            start,
+            entries,
+            head,
+            proof,
+            ..
+        } = msg
+        else {
+            return Err("not data".into());
+        };
+        let f = self.feed(space, feed);
+        if start != f.frontier.len() {
+            return Err(format!("gap: at {} got {start}", f.frontier.len()));
+        }
+        let head = head.verify().map_err(|e| e.to_string())?;
+        let batch =
+            verify_batch(&f.frontier, head, entries, proof.as_ref()).map_err(|e| e.to_string())?;
+        for (id, h) in batch.nodes() {
+            f.nodes.insert(*id, *h);
+            if id.level == 0 {
+                f.frontier.push(*h, |_, _| {});
+            }
+        }
+        f.entries.extend(batch.entries().iter().cloned());
+        let complete = batch
+            .completes_head()
+            .then(|| batch.head().signed().clone());
+        if let Some(h) = &complete {
+            f.head = Some(h.clone());
+        }
+        Ok((feed, f.entries.len() as u64, complete))
+    }
+}
+
+/// A connection between node `a` (dialer) and node `b` (listener).
+struct Link {
+    a: usize,
+    b: usize,
+    sa: Session,
+    sb: Session,
+    closed: Vec<(usize, SyncError)>,
+    events: Vec<(usize, Event)>,
+}
+
+struct Mesh {
+    nodes: Vec<Node>,
+    links: Vec<Link>,
+}
+
+impl Mesh {
+    fn new(n: usize) -> Mesh {
+        Mesh {
+            nodes: (0..n).map(|_| Node::default()).collect(),
+            links: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self, a: usize, b: usize) -> usize {
+        let secret: Vec<u8> = (0..32)
+            .map(|i| (i as u8) ^ (self.links.len() as u8 * 7))
+            .collect();
+        self.links.push(Link {
+            a,
+            b,
+            sa: Session::new(Role::Dialer, [a as u8; 32], secret.clone()),
+            sb: Session::new(Role::Listener, [b as u8; 32], secret),
+            closed: Vec::new(),
+            events: Vec::new(),
+        });
+        self.links.len() - 1
+    }
+
+    /// Run until nothing moves; panics after `MAX_STEPS` rounds (a livelock).
+    fn drive_bounded(&mut self) {
+        for _ in 0..MAX_STEPS {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("no quiescence after {MAX_STEPS} steps");
+    }
+
+    fn step(&mut self) -> bool {
+        let mut moved = false;
+        for li in 0..self.links.len() {
+            for side in [0, 1] {
+                moved |= self.run_actions(li, side);
+            }
+            for side in [0, 1] {
+                loop {
+                    let to_node = {
+                        let l = &self.links[li];
+                        if side == 0 {
+                            l.b
+                        } else {
+                            l.a
+                        }
+                    };
+                    let t = {
+                        let l = &mut self.links[li];
+                        let s = if side == 0 { &mut l.sa } else { &mut l.sb };
+                        s.poll_transmit()
+                    };
+                    let Some(Transmit(msg)) = t else { break };
+                    moved = true;
+                    {
+                        let (nodes, links) = (&self.nodes, &mut self.links);
+                        let l = &mut links[li];
+                        let s = if side == 0 { &mut l.sb } else { &mut l.sa };
+                        s.handle_message(msg, &nodes[to_node]);
+                    }
+                    // Actions before transmits, as the session's contract says.
+                    self.run_actions(li, 1 - side);
+                }
+            }
+        }
+        moved
+    }
+
+    fn run_actions(&mut self, li: usize, side: usize) -> bool {
+        let mut moved = false;
+        loop {
+            let (me, other) = {
+                let l = &self.links[li];
+                if side == 0 {
+                    (l.a, l.b)
+                } else {
+                    (l.b, l.a)
+                }
+            };
+            let action = {
+                let l = &mut self.links[li];
+                let s = if side == 0 { &mut l.sa } else { &mut l.sb };
+                while let Some(e) = s.poll_event() {
+                    l.events.push((me, e));
+                }
+                let s = if side == 0 { &mut l.sa } else { &mut l.sb };
+                s.poll_action()
+            };
+            let Some(action) = action else { break };
+            moved = true;
+            match action {
+                Action::AddFeed { space, cert } => {
+                    let feed = cert.feed;
+                    self.nodes[me].feed(&space, feed).cert = Some(cert);
+                }
+                Action::Serve {
+                    id,
+                    space,
+                    feed,
+                    from,
+                } => {
+                    // The data stream: served by `me`, received by `other`.
+                    let msgs = self.nodes[me].serve(id, &space, &feed, from);
+                    for msg in msgs {
+                        let recv_addr = {
+                            let l = &mut self.links[li];
+                            let s = if side == 0 { &mut l.sb } else { &mut l.sa };
+                            s.space_of(id)
+                        };
+                        let Some(addr) = recv_addr else { break };
+                        match self.nodes[other].receive(&addr, msg) {
+                            Ok((feed, length, complete)) => {
+                                let l = &mut self.links[li];
+                                let s = if side == 0 { &mut l.sb } else { &mut l.sa };
+                                s.handle_appended(id, feed, length);
+                                if let Some(head) = complete {
+                                    self.announce(other, &addr, &feed, &head, Some(li));
+                                }
+                            }
+                            Err(e) => panic!("honest data refused: {e}"),
+                        }
+                    }
+                    let nodes = &self.nodes;
+                    let l = &mut self.links[li];
+                    let s = if side == 0 { &mut l.sb } else { &mut l.sa };
+                    s.handle_transfer_ended(id, feed, &nodes[other]);
+                }
+                Action::Close(e) => {
+                    self.links[li].closed.push((me, e));
+                }
+            }
+        }
+        moved
+    }
+
+    /// Node `n` has a new complete head: every session of `n` (except on `skip`) hears it.
+    fn announce(
+        &mut self,
+        n: usize,
+        space: &Address,
+        feed: &FeedKey,
+        head: &SignedHead,
+        skip: Option<usize>,
+    ) {
+        let cert = self.nodes[n].spaces[space][feed]
+            .cert
+            .clone()
+            .expect("feeds have certs");
+        for (li, l) in self.links.iter_mut().enumerate() {
+            if Some(li) == skip {
+                continue;
+            }
+            if l.a == n {
+                l.sa.handle_local_head(space, &cert, head);
+            }
+            if l.b == n {
+                l.sb.handle_local_head(space, &cert, head);
+            }
+        }
+    }
+
+    fn feed_len(&self, n: usize, space: &Address, feed: &FeedKey) -> usize {
+        self.nodes[n]
+            .spaces
+            .get(space)
+            .and_then(|f| f.get(feed))
+            .map_or(0, |f| f.entries.len())
+    }
+}
+
+fn entries(tag: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("{tag} {i}").into_bytes()).collect()
+}
+
+fn setup() -> (SpaceSecret, Address, SigningKey, SigningKey) {
+    let secret = SpaceSecret::from_bytes([3; 32]);
+    let address = secret.address();
+    (
+        secret,
+        address,
+        SigningKey::from_bytes(&[10; 32]),
+        SigningKey::from_bytes(&[11; 32]),
+    )
+}
+
+#[test]
+fn member_to_seeder_replicates_everything_and_gets_acks() {
+    let (secret, address, ka, _) = setup();
+    let mut m = Mesh::new(2);
+    m.nodes[0].hold(address);
+    m.nodes[0].write(&secret, &ka, entries("a", 10));
+    m.nodes[1].hold(address); // the seeder: the address only
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let fa = FeedKey::from(&ka);
+    assert_eq!(m.feed_len(1, &address, &fa), 10);
+    assert_eq!(m.nodes[1].spaces[&address][&fa].entries, entries("a", 10));
+    let link = &m.links[l];
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    assert!(link.events.iter().any(|(n, e)| *n == 0
+        && *e
+            == Event::Acked {
+                space: address,
+                feed: fa,
+                length: 10
+            }));
+    assert!(link.sa.is_caught_up(&m.nodes[0]));
+    assert!(link.sb.is_caught_up(&m.nodes[1]));
+}
+
+#[test]
+fn seeder_relays_between_members_never_online_together() {
+    let (secret, address, ka, kb) = setup();
+    let (fa, fb) = (FeedKey::from(&ka), FeedKey::from(&kb));
+    let mut m = Mesh::new(3); // 0: member A, 1: seeder, 2: member B
+    for n in 0..3 {
+        m.nodes[n].hold(address);
+    }
+    m.nodes[0].write(&secret, &ka, entries("a", 7));
+    m.nodes[2].write(&secret, &kb, entries("b", 5));
+    let l1 = m.connect(0, 1);
+    m.links[l1].sa.open(address).unwrap();
+    m.drive_bounded();
+    m.links.clear(); // A goes away
+    let l2 = m.connect(2, 1);
+    m.links[l2].sa.open(address).unwrap();
+    m.drive_bounded();
+    assert_eq!(
+        m.feed_len(2, &address, &fa),
+        7,
+        "B got A's feed from the seeder"
+    );
+    m.links.clear();
+    let l3 = m.connect(0, 1);
+    m.links[l3].sa.open(address).unwrap();
+    m.drive_bounded();
+    assert_eq!(
+        m.feed_len(0, &address, &fb),
+        5,
+        "A got B's feed from the seeder"
+    );
+    assert_eq!(m.nodes[0].spaces[&address][&fb].entries, entries("b", 5));
+}
+
+#[test]
+fn new_heads_are_pushed_live_through_the_seeder() {
+    let (secret, address, ka, kb) = setup();
+    let fa = FeedKey::from(&ka);
+    let mut m = Mesh::new(3);
+    for n in 0..3 {
+        m.nodes[n].hold(address);
+    }
+    m.nodes[0].write(&secret, &ka, entries("a", 2));
+    m.nodes[2].write(&secret, &kb, entries("b", 2));
+    let l1 = m.connect(0, 1);
+    let l2 = m.connect(2, 1);
+    m.links[l1].sa.open(address).unwrap();
+    m.links[l2].sa.open(address).unwrap();
+    m.drive_bounded();
+    assert_eq!(m.feed_len(2, &address, &fa), 2);
+    // A writes while everyone is connected.
+    let mut more = entries("a", 2);
+    more.extend(entries("a-live", 4));
+    let head = m.nodes[0].write(&secret, &ka, entries("a-live", 4));
+    assert_eq!(head.length, 6);
+    m.announce(0, &address, &fa, &head, None);
+    m.drive_bounded();
+    assert_eq!(m.feed_len(1, &address, &fa), 6);
+    assert_eq!(
+        m.feed_len(2, &address, &fa),
+        6,
+        "B received A's live write via the seeder"
+    );
+    assert_eq!(m.nodes[2].spaces[&address][&fa].entries, more);
+}
+
+#[test]
+fn a_transfer_cut_short_resumes_from_what_is_stored() {
+    let (secret, address, ka, _) = setup();
+    let fa = FeedKey::from(&ka);
+    let mut m = Mesh::new(2);
+    m.nodes[0].hold(address);
+    m.nodes[1].hold(address);
+    m.nodes[0].write(&secret, &ka, entries("a", 10));
+    // The seeder already has the first 4 entries (a transfer that died half way).
+    let partial: Vec<Message> = m.nodes[0]
+        .serve(0, &address, &fa, 0)
+        .into_iter()
+        .take(1)
+        .collect();
+    m.nodes[1].feed(&address, fa).cert = Some(MembershipCert::issue(&secret, fa));
+    for msg in partial {
+        m.nodes[1].receive(&address, msg).unwrap();
+    }
+    assert_eq!(m.feed_len(1, &address, &fa), BATCH);
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    assert_eq!(m.nodes[1].spaces[&address][&fa].entries, entries("a", 10));
+}
+
+#[test]
+fn a_peer_without_the_address_learns_nothing_and_is_cut_off() {
+    let (secret, address, ka, _) = setup();
+    let mut m = Mesh::new(2);
+    m.nodes[1].hold(address);
+    m.nodes[1].write(&secret, &ka, entries("a", 3));
+    let l = m.connect(0, 1);
+    let link = &mut m.links[l];
+    // Hello each way first.
+    let hello = link.sa.poll_transmit().unwrap().0;
+    link.sb.handle_message(hello, &m.nodes[1]);
+    let _ = link.sb.poll_transmit();
+    // It knows the discovery key (say, from mDNS) but not the address.
+    let wrong = SpaceSecret::from_bytes([9; 32]).address();
+    for i in 0..MAX_FAILED_OPENS {
+        link.sb.handle_message(
+            Message::OpenSpace {
+                space: 2 * i,
+                discovery: address.discovery_key(),
+                capability: Capability::new(&wrong, b"guess", Role::Dialer),
+            },
+            &m.nodes[1],
+        );
+        assert_eq!(link.sb.poll_transmit(), None, "not even a refusal");
+        assert_eq!(link.sb.poll_action(), None);
+    }
+    link.sb.handle_message(
+        Message::OpenSpace {
+            space: 100,
+            discovery: address.discovery_key(),
+            capability: Capability::new(&wrong, b"guess", Role::Dialer),
+        },
+        &m.nodes[1],
+    );
+    assert_eq!(link.sb.poll_transmit(), None);
+    assert!(matches!(
+        link.sb.poll_action(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+}
+
+#[test]
+fn a_capability_from_another_connection_is_useless() {
+    let (_, address, _, _) = setup();
+    let mut node = Node::default();
+    node.hold(address);
+    let mut s = Session::new(Role::Listener, [1; 32], b"this connection".to_vec());
+    let _ = s.poll_transmit();
+    s.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [2; 32],
+            features: 0,
+        },
+        &node,
+    );
+    // Valid for the address, but made on another connection (or replayed from one).
+    s.handle_message(
+        Message::OpenSpace {
+            space: 0,
+            discovery: address.discovery_key(),
+            capability: Capability::new(&address, b"another connection", Role::Dialer),
+        },
+        &node,
+    );
+    assert_eq!(s.poll_transmit(), None);
+    // And a capability reflected back in the listener's own role doesn't pass either.
+    s.handle_message(
+        Message::OpenSpace {
+            space: 2,
+            discovery: address.discovery_key(),
+            capability: Capability::new(&address, b"this connection", Role::Listener),
+        },
+        &node,
+    );
+    assert_eq!(s.poll_transmit(), None);
+    assert_eq!(s.open_spaces().count(), 0);
+}
+
+fn opened_pair(node_b: &Node, address: Address) -> (Session, Session) {
+    let node_a = {
+        let mut n = Node::default();
+        n.hold(address);
+        n
+    };
+    let mut a = Session::new(Role::Dialer, [1; 32], b"s".to_vec());
+    let mut b = Session::new(Role::Listener, [2; 32], b"s".to_vec());
+    a.open(address).unwrap();
+    for _ in 0..4 {
+        while let Some(Transmit(m)) = a.poll_transmit() {
+            b.handle_message(m, node_b);
+        }
+        while let Some(Transmit(m)) = b.poll_transmit() {
+            a.handle_message(m, &node_a);
+        }
+    }
+    assert_eq!(b.open_spaces().count(), 1);
+    while b.poll_action().is_some() {}
+    while b.poll_event().is_some() {}
+    (a, b)
+}
+
+#[test]
+fn offers_with_bad_certificates_or_signatures_close_the_session() {
+    let (secret, address, ka, _) = setup();
+    let mut node = Node::default();
+    node.hold(address);
+    // A certificate from another space.
+    let (_, mut b) = opened_pair(&node, address);
+    let other = SpaceSecret::from_bytes([4; 32]);
+    b.handle_message(
+        Message::FeedList {
+            space: 0,
+            feeds: vec![FeedOffer {
+                cert: MembershipCert::issue(&other, FeedKey::from(&ka)),
+                head: None,
+            }],
+        },
+        &node,
+    );
+    assert!(matches!(
+        b.poll_action(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+    // A head with a bad signature.
+    let (_, mut b) = opened_pair(&node, address);
+    let mut scratch = Node::default();
+    scratch.hold(address);
+    let mut head = scratch.write(&secret, &ka, entries("a", 2));
+    head.signature[0] ^= 1;
+    b.handle_message(
+        Message::FeedList {
+            space: 0,
+            feeds: vec![FeedOffer {
+                cert: MembershipCert::issue(&secret, FeedKey::from(&ka)),
+                head: Some(head),
+            }],
+        },
+        &node,
+    );
+    assert!(b
+        .poll_action()
+        .is_some_and(|a| matches!(a, Action::AddFeed { .. })));
+    assert!(matches!(
+        b.poll_action(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+}
+
+#[test]
+fn protocol_order_and_version_are_enforced() {
+    let node = Node::default();
+    let mut s = Session::new(Role::Listener, [1; 32], b"s".to_vec());
+    s.handle_message(Message::Goodbye { reason: "x".into() }, &node);
+    assert!(matches!(
+        s.poll_action(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+    let mut s = Session::new(Role::Listener, [1; 32], b"s".to_vec());
+    s.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION + 1,
+            node_id: [0; 32],
+            features: 0,
+        },
+        &node,
+    );
+    assert_eq!(
+        s.poll_action(),
+        Some(Action::Close(SyncError::Version(PROTOCOL_VERSION + 1)))
+    );
+    let mut s = Session::new(Role::Listener, [1; 32], b"s".to_vec());
+    s.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [0; 32],
+            features: 0,
+        },
+        &node,
+    );
+    assert_eq!(s.space_of(4), None);
+    assert!(matches!(
+        s.poll_action(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+}
+
+#[test]
+fn a_full_space_stops_fetching_but_keeps_serving() {
+    let (secret, address, ka, kb) = setup();
+    let (fa, fb) = (FeedKey::from(&ka), FeedKey::from(&kb));
+    let mut m = Mesh::new(2);
+    m.nodes[0].hold(address);
+    m.nodes[1].hold(address);
+    m.nodes[0].write(&secret, &ka, entries("a", 4));
+    m.nodes[1].write(&secret, &kb, entries("b", 4));
+    m.nodes[1].full = true;
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    assert_eq!(
+        m.feed_len(1, &address, &fa),
+        0,
+        "nothing fetched while full"
+    );
+    assert_eq!(m.feed_len(0, &address, &fb), 4, "still served");
+    assert!(m.links[l]
+        .events
+        .iter()
+        .any(|(n, e)| *n == 1 && *e == Event::Full { space: address }));
+    assert!(m.links[l].closed.is_empty());
+}
+
+#[test]
+fn leaf_hashes_of_served_data_match_the_writer() {
+    // Guard for the harness itself: what is served is what was written.
+    let (secret, address, ka, _) = setup();
+    let mut n = Node::default();
+    n.hold(address);
+    n.write(&secret, &ka, entries("a", 5));
+    let msgs = n.serve(0, &address, &FeedKey::from(&ka), 0);
+    let served: Vec<Hash> = msgs
+        .iter()
+        .flat_map(|m| match m {
+            Message::Data { entries, .. } => {
+                entries.iter().map(|e| leaf_hash(e)).collect::<Vec<_>>()
+            }
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(
+        served,
+        entries("a", 5)
+            .iter()
+            .map(|e| leaf_hash(e))
+            .collect::<Vec<_>>()
+    );
+}
