@@ -1,0 +1,173 @@
+/*!
+What the sync state machine may ask of this node ([`crate::sync::Local`]), answered from the
+store and the registry: the spaces held, their feeds with certificates and complete heads,
+and whether a space may take more data.
+
+Quotas: a space with a quota stops fetching once the bytes held reach it; every space stops
+when the data disk's free room falls to [`StoreLimits::keep_free_percent`]. Serving never
+stops. Answers are synchronous sled reads (in memory for a warm cache); the driver calls
+these from its blocking pool.
+*/
+
+use crate::feed::FeedKey;
+use crate::space::{Address, DiscoveryKey};
+use crate::store::Store;
+use crate::sync::Local;
+use crate::wire::FeedOffer;
+
+use super::registry::Registry;
+
+/// Limits that apply to all spaces.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreLimits {
+    /// Stop taking new data when less than this share of the data disk is free. Default 5:
+    /// room for the index, logs and the file system's own needs.
+    pub keep_free_percent: u8,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            keep_free_percent: 5,
+        }
+    }
+}
+
+/// Free and total bytes of the file system holding `path`.
+pub fn disk_room(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    let st = rustix::fs::statvfs(path)?;
+    let frsize = st.f_frsize;
+    Ok((st.f_bavail * frsize, st.f_blocks * frsize))
+}
+
+/// The seeder's answers.
+pub struct SeederLocal {
+    pub store: Store,
+    pub registry: Registry,
+    pub limits: StoreLimits,
+}
+
+impl SeederLocal {
+    fn disk_ok(&self) -> bool {
+        match disk_room(self.store.dir()) {
+            Ok((free, total)) if total > 0 => {
+                free.saturating_mul(100) / total > u64::from(self.limits.keep_free_percent)
+            }
+            // Unknown: don't stop on a failed statvfs, the append itself reports a full disk.
+            _ => true,
+        }
+    }
+}
+
+impl Local for SeederLocal {
+    fn space_for(&self, discovery: &DiscoveryKey) -> Option<Address> {
+        let spaces = match self.registry.spaces() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading held spaces");
+                return None;
+            }
+        };
+        spaces
+            .into_iter()
+            .map(|s| s.address)
+            .find(|a| a.discovery_key() == *discovery)
+    }
+
+    fn offers(&self, space: &Address) -> Vec<FeedOffer> {
+        let certs = match self.registry.members(space) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(%space, error = %e, "reading members");
+                return Vec::new();
+            }
+        };
+        certs
+            .into_iter()
+            .map(|cert| {
+                let head = self
+                    .store
+                    .feed(&cert.feed)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.head);
+                FeedOffer { cert, head }
+            })
+            .collect()
+    }
+
+    fn stored(&self, feed: &FeedKey) -> (u64, bool) {
+        match self.store.feed(feed) {
+            Ok(Some(s)) => (s.length, s.frozen),
+            _ => (0, false),
+        }
+    }
+
+    fn feed_count(&self, space: &Address) -> usize {
+        self.registry.members(space).map_or(0, |m| m.len())
+    }
+
+    fn accepts(&self, space: &Address) -> bool {
+        let quota_ok = match self.registry.space(space) {
+            Ok(Some(held)) => match held.quota {
+                Some(q) => self.registry.bytes_held(space).map_or(true, |b| b < q),
+                None => true,
+            },
+            _ => false,
+        };
+        quota_ok && self.disk_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::{MembershipCert, SeedCode, SpaceSecret};
+    use crate::store::StoreConfig;
+
+    #[test]
+    fn quota_stops_fetching_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let registry = Registry::open(&store).unwrap();
+        let secret = SpaceSecret::from_bytes([1; 32]);
+        let address = secret.address();
+        registry
+            .add_space(&SeedCode::new(address), Some("office"), Some(1500), 0)
+            .unwrap();
+        let local = SeederLocal {
+            store: store.clone(),
+            registry: registry.clone(),
+            limits: StoreLimits::default(),
+        };
+        assert!(local.accepts(&address));
+        assert_eq!(local.space_for(&address.discovery_key()), Some(address));
+        let other = SpaceSecret::from_bytes([2; 32]).address();
+        assert_eq!(local.space_for(&other.discovery_key()), None);
+        assert!(!local.accepts(&other), "a space not held takes nothing");
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let feed = FeedKey::from(&sk);
+        registry
+            .add_member(&MembershipCert::issue(&secret, feed))
+            .unwrap();
+        let mut f = crate::feed::Frontier::new();
+        store
+            .append(crate::feed::write_batch(&sk, &mut f, vec![vec![1; 1000]]).unwrap())
+            .unwrap();
+        assert!(local.accepts(&address), "1000 of 1500 bytes");
+        store
+            .append(crate::feed::write_batch(&sk, &mut f, vec![vec![1; 1000]]).unwrap())
+            .unwrap();
+        assert!(!local.accepts(&address), "2000 of 1500 bytes");
+        let offers = local.offers(&address);
+        assert_eq!(offers.len(), 1);
+        assert_eq!(offers[0].head.as_ref().map(|h| h.length), Some(2));
+        assert_eq!(local.stored(&feed), (2, false));
+    }
+
+    #[test]
+    fn disk_room_reads_the_file_system() {
+        let (free, total) = disk_room(std::path::Path::new("/")).unwrap();
+        assert!(total > 0 && free <= total);
+    }
+}

@@ -1,0 +1,355 @@
+/*!
+The daemon's durable state beside the feeds: which spaces it holds (by address, with a local
+name and a quota), which feeds belong to each (their membership certificates), and which
+partner seeders it dials. Kept in sled trees of the store's database, so it survives restarts
+and is committed with the same flushes.
+
+Not here: feed data (the store), secrets (a seeder has none), anything about connections.
+*/
+
+use serde::{Deserialize, Serialize};
+
+use crate::feed::FeedKey;
+use crate::space::{Address, MembershipCert, SeedCode};
+use crate::store::{Store, StoreError};
+
+const TREE_SPACES: &str = "registry.spaces";
+const TREE_MEMBERS: &str = "registry.members";
+const TREE_PEERS: &str = "registry.peers";
+
+/// Version of the records below; bumped on any change of their encoding.
+const RECORD_VERSION: u8 = 1;
+
+/// Longest local name of a held space, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Errors of the registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    #[error("index database: {0}")]
+    Db(#[from] sled::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("registry record {0} is corrupt")]
+    Corrupt(String),
+    #[error("this seeder already holds that space, as {0:?}")]
+    AlreadyHeld(String),
+    #[error("a space named {0:?} is already held")]
+    NameTaken(String),
+    #[error("no space named {0:?} is held here")]
+    UnknownSpace(String),
+    #[error("space name {0:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    #[error(transparent)]
+    Certificate(#[from] crate::space::SpaceError),
+}
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// A space this seeder holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSpace {
+    pub address: Address,
+    pub name: String,
+    /// Bytes of entry data this space may hold here; `None`: only the global limit applies.
+    pub quota: Option<u64>,
+    /// When it was added, in seconds since the epoch (0 if the clock was unset).
+    pub added: u64,
+}
+
+/// A partner seeder to dial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partner {
+    /// `host:port`, as given.
+    pub address: String,
+    pub node_id: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+struct Versioned<T> {
+    version: u8,
+    value: T,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(&Versioned {
+        version: RECORD_VERSION,
+        value,
+    })
+    .expect("registry records always encode")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
+    let (v, rest): (Versioned<T>, _) =
+        postcard::take_from_bytes(bytes).map_err(|_| RegistryError::Corrupt(what.to_string()))?;
+    if !rest.is_empty() || v.version != RECORD_VERSION {
+        return Err(RegistryError::Corrupt(what.to_string()));
+    }
+    Ok(v.value)
+}
+
+fn member_key(space: &Address, feed: &FeedKey) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&space.0);
+    k[32..].copy_from_slice(&feed.0);
+    k
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The daemon's registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    store: Store,
+    spaces: sled::Tree,
+    members: sled::Tree,
+    peers: sled::Tree,
+}
+
+impl Registry {
+    pub fn open(store: &Store) -> Result<Registry> {
+        let db = store.db();
+        Ok(Registry {
+            spaces: db.open_tree(TREE_SPACES)?,
+            members: db.open_tree(TREE_MEMBERS)?,
+            peers: db.open_tree(TREE_PEERS)?,
+            store: store.clone(),
+        })
+    }
+
+    /// Hold the space of `code`. The name defaults to the address's short form.
+    pub fn add_space(
+        &self,
+        code: &SeedCode,
+        name: Option<&str>,
+        quota: Option<u64>,
+        now_secs: u64,
+    ) -> Result<HeldSpace> {
+        let address = code.address();
+        let name = name.map_or_else(|| address.short(), str::to_string);
+        if !valid_name(&name) {
+            return Err(RegistryError::BadName(name));
+        }
+        for held in self.spaces()? {
+            if held.address == address {
+                return Err(RegistryError::AlreadyHeld(held.name));
+            }
+            if held.name == name {
+                return Err(RegistryError::NameTaken(name));
+            }
+        }
+        let held = HeldSpace {
+            address,
+            name,
+            quota,
+            added: now_secs,
+        };
+        self.spaces.insert(address.0, encode(&held))?;
+        self.store.flush()?;
+        Ok(held)
+    }
+
+    /// Every held space, by address.
+    pub fn spaces(&self) -> Result<Vec<HeldSpace>> {
+        let mut out = Vec::new();
+        for item in self.spaces.iter() {
+            let (k, v) = item?;
+            out.push(decode(&format!("space {}", hex::encode(&k)), &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The held space named `name`.
+    pub fn space_named(&self, name: &str) -> Result<HeldSpace> {
+        self.spaces()?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| RegistryError::UnknownSpace(name.to_string()))
+    }
+
+    /// The held space at `address`, if any.
+    pub fn space(&self, address: &Address) -> Result<Option<HeldSpace>> {
+        self.spaces
+            .get(address.0)?
+            .map(|v| decode(&format!("space {address}"), &v))
+            .transpose()
+    }
+
+    /// Change a held space's quota.
+    pub fn set_quota(&self, name: &str, quota: Option<u64>) -> Result<HeldSpace> {
+        let mut held = self.space_named(name)?;
+        held.quota = quota;
+        self.spaces.insert(held.address.0, encode(&held))?;
+        self.store.flush()?;
+        Ok(held)
+    }
+
+    /// Stop holding a space. With `purge`, its feeds are deleted from the disk too (space
+    /// really freed); without, they stay (and are taken up again if the space is re-added).
+    /// Returns the feeds purged.
+    pub fn remove_space(&self, name: &str, purge: bool) -> Result<usize> {
+        let held = self.space_named(name)?;
+        self.spaces.remove(held.address.0)?;
+        self.store.flush()?;
+        let mut purged = 0;
+        if purge {
+            for cert in self.members(&held.address)? {
+                self.store.delete_feed(&cert.feed)?;
+                self.members.remove(member_key(&held.address, &cert.feed))?;
+                purged += 1;
+            }
+            self.store.flush()?;
+        }
+        Ok(purged)
+    }
+
+    /// Take a member feed into a held space: its certificate must verify for the space.
+    pub fn add_member(&self, cert: &MembershipCert) -> Result<()> {
+        let member = cert.clone().verify(&cert.address)?;
+        self.members.insert(
+            member_key(&member.address(), &member.feed()),
+            encode(member.cert()),
+        )?;
+        self.store.create_feed(member.feed())?;
+        Ok(())
+    }
+
+    /// The member certificates of `space`.
+    pub fn members(&self, space: &Address) -> Result<Vec<MembershipCert>> {
+        let mut out = Vec::new();
+        for item in self.members.scan_prefix(space.0) {
+            let (k, v) = item?;
+            out.push(decode(&format!("member {}", hex::encode(&k)), &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes of entry data held of `space`.
+    pub fn bytes_held(&self, space: &Address) -> Result<u64> {
+        let mut total = 0;
+        for cert in self.members(space)? {
+            total += self.store.feed(&cert.feed)?.map_or(0, |s| s.bytes);
+        }
+        Ok(total)
+    }
+
+    /// Dial this partner seeder.
+    pub fn add_partner(&self, partner: &Partner) -> Result<()> {
+        self.peers.insert(partner.node_id, encode(partner))?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    pub fn remove_partner(&self, node_id: &[u8; 32]) -> Result<bool> {
+        let had = self.peers.remove(node_id)?.is_some();
+        self.store.flush()?;
+        Ok(had)
+    }
+
+    pub fn partners(&self) -> Result<Vec<Partner>> {
+        let mut out = Vec::new();
+        for item in self.peers.iter() {
+            let (k, v) = item?;
+            out.push(decode(&format!("partner {}", hex::encode(&k)), &v)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::SpaceSecret;
+    use crate::store::StoreConfig;
+
+    fn code(n: u8) -> SeedCode {
+        SeedCode::new(SpaceSecret::from_bytes([n; 32]).address())
+    }
+
+    #[test]
+    fn held_spaces_and_partners_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+            let r = Registry::open(&store).unwrap();
+            r.add_space(&code(1), Some("office"), Some(1 << 30), 5)
+                .unwrap();
+            r.add_space(&code(2), None, None, 6).unwrap();
+            r.add_partner(&Partner {
+                address: "192.0.2.1:7428".into(),
+                node_id: [7; 32],
+            })
+            .unwrap();
+        }
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        let spaces = r.spaces().unwrap();
+        assert_eq!(spaces.len(), 2);
+        let office = r.space_named("office").unwrap();
+        assert_eq!(office.quota, Some(1 << 30));
+        assert_eq!(office.address, code(1).address());
+        assert_eq!(r.partners().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_space_is_held_once_under_one_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        r.add_space(&code(1), Some("office"), None, 0).unwrap();
+        assert!(matches!(
+            r.add_space(&code(1), Some("other"), None, 0),
+            Err(RegistryError::AlreadyHeld(n)) if n == "office"
+        ));
+        assert!(matches!(
+            r.add_space(&code(2), Some("office"), None, 0),
+            Err(RegistryError::NameTaken(_))
+        ));
+        assert!(matches!(
+            r.add_space(&code(2), Some("../x"), None, 0),
+            Err(RegistryError::BadName(_))
+        ));
+    }
+
+    #[test]
+    fn purge_frees_the_feeds_and_plain_remove_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        let secret = SpaceSecret::from_bytes([1; 32]);
+        r.add_space(&code(1), Some("office"), None, 0).unwrap();
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let feed = FeedKey::from(&sk);
+        r.add_member(&MembershipCert::issue(&secret, feed)).unwrap();
+        let mut f = crate::feed::Frontier::new();
+        store
+            .append(crate::feed::write_batch(&sk, &mut f, vec![vec![1; 1000]]).unwrap())
+            .unwrap();
+        assert_eq!(r.bytes_held(&secret.address()).unwrap(), 1000);
+        r.remove_space("office", false).unwrap();
+        assert!(store.feed(&feed).unwrap().is_some(), "kept without purge");
+        r.add_space(&code(1), Some("office"), None, 0).unwrap();
+        assert_eq!(r.remove_space("office", true).unwrap(), 1);
+        assert!(store.feed(&feed).unwrap().is_none(), "purged");
+        assert!(r.members(&secret.address()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_certificate_of_another_space_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        let secret = SpaceSecret::from_bytes([1; 32]);
+        let mut cert = MembershipCert::issue(&secret, FeedKey([9; 32]));
+        cert.address = SpaceSecret::from_bytes([2; 32]).address();
+        assert!(r.add_member(&cert).is_err());
+    }
+}
