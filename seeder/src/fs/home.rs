@@ -333,6 +333,16 @@ impl Home {
     }
 }
 
+impl Drop for Home {
+    /// The op index and the other small records are written without their own flush; make
+    /// them durable once, at the end of the command, so the next one needn't redo the work.
+    fn drop(&mut self) {
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "flushing the home's index");
+        }
+    }
+}
+
 /// The random number generator the home uses for keys and nonces.
 pub type Rng = rand::rngs::OsRng;
 

@@ -427,6 +427,11 @@ impl Store {
         let db = sled::Config::new()
             .path(&db_path)
             .cache_capacity(config.cache_bytes)
+            // Every append flushes before it acknowledges, and the other writers flush when
+            // they need durability, so sled's timer thread isn't needed. Without it, dropping
+            // the store releases the database's lock at once (a lingering flusher thread held
+            // it briefly, and a reopen in the same process could fail).
+            .flush_every_ms(None)
             .open()?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -926,6 +931,7 @@ impl Store {
             what: "damage record (encoding)".into(),
         })?;
         self.inner.damage.insert(key, bytes)?;
+        self.inner.db.flush()?;
         Ok(())
     }
 
