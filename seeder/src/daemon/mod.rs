@@ -10,5 +10,6 @@ come on top of these.
 It knows spaces only by address: nothing here can decrypt an entry.
 */
 
+pub mod ctl;
 pub mod local;
 pub mod registry;

@@ -1,0 +1,324 @@
+/*!
+The control socket: how `seeder ctl` (run as root or the service's user on the device) talks
+to the running daemon. A Unix socket `control.sock` in the data folder, mode 0600: the file's
+permissions are the authentication. One JSON request per line, one JSON response per line.
+
+The server side is [`serve`], which takes any [`CtlBackend`] (the daemon implements it over its
+registry and store); the client side is [`request`]. Requests and responses are bounded
+([`MAX_LINE`]) and every connection is handled on its own task, so a stuck client holds up
+nobody.
+*/
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// The socket's file name in the data folder.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Longest request or response line: a status with thousands of spaces fits; anything larger
+/// from a client is refused before it is buffered.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Concurrent control connections; more wait. Control is for a person and a few scripts.
+const MAX_CONNECTIONS: usize = 16;
+
+/// What `seeder ctl` can ask.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum CtlRequest {
+    Status,
+    SpaceAdd {
+        code: String,
+        name: Option<String>,
+        quota: Option<u64>,
+    },
+    SpaceRemove {
+        name: String,
+        purge: bool,
+    },
+    SpaceList,
+    PeerAdd {
+        peer: String,
+    },
+    PeerList,
+    SetupCode,
+}
+
+/// The answer: a JSON value for the client to print, or an error message for a person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum CtlResponse {
+    Ok { value: serde_json::Value },
+    Error { message: String, not_found: bool },
+}
+
+/// The daemon's side of the control socket.
+pub trait CtlBackend: Send + Sync + 'static {
+    fn handle(&self, request: CtlRequest) -> CtlResponse;
+}
+
+/// Errors of the control socket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CtlError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no seeder is running with data folder {0} (no control socket there)")]
+    NotRunning(PathBuf),
+    #[error("the daemon's answer is not understood: {0}")]
+    BadResponse(String),
+    #[error("request or response over {MAX_LINE} bytes")]
+    TooLong,
+}
+
+/// Bind the control socket in `dir` (replacing a stale one) with mode 0600.
+pub fn bind(dir: &Path) -> Result<UnixListener, CtlError> {
+    let path = dir.join(SOCKET_NAME);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(CtlError::Io {
+                what: "cannot replace",
+                path,
+                source,
+            })
+        }
+    }
+    let listener = UnixListener::bind(&path).map_err(|source| CtlError::Io {
+        what: "cannot listen on",
+        path: path.clone(),
+        source,
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        CtlError::Io {
+            what: "cannot restrict",
+            path,
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Answer requests on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: UnixListener,
+    backend: Arc<dyn CtlBackend>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, backend).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(stream: UnixStream, backend: Arc<dyn CtlBackend>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read).take(MAX_LINE as u64 + 1);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = read.read_line(&mut line).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n > MAX_LINE {
+            let refusal = CtlResponse::Error {
+                message: format!("request over {MAX_LINE} bytes"),
+                not_found: false,
+            };
+            let mut out = serde_json::to_vec(&refusal).map_err(std::io::Error::other)?;
+            out.push(b'\n');
+            return write.write_all(&out).await;
+        }
+        let response = match serde_json::from_str::<CtlRequest>(line.trim_end()) {
+            Ok(req) => {
+                let backend = backend.clone();
+                tokio::task::spawn_blocking(move || backend.handle(req))
+                    .await
+                    .unwrap_or_else(|_| CtlResponse::Error {
+                        message: "the daemon failed to answer; see its log".into(),
+                        not_found: false,
+                    })
+            }
+            Err(e) => CtlResponse::Error {
+                message: format!("request not understood: {e}"),
+                not_found: false,
+            },
+        };
+        let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+        read.set_limit(MAX_LINE as u64 + 1);
+    }
+}
+
+/// Send one request to the daemon whose data folder is `dir` (blocking; for the CLI).
+pub fn request(dir: &Path, req: &CtlRequest) -> Result<CtlResponse, CtlError> {
+    use std::io::{BufRead, Read, Write};
+    let path = dir.join(SOCKET_NAME);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(CtlError::NotRunning(dir.to_path_buf()))
+        }
+        Err(source) => {
+            return Err(CtlError::Io {
+                what: "cannot connect to",
+                path,
+                source,
+            })
+        }
+    };
+    let io = |source| CtlError::Io {
+        what: "talking to",
+        path: path.clone(),
+        source,
+    };
+    let mut line = serde_json::to_vec(req).map_err(|e| CtlError::BadResponse(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut reader = std::io::BufReader::new(stream).take(MAX_LINE as u64 + 1);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).map_err(io)?;
+    if answer.len() > MAX_LINE {
+        return Err(CtlError::TooLong);
+    }
+    serde_json::from_str(answer.trim_end()).map_err(|e| CtlError::BadResponse(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+
+    impl CtlBackend for Echo {
+        fn handle(&self, request: CtlRequest) -> CtlResponse {
+            match request {
+                CtlRequest::SpaceRemove { name, .. } => CtlResponse::Error {
+                    message: format!("no space named {name:?}"),
+                    not_found: true,
+                },
+                other => CtlResponse::Ok {
+                    value: serde_json::to_value(other).expect("requests serialize"),
+                },
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_round_trip_through_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(SOCKET_NAME))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap();
+        assert_eq!(mode, 0o600);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::new(Echo), async {
+            let _ = stopped.await;
+        }));
+        let d = dir.path().to_path_buf();
+        let answers = tokio::task::spawn_blocking(move || {
+            let a = request(
+                &d,
+                &CtlRequest::SpaceAdd {
+                    code: "seed-x".into(),
+                    name: None,
+                    quota: Some(5),
+                },
+            );
+            let b = request(
+                &d,
+                &CtlRequest::SpaceRemove {
+                    name: "x".into(),
+                    purge: true,
+                },
+            );
+            (a, b)
+        })
+        .await
+        .unwrap();
+        match answers.0.unwrap() {
+            CtlResponse::Ok { value } => {
+                assert_eq!(value["op"], "space-add");
+                assert_eq!(value["quota"], 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            answers.1.unwrap(),
+            CtlResponse::Error {
+                not_found: true,
+                ..
+            }
+        ));
+        let _ = stop.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .expect("server stops on shutdown")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(dir.path()).unwrap();
+        tokio::spawn(serve(listener, Arc::new(Echo), std::future::pending()));
+        let mut s = UnixStream::connect(dir.path().join(SOCKET_NAME))
+            .await
+            .unwrap();
+        s.write_all(b"{not json}\n").await.unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        let resp: CtlResponse = serde_json::from_str(line.trim_end()).unwrap();
+        assert!(matches!(resp, CtlResponse::Error { .. }));
+    }
+
+    #[test]
+    fn no_daemon_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = request(dir.path(), &CtlRequest::Status).unwrap_err();
+        assert!(matches!(err, CtlError::NotRunning(_)));
+        assert!(err.to_string().contains("no seeder is running"));
+    }
+}
