@@ -11,6 +11,7 @@ tampered bundle, a bundle of another space); 4 busy (another command holds the h
 */
 
 mod bench;
+mod daemon;
 mod member;
 
 use std::path::PathBuf;
@@ -102,6 +103,11 @@ enum Command {
         #[command(subcommand)]
         cmd: member::BundleCmd,
     },
+    /// Run the seeder daemon (replication arrives with the QUIC layer; today: the store,
+    /// the registry of held spaces and the control socket).
+    Serve(daemon::ServeArgs),
+    /// Control a running daemon through its socket.
+    Ctl(daemon::CtlArgs),
     /// Measure performance; prints one `name value unit` line per figure.
     Bench {
         #[command(subcommand)]
@@ -141,6 +147,8 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { which } => bench::run(which),
+        Command::Serve(args) => daemon::serve(args),
+        Command::Ctl(args) => daemon::ctl(args),
         Command::Space { cmd } => member::space(&open_home(cli.home)?, cmd),
         Command::Put(args) => member::put(&open_home(cli.home)?, args),
         Command::Get(args) => member::get(&open_home(cli.home)?, args),

@@ -10,6 +10,8 @@ come on top of these.
 It knows spaces only by address: nothing here can decrypt an entry.
 */
 
+pub mod backend;
 pub mod ctl;
 pub mod local;
 pub mod registry;
+pub mod serve;

@@ -1,0 +1,279 @@
+/*!
+Daemon-side commands: `seeder serve` runs the daemon; `seeder ctl` talks to a running one
+through its control socket (file permissions are the authentication).
+*/
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use crate::daemon::ctl::{self, CtlError, CtlRequest, CtlResponse};
+use crate::daemon::serve::{self, ServeConfig};
+
+use super::Failure;
+
+/// The data folder when none is given: beside the current folder, as for a laptop.
+pub const DEFAULT_DATA: &str = "./seeder-data";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data folder: the feeds, the index, the control socket.
+    #[arg(long, default_value = DEFAULT_DATA, value_name = "DIR")]
+    data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Data folder of the running daemon.
+    #[arg(long, default_value = DEFAULT_DATA, value_name = "DIR", global = true)]
+    data: PathBuf,
+    #[command(subcommand)]
+    cmd: CtlCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCmd {
+    /// Health and what is held.
+    Status {
+        /// The whole status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Spaces this seeder holds.
+    Space {
+        #[command(subcommand)]
+        cmd: SpaceCmd,
+    },
+    /// Partner seeders this seeder dials.
+    Peer {
+        #[command(subcommand)]
+        cmd: PeerCmd,
+    },
+    /// The one-time code that claims the admin page.
+    SetupCode,
+}
+
+#[derive(Debug, Subcommand)]
+enum SpaceCmd {
+    /// Hold a space, given its seed code.
+    Add {
+        seed_code: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Most bytes this space may hold here, e.g. 500M, 20G (K, M, G, T: powers of 1024).
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
+    },
+    /// Stop holding a space.
+    Remove {
+        name: String,
+        /// Also delete its data from the disk.
+        #[arg(long)]
+        purge: bool,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCmd {
+    /// Dial a partner seeder: HOST:PORT#NODEID.
+    Add {
+        peer: String,
+    },
+    List,
+}
+
+/// `500M`, `20G`, `1.5T`, `1024` (bytes). K, M, G, T are powers of 1024; a trailing `B` or
+/// `iB` is allowed.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: use a number with K, M, G or T, like 20G"))?;
+    if !(n.is_finite() && n >= 0.0) || n * mult as f64 > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Two cores on the board; more workers only add memory.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve::run(
+        ServeConfig {
+            data: args.data,
+            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+        },
+        serve::shutdown_signal(),
+    ))?;
+    Ok(())
+}
+
+fn call(data: &std::path::Path, req: CtlRequest) -> Result<serde_json::Value> {
+    match ctl::request(data, &req) {
+        Ok(CtlResponse::Ok { value }) => Ok(value),
+        Ok(CtlResponse::Error { message, not_found }) => {
+            Err(anyhow::anyhow!(message).context(if not_found {
+                Failure::NotFound
+            } else {
+                Failure::BadInput
+            }))
+        }
+        Err(e @ CtlError::NotRunning(_)) => Err(anyhow::Error::new(e)
+            .context("start it with `seeder serve --data DIR`, or give its folder with --data")
+            .context(Failure::NotFound)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn ctl(args: CtlArgs) -> Result<()> {
+    let data = args.data;
+    match args.cmd {
+        CtlCmd::Status { json } => {
+            let v = call(&data, CtlRequest::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "seeder {} up {}s, data {}",
+                    v["version"].as_str().unwrap_or("?"),
+                    v["uptime_secs"],
+                    v["data"].as_str().unwrap_or("?")
+                );
+                let free = v["disk_free_bytes"].as_u64().unwrap_or(0);
+                let total = v["disk_total_bytes"].as_u64().unwrap_or(0);
+                println!("disk: {} free of {}", human(free), human(total));
+                print_spaces(&v["spaces"]);
+                for d in v["damaged"].as_array().into_iter().flatten() {
+                    println!("DAMAGED: {}", d.as_str().unwrap_or("?"));
+                }
+                if v["forks"].as_u64().unwrap_or(0) > 0 {
+                    println!("FORKED FEEDS: {} (frozen; see the admin page)", v["forks"]);
+                }
+            }
+        }
+        CtlCmd::Space { cmd } => match cmd {
+            SpaceCmd::Add {
+                seed_code,
+                name,
+                quota,
+            } => {
+                let v = call(
+                    &data,
+                    CtlRequest::SpaceAdd {
+                        code: seed_code,
+                        name,
+                        quota,
+                    },
+                )?;
+                println!("holding {}", v["name"].as_str().unwrap_or("?"));
+            }
+            SpaceCmd::Remove { name, purge } => {
+                let v = call(&data, CtlRequest::SpaceRemove { name, purge })?;
+                println!(
+                    "removed {}; {} feeds deleted from the disk",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["purged_feeds"]
+                );
+            }
+            SpaceCmd::List => print_spaces(&call(&data, CtlRequest::SpaceList)?),
+        },
+        CtlCmd::Peer { cmd } => match cmd {
+            PeerCmd::Add { peer } => {
+                let v = call(&data, CtlRequest::PeerAdd { peer })?;
+                println!(
+                    "dialing {} ({})",
+                    v["address"].as_str().unwrap_or("?"),
+                    v["node_id"].as_str().unwrap_or("?")
+                );
+            }
+            PeerCmd::List => {
+                for p in call(&data, CtlRequest::PeerList)?
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    println!(
+                        "{}#{}",
+                        p["address"].as_str().unwrap_or("?"),
+                        p["node_id"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        },
+        CtlCmd::SetupCode => {
+            let v = call(&data, CtlRequest::SetupCode)?;
+            println!("{}", v.as_str().unwrap_or("?"));
+        }
+    }
+    Ok(())
+}
+
+fn print_spaces(v: &serde_json::Value) {
+    for s in v.as_array().into_iter().flatten() {
+        let quota = s["quota"]
+            .as_u64()
+            .map_or("no quota".to_string(), |q| format!("quota {}", human(q)));
+        println!(
+            "{}\t{}\t{} feeds\t{} entries\t{}\t{}",
+            s["name"].as_str().unwrap_or("?"),
+            s["address"].as_str().unwrap_or("?"),
+            s["feeds"],
+            s["entries"],
+            human(s["bytes"].as_u64().unwrap_or(0)),
+            quota
+        );
+    }
+}
+
+/// Bytes for people: 1.5 GiB.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert_eq!(parse_size("20GiB"), Ok(20 << 30));
+        assert_eq!(parse_size("1.5T"), Ok(3 << 39));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert_eq!(human(1536 << 20), "1.5 GiB");
+    }
+}

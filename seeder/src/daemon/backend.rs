@@ -1,0 +1,230 @@
+/*!
+The daemon's answers to the control socket: held spaces, partner seeders, status, the
+one-time setup code. Thin: each request is parsed into validated values and handed to the
+registry or the store; errors become messages that name the thing and the next step.
+*/
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde_json::json;
+
+use super::ctl::{CtlBackend, CtlRequest, CtlResponse};
+use super::registry::{Partner, Registry, RegistryError};
+use crate::space::SeedCode;
+use crate::store::Store;
+
+/// File in the data folder holding the one-time code that claims the admin page.
+pub const SETUP_CODE_FILE: &str = "setup-code";
+
+/// The daemon's state the control socket works on.
+pub struct Daemon {
+    pub store: Store,
+    pub registry: Registry,
+    pub started: std::time::Instant,
+}
+
+fn ok(value: serde_json::Value) -> CtlResponse {
+    CtlResponse::Ok { value }
+}
+
+fn err(message: impl Into<String>) -> CtlResponse {
+    CtlResponse::Error {
+        message: message.into(),
+        not_found: false,
+    }
+}
+
+fn registry_err(e: RegistryError) -> CtlResponse {
+    let not_found = matches!(e, RegistryError::UnknownSpace(_));
+    CtlResponse::Error {
+        message: e.to_string(),
+        not_found,
+    }
+}
+
+/// Parse `HOST:PORT#NODEID` (node id: 64 hex characters).
+pub fn parse_partner(s: &str) -> Result<Partner, String> {
+    let (addr, id) = s
+        .rsplit_once('#')
+        .ok_or_else(|| format!("{s:?}: expected HOST:PORT#NODEID"))?;
+    if !addr.contains(':') || addr.starts_with(':') || addr.ends_with(':') {
+        return Err(format!("{addr:?}: expected HOST:PORT"));
+    }
+    let port = addr.rsplit(':').next().unwrap_or("");
+    port.parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    let bytes = hex::decode(id).map_err(|_| format!("node id {id:?} is not hex"))?;
+    let node_id: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("node id {id:?} should be 64 hex characters"))?;
+    Ok(Partner {
+        address: addr.to_string(),
+        node_id,
+    })
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Daemon {
+    fn spaces_json(&self) -> Result<serde_json::Value, RegistryError> {
+        let mut out = Vec::new();
+        for s in self.registry.spaces()? {
+            let members = self.registry.members(&s.address)?;
+            let mut entries = 0;
+            for m in &members {
+                entries += self.store.feed(&m.feed)?.map_or(0, |f| f.length);
+            }
+            out.push(json!({
+                "name": s.name,
+                "address": s.address.to_hex(),
+                "seed_code": SeedCode::new(s.address).to_string(),
+                "quota": s.quota,
+                "feeds": members.len(),
+                "entries": entries,
+                "bytes": self.registry.bytes_held(&s.address)?,
+            }));
+        }
+        Ok(json!(out))
+    }
+
+    fn setup_code_path(&self) -> PathBuf {
+        self.store.dir().join(SETUP_CODE_FILE)
+    }
+
+    /// The one-time setup code, created on first use (mode 0600: only root and the service
+    /// user read it).
+    pub fn setup_code(&self) -> std::io::Result<String> {
+        let path = self.setup_code_path();
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        use rand::RngCore;
+        let mut raw = [0u8; 10];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        // Groups of four hex digits: easy to read off a console and type.
+        let hex = hex::encode(raw);
+        let code = hex
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).expect("hex is ASCII"))
+            .collect::<Vec<_>>()
+            .join("-");
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(code.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(code)
+    }
+}
+
+impl CtlBackend for Daemon {
+    fn handle(&self, request: CtlRequest) -> CtlResponse {
+        match request {
+            CtlRequest::Status => {
+                let spaces = match self.spaces_json() {
+                    Ok(s) => s,
+                    Err(e) => return registry_err(e),
+                };
+                let damage = self
+                    .store
+                    .damage()
+                    .map(|d| d.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+                let forks = self.store.forks().map(|f| f.len());
+                let (free, total) = super::local::disk_room(self.store.dir()).unwrap_or((0, 0));
+                match (damage, forks) {
+                    (Ok(damage), Ok(forks)) => ok(json!({
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "uptime_secs": self.started.elapsed().as_secs(),
+                        "data": self.store.dir().display().to_string(),
+                        "disk_free_bytes": free,
+                        "disk_total_bytes": total,
+                        "spaces": spaces,
+                        "damaged": damage,
+                        "forks": forks,
+                    })),
+                    (Err(e), _) | (_, Err(e)) => err(format!("reading the store: {e}")),
+                }
+            }
+            CtlRequest::SpaceAdd { code, name, quota } => {
+                let code = match SeedCode::from_str(&code) {
+                    Ok(c) => c,
+                    Err(e) => return err(e.to_string()),
+                };
+                match self
+                    .registry
+                    .add_space(&code, name.as_deref(), quota, now_secs())
+                {
+                    Ok(held) => ok(json!({"name": held.name, "address": held.address.to_hex()})),
+                    Err(e) => registry_err(e),
+                }
+            }
+            CtlRequest::SpaceRemove { name, purge } => {
+                match self.registry.remove_space(&name, purge) {
+                    Ok(purged) => ok(json!({"name": name, "purged_feeds": purged})),
+                    Err(e) => registry_err(e),
+                }
+            }
+            CtlRequest::SpaceList => match self.spaces_json() {
+                Ok(s) => ok(s),
+                Err(e) => registry_err(e),
+            },
+            CtlRequest::PeerAdd { peer } => match parse_partner(&peer) {
+                Ok(p) => match self.registry.add_partner(&p) {
+                    Ok(()) => ok(json!({"address": p.address, "node_id": hex::encode(p.node_id)})),
+                    Err(e) => registry_err(e),
+                },
+                Err(m) => err(m),
+            },
+            CtlRequest::PeerList => match self.registry.partners() {
+                Ok(ps) => ok(json!(ps
+                    .iter()
+                    .map(|p| json!({"address": p.address, "node_id": hex::encode(p.node_id)}))
+                    .collect::<Vec<_>>())),
+                Err(e) => registry_err(e),
+            },
+            CtlRequest::SetupCode => match self.setup_code() {
+                Ok(code) => ok(json!(code)),
+                Err(e) => err(format!("cannot read or write the setup code: {e}")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partners_are_parsed_strictly() {
+        let id = "ab".repeat(32);
+        let p = parse_partner(&format!("seeder.example.org:7428#{id}")).unwrap();
+        assert_eq!(p.address, "seeder.example.org:7428");
+        assert_eq!(p.node_id, [0xab; 32]);
+        assert!(parse_partner(&format!("[::1]:7428#{id}")).is_ok());
+        for bad in [
+            "host:7428".to_string(),
+            format!("host#{id}"),
+            format!("host:port#{id}"),
+            "host:7428#abcd".to_string(),
+            format!("host:99999#{id}"),
+        ] {
+            assert!(parse_partner(&bad).is_err(), "{bad}");
+        }
+    }
+}

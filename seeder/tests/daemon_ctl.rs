@@ -1,0 +1,167 @@
+//! `seeder serve` and `seeder ctl` as real processes: the control socket, held spaces that
+//! survive a restart, partners, the setup code, clean shutdown on SIGTERM.
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn seeder() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_seeder"))
+}
+
+/// Start the daemon and return once it says it is ready (read from its log, no polling).
+fn start(data: &Path) -> Child {
+    let mut child = seeder()
+        .args(["serve", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("seeder ready") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("daemon ended before it was ready: {other:?}"),
+        }
+    }
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn ctl(data: &Path, args: &[&str]) -> Output {
+    seeder()
+        .args(["ctl", "--data"])
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = ctl(data, args);
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn stop(mut child: Child) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "daemon exit on SIGTERM: {exit:?}");
+}
+
+fn seed_code(home: &Path) -> String {
+    let out = seeder()
+        .arg("--home")
+        .arg(home)
+        .args(["space", "create", "office"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = seeder()
+        .arg("--home")
+        .arg(home)
+        .args(["space", "seed-code", "office"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn held_spaces_partners_and_setup_code_through_the_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let code = seed_code(&dir.path().join("member"));
+    let daemon = start(&data);
+
+    ok(
+        &data,
+        &["space", "add", &code, "--name", "office", "--quota", "2G"],
+    );
+    let list = ok(&data, &["space", "list"]);
+    assert!(list.starts_with("office\t"), "{list}");
+    assert!(list.contains("quota 2.0 GiB"), "{list}");
+    // A typo in the seed code is caught and named.
+    let mut typo: Vec<char> = code.chars().collect();
+    let i = typo.len() - 2;
+    typo[i] = if typo[i] == 'a' { 'b' } else { 'a' };
+    let out = ctl(
+        &data,
+        &["space", "add", &typo.into_iter().collect::<String>()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("typo"));
+    // The same space twice is refused.
+    let out = ctl(&data, &["space", "add", &code]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"));
+
+    let id = "cd".repeat(32);
+    ok(&data, &["peer", "add", &format!("192.0.2.7:7428#{id}")]);
+    assert_eq!(
+        ok(&data, &["peer", "list"]),
+        format!("192.0.2.7:7428#{id}\n")
+    );
+    let out = ctl(&data, &["peer", "add", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let setup = ok(&data, &["setup-code"]);
+    assert_eq!(
+        ok(&data, &["setup-code"]),
+        setup,
+        "one code until it is used"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data.join("setup-code"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    assert_eq!(status["spaces"][0]["name"], "office");
+    assert_eq!(status["forks"], 0);
+
+    stop(daemon);
+    assert!(
+        !data.join("control.sock").exists(),
+        "socket removed on exit"
+    );
+    let out = ctl(&data, &["space", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no seeder is running"));
+
+    // Everything survives a restart.
+    let daemon = start(&data);
+    assert!(ok(&data, &["space", "list"]).starts_with("office\t"));
+    assert_eq!(
+        ok(&data, &["peer", "list"]),
+        format!("192.0.2.7:7428#{id}\n")
+    );
+    ok(&data, &["space", "remove", "office", "--purge"]);
+    assert_eq!(ok(&data, &["space", "list"]), "");
+    let out = ctl(&data, &["space", "remove", "office"]);
+    assert_eq!(out.status.code(), Some(1));
+    stop(daemon);
+}
