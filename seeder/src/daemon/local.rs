@@ -1,7 +1,8 @@
 /*!
-What the sync state machine may ask of this node ([`crate::sync::Local`]), answered from the
-store and the registry: the spaces held, their feeds with certificates and complete heads,
-and whether a space may take more data.
+What the sync state machine may ask of this node ([`crate::sync::Local`]): for a seeder
+([`SeederLocal`]) from the store and the registry; for a member device ([`HomeLocal`]) from
+its home, for the one space it syncs. The spaces held, their feeds with certificates and
+complete heads, and whether a space may take more data.
 
 Quotas: a space with a quota stops fetching once the bytes held reach it; every space stops
 when the data disk's free room falls to [`StoreLimits::keep_free_percent`]. Serving never
@@ -119,6 +120,55 @@ impl Local for SeederLocal {
     }
 }
 
+/// A member device's answers, for one of its spaces.
+pub struct HomeLocal<'h> {
+    pub home: &'h crate::fs::home::Home,
+    pub space: Address,
+}
+
+impl Local for HomeLocal<'_> {
+    fn space_for(&self, discovery: &DiscoveryKey) -> Option<Address> {
+        (self.space.discovery_key() == *discovery).then_some(self.space)
+    }
+
+    fn offers(&self, space: &Address) -> Vec<FeedOffer> {
+        if *space != self.space {
+            return Vec::new();
+        }
+        let certs = match self.home.members(space) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reading members");
+                return Vec::new();
+            }
+        };
+        let store = self.home.store();
+        certs
+            .into_iter()
+            .map(|cert| {
+                let head = store.feed(&cert.feed).ok().flatten().and_then(|s| s.head);
+                FeedOffer { cert, head }
+            })
+            .collect()
+    }
+
+    fn stored(&self, feed: &FeedKey) -> (u64, bool) {
+        match self.home.store().feed(feed) {
+            Ok(Some(s)) => (s.length, s.frozen),
+            _ => (0, false),
+        }
+    }
+
+    fn feed_count(&self, space: &Address) -> usize {
+        self.home.members(space).map_or(0, |m| m.len())
+    }
+
+    fn accepts(&self, space: &Address) -> bool {
+        // A member takes all of its own space; a full disk shows up as a failed append.
+        *space == self.space
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +213,49 @@ mod tests {
         assert_eq!(offers.len(), 1);
         assert_eq!(offers[0].head.as_ref().map(|h| h.length), Some(2));
         assert_eq!(local.stored(&feed), (2, false));
+    }
+
+    #[test]
+    fn a_home_answers_for_its_one_space_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::fs::home::Home::open(dir.path()).unwrap();
+        let mut rng = crate::fs::home::Rng::default();
+        let address = home.create_space("office", &mut rng).unwrap();
+        let local = HomeLocal {
+            home: &home,
+            space: address,
+        };
+        assert_eq!(local.space_for(&address.discovery_key()), Some(address));
+        let other = SpaceSecret::from_bytes([2; 32]).address();
+        assert_eq!(local.space_for(&other.discovery_key()), None);
+        let offers = local.offers(&address);
+        assert_eq!(offers.len(), 1, "its own feed");
+        assert_eq!(
+            offers[0].head.as_ref().map(|h| h.length),
+            Some(1),
+            "the device-name entry"
+        );
+        assert!(local.accepts(&address) && !local.accepts(&other));
+        let ack = crate::fs::home::Ack {
+            peer: [7; 32],
+            feed: offers[0].cert.feed,
+            length: 1,
+            at: 100,
+        };
+        home.record_ack(&address, &ack).unwrap();
+        home.record_ack(
+            &address,
+            &crate::fs::home::Ack {
+                length: 0,
+                ..ack.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            home.acks(&address).unwrap(),
+            vec![ack],
+            "acks never go down"
+        );
     }
 
     #[test]

@@ -48,6 +48,7 @@ const TREE_SPACES: &str = "spaces";
 const TREE_MEMBERS: &str = "members";
 const TREE_OPINDEX: &str = "opindex";
 const TREE_INDEXED: &str = "indexed";
+const TREE_ACKS: &str = "acks";
 
 /// Errors of a home.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,18 @@ pub struct Home {
     members: sled::Tree,
     opindex: sled::Tree,
     indexed: sled::Tree,
+    acks: sled::Tree,
+}
+
+/// A peer's storage acknowledgement of one feed, as remembered by a member device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub peer: [u8; 32],
+    pub feed: FeedKey,
+    /// Entries the peer durably stores.
+    pub length: u64,
+    /// When it said so, in seconds since the epoch.
+    pub at: u64,
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -183,6 +196,7 @@ impl Home {
             members: db.open_tree(TREE_MEMBERS)?,
             opindex: db.open_tree(TREE_OPINDEX)?,
             indexed: db.open_tree(TREE_INDEXED)?,
+            acks: db.open_tree(TREE_ACKS)?,
             store,
         })
     }
@@ -317,6 +331,37 @@ impl Home {
                     what: format!("certificate {}", hex::encode(&k)),
                 })?;
             out.push(cert);
+        }
+        Ok(out)
+    }
+
+    /// Remember that `ack.peer` durably stores `ack.length` entries of `ack.feed` of
+    /// `address` (never lowering what it said before).
+    pub fn record_ack(&self, address: &Address, ack: &Ack) -> Result<()> {
+        let mut key = Vec::with_capacity(96);
+        key.extend_from_slice(address.as_bytes());
+        key.extend_from_slice(&ack.peer);
+        key.extend_from_slice(&ack.feed.0);
+        if let Some(old) = self.acks.get(&key)? {
+            if let Ok(old) = postcard::from_bytes::<Ack>(&old) {
+                if old.length > ack.length {
+                    return Ok(());
+                }
+            }
+        }
+        self.acks
+            .insert(key, postcard::to_allocvec(ack).expect("acks encode"))?;
+        Ok(())
+    }
+
+    /// Every acknowledgement remembered for `address`, by peer then feed.
+    pub fn acks(&self, address: &Address) -> Result<Vec<Ack>> {
+        let mut out = Vec::new();
+        for item in self.acks.scan_prefix(address.as_bytes()) {
+            let (k, v) = item?;
+            out.push(postcard::from_bytes(&v).map_err(|_| HomeError::Corrupt {
+                what: format!("acknowledgement {}", hex::encode(&k)),
+            })?);
         }
         Ok(out)
     }
