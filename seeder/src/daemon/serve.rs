@@ -81,7 +81,23 @@ pub async fn run(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "not under systemd");
     }
+    // Under systemd with WatchdogSec, prove liveness at half the interval: if the runtime
+    // stalls, the pings stop and systemd restarts the service.
+    let watchdog = sd_notify::watchdog_enabled().map(|interval| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]) {
+                    tracing::warn!(error = %e, "watchdog ping failed");
+                }
+            }
+        })
+    });
     shutdown.await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
