@@ -165,3 +165,51 @@ fn held_spaces_partners_and_setup_code_through_the_control_socket() {
     assert_eq!(out.status.code(), Some(1));
     stop(daemon);
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_pings_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    // Bounded waits: a missing message fails the test instead of hanging it.
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut child = seeder()
+        .args(["serve", "--data"])
+        .arg(dir.path().join("data"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let mut recv = || {
+        let n = sock
+            .recv(&mut buf)
+            .expect("a notification within the bound");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(recv().contains("READY=1"));
+    let pings = (0..3)
+        .map(|_| recv())
+        .filter(|m| m.contains("WATCHDOG=1"))
+        .count();
+    assert_eq!(pings, 3, "watchdog pings keep coming");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut stopping = false;
+    for _ in 0..10 {
+        if recv().contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping);
+    assert!(child.wait().unwrap().success());
+}
