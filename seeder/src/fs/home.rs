@@ -177,16 +177,7 @@ impl Home {
         config.cache_bytes(HOME_CACHE_BYTES);
         let store = match Store::open(dir.join("store"), &config) {
             Ok(s) => s,
-            Err(StoreError::Db(sled::Error::Io(e)))
-                if e.kind() == std::io::ErrorKind::WouldBlock =>
-            {
-                return Err(HomeError::Busy(dir));
-            }
-            Err(StoreError::Db(sled::Error::Io(e)))
-                if e.to_string().contains("lock") || e.raw_os_error() == Some(11) =>
-            {
-                return Err(HomeError::Busy(dir));
-            }
+            Err(StoreError::Busy(_)) => return Err(HomeError::Busy(dir)),
             Err(e) => return Err(e.into()),
         };
         let db = store.db().clone();

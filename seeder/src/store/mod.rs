@@ -77,6 +77,9 @@ pub enum StoreError {
     /// The sled index failed.
     #[error("index database: {0}")]
     Db(#[from] sled::Error),
+    /// Another process holds the store (its database lock) and didn't let go in time.
+    #[error("{0} is in use by another seeder process")]
+    Busy(PathBuf),
     /// Stored bytes do not match their hash, or are missing: the disk lost or changed them.
     #[error("feed {feed} entry {index} is damaged: {reason}")]
     Integrity {
@@ -408,6 +411,46 @@ fn feed_prefix(prefix: u8, feed: &FeedKey) -> [u8; 33] {
     k
 }
 
+/// How long [`Store::open`] waits for the database's lock. sled releases it only when its
+/// last I/O thread lets go, a moment after the previous holder (this process or another)
+/// closed it; a holder still at work past this is really busy.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == io::ErrorKind::WouldBlock
+                || io.raw_os_error() == Some(11)
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+/// Open sled, waiting up to [`LOCK_WAIT`] (with growing pauses) for its lock.
+fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_bytes)
+            // Every append flushes before it acknowledges, and the other writers flush when
+            // they need durability, so sled's timer thread isn't needed.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            Err(e) if is_lock_error(&e) => return Err(StoreError::Busy(path.to_path_buf())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Make a directory and everything above it durable.
 fn sync_dir(path: &Path) -> Result<()> {
     File::open(path)
@@ -424,15 +467,7 @@ impl Store {
         let feeds_dir = dir.join("feeds");
         fs::create_dir_all(&feeds_dir).map_err(io_err("create", &feeds_dir))?;
         let db_path = dir.join("db");
-        let db = sled::Config::new()
-            .path(&db_path)
-            .cache_capacity(config.cache_bytes)
-            // Every append flushes before it acknowledges, and the other writers flush when
-            // they need durability, so sled's timer thread isn't needed. Without it, dropping
-            // the store releases the database's lock at once (a lingering flusher thread held
-            // it briefly, and a reopen in the same process could fail).
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(&db_path, config)?;
         let store = Store {
             inner: Arc::new(Inner {
                 feeds: db.open_tree(TREE_FEEDS)?,

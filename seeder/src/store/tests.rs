@@ -398,3 +398,20 @@ fn empty_feed_can_be_created_and_listed() {
     assert_eq!((state.length, state.bytes, state.head), (0, 0, None));
     let _ = SignedHead::signing_bytes(&feed, 0, &[0; 32]);
 }
+
+#[test]
+fn a_store_held_open_elsewhere_is_reported_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = open(dir.path());
+    let started = std::time::Instant::now();
+    match Store::open(dir.path(), &StoreConfig::default()) {
+        Err(StoreError::Busy(path)) => assert!(path.ends_with("db")),
+        Err(e) => panic!("expected Busy, got {e}"),
+        Ok(_) => panic!("expected Busy, got a second store"),
+    }
+    assert!(
+        started.elapsed() >= LOCK_WAIT,
+        "it waited for the lock first"
+    );
+    drop(held);
+}
