@@ -19,6 +19,7 @@ pub mod cli;
 pub mod daemon;
 pub mod feed;
 pub mod fs;
+pub mod net;
 pub mod space;
 pub mod store;
 pub mod sync;

@@ -1,0 +1,255 @@
+/*!
+The network side of replication: node identities, TLS between nodes, the QUIC endpoint with
+windows sized for a 1 GiB board, and framed messages over QUIC streams. It moves messages; what
+they mean is the `sync` state machine's business.
+
+Not here: the protocol logic (sync), storage (store), LAN discovery (to come).
+*/
+
+pub mod identity;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::VarInt;
+
+use crate::wire::{Message, WireError, MAX_FRAME_LEN};
+pub use identity::{NodeId, NodeIdentity};
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node identity {path} has {len} bytes, not 32: restore it from a backup or remove it to make a new one")]
+    BadIdentity {
+        path: std::path::PathBuf,
+        len: usize,
+    },
+    #[error("{0:?} is not a node id (64 hex characters)")]
+    BadNodeId(String),
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("cannot use {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("the peer presented no usable identity")]
+    NoPeerIdentity,
+}
+
+/// Bytes a peer may send on one stream before we read them: one data message (1 MiB of
+/// entries) in flight per feed transfer.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+/// Bytes all streams of one connection may have in flight towards us: bounds a connection's
+/// buffered memory to 4 MiB however many feeds are moving (quinn's default is sized for
+/// fast WANs and gigabytes of memory).
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 4 << 20;
+/// Bytes we keep unacknowledged towards one peer: the same 4 MiB.
+pub const SEND_WINDOW: u64 = 4 << 20;
+/// Bidirectional streams a peer may open: the one control stream, with slack.
+pub const MAX_BIDI_STREAMS: u32 = 4;
+/// Unidirectional streams a peer may have open: one per feed being transferred.
+pub const MAX_UNI_STREAMS: u32 = 64;
+/// Keep-alive: well under the idle timeout and under common NAT mapping lifetimes (30 s).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// A connection silent this long is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Transport settings for every connection.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
+        .send_window(SEND_WINDOW)
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(Some(
+            IDLE_TIMEOUT
+                .try_into()
+                .expect("60 s is a valid QUIC idle timeout"),
+        ));
+    t
+}
+
+/// A QUIC endpoint that accepts and dials, as this node.
+pub struct Endpoint {
+    endpoint: quinn::Endpoint,
+    identity: Arc<NodeIdentity>,
+    transport: Arc<quinn::TransportConfig>,
+}
+
+impl Endpoint {
+    /// Listen on `addr` (port 0: any free port).
+    pub fn bind(addr: SocketAddr, identity: Arc<NodeIdentity>) -> Result<Endpoint, NetError> {
+        let transport = Arc::new(transport_config());
+        let tls = tls::server_config(&identity)?;
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server.transport_config(transport.clone());
+        let endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| NetError::Bind { addr, source })?;
+        Ok(Endpoint {
+            endpoint,
+            identity,
+            transport,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| NetError::Stream(e.to_string()))
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// Dial `addr`, pinning `expected` when known.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+    ) -> Result<Connection, NetError> {
+        let tls = tls::client_config(&self.identity, expected)?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(self.transport.clone());
+        let connecting = self
+            .endpoint
+            .connect_with(client, addr, tls::SERVER_NAME)
+            .map_err(|e| NetError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let conn = connecting.await.map_err(|e| NetError::Connect {
+            addr,
+            reason: e.to_string(),
+        })?;
+        Connection::new(conn, crate::space::Role::Dialer)
+    }
+
+    /// The next incoming connection, `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Result<Connection, NetError>> {
+        let incoming = self.endpoint.accept().await?;
+        Some(match incoming.await {
+            Ok(conn) => Connection::new(conn, crate::space::Role::Listener),
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    /// Close every connection, telling peers why.
+    pub fn close(&self, reason: &str) {
+        self.endpoint.close(VarInt::from_u32(0), reason.as_bytes());
+    }
+
+    /// Wait until peers were told goodbye (bounded by the idle timeout).
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Label of the TLS exporter secret that capabilities are bound to.
+pub const CAPABILITY_EXPORTER_LABEL: &[u8] = b"seeder capability v1";
+
+/// An established, mutually authenticated connection.
+#[derive(Clone)]
+pub struct Connection {
+    pub conn: quinn::Connection,
+    pub role: crate::space::Role,
+    pub peer: NodeId,
+}
+
+impl Connection {
+    fn new(conn: quinn::Connection, role: crate::space::Role) -> Result<Connection, NetError> {
+        let certs = conn
+            .peer_identity()
+            .and_then(|any| {
+                any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .ok_or(NetError::NoPeerIdentity)?;
+        let first = certs.first().ok_or(NetError::NoPeerIdentity)?;
+        let key = tls::ed25519_key_of(first).ok_or(NetError::NoPeerIdentity)?;
+        Ok(Connection {
+            conn,
+            role,
+            peer: NodeId(key),
+        })
+    }
+
+    /// The secret both ends derive from this connection's TLS session, for capabilities.
+    pub fn capability_secret(&self) -> Result<Vec<u8>, NetError> {
+        let mut out = vec![0u8; 32];
+        self.conn
+            .export_keying_material(&mut out, CAPABILITY_EXPORTER_LABEL, b"")
+            .map_err(|_| NetError::Tls("cannot export keying material".into()))?;
+        Ok(out)
+    }
+}
+
+/// Write one message as a frame.
+pub async fn send_message(send: &mut quinn::SendStream, msg: &Message) -> Result<(), NetError> {
+    let frame = msg.encode()?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))
+}
+
+/// Read one message. `Ok(None)` at a clean end of stream (between frames); a length over the
+/// limit is refused before its body is read.
+pub async fn recv_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, NetError> {
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match recv
+            .read(&mut header[got..])
+            .await
+            .map_err(|e| NetError::Stream(e.to_string()))?
+        {
+            Some(n) => got += n,
+            None if got == 0 => return Ok(None),
+            None => return Err(WireError::UnexpectedEof { buffered: got }.into()),
+        }
+    }
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(WireError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        }
+        .into());
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(n) => {
+            NetError::Wire(WireError::UnexpectedEof { buffered: 4 + n })
+        }
+        quinn::ReadExactError::ReadError(e) => NetError::Stream(e.to_string()),
+    })?;
+    Ok(Some(Message::decode_body(&body)?))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! Real QUIC over UDP on 127.0.0.1, bounded by timeouts.
+
+use super::*;
+use std::time::Duration;
+
+const BOUND: Duration = Duration::from_secs(20);
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn pair() -> (Endpoint, Endpoint, Connection, Connection) {
+    let a = Endpoint::bind(local(), Arc::new(NodeIdentity::generate())).unwrap();
+    let b = Endpoint::bind(local(), Arc::new(NodeIdentity::generate())).unwrap();
+    let addr = b.local_addr().unwrap();
+    let expected = b.node_id();
+    let (dialed, accepted) = tokio::join!(a.connect(addr, Some(expected)), b.accept());
+    (a, b, dialed.unwrap(), accepted.unwrap().unwrap())
+}
+
+#[tokio::test]
+async fn both_ends_learn_each_others_node_ids_and_share_the_exporter_secret() {
+    tokio::time::timeout(BOUND, async {
+        let (a, b, ca, cb) = pair().await;
+        assert_eq!(ca.peer, b.node_id());
+        assert_eq!(cb.peer, a.node_id());
+        let sa = ca.capability_secret().unwrap();
+        assert_eq!(sa, cb.capability_secret().unwrap());
+        // Another connection between the same nodes has another secret.
+        let addr = b.local_addr().unwrap();
+        let (c2, _) = tokio::join!(a.connect(addr, None), b.accept());
+        assert_ne!(c2.unwrap().capability_secret().unwrap(), sa);
+        assert_eq!(
+            ca.conn.handshake_data().and_then(|h| h
+                .downcast::<quinn::crypto::rustls::HandshakeData>()
+                .ok()
+                .and_then(|h| h.protocol)),
+            Some(crate::wire::ALPN.to_vec())
+        );
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn a_dialer_pinning_another_id_does_not_connect() {
+    tokio::time::timeout(BOUND, async {
+        let a = Endpoint::bind(local(), Arc::new(NodeIdentity::generate())).unwrap();
+        let b = Endpoint::bind(local(), Arc::new(NodeIdentity::generate())).unwrap();
+        let wrong = NodeIdentity::generate().node_id();
+        let addr = b.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let r = b.accept().await;
+            (r.map(|r| r.is_ok()), b)
+        });
+        let dialed = a.connect(addr, Some(wrong)).await;
+        assert!(dialed.is_err(), "connected to an impostor");
+        a.close("done");
+        let _ = tokio::time::timeout(Duration::from_secs(2), accept).await;
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn messages_cross_a_stream_and_an_oversized_frame_is_refused_unread() {
+    tokio::time::timeout(BOUND, async {
+        let (_a, _b, ca, cb) = pair().await;
+        let (mut send, _) = ca.conn.open_bi().await.unwrap();
+        let hello = Message::Hello {
+            version: crate::wire::PROTOCOL_VERSION,
+            node_id: [1; 32],
+            features: 0,
+        };
+        send_message(&mut send, &hello).await.unwrap();
+        // Then a length prefix far over the limit, and no body at all.
+        send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        let (_, mut recv) = cb.conn.accept_bi().await.unwrap();
+        assert_eq!(recv_message(&mut recv).await.unwrap(), Some(hello));
+        let err = recv_message(&mut recv).await.unwrap_err();
+        assert!(matches!(
+            err,
+            NetError::Wire(WireError::FrameTooLarge { .. })
+        ));
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn sixteen_mib_cross_one_stream_within_the_windows() {
+    tokio::time::timeout(BOUND, async {
+        let (_a, _b, ca, cb) = pair().await;
+        let mut send = ca.conn.open_uni().await.unwrap();
+        let writer = tokio::spawn(async move {
+            let block = vec![7u8; 1 << 20];
+            for _ in 0..16 {
+                send.write_all(&block).await.unwrap();
+            }
+            send.finish().unwrap();
+            send
+        });
+        let mut recv = cb.conn.accept_uni().await.unwrap();
+        let data = recv.read_to_end(32 << 20).await.unwrap();
+        assert_eq!(data.len(), 16 << 20);
+        let _ = writer.await.unwrap();
+    })
+    .await
+    .expect("bounded");
+}
