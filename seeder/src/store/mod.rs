@@ -883,6 +883,18 @@ impl Store {
     /// Entries `[start, end)` of `feed`, checked, stopping early once [`MAX_RANGE_BYTES`] are
     /// read (always at least one entry). Returns fewer entries than asked at the bound.
     pub fn read_range(&self, feed: &FeedKey, start: u64, end: u64) -> Result<Vec<Vec<u8>>> {
+        self.read_range_bounded(feed, start, end, MAX_RANGE_BYTES)
+    }
+
+    /// Like [`Store::read_range`] with a smaller byte bound (at least one entry is read).
+    pub fn read_range_bounded(
+        &self,
+        feed: &FeedKey,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let max_bytes = max_bytes.min(MAX_RANGE_BYTES);
         let meta = self.meta_required(feed)?;
         if end > meta.length || start > end {
             return Err(StoreError::OutOfRange {
@@ -893,13 +905,21 @@ impl Store {
         }
         let path = self.data_path(feed);
         let file = self.open_for_read(feed, &path)?;
+        let mut reader = FeedReader {
+            store: self,
+            feed: *feed,
+            file,
+            length: meta.length,
+            record: None,
+        };
+        // Stop once `max_bytes` are read: the result is under `max_bytes` plus one entry.
         let mut out = Vec::new();
         let mut total = 0usize;
         for index in start..end {
-            if total >= MAX_RANGE_BYTES {
+            if total >= max_bytes {
                 break;
             }
-            let entry = self.read_leaf(feed, &file, index)?;
+            let entry = reader.read(index)?;
             total += entry.len();
             out.push(entry);
         }
