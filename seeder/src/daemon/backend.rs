@@ -22,6 +22,8 @@ pub struct Daemon {
     pub store: Store,
     pub registry: Registry,
     pub started: std::time::Instant,
+    pub node_id: crate::net::NodeId,
+    pub listen: std::net::SocketAddr,
 }
 
 fn ok(value: serde_json::Value) -> CtlResponse {
@@ -150,6 +152,8 @@ impl CtlBackend for Daemon {
                 match (damage, forks) {
                     (Ok(damage), Ok(forks)) => ok(json!({
                         "version": env!("CARGO_PKG_VERSION"),
+                        "node_id": self.node_id.to_hex(),
+                        "listen": self.listen.to_string(),
                         "uptime_secs": self.started.elapsed().as_secs(),
                         "data": self.store.dir().display().to_string(),
                         "disk_free_bytes": free,

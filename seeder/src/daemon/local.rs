@@ -11,7 +11,9 @@ these from its blocking pool.
 */
 
 use crate::feed::FeedKey;
-use crate::space::{Address, DiscoveryKey};
+use crate::net::driver::Node;
+use crate::net::NodeId;
+use crate::space::{Address, DiscoveryKey, MembershipCert};
 use crate::store::Store;
 use crate::sync::Local;
 use crate::wire::FeedOffer;
@@ -121,12 +123,12 @@ impl Local for SeederLocal {
 }
 
 /// A member device's answers, for one of its spaces.
-pub struct HomeLocal<'h> {
-    pub home: &'h crate::fs::home::Home,
+pub struct HomeLocal {
+    pub home: std::sync::Arc<crate::fs::home::Home>,
     pub space: Address,
 }
 
-impl Local for HomeLocal<'_> {
+impl Local for HomeLocal {
     fn space_for(&self, discovery: &DiscoveryKey) -> Option<Address> {
         (self.space.discovery_key() == *discovery).then_some(self.space)
     }
@@ -166,6 +168,59 @@ impl Local for HomeLocal<'_> {
     fn accepts(&self, space: &Address) -> bool {
         // A member takes all of its own space; a full disk shows up as a failed append.
         *space == self.space
+    }
+}
+
+impl Node for SeederLocal {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn add_feed(&self, space: &Address, cert: &MembershipCert) -> Result<(), String> {
+        if cert.address != *space {
+            return Err(format!("certificate is for space {}", cert.address));
+        }
+        match self.registry.space(space) {
+            Ok(Some(_)) => self.registry.add_member(cert).map_err(|e| e.to_string()),
+            Ok(None) => Err(format!("space {space} is not held here")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert> {
+        self.registry.member(space, feed).ok().flatten()
+    }
+}
+
+impl Node for HomeLocal {
+    fn store(&self) -> &Store {
+        self.home.store()
+    }
+
+    fn add_feed(&self, space: &Address, cert: &MembershipCert) -> Result<(), String> {
+        if *space != self.space {
+            return Err(format!("space {space} is not the one being synced"));
+        }
+        self.home.add_member(space, cert).map_err(|e| e.to_string())
+    }
+
+    fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert> {
+        self.home.member(space, feed).ok().flatten()
+    }
+
+    fn acked(&self, peer: NodeId, space: &Address, feed: FeedKey, length: u64) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let ack = crate::fs::home::Ack {
+            peer: peer.0,
+            feed,
+            length,
+            at,
+        };
+        if let Err(e) = self.home.record_ack(space, &ack) {
+            tracing::warn!(error = %e, "cannot record an acknowledgement");
+        }
     }
 }
 
@@ -221,8 +276,9 @@ mod tests {
         let home = crate::fs::home::Home::open(dir.path()).unwrap();
         let mut rng = crate::fs::home::Rng::default();
         let address = home.create_space("office", &mut rng).unwrap();
+        let home = std::sync::Arc::new(home);
         let local = HomeLocal {
-            home: &home,
+            home: home.clone(),
             space: address,
         };
         assert_eq!(local.space_for(&address.discovery_key()), Some(address));

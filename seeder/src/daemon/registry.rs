@@ -222,6 +222,14 @@ impl Registry {
         Ok(())
     }
 
+    /// The certificate of `feed` in `space`, if it is a member.
+    pub fn member(&self, space: &Address, feed: &FeedKey) -> Result<Option<MembershipCert>> {
+        self.members
+            .get(member_key(space, feed))?
+            .map(|v| decode(&format!("member {feed}"), &v))
+            .transpose()
+    }
+
     /// The member certificates of `space`.
     pub fn members(&self, space: &Address) -> Result<Vec<MembershipCert>> {
         let mut out = Vec::new();

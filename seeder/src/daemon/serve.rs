@@ -1,7 +1,8 @@
 /*!
-`seeder serve`: open the data folder, answer the control socket, tell systemd we're ready,
-and shut down cleanly on SIGTERM or Ctrl-C (every acknowledged write is already durable; the
-store is flushed last).
+`seeder serve`: open the data folder, listen for peers over QUIC and replicate every held
+space with them, dial partner seeders, answer the control socket, tell systemd we're ready,
+and shut down cleanly on SIGTERM or Ctrl-C: peers are told goodbye, every acknowledged write
+is already durable, the store is flushed last.
 */
 
 use std::path::PathBuf;
@@ -14,11 +15,23 @@ use crate::store::{Store, StoreConfig};
 /// Settings of a running daemon.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
-    /// The data folder: the store, the registry, the control socket.
+    /// The data folder: the store, the registry, the node identity, the control socket.
     pub data: PathBuf,
+    /// Where peers reach us over QUIC (UDP).
+    pub listen: std::net::SocketAddr,
     /// sled's cache, in bytes (see [`StoreConfig::cache_bytes`]).
     pub cache_bytes: u64,
 }
+
+/// The node identity's file in the data folder.
+pub const IDENTITY_FILE: &str = "node.key";
+
+/// Peers connected at once; more wait to be accepted. Far more than an office's devices and
+/// partners, and a bound on what strangers on the network can make us hold.
+pub const MAX_PEERS: usize = 64;
+
+/// How often partner seeders that aren't connected are dialed again.
+pub const PARTNER_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,8 @@ pub enum ServeError {
     Registry(#[from] super::registry::RegistryError),
     #[error(transparent)]
     Ctl(#[from] super::ctl::CtlError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -66,10 +81,24 @@ pub async fn run(
     sc.cache_bytes(config.cache_bytes);
     let store = Store::open(&config.data, &sc)?;
     let registry = Registry::open(&store)?;
+    let identity = Arc::new(crate::net::NodeIdentity::load_or_create(
+        &config.data.join(IDENTITY_FILE),
+    )?);
+    let node_id = identity.node_id();
+    let endpoint = Arc::new(crate::net::Endpoint::bind(config.listen, identity)?);
+    let listen = endpoint.local_addr()?;
+    let node = Arc::new(super::local::SeederLocal {
+        store: store.clone(),
+        registry: registry.clone(),
+        limits: super::local::StoreLimits::default(),
+    });
+    let driver = crate::net::driver::Driver::new(node, node_id);
     let daemon = Arc::new(Daemon {
         store: store.clone(),
-        registry,
+        registry: registry.clone(),
         started: std::time::Instant::now(),
+        node_id,
+        listen,
     });
     let listener = super::ctl::bind(&config.data)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -77,7 +106,23 @@ pub async fn run(
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;
     }));
-    tracing::info!(data = %config.data.display(), "seeder ready");
+    let peers = tokio::spawn(accept_loop(
+        endpoint.clone(),
+        driver.clone(),
+        stop_tx.subscribe(),
+    ));
+    let partners = tokio::spawn(dial_partners(
+        endpoint.clone(),
+        driver.clone(),
+        registry,
+        stop_tx.subscribe(),
+    ));
+    tracing::info!(
+        data = %config.data.display(),
+        %listen,
+        node = %node_id,
+        "seeder ready"
+    );
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "not under systemd");
     }
@@ -102,7 +147,114 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = ctl.await;
+    let _ = peers.await;
+    let _ = partners.await;
+    endpoint.close("shutting down");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), endpoint.wait_idle()).await;
     let _ = std::fs::remove_file(config.data.join(super::ctl::SOCKET_NAME));
     store.flush()?;
     Ok(())
+}
+
+/// Accept peers until stopped, each on its own task, at most [`MAX_PEERS`] at once.
+async fn accept_loop(
+    endpoint: Arc<crate::net::Endpoint>,
+    driver: Arc<crate::net::driver::Driver>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PEERS));
+    loop {
+        let permit = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let conn = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            c = endpoint.accept() => c,
+        };
+        match conn {
+            None => return,
+            Some(Err(e)) => tracing::debug!(error = %e, "incoming connection failed"),
+            Some(Ok(conn)) => {
+                let driver = driver.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tracing::info!(peer = %conn.peer.short(), "peer connected");
+                    let _ = driver.run(conn, Vec::new(), None, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Keep partner seeders connected, opening every held space with them.
+async fn dial_partners(
+    endpoint: Arc<crate::net::Endpoint>,
+    driver: Arc<crate::net::driver::Driver>,
+    registry: Registry,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let connected: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
+    loop {
+        let partners = registry.partners().unwrap_or_default();
+        let spaces: Vec<_> = registry
+            .spaces()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.address)
+            .collect();
+        for p in partners {
+            if connected
+                .lock()
+                .expect("partner set lock")
+                .contains(&p.node_id)
+            {
+                continue;
+            }
+            let addr = match tokio::net::lookup_host(&p.address)
+                .await
+                .map(|mut a| a.next())
+            {
+                Ok(Some(a)) => a,
+                _ => {
+                    tracing::warn!(partner = %p.address, "cannot resolve partner");
+                    continue;
+                }
+            };
+            let (endpoint, driver, stop, connected, spaces) = (
+                endpoint.clone(),
+                driver.clone(),
+                stop.clone(),
+                connected.clone(),
+                spaces.clone(),
+            );
+            tokio::spawn(async move {
+                let id = crate::net::NodeId(p.node_id);
+                match endpoint.connect(addr, Some(id)).await {
+                    Ok(conn) => {
+                        connected
+                            .lock()
+                            .expect("partner set lock")
+                            .insert(p.node_id);
+                        let _ = driver.run(conn, spaces, None, stop).await;
+                        connected
+                            .lock()
+                            .expect("partner set lock")
+                            .remove(&p.node_id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(partner = %p.address, error = %e, "partner unreachable")
+                    }
+                }
+            });
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(PARTNER_RETRY) => {}
+        }
+    }
 }

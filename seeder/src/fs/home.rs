@@ -357,6 +357,18 @@ impl Home {
         Ok(out)
     }
 
+    /// The certificate of `feed` in the space at `address`, if it is a member here.
+    pub fn member(&self, address: &Address, feed: &FeedKey) -> Result<Option<MembershipCert>> {
+        match self.members.get(member_key(address, feed))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(postcard::from_bytes(&v).map_err(|_| {
+                HomeError::Corrupt {
+                    what: format!("certificate of feed {feed}"),
+                }
+            })?)),
+        }
+    }
+
     /// Record a verified member feed of `address` (from a bundle or a peer).
     pub fn add_member(&self, address: &Address, cert: &MembershipCert) -> Result<()> {
         cert.clone().verify(address)?;

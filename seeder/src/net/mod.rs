@@ -6,6 +6,7 @@ they mean is the `sync` state machine's business.
 Not here: the protocol logic (sync), storage (store), LAN discovery (to come).
 */
 
+pub mod driver;
 pub mod identity;
 pub mod tls;
 

@@ -1,0 +1,581 @@
+/*!
+The connection driver: runs one [`Session`] over one QUIC connection, carrying out what it asks
+against this node's store, and relays new heads between all of this node's connections.
+
+Per connection:
+- one bidirectional control stream (the dialer opens it), read by a task that forwards
+  messages to the main loop, written by the main loop;
+- one unidirectional stream per feed transfer each way: [`Action::Serve`] opens one and sends
+  `Data` batches of at most [`MAX_DATA_BYTES`]; each incoming one is read by a task that
+  verifies every batch against its signed head and appends it (on the blocking pool) before
+  reading the next;
+- the main loop polls the session (actions first, as its contract says), writes its control
+  messages, and turns events into acknowledgements and relays.
+
+Bounds: batches being verified at once across all connections ([`MAX_BATCHES_IN_FLIGHT`],
+each at most one frame), QUIC's windows per stream and connection (see the module above),
+a timeout on every control write so a peer that stops reading is dropped instead of stalling
+us. A failed verification is the peer's fault: the connection is closed and nothing of that
+batch is stored.
+*/
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+
+use super::{recv_message, send_message, Connection, NetError, NodeId};
+use crate::feed::{verify_batch, FeedKey, SignedHead};
+use crate::space::{Address, MembershipCert};
+use crate::store::Store;
+use crate::sync::{Action, Event, Local, Session, SyncError, Transmit};
+use crate::wire::{Message, MAX_DATA_BYTES};
+
+/// Data batches being read or verified at once, over all connections: each holds at most one
+/// frame (about 2 MiB), so this bounds that memory to 16 MiB however many peers and feeds.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Messages from a connection's tasks to its main loop waiting to be handled; the tasks wait
+/// when it's full.
+const EVENT_QUEUE: usize = 64;
+
+/// New heads waiting to be relayed to each connection; a connection that falls further
+/// behind re-announces every feed instead.
+const RELAY_QUEUE: usize = 1024;
+
+/// A control write that takes longer than this means the peer stopped reading.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the driver needs of this node beyond [`Local`].
+pub trait Node: Local + Send + Sync + 'static {
+    fn store(&self) -> &Store;
+    /// Record a member feed of `space` whose certificate the session verified.
+    fn add_feed(&self, space: &Address, cert: &MembershipCert) -> Result<(), String>;
+    /// The certificate of `feed` in `space`, if it is a member here.
+    fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert>;
+    /// The peer acknowledged storing `length` entries of `feed`.
+    fn acked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _length: u64) {}
+}
+
+/// A head to pass on to every other connection.
+#[derive(Clone, Debug)]
+struct Relay {
+    space: Address,
+    cert: MembershipCert,
+    head: SignedHead,
+    /// The connection it came from (not told again).
+    origin: u64,
+}
+
+/// Shared by all connections of a node.
+pub struct Driver {
+    node: Arc<dyn Node>,
+    relay: broadcast::Sender<Relay>,
+    batches: Arc<Semaphore>,
+    next_id: AtomicU64,
+    node_id: NodeId,
+}
+
+enum Ev {
+    Control(Result<Option<Message>, NetError>),
+    Appended {
+        id: u32,
+        feed: FeedKey,
+        length: u64,
+        head: Option<SignedHead>,
+    },
+    TransferEnded {
+        id: u32,
+        feed: FeedKey,
+    },
+    Close(String),
+}
+
+impl Driver {
+    pub fn new(node: Arc<dyn Node>, node_id: NodeId) -> Arc<Driver> {
+        let (relay, _) = broadcast::channel(RELAY_QUEUE);
+        Arc::new(Driver {
+            node,
+            relay,
+            batches: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
+            next_id: AtomicU64::new(1),
+            node_id,
+        })
+    }
+
+    /// Tell every connection that `feed` of `space` grew here (a local write).
+    pub fn announce(&self, space: Address, cert: MembershipCert, head: SignedHead) {
+        let _ = self.relay.send(Relay {
+            space,
+            cert,
+            head,
+            origin: 0,
+        });
+    }
+
+    /// Run `conn` until it closes or `shutdown` turns true. `open` lists the spaces to ask
+    /// the peer for; `caught_up`, if given, is kept up to date for `sync --once`.
+    pub async fn run(
+        self: Arc<Self>,
+        conn: Connection,
+        open: Vec<Address>,
+        caught_up: Option<watch::Sender<bool>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), NetError> {
+        let mut shutdown = shutdown;
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let peer = conn.peer;
+        let secret = conn.capability_secret()?;
+        let session = Arc::new(Mutex::new(Session::new(conn.role, self.node_id.0, secret)));
+        let (mut ctl_send, ctl_recv) = match conn.role {
+            crate::space::Role::Dialer => conn.conn.open_bi().await,
+            crate::space::Role::Listener => conn.conn.accept_bi().await,
+        }
+        .map_err(NetError::Connection)?;
+        let (tx, mut rx) = mpsc::channel::<Ev>(EVENT_QUEUE);
+        let mut relay = self.relay.subscribe();
+        let tasks = task_set::Tasks::default();
+
+        // Control stream reader.
+        {
+            let tx = tx.clone();
+            let mut recv = ctl_recv;
+            tasks.spawn(async move {
+                loop {
+                    let r = recv_message(&mut recv).await;
+                    let end = !matches!(r, Ok(Some(_)));
+                    if tx.send(Ev::Control(r)).await.is_err() || end {
+                        return;
+                    }
+                }
+            });
+        }
+        // Incoming data streams.
+        {
+            let tx = tx.clone();
+            let c = conn.conn.clone();
+            let this = self.clone();
+            let session = session.clone();
+            let inner = tasks.clone();
+            tasks.spawn(async move {
+                while let Ok(recv) = c.accept_uni().await {
+                    inner.spawn(this.clone().receive(recv, session.clone(), tx.clone()));
+                }
+            });
+        }
+        {
+            let mut s = session.lock().expect("session lock");
+            for space in open {
+                if s.open(space).is_none() {
+                    tracing::warn!(%space, "too many spaces on one connection");
+                }
+            }
+        }
+
+        // A plain future, so no borrow of the watch channel lives across the loop's awaits.
+        let stopped = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        let result: Result<(), NetError> = loop {
+            if let Err(e) = self
+                .pump(
+                    &conn,
+                    conn_id,
+                    &session,
+                    &mut ctl_send,
+                    &tasks,
+                    caught_up.as_ref(),
+                )
+                .await
+            {
+                break Err(e);
+            }
+            tokio::select! {
+                _ = &mut stopped => {
+                    let bye = Message::Goodbye { reason: "shutting down".into() };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send_message(&mut ctl_send, &bye)).await;
+                    let _ = ctl_send.finish();
+                    break Ok(());
+                }
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break Ok(()) };
+                    let mut s = session.lock().expect("session lock");
+                    match ev {
+                        Ev::Control(Ok(Some(msg))) => s.handle_message(msg, &*self.node),
+                        Ev::Control(Ok(None)) => break Ok(()),
+                        Ev::Control(Err(e)) => break Err(e),
+                        Ev::Appended { id, feed, length, head } => {
+                            s.handle_appended(id, feed, length);
+                            if let Some(head) = head {
+                                let space = s.open_spaces().find(|(i, _)| *i == id).map(|(_, a)| *a);
+                                if let Some(space) = space {
+                                    if let Some(cert) = self.node.member(&space, &feed) {
+                                        let _ = self.relay.send(Relay { space, cert, head, origin: conn_id });
+                                    }
+                                }
+                            }
+                        }
+                        Ev::TransferEnded { id, feed } => s.handle_transfer_ended(id, feed, &*self.node),
+                        Ev::Close(reason) => break Err(NetError::Stream(reason)),
+                    }
+                }
+                r = relay.recv() => {
+                    let mut s = session.lock().expect("session lock");
+                    match r {
+                        Ok(r) if r.origin != conn_id => s.handle_local_head(&r.space, &r.cert, &r.head),
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(lagged = n, "relay queue overflowed; re-announcing every feed");
+                            let spaces: Vec<Address> = s.open_spaces().map(|(_, a)| *a).collect();
+                            for space in spaces {
+                                for offer in self.node.offers(&space) {
+                                    if let Some(head) = &offer.head {
+                                        s.handle_local_head(&space, &offer.cert, head);
+                                    }
+                                }
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break Ok(()),
+                    }
+                }
+            }
+        };
+        match &result {
+            Ok(()) => conn.conn.close(0u32.into(), b"goodbye"),
+            Err(e) => {
+                tracing::info!(peer = %peer.short(), error = %e, "connection ended");
+                conn.conn.close(1u32.into(), b"error");
+            }
+        }
+        tasks.abort_all();
+        if let Some(c) = &caught_up {
+            let _ = c.send(false);
+        }
+        result
+    }
+
+    /// Carry out the session's actions, then send its messages, then look at its events.
+    async fn pump(
+        self: &Arc<Self>,
+        conn: &Connection,
+        conn_id: u64,
+        session: &Arc<Mutex<Session>>,
+        ctl_send: &mut quinn::SendStream,
+        tasks: &task_set::Tasks,
+        caught_up: Option<&watch::Sender<bool>>,
+    ) -> Result<(), NetError> {
+        let _ = conn_id;
+        loop {
+            let (actions, transmits, events) = {
+                let mut s = session.lock().expect("session lock");
+                let mut a = Vec::new();
+                while let Some(x) = s.poll_action() {
+                    a.push(x);
+                }
+                let mut t = Vec::new();
+                while let Some(Transmit(m)) = s.poll_transmit() {
+                    t.push(m);
+                }
+                let mut e = Vec::new();
+                while let Some(x) = s.poll_event() {
+                    e.push(x);
+                }
+                (a, t, e)
+            };
+            if actions.is_empty() && transmits.is_empty() && events.is_empty() {
+                break;
+            }
+            for action in actions {
+                match action {
+                    Action::AddFeed { space, cert } => {
+                        let node = self.node.clone();
+                        let r = tokio::task::spawn_blocking(move || node.add_feed(&space, &cert))
+                            .await
+                            .map_err(|e| NetError::Stream(e.to_string()))?;
+                        if let Err(e) = r {
+                            tracing::warn!(%space, error = %e, "cannot add a member feed");
+                        }
+                    }
+                    Action::Serve {
+                        id,
+                        space,
+                        feed,
+                        from,
+                    } => {
+                        tasks.spawn(self.clone().serve(conn.conn.clone(), id, space, feed, from));
+                    }
+                    Action::Close(e) => {
+                        let code = match e {
+                            SyncError::Goodbye(_) => return Err(NetError::Stream(e.to_string())),
+                            _ => 2u32,
+                        };
+                        tracing::warn!(peer = %conn.peer.short(), error = %e, "closing");
+                        conn.conn.close(code.into(), b"protocol error");
+                        return Err(NetError::Stream(e.to_string()));
+                    }
+                }
+            }
+            for msg in transmits {
+                tokio::time::timeout(WRITE_TIMEOUT, send_message(ctl_send, &msg))
+                    .await
+                    .map_err(|_| NetError::Stream("the peer stopped reading".into()))??;
+            }
+            for event in events {
+                match event {
+                    Event::Acked {
+                        space,
+                        feed,
+                        length,
+                    } => self.node.acked(conn.peer, &space, feed, length),
+                    Event::SpaceOpened { space, .. } => {
+                        tracing::info!(peer = %conn.peer.short(), %space, "space open")
+                    }
+                    Event::Behind {
+                        space,
+                        feed,
+                        have,
+                        offered,
+                    } => {
+                        tracing::debug!(%space, %feed, have, offered, "fetching")
+                    }
+                    Event::Full { space } => {
+                        tracing::warn!(%space, "space is full: not fetching new data")
+                    }
+                }
+            }
+        }
+        if let Some(c) = caught_up {
+            let done = session
+                .lock()
+                .expect("session lock")
+                .is_caught_up(&*self.node);
+            let _ = c.send(done);
+        }
+        Ok(())
+    }
+
+    /// Send entries of `feed` from `from` to the newest complete head on a stream of its own.
+    async fn serve(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        id: u32,
+        space: Address,
+        feed: FeedKey,
+        from: u64,
+    ) {
+        let result: Result<(), NetError> = async {
+            let store = self.node.store().clone();
+            let head = tokio::task::spawn_blocking({
+                let store = store.clone();
+                move || store.feed(&feed).ok().flatten().and_then(|s| s.head)
+            })
+            .await
+            .map_err(|e| NetError::Stream(e.to_string()))?;
+            let Some(head) = head else { return Ok(()) };
+            if head.length <= from {
+                return Ok(());
+            }
+            let mut send = conn.open_uni().await.map_err(NetError::Connection)?;
+            let mut pos = from;
+            while pos < head.length {
+                let store = store.clone();
+                let length = head.length;
+                let (entries, proof) = tokio::task::spawn_blocking(move || {
+                    let entries = store.read_range_bounded(&feed, pos, length, MAX_DATA_BYTES)?;
+                    let end = pos + entries.len() as u64;
+                    let proof = if end < length {
+                        Some(store.consistency_proof(&feed, end, length)?)
+                    } else {
+                        None
+                    };
+                    Ok::<_, crate::store::StoreError>((entries, proof))
+                })
+                .await
+                .map_err(|e| NetError::Stream(e.to_string()))?
+                .map_err(|e| NetError::Stream(e.to_string()))?;
+                let n = entries.len() as u64;
+                let msg = Message::Data {
+                    space: id,
+                    feed,
+                    start: pos,
+                    entries,
+                    head: head.clone(),
+                    proof,
+                    prefix: None,
+                };
+                tokio::time::timeout(WRITE_TIMEOUT, send_message(&mut send, &msg))
+                    .await
+                    .map_err(|_| NetError::Stream("the peer stopped reading".into()))??;
+                pos += n;
+            }
+            let _ = send.finish();
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(%space, %feed, error = %e, "serving stopped");
+        }
+    }
+
+    /// Read, verify and store the batches of one incoming data stream.
+    async fn receive(
+        self: Arc<Self>,
+        mut recv: quinn::RecvStream,
+        session: Arc<Mutex<Session>>,
+        tx: mpsc::Sender<Ev>,
+    ) {
+        let mut current: Option<(u32, FeedKey)> = None;
+        loop {
+            let Ok(permit) = self.batches.clone().acquire_owned().await else {
+                return;
+            };
+            let msg = match recv_message(&mut recv).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Ev::Close(format!("data stream: {e}"))).await;
+                    return;
+                }
+            };
+            let Message::Data {
+                space: id,
+                feed,
+                start,
+                entries,
+                head,
+                proof,
+                ..
+            } = msg
+            else {
+                let _ = tx.send(Ev::Close("not data on a data stream".into())).await;
+                return;
+            };
+            if current.is_some_and(|c| c != (id, feed)) {
+                let _ = tx
+                    .send(Ev::Close("two feeds on one data stream".into()))
+                    .await;
+                return;
+            }
+            current = Some((id, feed));
+            let space = session.lock().expect("session lock").space_of(id);
+            let Some(space) = space else {
+                let _ = tx
+                    .send(Ev::Close(format!("data for space {id}, not open")))
+                    .await;
+                return;
+            };
+            if head.feed != feed || self.node.member(&space, &feed).is_none() {
+                let _ = tx
+                    .send(Ev::Close(format!("data for feed {feed}, not a member")))
+                    .await;
+                return;
+            }
+            let store = self.node.store().clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                store_batch(&store, feed, start, entries, head, proof)
+            })
+            .await;
+            drop(permit);
+            match stored {
+                Ok(Ok((length, head))) => {
+                    if tx
+                        .send(Ev::Appended {
+                            id,
+                            feed,
+                            length,
+                            head,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(Err(StoreOutcome::PeerFault(e))) => {
+                    let _ = tx.send(Ev::Close(format!("feed {feed}: {e}"))).await;
+                    return;
+                }
+                Ok(Err(StoreOutcome::Local(e))) => {
+                    tracing::warn!(%feed, error = %e, "cannot store received data");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "storing task failed");
+                    break;
+                }
+            }
+        }
+        if let Some((id, feed)) = current {
+            let _ = tx.send(Ev::TransferEnded { id, feed }).await;
+        }
+    }
+}
+
+enum StoreOutcome {
+    /// The data doesn't verify: the peer's fault.
+    PeerFault(String),
+    /// Our side can't take it (disk, frozen feed): not the peer's fault.
+    Local(String),
+}
+
+/// Verify a received batch on top of what is stored and append it. Entries already stored
+/// are skipped; a gap is the sender's fault.
+fn store_batch(
+    store: &Store,
+    feed: FeedKey,
+    start: u64,
+    entries: Vec<Vec<u8>>,
+    head: SignedHead,
+    proof: Option<crate::feed::ConsistencyProof>,
+) -> Result<(u64, Option<SignedHead>), StoreOutcome> {
+    let head = head
+        .verify()
+        .map_err(|e| StoreOutcome::PeerFault(e.to_string()))?;
+    let frontier = store
+        .frontier(&feed)
+        .map_err(|e| StoreOutcome::Local(e.to_string()))?;
+    let have = frontier.len();
+    if start > have {
+        return Err(StoreOutcome::PeerFault(format!(
+            "batch starts at {start}, {have} entries are stored"
+        )));
+    }
+    let skip = (have - start) as usize;
+    if skip >= entries.len() {
+        return Ok((have, None));
+    }
+    let batch = verify_batch(&frontier, head, entries[skip..].to_vec(), proof.as_ref())
+        .map_err(|e| StoreOutcome::PeerFault(e.to_string()))?;
+    let complete = batch
+        .completes_head()
+        .then(|| batch.head().signed().clone());
+    let length = store
+        .append(batch)
+        .map_err(|e| StoreOutcome::Local(e.to_string()))?;
+    Ok((length, complete))
+}
+
+/// A small task set: spawn, and abort everything at the end of a connection.
+mod task_set {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    pub struct Tasks(Arc<Mutex<Vec<tokio::task::AbortHandle>>>);
+
+    impl Tasks {
+        pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+            let h = tokio::spawn(fut);
+            let mut v = self.0.lock().expect("task list lock");
+            v.retain(|h| !h.is_finished());
+            v.push(h.abort_handle());
+        }
+
+        pub fn abort_all(&self) {
+            for h in self.0.lock().expect("task list lock").drain(..) {
+                h.abort();
+            }
+        }
+    }
+}
