@@ -18,9 +18,12 @@ pub const DEFAULT_DATA: &str = "./seeder-data";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data folder: the feeds, the index, the control socket.
+    /// Data folder: the feeds, the index, the node identity, the control socket.
     #[arg(long, default_value = DEFAULT_DATA, value_name = "DIR")]
     data: PathBuf,
+    /// Where peers reach this seeder over QUIC (UDP).
+    #[arg(long, default_value = "0.0.0.0:7428", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +124,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(serve::run(
         ServeConfig {
             data: args.data,
+            listen: args.listen,
             cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         },
         serve::shutdown_signal(),
@@ -158,6 +162,11 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                     v["version"].as_str().unwrap_or("?"),
                     v["uptime_secs"],
                     v["data"].as_str().unwrap_or("?")
+                );
+                println!(
+                    "node {} listening on {}",
+                    v["node_id"].as_str().unwrap_or("?"),
+                    v["listen"].as_str().unwrap_or("?")
                 );
                 let free = v["disk_free_bytes"].as_u64().unwrap_or(0);
                 let total = v["disk_total_bytes"].as_u64().unwrap_or(0);

@@ -13,6 +13,7 @@ tampered bundle, a bundle of another space); 4 busy (another command holds the h
 mod bench;
 mod daemon;
 mod member;
+mod sync;
 
 use std::path::PathBuf;
 
@@ -98,6 +99,10 @@ enum Command {
     Log { name: String },
     /// Versions that lost a conflict, each with an id for `seeder get --version`.
     Conflicts { name: String, path: Option<String> },
+    /// Exchange a space's feeds with seeders over the network.
+    Sync(sync::SyncArgs),
+    /// What each seeder has acknowledged storing of a space.
+    Status { name: String },
     /// Offline exchange: a space's feeds in one file.
     Bundle {
         #[command(subcommand)]
@@ -160,6 +165,8 @@ pub fn run() -> anyhow::Result<()> {
             member::conflicts(&open_home(cli.home)?, &name, path.as_deref())
         }
         Command::Bundle { cmd } => member::bundle(&open_home(cli.home)?, cmd),
+        Command::Sync(args) => sync::sync(open_home(cli.home)?, args),
+        Command::Status { name } => sync::status(open_home(cli.home)?, &name),
     }
 }
 
@@ -168,8 +175,11 @@ pub fn run() -> anyhow::Result<()> {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for people; the journal and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

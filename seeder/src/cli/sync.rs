@@ -1,0 +1,222 @@
+/*!
+Member-side replication commands: `seeder sync` exchanges a space's feeds with seeders (or
+other members) over QUIC; `seeder status` shows what each seeder has acknowledged storing.
+*/
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::daemon::local::HomeLocal;
+use crate::fs::home::Home;
+use crate::net::driver::Driver;
+use crate::net::{Endpoint, NodeId, NodeIdentity};
+
+use super::Failure;
+
+/// The member device's node identity, in its home.
+const IDENTITY_FILE: &str = "node.key";
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Space name.
+    name: String,
+    /// A seeder or member to sync with: HOST:PORT, optionally #NODEID to pin its identity.
+    #[arg(long = "peer", value_name = "HOST:PORT[#NODEID]")]
+    peers: Vec<String>,
+    /// Return once both sides hold each other's data and every peer acknowledged storage.
+    #[arg(long, conflicts_with = "watch")]
+    once: bool,
+    /// Keep syncing live until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// Also accept connections from other members on this address.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// With --once: give up after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    timeout: u64,
+}
+
+/// `HOST:PORT[#NODEID]`.
+fn parse_peer(s: &str) -> Result<(String, Option<NodeId>)> {
+    match s.rsplit_once('#') {
+        Some((addr, id)) => Ok((
+            addr.to_string(),
+            Some(
+                id.parse()
+                    .map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))?,
+            ),
+        )),
+        None => Ok((s.to_string(), None)),
+    }
+}
+
+pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
+    if args.peers.is_empty() {
+        return Err(anyhow::anyhow!(
+            "give the seeder with --peer HOST:PORT#NODEID (seeder ctl status shows both); \
+             finding seeders on the LAN by mDNS is not available yet"
+        )
+        .context(Failure::BadInput));
+    }
+    let address = *home
+        .space(&args.name)
+        .map_err(|e| anyhow::Error::new(e).context(Failure::NotFound))?
+        .address();
+    let identity = Arc::new(
+        NodeIdentity::load_or_create(&home.dir().join(IDENTITY_FILE))
+            .context("the device's node identity")?,
+    );
+    let home = Arc::new(home);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let once = args.once || !args.watch;
+    runtime.block_on(async move {
+        let listen = args
+            .listen
+            .unwrap_or_else(|| "0.0.0.0:0".parse().expect("a valid address"));
+        let endpoint = Arc::new(Endpoint::bind(listen, identity.clone())?);
+        let node = Arc::new(HomeLocal {
+            home: home.clone(),
+            space: address,
+        });
+        let driver = Driver::new(node, identity.node_id());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut waiting = Vec::new();
+        let mut tasks = Vec::new();
+        for peer in &args.peers {
+            let (host, id) = parse_peer(peer)?;
+            let addr = tokio::net::lookup_host(&host)
+                .await
+                .with_context(|| format!("cannot resolve {host}"))?
+                .next()
+                .with_context(|| format!("{host} has no address"))?;
+            let conn = endpoint
+                .connect(addr, id)
+                .await
+                .with_context(|| format!("cannot reach {peer}"))
+                .context(Failure::NotFound)?;
+            eprintln!("connected to {} at {addr}", conn.peer);
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            waiting.push((peer.clone(), conn.peer, rx));
+            tasks.push(tokio::spawn(driver.clone().run(
+                conn,
+                vec![address],
+                Some(tx),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(l) = args.listen {
+            let endpoint = endpoint.clone();
+            let driver = driver.clone();
+            let stop = stop_rx.clone();
+            eprintln!("listening on {l} as {}", identity.node_id());
+            tokio::spawn(async move {
+                while let Some(Ok(conn)) = endpoint.accept().await {
+                    tokio::spawn(driver.clone().run(conn, vec![address], None, stop.clone()));
+                }
+            });
+        }
+        if once {
+            let all = async {
+                for (_, _, rx) in &mut waiting {
+                    let _ = rx.wait_for(|done| *done).await;
+                }
+            };
+            let done = tokio::time::timeout(Duration::from_secs(args.timeout), all).await;
+            let _ = stop_tx.send(true);
+            for t in tasks {
+                let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            }
+            endpoint.close("done");
+            if done.is_err() {
+                let behind: Vec<String> = waiting
+                    .iter()
+                    .filter(|(_, _, rx)| !*rx.borrow())
+                    .map(|(p, _, _)| p.clone())
+                    .collect();
+                return Err(anyhow::anyhow!(
+                    "not in sync with {} after {} s: does the seeder hold this space? \
+                     (on it: seeder ctl space add $(seeder space seed-code {}))",
+                    behind.join(", "),
+                    args.timeout,
+                    args.name
+                ));
+            }
+            print_stored(&home, &address, waiting.iter().map(|(_, id, _)| *id))?;
+        } else {
+            crate::daemon::serve::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+            endpoint.close("done");
+        }
+        Ok(())
+    })
+}
+
+fn print_stored(
+    home: &Home,
+    address: &crate::space::Address,
+    peers: impl Iterator<Item = NodeId>,
+) -> Result<()> {
+    let acks = home.acks(address)?;
+    for peer in peers {
+        let mine: Vec<_> = acks.iter().filter(|a| a.peer == peer.0).collect();
+        let entries: u64 = mine.iter().map(|a| a.length).sum();
+        println!("stored on {peer}: {} feeds, {entries} entries", mine.len());
+    }
+    Ok(())
+}
+
+pub fn status(home: Home, name: &str) -> Result<()> {
+    let space = home
+        .space(name)
+        .map_err(|e| anyhow::Error::new(e).context(Failure::NotFound))?;
+    let address = *space.address();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let feeds = home.members(&address)?;
+    let acks = home.acks(&address)?;
+    if acks.is_empty() {
+        println!(
+            "no seeder has acknowledged anything of {name:?} yet: seeder sync {name} --peer …"
+        );
+    }
+    let mut peers: Vec<[u8; 32]> = acks.iter().map(|a| a.peer).collect();
+    peers.dedup();
+    for peer in peers {
+        println!("seeder {}:", NodeId(peer));
+        for cert in &feeds {
+            let have = home.store().feed(&cert.feed)?.map_or(0, |s| s.length);
+            match acks.iter().find(|a| a.peer == peer && a.feed == cert.feed) {
+                Some(a) => println!(
+                    "  feed {}: {} of {} entries stored, {} ago",
+                    cert.feed,
+                    a.length,
+                    have,
+                    ago(now.saturating_sub(a.at))
+                ),
+                None => println!(
+                    "  feed {}: nothing stored yet ({have} entries here)",
+                    cert.feed
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}

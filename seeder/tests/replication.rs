@@ -1,0 +1,289 @@
+//! Replication with real processes on loopback: a seeder that holds only a seed code, two
+//! members who are never online together, and a seeder killed with SIGKILL mid-transfer.
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn seeder() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_seeder"))
+}
+
+struct Seeder {
+    child: Child,
+    data: PathBuf,
+    port: u16,
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Seeder {
+    fn start(data: &Path, port: u16) -> Seeder {
+        let mut child = seeder()
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("seeder ready") => break,
+                Some(Ok(_)) => {}
+                other => panic!("seeder ended before it was ready: {other:?}"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Seeder {
+            child,
+            data: data.to_path_buf(),
+            port,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> String {
+        let out = seeder()
+            .args(["ctl", "--data"])
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn peer(&self) -> String {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap();
+        format!(
+            "127.0.0.1:{}#{}",
+            self.port,
+            status["node_id"].as_str().unwrap()
+        )
+    }
+
+    fn entries(&self) -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap();
+        status["spaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["entries"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+struct Member(PathBuf);
+
+impl Member {
+    fn run(&self, args: &[&str]) -> Output {
+        seeder()
+            .arg("--home")
+            .arg(&self.0)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn last(&self, args: &[&str]) -> String {
+        self.ok(args).lines().last().unwrap().to_string()
+    }
+}
+
+fn random_file(path: &Path, mib: usize, seed: u8) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        let mut h = blake3::Hasher::new();
+        h.update(&[seed, i as u8, (i >> 8) as u8]);
+        h.finalize_xof().fill(&mut block);
+        f.write_all(&block).unwrap();
+    }
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            files_under(&e.path(), out);
+        } else {
+            out.push(e.path());
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_seeder_with_only_the_seed_code_carries_a_space_between_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let seed = Seeder::start(&dir.path().join("seeder"), port);
+    let a = Member(dir.path().join("a"));
+    let b = Member(dir.path().join("b"));
+
+    // 1. A creates the space, puts 64 MiB and a marker, the seeder is given the seed code.
+    a.ok(&["space", "create", "office"]);
+    let big = dir.path().join("big.bin");
+    random_file(&big, 64, 1);
+    let marker = "MARKER-3f9a1c-never-in-the-clear";
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, marker).unwrap();
+    a.ok(&["put", "office", big.to_str().unwrap()]);
+    a.ok(&["put", "office", note.to_str().unwrap()]);
+    let code = a.last(&["space", "seed-code", "office"]);
+    seed.ctl(&["space", "add", &code, "--name", "office"]);
+    let peer = seed.peer();
+    let out = a.ok(&["sync", "office", "--peer", &peer, "--once"]);
+    let line = out.lines().last().unwrap();
+    assert!(line.starts_with("stored on "), "{out}");
+    assert!(line.contains(": 1 feeds, "), "{out}");
+
+    // 2. B joins and syncs with the seeder only (A is gone).
+    let invite = a.last(&["space", "invite", "office"]);
+    b.ok(&["space", "join", &invite, "--name", "office"]);
+    b.ok(&["sync", "office", "--peer", &peer, "--once"]);
+    let got = dir.path().join("got.bin");
+    b.ok(&["get", "office", "big.bin", got.to_str().unwrap()]);
+    assert_eq!(
+        blake3::hash(&std::fs::read(&got).unwrap()),
+        blake3::hash(&std::fs::read(&big).unwrap())
+    );
+    assert_eq!(b.ok(&["get", "office", "note.txt", "-"]), marker);
+
+    // 3. Nothing readable on the seeder: not the marker, the secret or the content key.
+    let secret = {
+        let code: seeder::space::InviteCode = invite.parse().unwrap();
+        code.secret()
+    };
+    let needles: Vec<Vec<u8>> = vec![
+        marker.as_bytes().to_vec(),
+        secret.as_bytes().to_vec(),
+        hex::encode(secret.as_bytes()).into_bytes(),
+        secret.content_key().to_vec(),
+        hex::encode(*secret.content_key()).into_bytes(),
+        invite.as_bytes().to_vec(),
+    ];
+    let mut files = Vec::new();
+    files_under(&seed.data, &mut files);
+    assert!(files.len() > 3);
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for n in &needles {
+            assert!(!contains(&bytes, n), "{} holds a secret", f.display());
+        }
+    }
+
+    // B's own feed reached the seeder too, and A gets it without B online.
+    let b_status = b.ok(&["status", "office"]);
+    assert!(b_status.contains("stored"), "{b_status}");
+    drop(seed);
+}
+
+impl Drop for Seeder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_seeder_killed_mid_transfer_resumes_and_ends_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let data = dir.path().join("seeder");
+    let mut seed = Seeder::start(&data, port);
+    let a = Member(dir.path().join("a"));
+    a.ok(&["space", "create", "office"]);
+    let big = dir.path().join("big.bin");
+    random_file(&big, 64, 2);
+    a.ok(&["put", "office", big.to_str().unwrap()]);
+    let code = a.last(&["space", "seed-code", "office"]);
+    seed.ctl(&["space", "add", &code]);
+    let peer = seed.peer();
+
+    // Sync in the background; kill the seeder once part of the data is stored.
+    let mut sync = seeder()
+        .arg("--home")
+        .arg(&a.0)
+        .args([
+            "sync",
+            "office",
+            "--peer",
+            &peer,
+            "--once",
+            "--timeout",
+            "60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stored = 0;
+    for _ in 0..600 {
+        stored = seed.entries();
+        if stored > 50 {
+            break;
+        }
+        // Polling a condition with a bound, not waiting for time to pass.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(stored > 0, "some data arrived before the kill");
+    seed.child.kill().unwrap(); // SIGKILL
+    seed.child.wait().unwrap();
+    let _ = sync.kill();
+    let _ = sync.wait();
+
+    let seed = Seeder::start(&data, port);
+    let after_restart = seed.entries();
+    assert!(after_restart >= 1, "acknowledged data survived the kill");
+    a.ok(&["sync", "office", "--peer", &peer, "--once"]);
+    assert!(
+        seed.entries() > 1024,
+        "everything arrived: {}",
+        seed.entries()
+    );
+
+    let b = Member(dir.path().join("b"));
+    let invite = a.last(&["space", "invite", "office"]);
+    b.ok(&["space", "join", &invite, "--name", "office"]);
+    b.ok(&["sync", "office", "--peer", &peer, "--once"]);
+    let got = dir.path().join("got.bin");
+    b.ok(&["get", "office", "big.bin", got.to_str().unwrap()]);
+    assert_eq!(
+        blake3::hash(&std::fs::read(&got).unwrap()),
+        blake3::hash(&std::fs::read(&big).unwrap())
+    );
+}
