@@ -99,6 +99,8 @@ impl Member {
             .arg("--home")
             .arg(&self.0)
             .args(args)
+            // Relative paths in commands are taken from the folder holding the homes.
+            .current_dir(self.0.parent().unwrap())
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -286,4 +288,103 @@ fn a_seeder_killed_mid_transfer_resumes_and_ends_complete() {
         blake3::hash(&std::fs::read(&got).unwrap()),
         blake3::hash(&std::fs::read(&big).unwrap())
     );
+}
+
+/// `seeder sync --watch` in the background; returns once it is connected.
+fn watch(member: &Member, peer: &str) -> Child {
+    let mut child = seeder()
+        .arg("--home")
+        .arg(&member.0)
+        .args(["sync", "office", "--watch", "--peer", peer])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("connected to ") => break,
+            Some(Ok(_)) => {}
+            other => panic!("sync --watch ended before it connected: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// Poll `seeder ls` (through the watching process) until `path` shows up: a bounded loop.
+fn wait_for_file(member: &Member, path: &str) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    for _ in 0..400 {
+        let listing = member.ok(&["ls", "office"]);
+        if listing.lines().any(|l| l == path) {
+            return start.elapsed();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{path} did not arrive within the bound");
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "sync --watch exit on SIGTERM: {status:?}");
+}
+
+#[test]
+fn members_watching_through_a_seeder_see_each_others_writes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let seed = Seeder::start(&dir.path().join("seeder"), port);
+    let a = Member(dir.path().join("a"));
+    let b = Member(dir.path().join("b"));
+    a.ok(&["space", "create", "office"]);
+    let invite = a.last(&["space", "invite", "office"]);
+    b.ok(&["space", "join", &invite, "--name", "office"]);
+    let code = a.last(&["space", "seed-code", "office"]);
+    seed.ctl(&["space", "add", &code]);
+    let peer = seed.peer();
+
+    let wa = watch(&a, &peer);
+    let wb = watch(&b, &peer);
+
+    // A writes while its home is held by the watcher: the command runs inside it.
+    let from_a = dir.path().join("from-a.txt");
+    std::fs::write(&from_a, "written on A while syncing").unwrap();
+    a.ok(&["put", "office", "from-a.txt"]);
+    let took = wait_for_file(&b, "from-a.txt");
+    eprintln!("A → seeder → B in {took:?}");
+    assert_eq!(
+        b.ok(&["get", "office", "from-a.txt", "-"]),
+        "written on A while syncing"
+    );
+
+    // And the other way.
+    let from_b = dir.path().join("from-b.txt");
+    std::fs::write(&from_b, "written on B while syncing").unwrap();
+    b.ok(&["put", "office", from_b.to_str().unwrap()]);
+    let took = wait_for_file(&a, "from-b.txt");
+    eprintln!("B → seeder → A in {took:?}");
+    assert_eq!(
+        a.ok(&["get", "office", "from-b.txt", "-"]),
+        "written on B while syncing"
+    );
+
+    // Errors and exit codes come through the watcher as from a direct call.
+    let missing = a.run(&["get", "office", "nope.txt", "-"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.txt"));
+
+    let t = std::time::Instant::now();
+    terminate(wa);
+    terminate(wb);
+    eprintln!("watchers stopped in {:?}", t.elapsed());
+    // With the watchers gone the homes open directly again.
+    assert!(a.ok(&["ls", "office"]).contains("from-b.txt"));
 }

@@ -4,7 +4,6 @@ home, does one thing and prints the result; codes and addresses go alone on the 
 stdout so scripts can take them.
 */
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path as FsPath, PathBuf};
 
 use anyhow::{Context, Result};
@@ -15,7 +14,7 @@ use crate::fs::home::{FileMeta, Home, HomeError, Rng};
 use crate::fs::{Change, FileState, ListEntry, Mtime, Path, View, CHUNK_SIZE};
 use crate::space::InviteCode;
 
-use super::Failure;
+use super::{Failure, Io};
 
 #[derive(Debug, Subcommand)]
 pub enum SpaceCmd {
@@ -95,45 +94,51 @@ fn parse_path(s: &str) -> Result<Path> {
     Path::new(s).map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))
 }
 
-pub fn space(home: &Home, cmd: SpaceCmd) -> Result<()> {
+pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
     let mut rng = Rng::default();
     match cmd {
         SpaceCmd::Create { name } => {
             let address = home.create_space(&name, &mut rng).map_err(home_err)?;
-            eprintln!(
+            writeln!(
+                io.err,
                 "created space {name:?}; give seeders its seed code: seeder space seed-code {name}"
-            );
-            println!("{}", address.to_hex());
+            )?;
+            writeln!(io.out, "{}", address.to_hex())?;
         }
         SpaceCmd::List => {
             for s in home.spaces().map_err(home_err)? {
-                println!(
+                writeln!(
+                    io.out,
                     "{}\t{}\t{} feed{}",
                     s.name,
                     s.address.to_hex(),
                     s.feeds,
                     if s.feeds == 1 { "" } else { "s" }
-                );
+                )?;
             }
         }
         SpaceCmd::Invite { name } => {
             let code = home.invite(&name).map_err(home_err)?;
-            eprintln!(
+            writeln!(
+                io.err,
                 "this code gives full access to {name:?}: share it only with your own members"
-            );
-            println!("{code}");
+            )?;
+            writeln!(io.out, "{code}")?;
         }
         SpaceCmd::Join { code, name } => {
             let code: InviteCode = code
                 .parse()
                 .map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))?;
             let address = home.join(&code, &name, &mut rng).map_err(home_err)?;
-            eprintln!("joined as {name:?}; get its files with: seeder sync {name} (or a bundle)");
-            println!("{}", address.to_hex());
+            writeln!(
+                io.err,
+                "joined as {name:?}; get its files with: seeder sync {name} (or a bundle)"
+            )?;
+            writeln!(io.out, "{}", address.to_hex())?;
         }
         SpaceCmd::SeedCode { name } => {
             let code = home.seed_code(&name).map_err(home_err)?;
-            println!("{code}");
+            writeln!(io.out, "{code}")?;
         }
     }
     Ok(())
@@ -148,8 +153,8 @@ fn file_meta(md: &std::fs::Metadata) -> FileMeta {
     }
 }
 
-fn progress_bar(len: u64, label: &str) -> indicatif::ProgressBar {
-    if std::io::stderr().is_terminal() {
+fn progress_bar(len: u64, label: &str, terminal: bool) -> indicatif::ProgressBar {
+    if terminal {
         let bar = indicatif::ProgressBar::new(len);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -165,7 +170,8 @@ fn progress_bar(len: u64, label: &str) -> indicatif::ProgressBar {
     }
 }
 
-pub fn put(home: &Home, args: PutArgs) -> Result<()> {
+pub fn put(home: &Home, mut args: PutArgs, io: &mut Io) -> Result<()> {
+    args.local = io.resolve(&args.local);
     let space = home.space(&args.name).map_err(home_err)?;
     let md = std::fs::metadata(&args.local)
         .with_context(|| format!("cannot read {}", args.local.display()))
@@ -197,7 +203,7 @@ pub fn put(home: &Home, args: PutArgs) -> Result<()> {
             let content = std::fs::read(&local)
                 .with_context(|| format!("cannot read {}", local.display()))?;
             small_bytes += content.len();
-            println!("{path}\t{} bytes", content.len());
+            writeln!(io.out, "{path}\t{} bytes", content.len())?;
             small.push((path, content, file_meta(&md)));
             if small_bytes >= SMALL_GROUP_BYTES || small.len() >= SMALL_GROUP_FILES {
                 space
@@ -209,12 +215,12 @@ pub fn put(home: &Home, args: PutArgs) -> Result<()> {
         }
         let mut f = std::fs::File::open(&local)
             .with_context(|| format!("cannot open {}", local.display()))?;
-        let bar = progress_bar(md.len(), path.as_str());
+        let bar = progress_bar(md.len(), path.as_str(), io.terminal);
         let state = space
             .put(&path, &mut f, file_meta(&md), &mut |n| bar.set_position(n))
             .map_err(home_err)?;
         bar.finish_and_clear();
-        println!("{}\t{} bytes", state.path, state.meta.size);
+        writeln!(io.out, "{}\t{} bytes", state.path, state.meta.size)?;
     }
     if !small.is_empty() {
         space.put_small(small).map_err(home_err)?;
@@ -251,7 +257,7 @@ fn collect(dir: &FsPath, base: &str, out: &mut Vec<(PathBuf, String)>) -> Result
     Ok(())
 }
 
-pub fn get(home: &Home, args: GetArgs) -> Result<()> {
+pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
     let space = home.space(&args.name).map_err(home_err)?;
     let path = parse_path(&args.path)?;
     let view = space.view().map_err(home_err)?;
@@ -278,16 +284,14 @@ pub fn get(home: &Home, args: GetArgs) -> Result<()> {
     };
     match args.local.as_deref() {
         Some(p) if p == FsPath::new("-") => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            space.read_content(&file, &mut out).map_err(home_err)?;
-            out.flush()?;
+            space.read_content(&file, io.out).map_err(home_err)?;
+            io.out.flush()?;
         }
         other => {
             let target = match other {
-                Some(p) if p.is_dir() => p.join(path.file_name()),
-                Some(p) => p.to_path_buf(),
-                None => PathBuf::from(path.file_name()),
+                Some(p) if io.resolve(p).is_dir() => io.resolve(p).join(path.file_name()),
+                Some(p) => io.resolve(p),
+                None => io.resolve(FsPath::new(path.file_name())),
             };
             let tmp = target.with_extension("seeder-partial");
             let mut out = std::fs::File::create(&tmp)
@@ -309,18 +313,19 @@ pub fn get(home: &Home, args: GetArgs) -> Result<()> {
             }
             std::fs::rename(&tmp, &target)
                 .with_context(|| format!("cannot write {}", target.display()))?;
-            eprintln!(
+            writeln!(
+                io.err,
                 "{} → {} ({} bytes)",
                 file.path,
                 target.display(),
                 file.meta.size
-            );
+            )?;
         }
     }
     Ok(())
 }
 
-pub fn ls(home: &Home, args: LsArgs) -> Result<()> {
+pub fn ls(home: &Home, args: LsArgs, io: &mut Io) -> Result<()> {
     let space = home.space(&args.name).map_err(home_err)?;
     let view = space.view().map_err(home_err)?;
     let prefix = match &args.path {
@@ -329,7 +334,7 @@ pub fn ls(home: &Home, args: LsArgs) -> Result<()> {
     };
     if let Some(p) = &prefix {
         if let Some(file) = view.get(p) {
-            print_file(&view, file, args.long, file.path.as_str());
+            print_file(&view, file, args.long, file.path.as_str(), io)?;
             return Ok(());
         }
     }
@@ -343,7 +348,7 @@ pub fn ls(home: &Home, args: LsArgs) -> Result<()> {
     }
     for entry in entries {
         match entry {
-            ListEntry::Dir(path) => println!("{path}/"),
+            ListEntry::Dir(path) => writeln!(io.out, "{path}/")?,
             ListEntry::File { file, conflicted } => {
                 // Plain listings stay bare names for scripts; the long one flags conflicts.
                 let mark = if conflicted && args.long {
@@ -351,7 +356,7 @@ pub fn ls(home: &Home, args: LsArgs) -> Result<()> {
                 } else {
                     ""
                 };
-                print_file(&view, file, args.long, &format!("{}{mark}", file.path));
+                print_file(&view, file, args.long, &format!("{}{mark}", file.path), io)?;
             }
         }
     }
@@ -366,19 +371,21 @@ fn device(view: &View, feed: &crate::feed::FeedKey) -> String {
     }
 }
 
-fn print_file(view: &View, file: &FileState, long: bool, name: &str) {
+fn print_file(view: &View, file: &FileState, long: bool, name: &str, io: &mut Io) -> Result<()> {
     if long {
-        println!(
+        writeln!(
+            io.out,
             "{:04o}\t{}\t{}\t{}\t{}",
             file.meta.mode,
             file.meta.size,
             format_time(file.meta.mtime.secs),
             device(view, &file.writer()),
             name
-        );
+        )?;
     } else {
-        println!("{name}");
+        writeln!(io.out, "{name}")?;
     }
+    Ok(())
 }
 
 /// UTC `YYYY-MM-DD HH:MM:SS` without a time-zone database.
@@ -415,7 +422,7 @@ pub fn mv(home: &Home, name: &str, from: &str, to: &str) -> Result<()> {
         .map_err(home_err)
 }
 
-pub fn log(home: &Home, name: &str) -> Result<()> {
+pub fn log(home: &Home, name: &str, io: &mut Io) -> Result<()> {
     let space = home.space(name).map_err(home_err)?;
     let view = space.view().map_err(home_err)?;
     for v in view.history(None) {
@@ -424,18 +431,19 @@ pub fn log(home: &Home, name: &str) -> Result<()> {
             Change::Delete(p) => format!("rm {p}"),
             Change::Rename { from, file } => format!("mv {from} {}", file.path),
         };
-        println!(
+        writeln!(
+            io.out,
             "{}\t{}\t{}\t{}",
             v.id,
             device(&view, &v.id.feed),
             what,
             v.clock
-        );
+        )?;
     }
     Ok(())
 }
 
-pub fn conflicts(home: &Home, name: &str, path: Option<&str>) -> Result<()> {
+pub fn conflicts(home: &Home, name: &str, path: Option<&str>, io: &mut Io) -> Result<()> {
     let space = home.space(name).map_err(home_err)?;
     let view = space.view().map_err(home_err)?;
     let path = path.map(parse_path).transpose()?;
@@ -445,7 +453,8 @@ pub fn conflicts(home: &Home, name: &str, path: Option<&str>) -> Result<()> {
                 Some(f) => format!("{} bytes", f.meta.size),
                 None => "deleted".to_string(),
             };
-            println!(
+            writeln!(
+                io.out,
                 "{}\t{}\t{}\tby {}\t(kept: {} by {})",
                 loser.id,
                 c.path,
@@ -453,7 +462,7 @@ pub fn conflicts(home: &Home, name: &str, path: Option<&str>) -> Result<()> {
                 device(&view, &loser.id.feed),
                 c.winner.id,
                 device(&view, &c.winner.id.feed)
-            );
+            )?;
         }
     }
     Ok(())
@@ -467,22 +476,25 @@ fn bundle_err(e: BundleError) -> anyhow::Error {
     anyhow::Error::new(e).context(failure)
 }
 
-pub fn bundle(home: &Home, cmd: BundleCmd) -> Result<()> {
+pub fn bundle(home: &Home, cmd: BundleCmd, io: &mut Io) -> Result<()> {
     match cmd {
         BundleCmd::Export { name, file } => {
+            let file = io.resolve(&file);
             let space = home.space(&name).map_err(home_err)?;
             let certs = home.members(space.address()).map_err(home_err)?;
             let s =
                 bundle::export(home.store(), space.address(), &certs, &file).map_err(bundle_err)?;
-            eprintln!(
+            writeln!(
+                io.err,
                 "wrote {}: {} feeds, {} entries, {} bytes",
                 file.display(),
                 s.feeds,
                 s.entries,
                 s.bytes
-            );
+            )?;
         }
         BundleCmd::Import { file } => {
+            let file = io.resolve(&file);
             let address = bundle::peek_address(&file).map_err(bundle_err)?;
             let Some(name) = home.name_of(&address).map_err(home_err)? else {
                 return Err(bundle_err(BundleError::OtherSpace(address)));
@@ -492,10 +504,11 @@ pub fn bundle(home: &Home, cmd: BundleCmd) -> Result<()> {
                     .map_err(|e| BundleError::Tampered(e.to_string()))
             })
             .map_err(bundle_err)?;
-            eprintln!(
+            writeln!(
+                io.err,
                 "imported into {name:?}: {} feeds, {} entries checked",
                 s.feeds, s.entries
-            );
+            )?;
         }
     }
     Ok(())

@@ -12,11 +12,13 @@ tampered bundle, a bundle of another space); 4 busy (another command holds the h
 
 mod bench;
 mod daemon;
+mod forward;
 mod member;
 mod sync;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// What kind of failure an error is, for the exit code. Attached as `anyhow` context.
@@ -147,6 +149,25 @@ fn open_home(flag: Option<PathBuf>) -> anyhow::Result<crate::fs::home::Home> {
     })
 }
 
+/// Where a member command writes and how it finds relative paths: this process's own
+/// stdout, stderr and folder, or those of a command forwarded to the process holding the home
+/// (see [`forward`]).
+pub struct Io<'a> {
+    pub out: &'a mut dyn std::io::Write,
+    pub err: &'a mut dyn std::io::Write,
+    /// Progress bars only for a person at a terminal.
+    pub terminal: bool,
+    /// Relative local paths are taken from here.
+    pub cwd: PathBuf,
+}
+
+impl Io<'_> {
+    /// `path` as the person who typed it meant it.
+    pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
+        self.cwd.join(path)
+    }
+}
+
 /// Run the command line; `main` prints the error chain and picks the exit code.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -154,19 +175,64 @@ pub fn run() -> anyhow::Result<()> {
         Command::Bench { which } => bench::run(which),
         Command::Serve(args) => daemon::serve(args),
         Command::Ctl(args) => daemon::ctl(args),
-        Command::Space { cmd } => member::space(&open_home(cli.home)?, cmd),
-        Command::Put(args) => member::put(&open_home(cli.home)?, args),
-        Command::Get(args) => member::get(&open_home(cli.home)?, args),
-        Command::Ls(args) => member::ls(&open_home(cli.home)?, args),
-        Command::Rm { name, path } => member::rm(&open_home(cli.home)?, &name, &path),
-        Command::Mv { name, from, to } => member::mv(&open_home(cli.home)?, &name, &from, &to),
-        Command::Log { name } => member::log(&open_home(cli.home)?, &name),
-        Command::Conflicts { name, path } => {
-            member::conflicts(&open_home(cli.home)?, &name, path.as_deref())
-        }
-        Command::Bundle { cmd } => member::bundle(&open_home(cli.home)?, cmd),
         Command::Sync(args) => sync::sync(open_home(cli.home)?, args),
-        Command::Status { name } => sync::status(open_home(cli.home)?, &name),
+        command => {
+            let dir = home_dir(cli.home)?;
+            // A `seeder sync` holding the home runs the command for us.
+            if let Some(stream) = forward::connect(&dir) {
+                let code = forward::forward(stream)?;
+                if code == 0 {
+                    return Ok(());
+                }
+                std::process::exit(i32::from(code));
+            }
+            let home = match crate::fs::home::Home::open(&dir) {
+                Ok(home) => home,
+                Err(e) => {
+                    let failure = match e {
+                        crate::fs::home::HomeError::Busy(_) => Failure::Busy,
+                        _ => Failure::Internal,
+                    };
+                    return Err(anyhow::Error::new(e).context(failure));
+                }
+            };
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let mut out = stdout.lock();
+            let mut err = stderr.lock();
+            use std::io::IsTerminal;
+            let mut io = Io {
+                terminal: std::io::stderr().is_terminal(),
+                out: &mut out,
+                err: &mut err,
+                cwd: std::env::current_dir().context("the current folder")?,
+            };
+            member_command(&home, command, &mut io)
+        }
+    }
+}
+
+/// Run one member command against an open home.
+fn member_command(
+    home: &crate::fs::home::Home,
+    command: Command,
+    io: &mut Io,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Space { cmd } => member::space(home, cmd, io),
+        Command::Put(args) => member::put(home, args, io),
+        Command::Get(args) => member::get(home, args, io),
+        Command::Ls(args) => member::ls(home, args, io),
+        Command::Rm { name, path } => member::rm(home, &name, &path),
+        Command::Mv { name, from, to } => member::mv(home, &name, &from, &to),
+        Command::Log { name } => member::log(home, &name, io),
+        Command::Conflicts { name, path } => member::conflicts(home, &name, path.as_deref(), io),
+        Command::Bundle { cmd } => member::bundle(home, cmd, io),
+        Command::Status { name } => sync::status(home, &name, io),
+        Command::Sync(_) | Command::Serve(_) | Command::Ctl(_) | Command::Bench { .. } => Err(
+            anyhow::anyhow!("only file and space commands can run in a syncing home")
+                .context(Failure::Busy),
+        ),
     }
 }
 

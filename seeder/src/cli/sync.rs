@@ -86,7 +86,18 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             home: home.clone(),
             space: address,
         });
-        let driver = Driver::new(node, identity.node_id());
+        let driver = Driver::new(node.clone(), identity.node_id());
+        // File commands typed meanwhile run here, and what they write goes out at once.
+        let _commands = {
+            let driver = driver.clone();
+            super::forward::serve(home.clone(), move || {
+                for offer in crate::sync::Local::offers(&*node, &address) {
+                    if let Some(head) = offer.head {
+                        driver.announce(address, offer.cert, head);
+                    }
+                }
+            })?
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut waiting = Vec::new();
         let mut tasks = Vec::new();
@@ -173,7 +184,7 @@ fn print_stored(
     Ok(())
 }
 
-pub fn status(home: Home, name: &str) -> Result<()> {
+pub fn status(home: &Home, name: &str, io: &mut super::Io) -> Result<()> {
     let space = home
         .space(name)
         .map_err(|e| anyhow::Error::new(e).context(Failure::NotFound))?;
@@ -184,28 +195,32 @@ pub fn status(home: Home, name: &str) -> Result<()> {
     let feeds = home.members(&address)?;
     let acks = home.acks(&address)?;
     if acks.is_empty() {
-        println!(
+        writeln!(
+            io.out,
             "no seeder has acknowledged anything of {name:?} yet: seeder sync {name} --peer …"
-        );
+        )?;
     }
     let mut peers: Vec<[u8; 32]> = acks.iter().map(|a| a.peer).collect();
+    peers.sort_unstable();
     peers.dedup();
     for peer in peers {
-        println!("seeder {}:", NodeId(peer));
+        writeln!(io.out, "seeder {}:", NodeId(peer))?;
         for cert in &feeds {
             let have = home.store().feed(&cert.feed)?.map_or(0, |s| s.length);
             match acks.iter().find(|a| a.peer == peer && a.feed == cert.feed) {
-                Some(a) => println!(
+                Some(a) => writeln!(
+                    io.out,
                     "  feed {}: {} of {} entries stored, {} ago",
                     cert.feed,
                     a.length,
                     have,
                     ago(now.saturating_sub(a.at))
-                ),
-                None => println!(
+                )?,
+                None => writeln!(
+                    io.out,
                     "  feed {}: nothing stored yet ({have} entries here)",
                     cert.feed
-                ),
+                )?,
             }
         }
     }
