@@ -4,134 +4,13 @@
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
-fn seeder() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_seeder"))
-}
-
-struct Seeder {
-    child: Child,
-    data: PathBuf,
-    port: u16,
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Seeder {
-    fn start(data: &Path, port: u16) -> Seeder {
-        let mut child = seeder()
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("seeder ready") => break,
-                Some(Ok(_)) => {}
-                other => panic!("seeder ended before it was ready: {other:?}"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Seeder {
-            child,
-            data: data.to_path_buf(),
-            port,
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> String {
-        let out = seeder()
-            .args(["ctl", "--data"])
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn peer(&self) -> String {
-        let status: serde_json::Value =
-            serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap();
-        format!(
-            "127.0.0.1:{}#{}",
-            self.port,
-            status["node_id"].as_str().unwrap()
-        )
-    }
-
-    fn entries(&self) -> u64 {
-        let status: serde_json::Value =
-            serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap();
-        status["spaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["entries"].as_u64().unwrap())
-            .sum()
-    }
-}
-
-struct Member(PathBuf);
-
-impl Member {
-    fn run(&self, args: &[&str]) -> Output {
-        seeder()
-            .arg("--home")
-            .arg(&self.0)
-            .args(args)
-            // Relative paths in commands are taken from the folder holding the homes.
-            .current_dir(self.0.parent().unwrap())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn last(&self, args: &[&str]) -> String {
-        self.ok(args).lines().last().unwrap().to_string()
-    }
-}
-
-fn random_file(path: &Path, mib: usize, seed: u8) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut block = vec![0u8; 1 << 20];
-    for i in 0..mib {
-        let mut h = blake3::Hasher::new();
-        h.update(&[seed, i as u8, (i >> 8) as u8]);
-        h.finalize_xof().fill(&mut block);
-        f.write_all(&block).unwrap();
-    }
-}
+use common::{free_udp_port, random_file, seeder, Member, Seeder};
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -212,13 +91,6 @@ fn a_seeder_with_only_the_seed_code_carries_a_space_between_members() {
     let b_status = b.ok(&["status", "office"]);
     assert!(b_status.contains("stored"), "{b_status}");
     drop(seed);
-}
-
-impl Drop for Seeder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

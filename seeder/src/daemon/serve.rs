@@ -171,23 +171,23 @@ async fn accept_loop(
                 Err(_) => return,
             },
         };
-        let conn = tokio::select! {
+        let incoming = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            c = endpoint.accept() => c,
+            c = endpoint.accept_incoming() => c,
         };
-        match conn {
-            None => return,
-            Some(Err(e)) => tracing::debug!(error = %e, "incoming connection failed"),
-            Some(Ok(conn)) => {
-                let driver = driver.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
+        let Some(incoming) = incoming else { return };
+        let driver = driver.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            match incoming.handshake().await {
+                Ok(conn) => {
                     tracing::info!(peer = %conn.peer.short(), "peer connected");
                     let _ = driver.run(conn, Vec::new(), None, stop).await;
-                    drop(permit);
-                });
+                }
+                Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
             }
-        }
+            drop(permit);
+        });
     }
 }
 

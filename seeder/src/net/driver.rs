@@ -382,7 +382,8 @@ impl Driver {
             while pos < head.length {
                 let store = store.clone();
                 let length = head.length;
-                let (entries, proof) = tokio::task::spawn_blocking(move || {
+                let first = pos == from;
+                let (entries, proof, prefix) = tokio::task::spawn_blocking(move || {
                     let entries = store.read_range_bounded(&feed, pos, length, MAX_DATA_BYTES)?;
                     let end = pos + entries.len() as u64;
                     let proof = if end < length {
@@ -390,7 +391,17 @@ impl Driver {
                     } else {
                         None
                     };
-                    Ok::<_, crate::store::StoreError>((entries, proof))
+                    // The first batch also proves our tree at `from` extends to the head, so
+                    // the receiver can tell a writer's fork from a bad batch.
+                    let prefix = if first && pos > 0 {
+                        Some((
+                            store.root_at(&feed, pos)?,
+                            store.consistency_proof(&feed, pos, length)?,
+                        ))
+                    } else {
+                        None
+                    };
+                    Ok::<_, crate::store::StoreError>((entries, proof, prefix))
                 })
                 .await
                 .map_err(|e| NetError::Stream(e.to_string()))?
@@ -403,7 +414,7 @@ impl Driver {
                     entries,
                     head: head.clone(),
                     proof,
-                    prefix: None,
+                    prefix,
                 };
                 tokio::time::timeout(WRITE_TIMEOUT, send_message(&mut send, &msg))
                     .await
@@ -446,7 +457,7 @@ impl Driver {
                 entries,
                 head,
                 proof,
-                ..
+                prefix,
             } = msg
             else {
                 let _ = tx.send(Ev::Close("not data on a data stream".into())).await;
@@ -474,7 +485,7 @@ impl Driver {
             }
             let store = self.node.store().clone();
             let stored = tokio::task::spawn_blocking(move || {
-                store_batch(&store, feed, start, entries, head, proof)
+                store_batch(&store, feed, start, entries, head, proof, prefix)
             })
             .await;
             drop(permit);
@@ -499,6 +510,12 @@ impl Driver {
                 }
                 Ok(Err(StoreOutcome::Local(e))) => {
                     tracing::warn!(%feed, error = %e, "cannot store received data");
+                    // Tell the sender to stop instead of leaving its stream blocked.
+                    let _ = recv.stop(0u32.into());
+                    break;
+                }
+                Ok(Err(StoreOutcome::Forked)) => {
+                    let _ = recv.stop(0u32.into());
                     break;
                 }
                 Err(e) => {
@@ -518,10 +535,14 @@ enum StoreOutcome {
     PeerFault(String),
     /// Our side can't take it (disk, frozen feed): not the peer's fault.
     Local(String),
+    /// The writer forked: the evidence is recorded and the feed frozen. The peer only
+    /// passed on what the writer signed.
+    Forked,
 }
 
 /// Verify a received batch on top of what is stored and append it. Entries already stored
-/// are skipped; a gap is the sender's fault.
+/// are skipped; a gap is the sender's fault. A signed head that contradicts the stored tree
+/// is a fork by the writer: recorded as evidence, the feed frozen.
 fn store_batch(
     store: &Store,
     feed: FeedKey,
@@ -529,13 +550,20 @@ fn store_batch(
     entries: Vec<Vec<u8>>,
     head: SignedHead,
     proof: Option<crate::feed::ConsistencyProof>,
+    prefix: Option<(crate::feed::Hash, crate::feed::ConsistencyProof)>,
 ) -> Result<(u64, Option<SignedHead>), StoreOutcome> {
+    let local = |e: crate::store::StoreError| StoreOutcome::Local(e.to_string());
     let head = head
         .verify()
         .map_err(|e| StoreOutcome::PeerFault(e.to_string()))?;
-    let frontier = store
-        .frontier(&feed)
-        .map_err(|e| StoreOutcome::Local(e.to_string()))?;
+    let state = store.feed(&feed).map_err(local)?;
+    if let Some(ours) = state.as_ref().and_then(|s| s.head.clone()) {
+        if let Some(evidence) = fork_evidence(store, &ours, &head, start, prefix.as_ref())? {
+            store.record_fork(evidence).map_err(local)?;
+            return Err(StoreOutcome::Forked);
+        }
+    }
+    let frontier = store.frontier(&feed).map_err(local)?;
     let have = frontier.len();
     if start > have {
         return Err(StoreOutcome::PeerFault(format!(
@@ -551,10 +579,52 @@ fn store_batch(
     let complete = batch
         .completes_head()
         .then(|| batch.head().signed().clone());
-    let length = store
-        .append(batch)
-        .map_err(|e| StoreOutcome::Local(e.to_string()))?;
+    let length = store.append(batch).map_err(local)?;
     Ok((length, complete))
+}
+
+/// Does `theirs` contradict our complete head `ours`? When it is no longer than ours we
+/// compare with our own tree; when it is longer, the sender's prefix root at `start` (our
+/// head's length) and its consistency proof decide. A proof that doesn't verify is the
+/// sender's fault; anything we can't decide here is left to batch verification.
+fn fork_evidence(
+    store: &Store,
+    ours: &SignedHead,
+    theirs: &crate::feed::VerifiedHead,
+    start: u64,
+    prefix: Option<&(crate::feed::Hash, crate::feed::ConsistencyProof)>,
+) -> Result<Option<crate::feed::ForkEvidence>, StoreOutcome> {
+    let local = |e: crate::store::StoreError| StoreOutcome::Local(e.to_string());
+    let feed = ours.feed;
+    if theirs.length() <= ours.length {
+        let root = store.root_at(&feed, theirs.length()).map_err(local)?;
+        if &root == theirs.root() {
+            return Ok(None);
+        }
+        return Ok(Some(crate::feed::ForkEvidence {
+            older: theirs.signed().clone(),
+            newer: ours.clone(),
+            newer_prefix_root: root,
+            proof: store
+                .consistency_proof(&feed, theirs.length(), ours.length)
+                .map_err(local)?,
+        }));
+    }
+    let Some((prefix_root, proof)) = prefix else {
+        return Ok(None);
+    };
+    if start != ours.length {
+        return Ok(None);
+    }
+    let trusted = ours
+        .clone()
+        .verify()
+        .map_err(|e| StoreOutcome::Local(format!("our stored head: {e}")))?;
+    match crate::feed::check_extension(&trusted, theirs.clone(), *prefix_root, proof) {
+        Ok(crate::feed::Extension::Extends(_)) => Ok(None),
+        Ok(crate::feed::Extension::Fork(evidence)) => Ok(Some(*evidence)),
+        Err(e) => Err(StoreOutcome::PeerFault(e.to_string())),
+    }
 }
 
 /// A small task set: spawn, and abort everything at the end of a connection.

@@ -153,11 +153,13 @@ impl Endpoint {
 
     /// The next incoming connection, `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Result<Connection, NetError>> {
-        let incoming = self.endpoint.accept().await?;
-        Some(match incoming.await {
-            Ok(conn) => Connection::new(conn, crate::space::Role::Listener),
-            Err(e) => Err(e.into()),
-        })
+        Some(self.accept_incoming().await?.handshake().await)
+    }
+
+    /// The next connection attempt, before its handshake: a server finishes handshakes on
+    /// tasks of their own so that a slow or silent peer never holds up the others.
+    pub async fn accept_incoming(&self) -> Option<Incoming> {
+        self.endpoint.accept().await.map(Incoming)
     }
 
     /// Close every connection, telling peers why.
@@ -168,6 +170,17 @@ impl Endpoint {
     /// Wait until peers were told goodbye (bounded by the idle timeout).
     pub async fn wait_idle(&self) {
         self.endpoint.wait_idle().await;
+    }
+}
+
+/// A connection attempt whose handshake hasn't finished.
+pub struct Incoming(quinn::Incoming);
+
+impl Incoming {
+    /// Finish the handshake (bounded by the transport's idle timeout).
+    pub async fn handshake(self) -> Result<Connection, NetError> {
+        let conn = self.0.await?;
+        Connection::new(conn, crate::space::Role::Listener)
     }
 }
 

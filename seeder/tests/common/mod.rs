@@ -1,0 +1,162 @@
+//! Helpers shared by the tests that run `seeder` processes: a seeder daemon, a member home.
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub fn seeder() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_seeder"))
+}
+
+pub struct Seeder {
+    pub child: Child,
+    pub data: PathBuf,
+    pub port: u16,
+}
+
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Seeder {
+    pub fn start(data: &Path, port: u16) -> Seeder {
+        let mut child = seeder()
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("seeder ready") => break,
+                Some(Ok(_)) => {}
+                other => panic!("seeder ended before it was ready: {other:?}"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Seeder {
+            child,
+            data: data.to_path_buf(),
+            port,
+        }
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = seeder()
+            .args(["ctl", "--data"])
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn peer(&self) -> String {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap();
+        format!(
+            "127.0.0.1:{}#{}",
+            self.port,
+            status["node_id"].as_str().unwrap()
+        )
+    }
+
+    pub fn entries(&self) -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap();
+        status["spaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["entries"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+pub struct Member(pub PathBuf);
+
+impl Member {
+    pub fn run(&self, args: &[&str]) -> Output {
+        seeder()
+            .arg("--home")
+            .arg(&self.0)
+            .args(args)
+            // Relative paths in commands are taken from the folder holding the homes.
+            .current_dir(self.0.parent().unwrap())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn last(&self, args: &[&str]) -> String {
+        self.ok(args).lines().last().unwrap().to_string()
+    }
+}
+
+pub fn random_file(path: &Path, mib: usize, seed: u8) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        let mut h = blake3::Hasher::new();
+        h.update(&[seed, i as u8, (i >> 8) as u8]);
+        h.finalize_xof().fill(&mut block);
+        f.write_all(&block).unwrap();
+    }
+}
+
+impl Drop for Seeder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Seeder {
+    /// `seeder ctl status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap()
+    }
+
+    /// The daemon's peak resident memory so far, from the kernel.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib / 1024
+    }
+}

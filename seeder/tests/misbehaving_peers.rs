@@ -1,0 +1,588 @@
+//! A real `seeder serve` against peers built from the library that break the protocol: a
+//! wrong capability, tampered entries, bad proofs, bad signatures, a writer's fork, frames over
+//! the limit, floods of bogus space requests, and peers that stop reading. Each is refused or
+//! disconnected, nothing bad is stored, memory stays bounded and honest members keep syncing.
+
+// A panic is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use seeder::feed::{write_batch, ConsistencyProof, FeedKey, Frontier, SignedHead};
+use seeder::net::{recv_message, send_message, Connection, Endpoint, NodeIdentity};
+use seeder::space::{Address, Capability, MembershipCert, Role, SeedCode, SpaceSecret};
+use seeder::store::{Store, StoreConfig};
+use seeder::wire::{FeedOffer, Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
+
+use common::{free_udp_port, random_file, Member, Seeder};
+
+/// How long any single expected reply may take before the test fails (a bound, never a
+/// pause: every wait below ends as soon as the awaited message or close arrives).
+const REPLY_BOUND: Duration = Duration::from_secs(30);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A member feed written by the test, in a store of its own.
+struct Writer {
+    key: SigningKey,
+    store: Store,
+    frontier: Frontier,
+    cert: MembershipCert,
+    _dir: tempfile::TempDir,
+}
+
+impl Writer {
+    fn new(secret: &SpaceSecret, key: SigningKey) -> Writer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let feed = FeedKey(key.verifying_key().to_bytes());
+        store.create_feed(feed).unwrap();
+        Writer {
+            cert: MembershipCert::issue(secret, feed),
+            key,
+            store,
+            frontier: Frontier::new(),
+            _dir: dir,
+        }
+    }
+
+    fn feed(&self) -> FeedKey {
+        self.cert.feed
+    }
+
+    fn append(&mut self, entries: Vec<Vec<u8>>) {
+        let batch = write_batch(&self.key, &mut self.frontier, entries).unwrap();
+        self.store.append(batch).unwrap();
+    }
+
+    fn head(&self) -> SignedHead {
+        self.store
+            .feed(&self.feed())
+            .unwrap()
+            .unwrap()
+            .head
+            .unwrap()
+    }
+
+    fn entries(&self, start: u64, end: u64) -> Vec<Vec<u8>> {
+        self.store.read_range(&self.feed(), start, end).unwrap()
+    }
+
+    fn offer(&self) -> FeedOffer {
+        FeedOffer {
+            cert: self.cert.clone(),
+            head: Some(self.head()),
+        }
+    }
+}
+
+fn entries(tag: &str, range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    range
+        .map(|i| format!("{tag} entry {i}").into_bytes())
+        .collect()
+}
+
+/// One connection to the seeder, driven by hand.
+struct Peer {
+    conn: Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    /// Everything the seeder said on the control stream.
+    heard: Vec<Message>,
+}
+
+impl Peer {
+    /// Connect and say hello.
+    async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> Peer {
+        let conn = endpoint.connect(addr, None).await.unwrap();
+        let (mut send, recv) = conn.conn.open_bi().await.unwrap();
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: endpoint.node_id().0,
+            features: 0,
+        };
+        send_message(&mut send, &hello).await.unwrap();
+        Peer {
+            conn,
+            send,
+            recv,
+            heard: Vec::new(),
+        }
+    }
+
+    fn secret(&self) -> Vec<u8> {
+        self.conn.capability_secret().unwrap()
+    }
+
+    async fn say(&mut self, msg: Message) {
+        send_message(&mut self.send, &msg).await.unwrap();
+    }
+
+    /// The next control message, or `None` once the seeder closed the connection.
+    async fn next(&mut self) -> Option<Message> {
+        match tokio::time::timeout(REPLY_BOUND, recv_message(&mut self.recv)).await {
+            Ok(Ok(Some(m))) => {
+                self.heard.push(m.clone());
+                Some(m)
+            }
+            Ok(_) => None,
+            Err(_) => panic!("no reply from the seeder within {REPLY_BOUND:?}"),
+        }
+    }
+
+    /// Read until `want` matches; panics if the seeder closes first.
+    async fn wait_for(&mut self, want: impl Fn(&Message) -> bool) -> Message {
+        loop {
+            match self.next().await {
+                Some(m) if want(&m) => return m,
+                Some(_) => {}
+                None => panic!("the seeder closed the connection; it said {:?}", self.heard),
+            }
+        }
+    }
+
+    /// Read until the seeder closes the connection.
+    async fn expect_closed(&mut self) {
+        while self.next().await.is_some() {}
+    }
+
+    /// Open `address` as a member who knows it, and wait for the seeder's answer.
+    async fn open(&mut self, address: &Address) {
+        let capability = Capability::new(address, &self.secret(), Role::Dialer);
+        self.say(Message::OpenSpace {
+            space: 0,
+            discovery: address.discovery_key(),
+            capability,
+        })
+        .await;
+        self.wait_for(|m| matches!(m, Message::OpenSpace { space: 0, .. }))
+            .await;
+    }
+
+    /// Offer a feed and wait for the seeder to ask for it.
+    async fn offer(&mut self, offer: FeedOffer) -> u64 {
+        let feed = offer.cert.feed;
+        self.say(Message::FeedList {
+            space: 0,
+            feeds: vec![offer],
+        })
+        .await;
+        self.wait_want(feed).await
+    }
+
+    async fn wait_want(&mut self, feed: FeedKey) -> u64 {
+        match self
+            .wait_for(|m| matches!(m, Message::Want { feed: f, .. } if *f == feed))
+            .await
+        {
+            Message::Want { from, .. } => from,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Send one data message on a stream of its own.
+    async fn data(&mut self, msg: Message) -> quinn::SendStream {
+        let mut uni = self.conn.conn.open_uni().await.unwrap();
+        send_message(&mut uni, &msg).await.unwrap();
+        let _ = uni.finish();
+        uni
+    }
+}
+
+fn data(
+    feed: FeedKey,
+    start: u64,
+    entries: Vec<Vec<u8>>,
+    head: SignedHead,
+    proof: Option<ConsistencyProof>,
+) -> Message {
+    Message::Data {
+        space: 0,
+        feed,
+        start,
+        entries,
+        head,
+        proof,
+        prefix: None,
+    }
+}
+
+/// Entries the seeder holds of `feed`, from its status.
+fn held(seeder: &Seeder) -> u64 {
+    seeder.status()["spaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["entries"].as_u64().unwrap())
+        .sum()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    seeder: Seeder,
+    secret: SpaceSecret,
+    address: Address,
+    addr: SocketAddr,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let seeder = Seeder::start(&dir.path().join("seeder"), port);
+    let secret = SpaceSecret::from_bytes(rand::random());
+    let address = secret.address();
+    seeder.ctl(&["space", "add", &SeedCode::new(address).to_string()]);
+    Setup {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        dir,
+        seeder,
+        secret,
+        address,
+    }
+}
+
+fn endpoint() -> Endpoint {
+    Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(NodeIdentity::generate()),
+    )
+    .unwrap()
+}
+
+fn new_key() -> SigningKey {
+    SigningKey::from_bytes(&rand::random())
+}
+
+#[test]
+fn tampered_entries_bad_proofs_and_bad_signatures_disconnect_and_store_nothing() {
+    let s = setup();
+    let rt = runtime();
+    rt.block_on(async {
+        let ep = endpoint();
+
+        // An entry changed after signing.
+        let mut w = Writer::new(&s.secret, new_key());
+        w.append(entries("w", 0..20));
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        assert_eq!(p.offer(w.offer()).await, 0);
+        let mut tampered = w.entries(0, 20);
+        tampered[3][0] ^= 1;
+        p.data(data(w.feed(), 0, tampered, w.head(), None)).await;
+        p.expect_closed().await;
+
+        // A batch with a consistency proof that doesn't verify.
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        assert_eq!(p.offer(w.offer()).await, 0);
+        let bogus = ConsistencyProof {
+            old_size: 10,
+            new_size: 20,
+            path: vec![[7u8; 32]; 4],
+        };
+        p.data(data(w.feed(), 0, w.entries(0, 10), w.head(), Some(bogus)))
+            .await;
+        p.expect_closed().await;
+
+        // A head whose signature doesn't verify.
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        assert_eq!(p.offer(w.offer()).await, 0);
+        let mut forged = w.head();
+        forged.signature[10] ^= 0x40;
+        p.data(data(w.feed(), 0, w.entries(0, 20), forged, None))
+            .await;
+        p.expect_closed().await;
+
+        // A head signed by another key than the feed's.
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        let mut other = Writer::new(&s.secret, new_key());
+        other.append(entries("other", 0..20));
+        let mut wrong = other.head();
+        wrong.feed = w.feed();
+        p.say(Message::Head {
+            space: 0,
+            head: wrong,
+        })
+        .await;
+        p.expect_closed().await;
+    });
+    assert_eq!(held(&s.seeder), 0, "nothing of the bad data is stored");
+
+    // The same seeder still takes the honest version of that data.
+    rt.block_on(async {
+        let ep = endpoint();
+        let mut w = Writer::new(&s.secret, new_key());
+        w.append(entries("honest", 0..20));
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        assert_eq!(p.offer(w.offer()).await, 0);
+        p.data(data(w.feed(), 0, w.entries(0, 20), w.head(), None))
+            .await;
+        p.wait_for(|m| matches!(m, Message::Stored { length: 20, .. }))
+            .await;
+    });
+    assert_eq!(held(&s.seeder), 20);
+    assert_eq!(s.seeder.status()["forks"], 0);
+}
+
+#[test]
+fn a_writers_fork_is_recorded_and_the_feed_frozen() {
+    let s = setup();
+    let rt = runtime();
+    let key = new_key();
+    // Two histories under one key: the same first 5 entries, then different ones.
+    let mut a = Writer::new(&s.secret, key.clone());
+    a.append(entries("a", 0..10));
+    let mut b = Writer::new(&s.secret, key);
+    b.append(entries("a", 0..5));
+    b.append(entries("b", 5..15));
+    rt.block_on(async {
+        let ep = endpoint();
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        assert_eq!(p.offer(a.offer()).await, 0);
+        p.data(data(a.feed(), 0, a.entries(0, 10), a.head(), None))
+            .await;
+        p.wait_for(|m| matches!(m, Message::Stored { length: 10, .. }))
+            .await;
+
+        // Another peer passes on the other history, proving its tree at 10 extends to 15.
+        let mut q = Peer::connect(&ep, s.addr).await;
+        q.open(&s.address).await;
+        assert_eq!(q.offer(b.offer()).await, 10);
+        let feed = b.feed();
+        let sent = q.data(Message::Data {
+            space: 0,
+            feed,
+            start: 10,
+            entries: b.entries(10, 15),
+            head: b.head(),
+            proof: None,
+            prefix: Some((
+                b.store.root_at(&feed, 10).unwrap(),
+                b.store.consistency_proof(&feed, 10, 15).unwrap(),
+            )),
+        });
+        // The seeder stops the stream once it has recorded the fork; the peer isn't
+        // disconnected, it only passed on what the writer signed.
+        let stopped = tokio::time::timeout(REPLY_BOUND, sent.await.stopped()).await;
+        assert!(stopped.is_ok(), "the seeder stopped the forked transfer");
+        assert!(
+            q.conn.conn.close_reason().is_none(),
+            "the peer stays connected"
+        );
+    });
+    // Recorded asynchronously: poll the status with a bound.
+    let mut forks = 0;
+    for _ in 0..200 {
+        forks = s.seeder.status()["forks"].as_u64().unwrap();
+        if forks > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(forks, 1, "the fork is on record");
+    assert_eq!(
+        held(&s.seeder),
+        10,
+        "nothing of the second history is stored"
+    );
+
+    // A frozen feed takes nothing more, even its first history's continuation.
+    a.append(entries("a", 10..12));
+    rt.block_on(async {
+        let ep = endpoint();
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        p.say(Message::FeedList {
+            space: 0,
+            feeds: vec![a.offer()],
+        })
+        .await;
+        // The seeder answers with its own list (the feed at 10) and asks for nothing.
+        p.say(Message::Goodbye {
+            reason: "done".into(),
+        })
+        .await;
+        while let Some(m) = p.next().await {
+            assert!(
+                !matches!(m, Message::Want { .. }),
+                "a frozen feed is not fetched"
+            );
+        }
+    });
+    assert_eq!(held(&s.seeder), 10);
+}
+
+#[test]
+fn oversized_frames_and_unproven_space_requests_are_cut_off_and_learn_nothing() {
+    let s = setup();
+    let rt = runtime();
+    rt.block_on(async {
+        let ep = endpoint();
+
+        // A frame longer than the limit, on the control stream and on a data stream.
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.send
+            .write_all(&(MAX_FRAME_LEN as u32 + 1).to_le_bytes())
+            .await
+            .unwrap();
+        p.expect_closed().await;
+        let mut p = Peer::connect(&ep, s.addr).await;
+        p.open(&s.address).await;
+        let mut uni = p.conn.conn.open_uni().await.unwrap();
+        uni.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        p.expect_closed().await;
+
+        // A wrong capability for a held space and a right one for a space not held: the
+        // seeder answers both the same way (hello, then nothing) and cuts both off alike.
+        let other = SpaceSecret::from_bytes(rand::random()).address();
+        let mut replies = Vec::new();
+        for (address, honest) in [(s.address, false), (other, true)] {
+            let mut p = Peer::connect(&ep, s.addr).await;
+            let capability = if honest {
+                Capability::new(&address, &p.secret(), Role::Dialer)
+            } else {
+                Capability::new(&address, &[0u8; 32], Role::Dialer)
+            };
+            for i in 0..20u32 {
+                let open = Message::OpenSpace {
+                    space: 2 * i,
+                    discovery: address.discovery_key(),
+                    capability,
+                };
+                if send_message(&mut p.send, &open).await.is_err() {
+                    break;
+                }
+            }
+            p.expect_closed().await;
+            // At most its hello arrives before the close (a close can overtake it).
+            assert!(
+                p.heard.iter().all(|m| matches!(m, Message::Hello { .. })),
+                "{:?}",
+                p.heard
+            );
+            replies.push(format!("{:?}", p.conn.conn.close_reason()));
+        }
+        assert_eq!(replies[0], replies[1], "the same close either way");
+    });
+    assert_eq!(held(&s.seeder), 0);
+}
+
+#[test]
+fn floods_and_stalled_readers_leave_memory_bounded_and_members_syncing() {
+    let s = setup();
+    let a = Member(s.dir.path().join("a"));
+    let b = Member(s.dir.path().join("b"));
+    a.ok(&["space", "create", "office"]);
+    let big = s.dir.path().join("big.bin");
+    random_file(&big, 64, 9);
+    a.ok(&["put", "office", big.to_str().unwrap()]);
+    let code = a.last(&["space", "seed-code", "office"]);
+    s.seeder.ctl(&["space", "add", &code, "--name", "office"]);
+    let peer = s.seeder.peer();
+    a.ok(&["sync", "office", "--peer", &peer, "--once"]);
+    let address: Address = code.parse::<SeedCode>().unwrap().address();
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    let ep = endpoint();
+    // Four peers that ask for the 64 MiB feed and never read it.
+    let stalled: Vec<Peer> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            let mut p = Peer::connect(&ep, s.addr).await;
+            p.open(&address).await;
+            let list = p.wait_for(|m| matches!(m, Message::FeedList { .. })).await;
+            let Message::FeedList { feeds, .. } = list else {
+                unreachable!()
+            };
+            for f in feeds {
+                p.say(Message::FeedList {
+                    space: 0,
+                    feeds: vec![FeedOffer {
+                        cert: f.cert.clone(),
+                        head: None,
+                    }],
+                })
+                .await;
+                p.say(Message::Want {
+                    space: 0,
+                    feed: f.cert.feed,
+                    from: 0,
+                })
+                .await;
+            }
+            v.push(p);
+        }
+        v
+    });
+
+    // 10,000 requests for spaces the peers can't prove, over as many connections as the
+    // seeder allows before cutting each off.
+    let flood = rt.spawn({
+        let ep = endpoint();
+        let addr = s.addr;
+        async move {
+            let mut sent = 0u32;
+            let mut connections = 0u32;
+            while sent < 10_000 {
+                let mut p = Peer::connect(&ep, addr).await;
+                connections += 1;
+                for i in 0.. {
+                    let open = Message::OpenSpace {
+                        space: 2 * i,
+                        discovery: address.discovery_key(),
+                        capability: Capability::new(&address, &[1u8; 32], Role::Dialer),
+                    };
+                    // Up to 65 per connection; the seeder stops listening after a few.
+                    if i > 64 || send_message(&mut p.send, &open).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                p.expect_closed().await;
+                assert!(p.heard.len() <= 1, "only hello: {:?}", p.heard);
+            }
+            (sent, connections)
+        }
+    });
+
+    // Meanwhile B joins and gets everything through the same seeder.
+    let invite = a.last(&["space", "invite", "office"]);
+    b.ok(&["space", "join", &invite, "--name", "office"]);
+    b.ok(&[
+        "sync",
+        "office",
+        "--peer",
+        &peer,
+        "--once",
+        "--timeout",
+        "120",
+    ]);
+    let (sent, connections) = rt.block_on(flood).unwrap();
+    eprintln!("{sent} bogus requests over {connections} connections meanwhile");
+    let got = s.dir.path().join("got.bin");
+    b.ok(&["get", "office", "big.bin", got.to_str().unwrap()]);
+    assert_eq!(
+        blake3::hash(&std::fs::read(&got).unwrap()),
+        blake3::hash(&std::fs::read(&big).unwrap())
+    );
+    let peak = s.seeder.peak_rss_mib();
+    eprintln!("seeder peak RSS {peak} MiB");
+    assert!(peak < 128, "seeder peak RSS {peak} MiB");
+    drop(stalled);
+}
