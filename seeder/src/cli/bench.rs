@@ -23,6 +23,10 @@ pub enum Bench {
     /// Member file layer: put and get of one large file, and the merged view of many paths
     /// written by several devices.
     Fs(FsArgs),
+    /// Replication with a real `seeder serve` on loopback: member → seeder durable
+    /// throughput against plain-QUIC and disk baselines, seeder memory, relay latency between
+    /// two members, and restart time with many feeds held.
+    Sync(super::bench_sync::SyncArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,17 +66,18 @@ pub fn run(which: Bench) -> Result<()> {
     match which {
         Bench::Store(args) => store(args),
         Bench::Fs(args) => fs(args),
+        Bench::Sync(args) => super::bench_sync::run(args),
     }
 }
 
 /// Distinct entry contents without holding the whole data set in memory: a pool of random
 /// blocks, each entry stamped with its index.
-struct Entries {
+pub(super) struct Entries {
     pool: Vec<Vec<u8>>,
 }
 
 impl Entries {
-    fn new(entry_len: usize) -> Self {
+    pub(super) fn new(entry_len: usize) -> Self {
         let mut rng = rand::thread_rng();
         let pool = (0..64)
             .map(|_| {
@@ -84,7 +89,7 @@ impl Entries {
         Entries { pool }
     }
 
-    fn get(&self, i: u64) -> Vec<u8> {
+    pub(super) fn get(&self, i: u64) -> Vec<u8> {
         let mut e = self.pool[(i % self.pool.len() as u64) as usize].clone();
         let stamp = i.to_le_bytes();
         let n = stamp.len().min(e.len());
@@ -93,7 +98,7 @@ impl Entries {
     }
 }
 
-fn mb_s(bytes: u64, secs: f64) -> f64 {
+pub(super) fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs.max(1e-9)
 }
 
@@ -127,7 +132,7 @@ fn produce<T: Send>(
 }
 
 /// The raw baseline: the same bytes in the same batches, write + fdatasync to a plain file.
-fn raw_baseline(dir: &Path, entries: &Entries, count: u64, batch: usize) -> Result<f64> {
+pub(super) fn raw_baseline(dir: &Path, entries: &Entries, count: u64, batch: usize) -> Result<f64> {
     let raw_path = dir.join("raw.data");
     let mut raw = OpenOptions::new()
         .create(true)

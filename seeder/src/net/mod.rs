@@ -58,15 +58,19 @@ pub enum NetError {
     NoPeerIdentity,
 }
 
-/// Bytes a peer may send on one stream before we read them: one data message (1 MiB of
-/// entries) in flight per feed transfer.
-pub const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
-/// Bytes all streams of one connection may have in flight towards us: bounds a connection's
-/// buffered memory to 4 MiB however many feeds are moving (quinn's default is sized for
-/// fast WANs and gigabytes of memory).
-pub const CONNECTION_RECEIVE_WINDOW: u32 = 4 << 20;
-/// Bytes we keep unacknowledged towards one peer: the same 4 MiB.
-pub const SEND_WINDOW: u64 = 4 << 20;
+/// Bytes a peer may send on one stream before we read them: what the driver gathers into
+/// one append (4 MiB), so the sender keeps sending while the previous group is written.
+pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
+/// Bytes all streams of one connection may have in flight towards us: two streams' worth,
+/// so a second feed moves while one group is on its way to disk. With [`MAX_PEERS`] peers
+/// that bounds buffered input at 512 MiB in the worst case where every peer fills its window
+/// and we read none of it; in practice every stream is read as fast as the disk takes it
+/// (quinn's default is sized for fast WANs and gigabytes of memory).
+///
+/// [`MAX_PEERS`]: crate::daemon::serve::MAX_PEERS
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
+/// Bytes we keep unacknowledged towards one peer: the same 8 MiB.
+pub const SEND_WINDOW: u64 = 8 << 20;
 /// Bidirectional streams a peer may open: the one control stream, with slack.
 pub const MAX_BIDI_STREAMS: u32 = 4;
 /// Unidirectional streams a peer may have open: one per feed being transferred.
