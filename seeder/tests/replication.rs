@@ -55,7 +55,11 @@ fn a_seeder_with_only_the_seed_code_carries_a_space_between_members() {
     // 2. B joins and syncs with the seeder only (A is gone).
     let invite = a.last(&["space", "invite", "office"]);
     b.ok(&["space", "join", &invite, "--name", "office"]);
-    b.ok(&["sync", "office", "--peer", &peer, "--once"]);
+    let out = b.run(&["sync", "office", "--peer", &peer, "--once"]);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    // Per-feed progress, one line per finished feed when not on a terminal.
+    assert!(progress.contains("received feed "), "{progress}");
     let got = dir.path().join("got.bin");
     b.ok(&["get", "office", "big.bin", got.to_str().unwrap()]);
     assert_eq!(
@@ -153,7 +157,11 @@ fn a_seeder_killed_mid_transfer_resumes_and_ends_complete() {
     let b = Member(dir.path().join("b"));
     let invite = a.last(&["space", "invite", "office"]);
     b.ok(&["space", "join", &invite, "--name", "office"]);
-    b.ok(&["sync", "office", "--peer", &peer, "--once"]);
+    let out = b.run(&["sync", "office", "--peer", &peer, "--once"]);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    // Per-feed progress, one line per finished feed when not on a terminal.
+    assert!(progress.contains("received feed "), "{progress}");
     let got = dir.path().join("got.bin");
     b.ok(&["get", "office", "big.bin", got.to_str().unwrap()]);
     assert_eq!(
@@ -259,4 +267,77 @@ fn members_watching_through_a_seeder_see_each_others_writes_live() {
     eprintln!("watchers stopped in {:?}", t.elapsed());
     // With the watchers gone the homes open directly again.
     assert!(a.ok(&["ls", "office"]).contains("from-b.txt"));
+}
+
+#[test]
+fn a_member_finds_the_seeder_on_the_lan_and_the_seeder_reads_its_settings_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let mdns_port = free_udp_port().to_string();
+    let data = dir.path().join("seeder");
+    let config = dir.path().join("seeder.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# the appliance's file looks like this\n\
+             data = \"{}\"\n\
+             listen = \"127.0.0.1:{port}\"\n\
+             keep_free_percent = 5\n\
+             mdns = true\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let seed = Seeder::start_with(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--mdns-loopback",
+            "--mdns-port",
+            &mdns_port,
+        ],
+        &data,
+        port,
+    );
+    let a = Member(dir.path().join("a"));
+    a.ok(&["space", "create", "office"]);
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, "found on the LAN").unwrap();
+    a.ok(&["put", "office", note.to_str().unwrap()]);
+    let code = a.last(&["space", "seed-code", "office"]);
+    seed.ctl(&["space", "add", &code]);
+
+    // No --peer: the seeder is found over mDNS (on loopback, on a port of the test's own).
+    let out = a.run(&[
+        "sync",
+        "office",
+        "--once",
+        "--mdns-loopback",
+        "--mdns-port",
+        &mdns_port,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let node = seed.status()["node_id"].as_str().unwrap().to_string();
+    assert!(stderr.contains(&format!("found seeder {node}")), "{stderr}");
+    assert!(stderr.contains("entries stored on "), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("stored on {node}: 1 feeds")),
+        "{stdout}"
+    );
+    drop(seed);
+
+    // A mistyped key in the settings file is refused with the file's name, not ignored.
+    std::fs::write(&config, "listne = \"127.0.0.1:1\"\n").unwrap();
+    let out = common::seeder()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("seeder.toml") && stderr.contains("listne"),
+        "{stderr}"
+    );
 }

@@ -18,12 +18,54 @@ pub const DEFAULT_DATA: &str = "./seeder-data";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data folder: the feeds, the index, the node identity, the control socket.
-    #[arg(long, default_value = DEFAULT_DATA, value_name = "DIR")]
-    data: PathBuf,
-    /// Where peers reach this seeder over QUIC (UDP).
-    #[arg(long, default_value = "0.0.0.0:7428", value_name = "ADDR")]
-    listen: std::net::SocketAddr,
+    /// Settings file (TOML); flags given here override it. The appliance's is
+    /// /etc/seeder/seeder.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data folder: the feeds, the index, the node identity, the control socket
+    /// [default: ./seeder-data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Where peers reach this seeder over QUIC (UDP) [default: 0.0.0.0:7428].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Where the admin page listens (HTTP) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
+    /// Don't announce this seeder on the LAN over mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// mDNS port (tests use another than 5353 to stay apart from the machine's responder).
+    #[arg(long, hide = true, default_value_t = 5353)]
+    mdns_port: u16,
+    /// mDNS on the loopback interface only (tests).
+    #[arg(long, hide = true)]
+    mdns_loopback: bool,
+}
+
+/// The settings file: every key optional, unknown keys refused (a typo should not be
+/// silently ignored on an appliance).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+    /// Stop taking new data when less than this share of the data disk is free.
+    keep_free_percent: Option<u8>,
+    /// sled's page cache, in MiB.
+    cache_mib: Option<u64>,
+    /// Announce on the LAN over mDNS.
+    mdns: Option<bool>,
+}
+
+fn read_config(path: &std::path::Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .context(Failure::NotFound)?;
+    toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid settings file", path.display()))
+        .context(Failure::BadInput)
 }
 
 #[derive(Debug, Args)]
@@ -113,22 +155,51 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create the data folder {}", args.data.display()))?;
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    let data = args
+        .data
+        .or(file.data)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let keep_free_percent = file.keep_free_percent.unwrap_or(5);
+    if keep_free_percent > 90 {
+        return Err(anyhow::anyhow!(
+            "keep_free_percent {keep_free_percent} leaves no room for data"
+        )
+        .context(Failure::BadInput));
+    }
+    let config = ServeConfig {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "0.0.0.0:7428".parse().expect("a valid address")),
+        admin: args
+            .admin
+            .or(file.admin)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("a valid address")),
+        cache_bytes: file
+            .cache_mib
+            .map_or(crate::store::DEFAULT_CACHE_BYTES, |m| m << 20),
+        keep_free_percent,
+        mdns: (!args.no_mdns && file.mdns.unwrap_or(true)).then_some(
+            crate::net::discovery::MdnsOptions {
+                port: args.mdns_port,
+                loopback_only: args.mdns_loopback,
+            },
+        ),
+        data,
+    };
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // Two cores on the board; more workers only add memory.
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve::run(
-        ServeConfig {
-            data: args.data,
-            listen: args.listen,
-            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
-        },
-        serve::shutdown_signal(),
-    ))?;
+    runtime.block_on(serve::run(config, serve::shutdown_signal()))?;
     Ok(())
 }
 

@@ -6,10 +6,15 @@ other members) over QUIC; `seeder status` shows what each seeder has acknowledge
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::daemon::local::HomeLocal;
+use crate::daemon::local::{HomeLocal, SyncObserver};
+use crate::feed::FeedKey;
 use crate::fs::home::Home;
 use crate::net::driver::Driver;
 use crate::net::{Endpoint, NodeId, NodeIdentity};
@@ -38,7 +43,17 @@ pub struct SyncArgs {
     /// With --once: give up after this many seconds.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     timeout: u64,
+    /// mDNS port for finding seeders (tests use another than 5353).
+    #[arg(long, hide = true, default_value_t = 5353)]
+    mdns_port: u16,
+    /// Look for seeders on the loopback interface only (tests).
+    #[arg(long, hide = true)]
+    mdns_loopback: bool,
 }
+
+/// How long to look for seeders on the LAN, and how much longer once one answered.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
+const DISCOVERY_SETTLE: Duration = Duration::from_millis(500);
 
 /// `HOST:PORT[#NODEID]`.
 fn parse_peer(s: &str) -> Result<(String, Option<NodeId>)> {
@@ -55,12 +70,29 @@ fn parse_peer(s: &str) -> Result<(String, Option<NodeId>)> {
 }
 
 pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
+    let mut args = args;
     if args.peers.is_empty() {
-        return Err(anyhow::anyhow!(
-            "give the seeder with --peer HOST:PORT#NODEID (seeder ctl status shows both); \
-             finding seeders on the LAN by mDNS is not available yet"
+        eprintln!("looking for seeders on the LAN (mDNS)…");
+        let found = crate::net::discovery::discover(
+            DISCOVERY_WAIT,
+            DISCOVERY_SETTLE,
+            crate::net::discovery::MdnsOptions {
+                port: args.mdns_port,
+                loopback_only: args.mdns_loopback,
+            },
         )
-        .context(Failure::BadInput));
+        .context("looking for seeders on the LAN")?;
+        if found.is_empty() {
+            return Err(anyhow::anyhow!(
+                "no seeder answered on the LAN: give one with --peer HOST:PORT#NODEID \
+                 (on the seeder, seeder ctl status shows both)"
+            )
+            .context(Failure::NotFound));
+        }
+        for f in found {
+            eprintln!("found seeder {} at {}", f.node, f.addr);
+            args.peers.push(format!("{}#{}", f.addr, f.node));
+        }
     }
     let address = *home
         .space(&args.name)
@@ -82,9 +114,14 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             .listen
             .unwrap_or_else(|| "0.0.0.0:0".parse().expect("a valid address"));
         let endpoint = Arc::new(Endpoint::bind(listen, identity.clone())?);
+        let progress = Arc::new(Progress::new(
+            std::io::stderr().is_terminal(),
+            home.store().clone(),
+        ));
         let node = Arc::new(HomeLocal {
             home: home.clone(),
             space: address,
+            observer: Some(progress.clone()),
         });
         let driver = Driver::new(node.clone(), identity.node_id());
         // File commands typed meanwhile run here, and what they write goes out at once.
@@ -160,6 +197,7 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
                     args.name
                 ));
             }
+            progress.finish();
             print_stored(&home, &address, waiting.iter().map(|(_, id, _)| *id))?;
         } else {
             crate::daemon::serve::shutdown_signal().await;
@@ -233,5 +271,110 @@ fn ago(secs: u64) -> String {
         60..=3599 => format!("{} min", secs / 60),
         3600..=86_399 => format!("{} h", secs / 3600),
         _ => format!("{} days", secs / 86_400),
+    }
+}
+
+/// Per-feed progress of a sync: a bar per feed on a terminal (entries received, or entries a
+/// seeder acknowledged storing), one line per finished feed otherwise.
+struct Progress {
+    terminal: bool,
+    multi: indicatif::MultiProgress,
+    store: crate::store::Store,
+    /// Bars by direction and feed ('↓' received here, '↑' stored on a peer).
+    bars: Mutex<HashMap<BarKey, indicatif::ProgressBar>>,
+}
+
+/// Direction, feed, and the peer for acknowledgements (zeros for data received here).
+type BarKey = (char, FeedKey, [u8; 32]);
+
+impl Progress {
+    fn new(terminal: bool, store: crate::store::Store) -> Progress {
+        let multi = indicatif::MultiProgress::new();
+        if !terminal {
+            multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        Progress {
+            terminal,
+            multi,
+            store,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bar(&self, key: BarKey, len: u64, label: String) -> indicatif::ProgressBar {
+        let mut bars = self.bars.lock().expect("progress lock");
+        bars.entry(key)
+            .or_insert_with(|| {
+                let bar = self.multi.add(indicatif::ProgressBar::new(len));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} entries")
+                        .expect("progress template is valid")
+                        .progress_chars("=> "),
+                );
+                bar.set_message(label);
+                bar
+            })
+            .clone()
+    }
+
+    fn update(&self, bar: &indicatif::ProgressBar, pos: u64, done_line: impl FnOnce() -> String) {
+        if pos > bar.length().unwrap_or(0) {
+            bar.set_length(pos);
+        }
+        let was_done = bar.is_finished();
+        bar.set_position(pos);
+        if pos >= bar.length().unwrap_or(0) && !was_done {
+            bar.finish();
+            if !self.terminal {
+                eprintln!("{}", done_line());
+            }
+        }
+    }
+
+    fn finish(&self) {
+        for bar in self.bars.lock().expect("progress lock").values() {
+            bar.finish();
+        }
+    }
+}
+
+impl SyncObserver for Progress {
+    fn fetching(&self, feed: FeedKey, have: u64, offered: u64) {
+        let bar = self.bar(
+            ('↓', feed, [0; 32]),
+            offered,
+            format!("↓ feed {}", feed.short()),
+        );
+        bar.set_length(offered.max(bar.length().unwrap_or(0)));
+        bar.set_position(have);
+    }
+
+    fn received(&self, feed: FeedKey, length: u64) {
+        let key = ('↓', feed, [0; 32]);
+        let bar = self.bar(key, length, format!("↓ feed {}", feed.short()));
+        self.update(&bar, length, || {
+            format!("received feed {}: {length} entries", feed.short())
+        });
+    }
+
+    fn stored(&self, peer: NodeId, feed: FeedKey, length: u64) {
+        let ours = self
+            .store
+            .feed(&feed)
+            .ok()
+            .flatten()
+            .map_or(length, |s| s.length);
+        let bar = self.bar(
+            ('↑', feed, peer.0),
+            ours,
+            format!("↑ feed {} on {}", feed.short(), peer.short()),
+        );
+        self.update(&bar, length, || {
+            format!(
+                "feed {}: {length} entries stored on {}",
+                feed.short(),
+                peer.short()
+            )
+        });
     }
 }

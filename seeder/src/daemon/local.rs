@@ -126,6 +126,18 @@ impl Local for SeederLocal {
 pub struct HomeLocal {
     pub home: std::sync::Arc<crate::fs::home::Home>,
     pub space: Address,
+    /// Told about transfers as they happen (progress bars), if set.
+    pub observer: Option<std::sync::Arc<dyn SyncObserver>>,
+}
+
+/// What a person watching a member's sync wants to see, per feed.
+pub trait SyncObserver: Send + Sync {
+    /// A peer offers `offered` entries of `feed`; `have` are here.
+    fn fetching(&self, feed: FeedKey, have: u64, offered: u64);
+    /// `feed` now holds `length` entries here.
+    fn received(&self, feed: FeedKey, length: u64);
+    /// `peer` acknowledged storing `length` entries of `feed`.
+    fn stored(&self, peer: NodeId, feed: FeedKey, length: u64);
 }
 
 impl Local for HomeLocal {
@@ -221,6 +233,21 @@ impl Node for HomeLocal {
         if let Err(e) = self.home.record_ack(space, &ack) {
             tracing::warn!(error = %e, "cannot record an acknowledgement");
         }
+        if let Some(o) = &self.observer {
+            o.stored(peer, feed, length);
+        }
+    }
+
+    fn appended(&self, _space: &Address, feed: FeedKey, length: u64) {
+        if let Some(o) = &self.observer {
+            o.received(feed, length);
+        }
+    }
+
+    fn fetching(&self, _space: &Address, feed: FeedKey, have: u64, offered: u64) {
+        if let Some(o) = &self.observer {
+            o.fetching(feed, have, offered);
+        }
     }
 }
 
@@ -280,6 +307,7 @@ mod tests {
         let local = HomeLocal {
             home: home.clone(),
             space: address,
+            observer: None,
         };
         assert_eq!(local.space_for(&address.discovery_key()), Some(address));
         let other = SpaceSecret::from_bytes([2; 32]).address();

@@ -21,6 +21,12 @@ pub struct ServeConfig {
     pub listen: std::net::SocketAddr,
     /// sled's cache, in bytes (see [`StoreConfig::cache_bytes`]).
     pub cache_bytes: u64,
+    /// Where the admin page listens (served by the web-admin crate).
+    pub admin: std::net::SocketAddr,
+    /// Stop taking new data below this share of free disk.
+    pub keep_free_percent: u8,
+    /// Announce on the LAN, if set.
+    pub mdns: Option<crate::net::discovery::MdnsOptions>,
 }
 
 /// The node identity's file in the data folder.
@@ -90,7 +96,9 @@ pub async fn run(
     let node = Arc::new(super::local::SeederLocal {
         store: store.clone(),
         registry: registry.clone(),
-        limits: super::local::StoreLimits::default(),
+        limits: super::local::StoreLimits {
+            keep_free_percent: config.keep_free_percent,
+        },
     });
     let driver = crate::net::driver::Driver::new(node, node_id);
     let daemon = Arc::new(Daemon {
@@ -117,6 +125,12 @@ pub async fn run(
         registry,
         stop_tx.subscribe(),
     ));
+    // Finding us on the LAN is a convenience: a failure is logged, never fatal.
+    let _advertisement = config.mdns.and_then(|opts| {
+        crate::net::discovery::advertise(node_id, listen, opts)
+            .map_err(|e| tracing::warn!(error = %e, "not announced on the LAN"))
+            .ok()
+    });
     tracing::info!(
         data = %config.data.display(),
         %listen,

@@ -64,6 +64,8 @@ pub trait Node: Local + Send + Sync + 'static {
     fn acked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// Data received from a peer was stored: `feed` now holds `length` entries here.
     fn appended(&self, _space: &Address, _feed: FeedKey, _length: u64) {}
+    /// A peer offers `offered` entries of `feed`, of which `have` are here: fetching starts.
+    fn fetching(&self, _space: &Address, _feed: FeedKey, _have: u64, _offered: u64) {}
 }
 
 /// A head to pass on to every other connection.
@@ -349,7 +351,8 @@ impl Driver {
                         have,
                         offered,
                     } => {
-                        tracing::debug!(%space, %feed, have, offered, "fetching")
+                        tracing::debug!(%space, %feed, have, offered, "fetching");
+                        self.node.fetching(&space, feed, have, offered);
                     }
                     Event::Full { space } => {
                         tracing::warn!(%space, "space is full: not fetching new data")

@@ -6,6 +6,7 @@ they mean is the `sync` state machine's business.
 Not here: the protocol logic (sync), storage (store), LAN discovery (to come).
 */
 
+pub mod discovery;
 pub mod driver;
 pub mod identity;
 pub mod tls;
@@ -56,6 +57,8 @@ pub enum NetError {
     Wire(#[from] WireError),
     #[error("the peer presented no usable identity")]
     NoPeerIdentity,
+    #[error("mDNS: {0}")]
+    Discovery(String),
 }
 
 /// Bytes a peer may send on one stream before we read them: what the driver gathers into

@@ -27,10 +27,20 @@ pub fn free_udp_port() -> u16 {
 
 impl Seeder {
     pub fn start(data: &Path, port: u16) -> Seeder {
+        let listen = format!("127.0.0.1:{port}");
+        let data_arg = data.to_str().unwrap();
+        Seeder::start_with(
+            &["--no-mdns", "--data", data_arg, "--listen", &listen],
+            data,
+            port,
+        )
+    }
+
+    /// `seeder serve ARGS…`, which must use `data` and listen on `port`.
+    pub fn start_with(args: &[&str], data: &Path, port: u16) -> Seeder {
         let mut child = seeder()
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("serve")
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
