@@ -111,8 +111,7 @@ enum Command {
         #[command(subcommand)]
         cmd: member::BundleCmd,
     },
-    /// Run the seeder daemon (replication arrives with the QUIC layer; today: the store,
-    /// the registry of held spaces and the control socket).
+    /// Run the seeder daemon: hold spaces by seed code and replicate them over QUIC.
     Serve(daemon::ServeArgs),
     /// Control a running daemon through its socket.
     Ctl(daemon::CtlArgs),
