@@ -1,6 +1,572 @@
 /*!
-The seeder's admin site. It knows nothing of QUIC or sled: everything it shows or changes goes
-through the `AdminBackend` trait that the daemon implements. Until the admin page is built this
-crate only fixes its place in the workspace.
+The seeder's admin site: what an office admin sees at `http://seeder.local/`. Server-rendered
+HTML (maud, checked at compile time), a little vanilla JS for live numbers over SSE, a JSON API
+under `/api/v1` described by an OpenAPI document, Prometheus metrics at `/metrics`.
+
+It knows nothing of QUIC, sled or the board: everything it shows or changes goes through
+[`AdminBackend`], which the daemon implements. Handlers are thin: check who is asking, parse,
+call the backend, render.
+
+Security, in order of a request's path: the `Host` header must name this device (stops DNS
+rebinding), every response carries a strict CSP and frame/sniffing denial, bodies are capped,
+an unclaimed device shows only the claim page, sessions are HttpOnly + SameSite=Strict
+cookies, every state-changing request carries the session's CSRF token (forms: a hidden
+field; API: the `X-CSRF-Token` header) or an API token, and password and setup-code attempts
+are rate limited per client.
 */
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod backend;
+pub mod format;
+pub mod memory;
+pub mod openapi;
+pub mod pages;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+pub use auth::{unclaim_blob, SiteSettings};
+pub use backend::*;
+
+/// Request bodies above this are refused: the largest form is an agreement's notes.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Live-update streams open at once (each holds a task and a timer).
+pub const MAX_EVENT_STREAMS: usize = 16;
+/// Samples of the transfer graph: 120 × 5 s = the last ten minutes.
+pub const HISTORY_LEN: usize = 120;
+/// Time between samples of the transfer graph.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How long a claim waits for the board's button.
+pub const BUTTON_WAIT: Duration = Duration::from_secs(120);
+
+/// Session cookie.
+pub const SESSION_COOKIE: &str = "seeder_session";
+/// Cookie of the double-submit token that guards the claim and login forms (before there is a
+/// session to hold a CSRF token).
+pub const PRE_COOKIE: &str = "seeder_pre";
+
+/// How the site is reached.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Names the `Host` header may carry (without port), besides IP literals.
+    pub hosts: Vec<String>,
+    /// Shown in the footer and the API.
+    pub version: String,
+}
+
+impl AdminConfig {
+    /// `localhost`, `seeder`, `seeder.local` and this machine's host name (and `.local`).
+    pub fn for_this_host(version: &str) -> AdminConfig {
+        let mut hosts = vec![
+            "localhost".to_string(),
+            "seeder".to_string(),
+            "seeder.local".to_string(),
+        ];
+        if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let name = name.trim().to_ascii_lowercase();
+            if !name.is_empty() {
+                hosts.push(format!("{name}.local"));
+                hosts.push(name);
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+        AdminConfig {
+            hosts,
+            version: version.to_string(),
+        }
+    }
+}
+
+/// One sample of the transfer counters.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sample {
+    pub at: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
+
+/// A claim waiting for the board's button: the press count when it started.
+#[derive(Debug, Clone)]
+struct ButtonWait {
+    pre: String,
+    baseline: u64,
+    started: Instant,
+}
+
+/// State shared by every handler.
+pub struct App {
+    pub backend: Arc<dyn AdminBackend>,
+    pub config: AdminConfig,
+    sessions: Mutex<auth::Sessions>,
+    limiter: Mutex<auth::Limiter>,
+    button: Mutex<Option<ButtonWait>>,
+    history: Mutex<std::collections::VecDeque<Sample>>,
+    /// Serialises read-modify-write of the stored settings.
+    settings_lock: tokio::sync::Mutex<()>,
+    streams: Arc<tokio::sync::Semaphore>,
+}
+
+pub type Shared = Arc<App>;
+
+impl App {
+    pub fn new(backend: Arc<dyn AdminBackend>, config: AdminConfig) -> Shared {
+        Arc::new(App {
+            backend,
+            config,
+            sessions: Mutex::default(),
+            limiter: Mutex::default(),
+            button: Mutex::default(),
+            history: Mutex::default(),
+            settings_lock: tokio::sync::Mutex::new(()),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
+        })
+    }
+
+    fn settings(&self) -> Result<SiteSettings, Fail> {
+        let blob = self.backend.load_site().map_err(Fail::backend)?;
+        SiteSettings::decode(blob.as_deref()).map_err(|e| Fail::internal(e.to_string()))
+    }
+
+    /// Change the stored settings under the lock.
+    async fn update_settings<T>(
+        &self,
+        f: impl FnOnce(&mut SiteSettings) -> Result<T, Fail>,
+    ) -> Result<T, Fail> {
+        let _guard = self.settings_lock.lock().await;
+        let mut s = self.settings()?;
+        let out = f(&mut s)?;
+        self.backend.save_site(&s.encode()).map_err(Fail::backend)?;
+        Ok(out)
+    }
+
+    /// Record a sample of the transfer counters (the graph's history).
+    pub fn sample(&self) {
+        if let Ok(o) = self.backend.overview() {
+            let mut h = self.history.lock().expect("history lock");
+            if h.len() >= HISTORY_LEN {
+                h.pop_front();
+            }
+            h.push_back(Sample {
+                at: format::now_unix(),
+                bytes_received: o.bytes_received,
+                bytes_sent: o.bytes_sent,
+            });
+        }
+    }
+
+    pub fn history(&self) -> Vec<Sample> {
+        self.history
+            .lock()
+            .expect("history lock")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    fn limited(&self, client: IpAddr) -> Result<(), Fail> {
+        self.limiter
+            .lock()
+            .expect("limiter lock")
+            .check(client, Instant::now())
+            .map_err(Fail::TooMany)
+    }
+
+    fn attempt_failed(&self, client: IpAddr) {
+        tracing::warn!(%client, "failed admin login or claim attempt");
+        self.limiter
+            .lock()
+            .expect("limiter lock")
+            .failed(client, Instant::now());
+    }
+
+    fn attempt_succeeded(&self, client: IpAddr) {
+        self.limiter.lock().expect("limiter lock").succeeded(client);
+    }
+
+    /// Start a session; returns the `Set-Cookie` value and the CSRF token.
+    fn login(&self, ctx: &Ctx, generation: u64) -> (HeaderValue, String) {
+        let (cookie, session) = self.sessions.lock().expect("sessions lock").create(
+            Instant::now(),
+            generation,
+            Some(ctx.client),
+            &ctx.agent,
+        );
+        (session_cookie(&cookie), session.csrf)
+    }
+
+    fn set_flash(&self, ctx: &Ctx, error: bool, text: impl Into<String>) {
+        if let Some(cookie) = &ctx.cookie {
+            let gen = ctx.settings.generation;
+            if let Some(s) =
+                self.sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .touch(cookie, Instant::now(), gen)
+            {
+                s.flash = Some(auth::Flash {
+                    error,
+                    text: text.into(),
+                });
+            }
+        }
+    }
+
+    fn take_flash(&self, ctx: &Ctx) -> Option<auth::Flash> {
+        let cookie = ctx.cookie.as_ref()?;
+        let gen = ctx.settings.generation;
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .touch(cookie, Instant::now(), gen)
+            .and_then(|s| s.flash.take())
+    }
+}
+
+fn session_cookie(value: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict"
+    ))
+    .expect("hex cookie is a valid header")
+}
+
+fn clear_cookie(name: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+    ))
+    .expect("valid header")
+}
+
+/// What a handler knows about the request before it looks at the body.
+pub struct Ctx {
+    pub client: IpAddr,
+    pub agent: String,
+    pub settings: SiteSettings,
+    /// The session cookie's value, when it names a live session.
+    pub cookie: Option<String>,
+    pub session: Option<auth::Session>,
+    /// The API token's id, when `Authorization: Bearer` carries a valid one.
+    pub token: Option<u64>,
+    /// The double-submit cookie of the claim and login forms.
+    pub pre: Option<String>,
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+impl FromRequestParts<Shared> for Ctx {
+    type Rejection = Fail;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Shared,
+    ) -> Result<Ctx, Fail> {
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let settings = app.settings()?;
+        let mut cookie = cookie_value(&parts.headers, SESSION_COOKIE);
+        let session = cookie.as_ref().and_then(|c| {
+            app.sessions
+                .lock()
+                .expect("sessions lock")
+                .touch(c, Instant::now(), settings.generation)
+                .map(|s| s.clone())
+        });
+        if session.is_none() {
+            cookie = None;
+        }
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| settings.token_id(t.trim()));
+        let pre = cookie_value(&parts.headers, PRE_COOKIE);
+        Ok(Ctx {
+            client,
+            agent,
+            settings,
+            cookie,
+            session,
+            token,
+            pre,
+        })
+    }
+}
+
+/// Why a request was refused, rendered as a page or as JSON by the caller's kind.
+#[derive(Debug)]
+pub enum Fail {
+    /// Not logged in (pages redirect to the login page; the API answers 401).
+    Unauthenticated,
+    /// Not claimed yet (pages redirect to the claim page; the API answers 409).
+    Unclaimed,
+    /// Missing or wrong CSRF token, or a cross-site request.
+    Forbidden(String),
+    NotFound(String),
+    Invalid(String),
+    Unavailable(String),
+    TooMany(Duration),
+    Internal(String),
+}
+
+impl Fail {
+    pub fn backend(e: BackendError) -> Fail {
+        match e {
+            BackendError::NotFound(m) => Fail::NotFound(m),
+            BackendError::Invalid(m) => Fail::Invalid(m),
+            BackendError::Unavailable(m) => Fail::Unavailable(m),
+            BackendError::Internal(m) => Fail::internal(m),
+        }
+    }
+
+    pub fn internal(m: impl Into<String>) -> Fail {
+        let m = m.into();
+        tracing::error!(error = %m, "admin request failed");
+        Fail::Internal(m)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Fail::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Fail::Unclaimed => StatusCode::CONFLICT,
+            Fail::Forbidden(_) => StatusCode::FORBIDDEN,
+            Fail::NotFound(_) => StatusCode::NOT_FOUND,
+            Fail::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Fail::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Fail::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Fail::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Fail::Unauthenticated => "log in first".into(),
+            Fail::Unclaimed => "this seeder is not claimed yet".into(),
+            Fail::Forbidden(m)
+            | Fail::NotFound(m)
+            | Fail::Invalid(m)
+            | Fail::Unavailable(m)
+            | Fail::Internal(m) => m.clone(),
+            Fail::TooMany(wait) => format!(
+                "too many failed attempts; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        }
+    }
+}
+
+/// Plain rejection (used where the caller's kind is unknown, like the `Ctx` extractor).
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let mut r = (self.status(), self.message()).into_response();
+        if let Fail::TooMany(wait) = self {
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// The host part of a `Host` header value (`[::1]:80` → `::1`, `seeder.local:8080` →
+/// `seeder.local`).
+fn host_name(value: &str) -> &str {
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match value.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => value,
+    }
+}
+
+/// Whether `host` names this device: an IP literal or one of the configured names.
+pub fn host_allowed(config: &AdminConfig, host: &str) -> bool {
+    let name = host_name(host).trim_end_matches('.').to_ascii_lowercase();
+    if name.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    config.hosts.iter().any(|h| h.eq_ignore_ascii_case(&name))
+}
+
+/// Host check, cross-site check, security headers: around every request.
+async fn guard(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let mut response = match host {
+        Some(h) if host_allowed(&app.config, &h) => {
+            if is_state_changing(request.method()) && !same_origin(request.headers(), &h) {
+                (
+                    StatusCode::FORBIDDEN,
+                    "cross-site request refused".to_string(),
+                )
+                    .into_response()
+            } else {
+                next.run(request).await
+            }
+        }
+        _ => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this seeder answers only to its own names (seeder.local, its IP address)",
+        )
+            .into_response(),
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+fn is_state_changing(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A browser's `Origin` (or, lacking it, `Referer`) must be this site when present. Clients
+/// without either (curl, the API) are judged by their CSRF or API token instead.
+fn same_origin(headers: &HeaderMap, host: &str) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    match origin {
+        None => true,
+        Some("null") => false,
+        Some(o) => {
+            let rest = o
+                .strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .unwrap_or("");
+            let authority = rest.split('/').next().unwrap_or("");
+            authority.eq_ignore_ascii_case(host)
+        }
+    }
+}
+
+/// The whole site as a router, ready to serve.
+pub fn router(app: Shared) -> Router {
+    Router::new()
+        .merge(pages::routes())
+        .nest("/api/v1", api::routes())
+        .route("/metrics", axum::routing::get(api::metrics))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// Serve the site on `listener` until `shutdown` resolves, sampling the transfer counters for
+/// the dashboard's graph meanwhile.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sampler = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                app.sample();
+            }
+        })
+    };
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sampler.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_and_ip_literals_are_allowed_and_other_names_are_not() {
+        let c = AdminConfig {
+            hosts: vec!["seeder.local".into(), "localhost".into()],
+            version: "0".into(),
+        };
+        for ok in [
+            "seeder.local",
+            "SEEDER.LOCAL:80",
+            "seeder.local.",
+            "192.168.1.20",
+            "192.168.1.20:8080",
+            "[::1]:8080",
+            "localhost:8080",
+        ] {
+            assert!(host_allowed(&c, ok), "{ok}");
+        }
+        for bad in ["evil.example", "seeder.local.evil.example", ""] {
+            assert!(!host_allowed(&c, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cross_site_origins_are_told_apart_from_our_own() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h, "seeder.local"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://seeder.local"),
+        );
+        assert!(same_origin(&h, "seeder.local"));
+        assert!(!same_origin(&h, "seeder.local:8080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        assert!(!same_origin(&h, "seeder.local"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h, "seeder.local"));
+    }
+}
