@@ -15,7 +15,15 @@ fn seeder() -> Command {
 /// Start the daemon and return once it says it is ready (read from its log, no polling).
 fn start(data: &Path) -> Child {
     let mut child = seeder()
-        .args(["serve", "--no-mdns", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--no-mdns",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(data)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -175,7 +183,15 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
     sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
     let mut child = seeder()
-        .args(["serve", "--no-mdns", "--listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--no-mdns",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(dir.path().join("data"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "200000")

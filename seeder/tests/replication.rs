@@ -282,6 +282,7 @@ fn a_member_finds_the_seeder_on_the_lan_and_the_seeder_reads_its_settings_file()
             "# the appliance's file looks like this\n\
              data = \"{}\"\n\
              listen = \"127.0.0.1:{port}\"\n\
+             admin = \"127.0.0.1:0\"\n\
              keep_free_percent = 5\n\
              mdns = true\n",
             data.display()

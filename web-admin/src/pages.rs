@@ -141,15 +141,12 @@ fn done(app: &Shared, ctx: &Ctx, to: &str, result: Result<String, Fail>) -> Resp
 
 fn head(title: &str) -> Markup {
     html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · seeder" }
-                link rel="stylesheet" href="/static/app.css";
-                script src="/static/app.js" defer {}
-            }
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · seeder" }
+            link rel="stylesheet" href="/static/app.css";
+            script src="/static/app.js" defer {}
         }
     }
 }
@@ -157,9 +154,12 @@ fn head(title: &str) -> Markup {
 /// A page without navigation (claim, login, errors).
 fn bare(title: &str, body: Markup) -> Markup {
     html! {
-        (head(title))
-        body.bare {
-            main { (body) }
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body.bare {
+                main { (body) }
+            }
         }
     }
 }
@@ -188,6 +188,8 @@ fn layout(
         .find(|(p, _)| *p == active)
         .map_or("Seeder", |(_, t)| t);
     html! {
+        (DOCTYPE)
+        html lang="en" {
         (head(title))
         body data-live=[live.then_some("1")] {
             header {
@@ -209,6 +211,7 @@ fn layout(
                 (body)
             }
             footer { "seeder " (app.config.version) }
+        }
         }
     }
 }

@@ -741,6 +741,14 @@ async fn every_page_renders_for_an_admin_and_the_whole_site_weighs_under_100_kb(
         let r = s.get(&mut b, p).await;
         assert_eq!(r.status, StatusCode::OK, "{p}");
         assert!(r.body.contains("<nav>"), "{p}");
+        let (head_end, body_start) = (
+            r.body.find("</head>").unwrap(),
+            r.body.find("<body").unwrap(),
+        );
+        assert!(
+            head_end < body_start && r.body.ends_with("</body></html>"),
+            "{p}: well formed"
+        );
         heaviest = heaviest.max(r.body.len());
     }
     let css = s.get(&mut b, "/static/app.css").await.body.len();

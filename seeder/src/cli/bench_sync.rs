@@ -210,7 +210,7 @@ fn start_seeder(data: &Path) -> Result<(SeederProcess, Duration)> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let t = Instant::now();
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["serve", "--no-mdns", "--data"])
+        .args(["serve", "--no-mdns", "--admin", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(["--listen", &addr.to_string()])
         .env("RUST_LOG", "info")

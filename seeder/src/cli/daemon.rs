@@ -97,6 +97,9 @@ enum CtlCmd {
     },
     /// The one-time code that claims the admin page.
     SetupCode,
+    /// Forget the admin password (and API tokens) so the device can be claimed again with a
+    /// new setup code, which is printed.
+    ResetPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +193,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             },
         ),
         data,
+        button: None,
     };
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
@@ -234,6 +238,9 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                     v["uptime_secs"],
                     v["data"].as_str().unwrap_or("?")
                 );
+                if let Some(admin) = v["admin"].as_str() {
+                    println!("admin page on http://{admin}/");
+                }
                 println!(
                     "node {} listening on {}",
                     v["node_id"].as_str().unwrap_or("?"),
@@ -302,6 +309,13 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
         },
         CtlCmd::SetupCode => {
             let v = call(&data, CtlRequest::SetupCode)?;
+            println!("{}", v.as_str().unwrap_or("?"));
+        }
+        CtlCmd::ResetPassword => {
+            let v = call(&data, CtlRequest::ResetPassword)?;
+            eprintln!(
+                "The admin password is reset. Claim the admin page again with this setup code:"
+            );
             println!("{}", v.as_str().unwrap_or("?"));
         }
     }

@@ -236,16 +236,30 @@ fn member_command(
     }
 }
 
-/// Log to stderr (the journal, under systemd), filtered by `RUST_LOG` (default `warn` for
-/// commands; the daemon raises it).
+/// Log to stderr (the journal, under systemd), filtered by `RUST_LOG` (default `info` for the
+/// daemon, `warn` for commands). The daemon also keeps its recent lines at `info` and above
+/// for the admin page ([`crate::daemon::logring`]).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let daemon = std::env::args().nth(1).as_deref() == Some("serve");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
+    });
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only for people; the journal and log files get plain text.
         .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter);
+    let ring = daemon.then(|| {
+        crate::daemon::logring::LogRing::global()
+            .clone()
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(ring)
         .init();
 }

@@ -24,6 +24,8 @@ pub struct Daemon {
     pub started: std::time::Instant,
     pub node_id: crate::net::NodeId,
     pub listen: std::net::SocketAddr,
+    /// Where the admin page answers.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 fn ok(value: serde_json::Value) -> CtlResponse {
@@ -133,6 +135,33 @@ impl Daemon {
         std::fs::rename(&tmp, &path)?;
         Ok(code)
     }
+
+    /// Replace the setup code with a fresh one (after a claim, or a password reset).
+    pub fn renew_setup_code(&self) -> std::io::Result<String> {
+        match std::fs::remove_file(self.setup_code_path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.setup_code()
+    }
+
+    /// Forget the admin password and API tokens, end every admin session and make a new
+    /// setup code: the device is unclaimed again. Returns the new code.
+    pub fn reset_password(&self) -> Result<String, String> {
+        let blob = self
+            .registry
+            .site_settings()
+            .map_err(|e| format!("reading the admin settings: {e}"))?;
+        let blob = web_admin::unclaim_blob(blob.as_deref())
+            .map_err(|e| format!("the admin settings: {e}"))?;
+        self.registry
+            .set_site_settings(&blob)
+            .map_err(|e| format!("writing the admin settings: {e}"))?;
+        tracing::warn!("admin password reset from the control socket");
+        self.renew_setup_code()
+            .map_err(|e| format!("cannot write a new setup code: {e}"))
+    }
 }
 
 impl CtlBackend for Daemon {
@@ -154,6 +183,7 @@ impl CtlBackend for Daemon {
                         "version": env!("CARGO_PKG_VERSION"),
                         "node_id": self.node_id.to_hex(),
                         "listen": self.listen.to_string(),
+                        "admin": self.admin.map(|a| a.to_string()),
                         "uptime_secs": self.started.elapsed().as_secs(),
                         "data": self.store.dir().display().to_string(),
                         "disk_free_bytes": free,
@@ -205,6 +235,10 @@ impl CtlBackend for Daemon {
             CtlRequest::SetupCode => match self.setup_code() {
                 Ok(code) => ok(json!(code)),
                 Err(e) => err(format!("cannot read or write the setup code: {e}")),
+            },
+            CtlRequest::ResetPassword => match self.reset_password() {
+                Ok(code) => ok(json!(code)),
+                Err(e) => err(e),
             },
         }
     }

@@ -47,6 +47,7 @@ pub enum CtlRequest {
     },
     PeerList,
     SetupCode,
+    ResetPassword,
 }
 
 /// The answer: a JSON value for the client to print, or an error message for a person.

@@ -48,6 +48,8 @@ pub struct SeederLocal {
     pub store: Store,
     pub registry: Registry,
     pub limits: StoreLimits,
+    /// Connections and arrivals, for the admin page.
+    pub activity: std::sync::Arc<super::activity::Activity>,
 }
 
 impl SeederLocal {
@@ -112,10 +114,13 @@ impl Local for SeederLocal {
 
     fn accepts(&self, space: &Address) -> bool {
         let quota_ok = match self.registry.space(space) {
-            Ok(Some(held)) => match held.quota {
-                Some(q) => self.registry.bytes_held(space).map_or(true, |b| b < q),
-                None => true,
-            },
+            Ok(Some(held)) => {
+                let own = match held.quota {
+                    Some(q) => self.registry.bytes_held(space).map_or(true, |b| b < q),
+                    None => true,
+                };
+                own && self.registry.agreements_allow(&held.name).unwrap_or(true)
+            }
             _ => false,
         };
         quota_ok && self.disk_ok()
@@ -202,6 +207,22 @@ impl Node for SeederLocal {
     fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert> {
         self.registry.member(space, feed).ok().flatten()
     }
+
+    fn appended(&self, space: &Address, _feed: FeedKey, _length: u64) {
+        self.activity.appended(space);
+    }
+
+    fn connected(&self, id: u64, conn: &crate::net::Connection) {
+        self.activity.connected(id, conn);
+    }
+
+    fn space_opened(&self, id: u64, space: &Address) {
+        self.activity.space_opened(id, space);
+    }
+
+    fn disconnected(&self, id: u64) {
+        self.activity.disconnected(id);
+    }
 }
 
 impl Node for HomeLocal {
@@ -271,6 +292,7 @@ mod tests {
             store: store.clone(),
             registry: registry.clone(),
             limits: StoreLimits::default(),
+            activity: Default::default(),
         };
         assert!(local.accepts(&address));
         assert_eq!(local.space_for(&address.discovery_key()), Some(address));

@@ -16,6 +16,10 @@ use crate::store::{Store, StoreError};
 const TREE_SPACES: &str = "registry.spaces";
 const TREE_MEMBERS: &str = "registry.members";
 const TREE_PEERS: &str = "registry.peers";
+const TREE_AGREEMENTS: &str = "registry.agreements";
+const TREE_ADMIN: &str = "registry.admin";
+/// Key of the admin site's settings blob in [`TREE_ADMIN`].
+const KEY_SITE: &[u8] = b"site";
 
 /// Version of the records below; bumped on any change of their encoding.
 const RECORD_VERSION: u8 = 1;
@@ -43,6 +47,8 @@ pub enum RegistryError {
     BadName(String),
     #[error(transparent)]
     Certificate(#[from] crate::space::SpaceError),
+    #[error("no agreement {0}")]
+    UnknownAgreement(u64),
 }
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -64,6 +70,22 @@ pub struct Partner {
     /// `host:port`, as given.
     pub address: String,
     pub node_id: [u8; 32],
+}
+
+/// An organisation this seeder backs up, and on what terms. Its quota covers all its spaces
+/// together and is enforced like a space's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgreementRecord {
+    pub id: u64,
+    pub organisation: String,
+    pub contact: String,
+    /// Local names of held spaces.
+    pub spaces: Vec<String>,
+    pub quota: Option<u64>,
+    /// `YYYY-MM-DD` or empty.
+    pub start: String,
+    pub review: String,
+    pub notes: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,6 +134,8 @@ pub struct Registry {
     spaces: sled::Tree,
     members: sled::Tree,
     peers: sled::Tree,
+    agreements: sled::Tree,
+    admin: sled::Tree,
 }
 
 impl Registry {
@@ -121,6 +145,8 @@ impl Registry {
             spaces: db.open_tree(TREE_SPACES)?,
             members: db.open_tree(TREE_MEMBERS)?,
             peers: db.open_tree(TREE_PEERS)?,
+            agreements: db.open_tree(TREE_AGREEMENTS)?,
+            admin: db.open_tree(TREE_ADMIN)?,
             store: store.clone(),
         })
     }
@@ -269,6 +295,77 @@ impl Registry {
             out.push(decode(&format!("partner {}", hex::encode(&k)), &v)?);
         }
         Ok(out)
+    }
+
+    pub fn agreements(&self) -> Result<Vec<AgreementRecord>> {
+        let mut out = Vec::new();
+        for item in self.agreements.iter() {
+            let (k, v) = item?;
+            out.push(decode(&format!("agreement {}", hex::encode(&k)), &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Store an agreement; `id == 0` makes a new one. Every named space must be held.
+    pub fn save_agreement(&self, mut a: AgreementRecord) -> Result<AgreementRecord> {
+        for name in &a.spaces {
+            self.space_named(name)?;
+        }
+        if a.id == 0 {
+            let last = self
+                .agreements
+                .last()?
+                .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+                .map_or(0, u64::from_be_bytes);
+            a.id = last + 1;
+        } else if !self.agreements.contains_key(a.id.to_be_bytes())? {
+            return Err(RegistryError::UnknownAgreement(a.id));
+        }
+        self.agreements.insert(a.id.to_be_bytes(), encode(&a))?;
+        self.store.flush()?;
+        Ok(a)
+    }
+
+    pub fn remove_agreement(&self, id: u64) -> Result<()> {
+        if self.agreements.remove(id.to_be_bytes())?.is_none() {
+            return Err(RegistryError::UnknownAgreement(id));
+        }
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the spaces of an agreement hold together.
+    pub fn agreement_use(&self, a: &AgreementRecord) -> Result<u64> {
+        let mut total = 0;
+        for name in &a.spaces {
+            if let Ok(s) = self.space_named(name) {
+                total += self.bytes_held(&s.address)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Whether every agreement covering the space named `name` is under its quota.
+    pub fn agreements_allow(&self, name: &str) -> Result<bool> {
+        for a in self.agreements()? {
+            if let Some(q) = a.quota {
+                if a.spaces.iter().any(|s| s == name) && self.agreement_use(&a)? >= q {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The admin site's settings (an opaque blob).
+    pub fn site_settings(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.admin.get(KEY_SITE)?.map(|v| v.to_vec()))
+    }
+
+    pub fn set_site_settings(&self, blob: &[u8]) -> Result<()> {
+        self.admin.insert(KEY_SITE, blob)?;
+        self.store.flush()?;
+        Ok(())
     }
 }
 

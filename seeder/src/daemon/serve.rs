@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub keep_free_percent: u8,
     /// Announce on the LAN, if set.
     pub mdns: Option<crate::net::discovery::MdnsOptions>,
+    /// Presses of the board's claim button, counted by the board support where there is one.
+    pub button: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The node identity's file in the data folder.
@@ -51,6 +53,8 @@ pub enum ServeError {
     Ctl(#[from] super::ctl::CtlError),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    #[error("cannot listen for the admin page on {0}: {1}")]
+    Admin(std::net::SocketAddr, #[source] std::io::Error),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -93,27 +97,64 @@ pub async fn run(
     let node_id = identity.node_id();
     let endpoint = Arc::new(crate::net::Endpoint::bind(config.listen, identity)?);
     let listen = endpoint.local_addr()?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin)
+        .await
+        .map_err(|e| ServeError::Admin(config.admin, e))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| ServeError::Admin(config.admin, e))?;
+    let activity = Arc::new(super::activity::Activity::default());
     let node = Arc::new(super::local::SeederLocal {
         store: store.clone(),
         registry: registry.clone(),
         limits: super::local::StoreLimits {
             keep_free_percent: config.keep_free_percent,
         },
+        activity: activity.clone(),
     });
-    let driver = crate::net::driver::Driver::new(node, node_id);
+    let driver = crate::net::driver::Driver::new(node.clone(), node_id);
     let daemon = Arc::new(Daemon {
         store: store.clone(),
         registry: registry.clone(),
         started: std::time::Instant::now(),
         node_id,
         listen,
+        admin: Some(admin_addr),
     });
+    // The setup code exists from the first start, so the console and the SD card can show it.
+    if let Err(e) = daemon.setup_code() {
+        tracing::warn!(error = %e, "cannot create the setup code");
+    }
+    let backend = Arc::new(super::admin::AdminDaemon {
+        daemon: daemon.clone(),
+        local: node,
+        activity,
+        logs: super::logring::LogRing::global().clone(),
+        keep_free_percent: config.keep_free_percent,
+        button: config.button.clone(),
+        waiting: Arc::default(),
+    });
+    let site = web_admin::App::new(
+        backend,
+        web_admin::AdminConfig::for_this_host(env!("CARGO_PKG_VERSION")),
+    );
     let listener = super::ctl::bind(&config.data)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctl = tokio::spawn(super::ctl::serve(listener, daemon.clone(), async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;
     }));
+    let admin = tokio::spawn({
+        let mut stop = stop_tx.subscribe();
+        async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = web_admin::serve(admin_listener, site, stopped).await {
+                tracing::error!(error = %e, "the admin page stopped");
+            }
+        }
+    });
     let peers = tokio::spawn(accept_loop(
         endpoint.clone(),
         driver.clone(),
@@ -134,6 +175,7 @@ pub async fn run(
     tracing::info!(
         data = %config.data.display(),
         %listen,
+        admin = %admin_addr,
         node = %node_id,
         "seeder ready"
     );
@@ -161,6 +203,7 @@ pub async fn run(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = ctl.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), admin).await;
     let _ = peers.await;
     let _ = partners.await;
     endpoint.close("shutting down");

@@ -66,6 +66,21 @@ pub trait Node: Local + Send + Sync + 'static {
     fn appended(&self, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// A peer offers `offered` entries of `feed`, of which `have` are here: fetching starts.
     fn fetching(&self, _space: &Address, _feed: FeedKey, _have: u64, _offered: u64) {}
+    /// Connection `id` (unique for this node's lifetime) started.
+    fn connected(&self, _id: u64, _conn: &Connection) {}
+    /// The peer of connection `id` proved it knows `space`.
+    fn space_opened(&self, _id: u64, _space: &Address) {}
+    /// Connection `id` ended.
+    fn disconnected(&self, _id: u64) {}
+}
+
+/// Tells the node a connection ended, however `run` returns.
+struct Ended<'a>(&'a dyn Node, u64);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.disconnected(self.1);
+    }
 }
 
 /// A head to pass on to every other connection.
@@ -135,6 +150,8 @@ impl Driver {
     ) -> Result<(), NetError> {
         let mut shutdown = shutdown;
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.node.connected(conn_id, &conn);
+        let _ended = Ended(self.node.as_ref(), conn_id);
         let peer = conn.peer;
         let secret = conn.capability_secret()?;
         let session = Arc::new(Mutex::new(Session::new(conn.role, self.node_id.0, secret)));
@@ -279,7 +296,6 @@ impl Driver {
         tasks: &task_set::Tasks,
         caught_up: Option<&watch::Sender<bool>>,
     ) -> Result<(), NetError> {
-        let _ = conn_id;
         loop {
             let (actions, transmits, events) = {
                 let mut s = session.lock().expect("session lock");
@@ -343,7 +359,8 @@ impl Driver {
                         length,
                     } => self.node.acked(conn.peer, &space, feed, length),
                     Event::SpaceOpened { space, .. } => {
-                        tracing::info!(peer = %conn.peer.short(), %space, "space open")
+                        tracing::info!(peer = %conn.peer.short(), %space, "space open");
+                        self.node.space_opened(conn_id, &space);
                     }
                     Event::Behind {
                         space,

@@ -30,7 +30,15 @@ impl Seeder {
         let listen = format!("127.0.0.1:{port}");
         let data_arg = data.to_str().unwrap();
         Seeder::start_with(
-            &["--no-mdns", "--data", data_arg, "--listen", &listen],
+            &[
+                "--no-mdns",
+                "--data",
+                data_arg,
+                "--listen",
+                &listen,
+                "--admin",
+                "127.0.0.1:0",
+            ],
             data,
             port,
         )

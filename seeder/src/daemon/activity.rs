@@ -1,0 +1,162 @@
+/*!
+What the daemon is doing right now, for the admin page: connected peers (with their QUIC
+byte counters), which spaces each opened, when each space last took data, and when partner
+seeders were last seen. Filled in by the replication driver's hooks, read by the admin
+backend. In memory only: it describes this run of the daemon.
+
+Not for: anything that must survive a restart (that is the registry's).
+*/
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::net::{Connection, NodeId};
+use crate::space::{Address, Role};
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+struct Live {
+    peer: NodeId,
+    conn: quinn::Connection,
+    since: u64,
+    dialed: bool,
+    spaces: BTreeSet<Address>,
+}
+
+/// A connected peer as the admin page shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerNow {
+    pub node_id: NodeId,
+    pub address: std::net::SocketAddr,
+    pub since: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// We dialed it (a seeder dials only its partners).
+    pub dialed: bool,
+    pub spaces: BTreeSet<Address>,
+}
+
+/// See the module comment. Bounded by the daemon's peer limit: one entry per live
+/// connection, one per held space, one per peer node ever seen in this run.
+#[derive(Default)]
+pub struct Activity {
+    live: Mutex<HashMap<u64, Live>>,
+    last_seen: Mutex<HashMap<NodeId, u64>>,
+    last_append: Mutex<HashMap<Address, u64>>,
+    /// Bytes of connections that have ended.
+    ended_in: AtomicU64,
+    ended_out: AtomicU64,
+}
+
+impl Activity {
+    pub fn connected(&self, id: u64, conn: &Connection) {
+        let now = now_unix();
+        self.last_seen
+            .lock()
+            .expect("activity lock")
+            .insert(conn.peer, now);
+        self.live.lock().expect("activity lock").insert(
+            id,
+            Live {
+                peer: conn.peer,
+                conn: conn.conn.clone(),
+                since: now,
+                dialed: conn.role == Role::Dialer,
+                spaces: BTreeSet::new(),
+            },
+        );
+    }
+
+    pub fn space_opened(&self, id: u64, space: &Address) {
+        if let Some(l) = self.live.lock().expect("activity lock").get_mut(&id) {
+            l.spaces.insert(*space);
+        }
+    }
+
+    pub fn disconnected(&self, id: u64) {
+        let gone = self.live.lock().expect("activity lock").remove(&id);
+        if let Some(l) = gone {
+            let stats = l.conn.stats();
+            self.ended_in
+                .fetch_add(stats.udp_rx.bytes, Ordering::Relaxed);
+            self.ended_out
+                .fetch_add(stats.udp_tx.bytes, Ordering::Relaxed);
+            self.last_seen
+                .lock()
+                .expect("activity lock")
+                .insert(l.peer, now_unix());
+        }
+    }
+
+    pub fn appended(&self, space: &Address) {
+        self.last_append
+            .lock()
+            .expect("activity lock")
+            .insert(*space, now_unix());
+    }
+
+    /// Peers connected now.
+    pub fn peers(&self) -> Vec<PeerNow> {
+        let live = self.live.lock().expect("activity lock");
+        let mut v: Vec<PeerNow> = live
+            .values()
+            .map(|l| {
+                let stats = l.conn.stats();
+                PeerNow {
+                    node_id: l.peer,
+                    address: l.conn.remote_address(),
+                    since: l.since,
+                    bytes_in: stats.udp_rx.bytes,
+                    bytes_out: stats.udp_tx.bytes,
+                    dialed: l.dialed,
+                    spaces: l.spaces.clone(),
+                }
+            })
+            .collect();
+        v.sort_by_key(|p| p.since);
+        v
+    }
+
+    /// Bytes received and sent over QUIC since the daemon started (UDP payloads).
+    pub fn totals(&self) -> (u64, u64) {
+        let (mut rx, mut tx) = (
+            self.ended_in.load(Ordering::Relaxed),
+            self.ended_out.load(Ordering::Relaxed),
+        );
+        for l in self.live.lock().expect("activity lock").values() {
+            let s = l.conn.stats();
+            rx += s.udp_rx.bytes;
+            tx += s.udp_tx.bytes;
+        }
+        (rx, tx)
+    }
+
+    pub fn last_seen(&self, node: &NodeId) -> Option<u64> {
+        self.last_seen
+            .lock()
+            .expect("activity lock")
+            .get(node)
+            .copied()
+    }
+
+    pub fn last_append(&self, space: &Address) -> Option<u64> {
+        self.last_append
+            .lock()
+            .expect("activity lock")
+            .get(space)
+            .copied()
+    }
+
+    pub fn is_connected(&self, node: &NodeId) -> bool {
+        self.live
+            .lock()
+            .expect("activity lock")
+            .values()
+            .any(|l| l.peer == *node)
+    }
+}

@@ -1,0 +1,654 @@
+/*!
+The admin page's backend: [`web_admin::AdminBackend`] over the daemon's store, registry and
+activity, plus what the machine reports (`/proc`, `/sys`, `lsblk`, `smartctl`). Each call is
+a few index reads or a small file read; errors become messages for the person at the page.
+
+Not for: HTTP, sessions or passwords (the web-admin crate's), nor preparing disks (that is the
+board support's, and this build refuses it with a clear message).
+*/
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use web_admin::{
+    AddSpace, AdminBackend, Agreement, BackendError, ConnectedPeer, Disk, DiskReport, DiskUse,
+    Level, LogLine, Memory, Overview, PartnerInfo, Peers, SpaceInfo, Warning,
+};
+
+use super::activity::Activity;
+use super::backend::{parse_partner, Daemon};
+use super::local::{disk_room, SeederLocal};
+use super::logring::LogRing;
+use super::registry::{AgreementRecord, RegistryError};
+use crate::space::SeedCode;
+use crate::sync::Local;
+
+/// Partners not seen for this long are reported as unreachable.
+pub const PARTNER_SILENCE_SECS: u64 = 120;
+
+/// See the module comment.
+pub struct AdminDaemon {
+    pub daemon: Arc<Daemon>,
+    pub local: Arc<SeederLocal>,
+    pub activity: Arc<Activity>,
+    pub logs: LogRing,
+    pub keep_free_percent: u8,
+    /// Presses of the board's claim button, where the board has one.
+    pub button: Option<Arc<AtomicU64>>,
+    /// The admin page waits for a press (the board shows it on its LED).
+    pub waiting: Arc<AtomicBool>,
+}
+
+fn registry_error(e: RegistryError) -> BackendError {
+    match e {
+        RegistryError::UnknownSpace(_) | RegistryError::UnknownAgreement(_) => {
+            BackendError::NotFound(e.to_string())
+        }
+        RegistryError::AlreadyHeld(_) | RegistryError::NameTaken(_) | RegistryError::BadName(_) => {
+            BackendError::Invalid(e.to_string())
+        }
+        other => BackendError::Internal(other.to_string()),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 1, 5 and 15 minute load averages from `/proc/loadavg`.
+pub fn load_average() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// The first thermal zone's temperature (the SoC's, on the Lime2).
+pub fn temperature() -> Option<f64> {
+    let dir = std::fs::read_dir("/sys/class/thermal").ok()?;
+    let mut zones: Vec<_> = dir
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("thermal_zone"))
+        })
+        .collect();
+    zones.sort();
+    zones.iter().find_map(|z| {
+        let milli: f64 = std::fs::read_to_string(z.join("temp"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(milli / 1000.0)
+    })
+}
+
+/// Total and available memory from `/proc/meminfo`.
+pub fn memory() -> Option<Memory> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some(Memory {
+        total_bytes: field("MemTotal:")?,
+        available_bytes: field("MemAvailable:")?,
+    })
+}
+
+/// The address other machines on the LAN most likely reach us at (the source address of a
+/// route to a public address; no packet is sent).
+fn lan_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+fn host_name() -> Option<String> {
+    let n = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let n = n.trim();
+    (!n.is_empty()).then(|| n.to_string())
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Block devices from `lsblk`, whole disks only, with what their partitions hold.
+pub fn list_disks() -> Result<Vec<Disk>, BackendError> {
+    let Some(lsblk) = which("lsblk") else {
+        return Ok(Vec::new());
+    };
+    let out = std::process::Command::new(lsblk)
+        .args([
+            "--json",
+            "--bytes",
+            "--output",
+            "PATH,MODEL,SERIAL,SIZE,FSTYPE,LABEL,MOUNTPOINT,TYPE,RM",
+        ])
+        .output()
+        .map_err(|e| internal(format!("running lsblk: {e}")))?;
+    if !out.status.success() {
+        return Err(internal(format!(
+            "lsblk failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    parse_lsblk(&out.stdout)
+}
+
+fn str_field(v: &serde_json::Value, k: &str) -> Option<String> {
+    match &v[k] {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// `lsblk --json --bytes` output → disks.
+pub fn parse_lsblk(json: &[u8]) -> Result<Vec<Disk>, BackendError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| internal(format!("lsblk output: {e}")))?;
+    let mut disks = Vec::new();
+    for d in v["blockdevices"].as_array().into_iter().flatten() {
+        let device = str_field(d, "path").unwrap_or_default();
+        if str_field(d, "type").as_deref() != Some("disk")
+            || device.starts_with("/dev/zram")
+            || device.starts_with("/dev/ram")
+        {
+            continue;
+        }
+        let children: Vec<&serde_json::Value> =
+            d["children"].as_array().into_iter().flatten().collect();
+        let pick =
+            |k: &str| str_field(d, k).or_else(|| children.iter().find_map(|c| str_field(c, k)));
+        let size = match &d["size"] {
+            serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+            serde_json::Value::String(s) => s.parse().unwrap_or(0),
+            _ => 0,
+        };
+        let removable = match &d["rm"] {
+            serde_json::Value::Bool(b) => *b,
+            serde_json::Value::String(s) => s == "1",
+            serde_json::Value::Number(n) => n.as_u64() == Some(1),
+            _ => false,
+        };
+        disks.push(Disk {
+            smart: None,
+            device,
+            model: str_field(d, "model").unwrap_or_default(),
+            serial: str_field(d, "serial").unwrap_or_default(),
+            size_bytes: size,
+            filesystem: pick("fstype"),
+            label: pick("label"),
+            mountpoint: pick("mountpoint"),
+            removable,
+        });
+    }
+    Ok(disks)
+}
+
+/// SMART overall health of `device`, where `smartctl` exists.
+fn smart_health(device: &str) -> Option<String> {
+    let smartctl = which("smartctl")?;
+    let out = std::process::Command::new(smartctl)
+        .args(["--health", "--json", device])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    match v["smart_status"]["passed"].as_bool()? {
+        true => Some("PASSED".into()),
+        false => Some("FAILED".into()),
+    }
+}
+
+impl AdminDaemon {
+    fn held(&self) -> Result<Vec<SpaceInfo>, BackendError> {
+        let registry = &self.daemon.registry;
+        let peers = self.activity.peers();
+        let mut out = Vec::new();
+        for s in registry.spaces().map_err(registry_error)? {
+            let members = registry.members(&s.address).map_err(registry_error)?;
+            let (mut entries, mut bytes, mut complete) = (0, 0, true);
+            for m in &members {
+                if let Some(f) = self.daemon.store.feed(&m.feed).map_err(internal)? {
+                    entries += f.length;
+                    bytes += f.bytes;
+                    complete &= f.length >= f.known_length() && !f.frozen;
+                }
+            }
+            out.push(SpaceInfo {
+                seed_code: SeedCode::new(s.address).to_string(),
+                address: s.address.to_hex(),
+                quota_bytes: s.quota,
+                feeds: members.len() as u64,
+                entries,
+                bytes,
+                complete,
+                last_sync: self.activity.last_append(&s.address),
+                // Every entry is verified against its signed head when it arrives; a scrub of
+                // stored data is not scheduled yet.
+                last_verified: None,
+                peers: peers
+                    .iter()
+                    .filter(|p| p.spaces.contains(&s.address))
+                    .count() as u64,
+                full: !self.local.accepts(&s.address),
+                name: s.name,
+            });
+        }
+        Ok(out)
+    }
+
+    fn warnings(&self, spaces: &[SpaceInfo], disk: Option<&DiskUse>) -> Vec<Warning> {
+        let mut w = Vec::new();
+        let error = |m: String| Warning {
+            level: Level::Error,
+            message: m,
+        };
+        let warn = |m: String| Warning {
+            level: Level::Warn,
+            message: m,
+        };
+        if let Some(d) = disk {
+            if d.total_bytes > 0
+                && d.free_bytes.saturating_mul(100) / d.total_bytes
+                    <= u64::from(self.keep_free_percent)
+            {
+                w.push(error(format!(
+                    "The data disk is full ({} free): no space takes new data until room is made.",
+                    web_admin::format::bytes(d.free_bytes)
+                )));
+            }
+        }
+        for s in spaces.iter().filter(|s| s.full) {
+            w.push(warn(format!(
+                "Space {} is at its quota: new data is refused.",
+                s.name
+            )));
+        }
+        match self.daemon.store.forks() {
+            Ok(f) if !f.is_empty() => w.push(error(format!(
+                "{} feed(s) forked: a member's device signed two different histories. The feeds are frozen and the evidence kept.",
+                f.len()
+            ))),
+            Ok(_) => {}
+            Err(e) => w.push(error(format!("Cannot read fork records: {e}"))),
+        }
+        match self.daemon.store.damage() {
+            Ok(d) => {
+                for x in d.iter().take(5) {
+                    w.push(error(format!("Damaged data: {x}")));
+                }
+            }
+            Err(e) => w.push(error(format!("Cannot read damage records: {e}"))),
+        }
+        let now = now_unix();
+        for p in self.daemon.registry.partners().unwrap_or_default() {
+            let id = crate::net::NodeId(p.node_id);
+            if self.activity.is_connected(&id) {
+                continue;
+            }
+            let silent = match self.activity.last_seen(&id) {
+                Some(t) => now.saturating_sub(t) > PARTNER_SILENCE_SECS,
+                None => self.daemon.started.elapsed().as_secs() > PARTNER_SILENCE_SECS,
+            };
+            if silent {
+                w.push(warn(format!(
+                    "Partner seeder {} is unreachable.",
+                    p.address
+                )));
+            }
+        }
+        let today = web_admin::format::today();
+        for a in self.daemon.registry.agreements().unwrap_or_default() {
+            if !a.review.is_empty() && a.review < today {
+                w.push(warn(format!(
+                    "The agreement with {} was due for review on {}.",
+                    a.organisation, a.review
+                )));
+            }
+        }
+        w
+    }
+
+    fn agreement_out(&self, a: AgreementRecord) -> Agreement {
+        let used = self.daemon.registry.agreement_use(&a).unwrap_or(0);
+        Agreement {
+            id: a.id,
+            organisation: a.organisation,
+            contact: a.contact,
+            spaces: a.spaces,
+            quota_bytes: a.quota,
+            start: a.start,
+            review: a.review,
+            notes: a.notes,
+            used_bytes: used,
+        }
+    }
+}
+
+impl AdminBackend for AdminDaemon {
+    fn overview(&self) -> Result<Overview, BackendError> {
+        let spaces = self.held()?;
+        let disk = disk_room(self.daemon.store.dir())
+            .ok()
+            .map(|(free, total)| DiskUse {
+                path: self.daemon.store.dir().display().to_string(),
+                total_bytes: total,
+                free_bytes: free,
+            });
+        let (rx, tx) = self.activity.totals();
+        let warnings = self.warnings(&spaces, disk.as_ref());
+        Ok(Overview {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: self.daemon.node_id.to_hex(),
+            uptime_secs: self.daemon.started.elapsed().as_secs(),
+            load: load_average(),
+            temperature_c: temperature(),
+            memory: memory(),
+            disk,
+            spaces: spaces.len() as u64,
+            feeds: spaces.iter().map(|s| s.feeds).sum(),
+            bytes_held: spaces.iter().map(|s| s.bytes).sum(),
+            peers_connected: self.activity.peers().len() as u64,
+            bytes_received: rx,
+            bytes_sent: tx,
+            warnings,
+        })
+    }
+
+    fn spaces(&self) -> Result<Vec<SpaceInfo>, BackendError> {
+        self.held()
+    }
+
+    fn add_space(&self, r: &AddSpace) -> Result<SpaceInfo, BackendError> {
+        let code = SeedCode::from_str(r.seed_code.trim())
+            .map_err(|e| BackendError::Invalid(format!("That seed code is not right: {e}.")))?;
+        let name = r.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+        let held = self
+            .daemon
+            .registry
+            .add_space(&code, name, r.quota_bytes, now_unix())
+            .map_err(registry_error)?;
+        tracing::info!(space = %held.name, "space added");
+        self.held()?
+            .into_iter()
+            .find(|s| s.name == held.name)
+            .ok_or_else(|| internal("the added space is missing"))
+    }
+
+    fn remove_space(&self, name: &str, purge: bool) -> Result<(), BackendError> {
+        self.daemon
+            .registry
+            .remove_space(name, purge)
+            .map_err(registry_error)?;
+        tracing::info!(space = %name, purge, "space removed");
+        Ok(())
+    }
+
+    fn peers(&self) -> Result<Peers, BackendError> {
+        let port = self.daemon.listen.port();
+        let mut addresses = Vec::new();
+        if !self.daemon.listen.ip().is_unspecified() {
+            addresses.push(self.daemon.listen.to_string());
+        } else {
+            if let Some(ip) = lan_ip() {
+                addresses.push(std::net::SocketAddr::new(ip, port).to_string());
+            }
+            if let Some(h) = host_name() {
+                addresses.push(format!("{h}.local:{port}"));
+            }
+        }
+        let connected = self
+            .activity
+            .peers()
+            .into_iter()
+            .map(|p| ConnectedPeer {
+                node_id: p.node_id.to_hex(),
+                address: p.address.to_string(),
+                since: p.since,
+                bytes_in: p.bytes_in,
+                bytes_out: p.bytes_out,
+                partner: p.dialed,
+            })
+            .collect();
+        let partners = self
+            .daemon
+            .registry
+            .partners()
+            .map_err(registry_error)?
+            .into_iter()
+            .map(|p| {
+                let id = crate::net::NodeId(p.node_id);
+                PartnerInfo {
+                    address: p.address,
+                    node_id: id.to_hex(),
+                    connected: self.activity.is_connected(&id),
+                    last_seen: self.activity.last_seen(&id),
+                }
+            })
+            .collect();
+        Ok(Peers {
+            node_id: self.daemon.node_id.to_hex(),
+            addresses,
+            connected,
+            partners,
+        })
+    }
+
+    fn add_partner(&self, spec: &str) -> Result<PartnerInfo, BackendError> {
+        let p = parse_partner(spec).map_err(BackendError::Invalid)?;
+        if p.node_id == self.daemon.node_id.0 {
+            return Err(BackendError::Invalid(
+                "that is this seeder's own node id".into(),
+            ));
+        }
+        self.daemon
+            .registry
+            .add_partner(&p)
+            .map_err(registry_error)?;
+        tracing::info!(partner = %p.address, "partner seeder added");
+        Ok(PartnerInfo {
+            address: p.address,
+            node_id: hex::encode(p.node_id),
+            connected: false,
+            last_seen: None,
+        })
+    }
+
+    fn remove_partner(&self, node_id: &str) -> Result<(), BackendError> {
+        let id: [u8; 32] = hex::decode(node_id)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| BackendError::NotFound(format!("no partner {node_id:?}")))?;
+        if !self
+            .daemon
+            .registry
+            .remove_partner(&id)
+            .map_err(registry_error)?
+        {
+            return Err(BackendError::NotFound(format!("no partner {node_id}")));
+        }
+        Ok(())
+    }
+
+    fn agreements(&self) -> Result<Vec<Agreement>, BackendError> {
+        Ok(self
+            .daemon
+            .registry
+            .agreements()
+            .map_err(registry_error)?
+            .into_iter()
+            .map(|a| self.agreement_out(a))
+            .collect())
+    }
+
+    fn save_agreement(&self, a: &Agreement) -> Result<Agreement, BackendError> {
+        let record = AgreementRecord {
+            id: a.id,
+            organisation: a.organisation.clone(),
+            contact: a.contact.clone(),
+            spaces: a
+                .spaces
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            quota: a.quota_bytes,
+            start: a.start.clone(),
+            review: a.review.clone(),
+            notes: a.notes.clone(),
+        };
+        let saved = self
+            .daemon
+            .registry
+            .save_agreement(record)
+            .map_err(|e| match e {
+                RegistryError::UnknownSpace(n) => {
+                    BackendError::Invalid(format!("no space named {n:?} is held here"))
+                }
+                other => registry_error(other),
+            })?;
+        Ok(self.agreement_out(saved))
+    }
+
+    fn remove_agreement(&self, id: u64) -> Result<(), BackendError> {
+        self.daemon
+            .registry
+            .remove_agreement(id)
+            .map_err(registry_error)
+    }
+
+    fn disks(&self) -> Result<DiskReport, BackendError> {
+        let mut disks = list_disks()?;
+        for d in &mut disks {
+            d.smart = smart_health(&d.device);
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.daemon.store.dir();
+        let data_dev = std::fs::metadata(dir).map(|m| m.dev()).ok();
+        let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
+        let data_disk = match (data_dev, root_dev) {
+            (Some(a), Some(b)) if a == b => {
+                "on the system disk (no separate data disk is mounted)".to_string()
+            }
+            (Some(_), Some(_)) => "on its own file system".to_string(),
+            _ => "unknown".to_string(),
+        };
+        Ok(DiskReport {
+            data_dir: dir.display().to_string(),
+            data_disk,
+            disks,
+        })
+    }
+
+    fn prepare_disk(&self, device: &str, _confirm: &str) -> Result<(), BackendError> {
+        Err(BackendError::Unavailable(format!(
+            "preparing {device} from this page is not supported by this build of seeder"
+        )))
+    }
+
+    fn logs(&self, min: Level, limit: usize) -> Vec<LogLine> {
+        let level = match min {
+            Level::Error => tracing::Level::ERROR,
+            Level::Warn => tracing::Level::WARN,
+            _ => tracing::Level::INFO,
+        };
+        self.logs
+            .recent(level, limit)
+            .into_iter()
+            .map(|l| LogLine {
+                at_ms: l.at_ms,
+                level: match l.level {
+                    tracing::Level::ERROR => Level::Error,
+                    tracing::Level::WARN => Level::Warn,
+                    tracing::Level::INFO => Level::Info,
+                    tracing::Level::DEBUG => Level::Debug,
+                    tracing::Level::TRACE => Level::Trace,
+                },
+                target: l.target,
+                message: l.message,
+            })
+            .collect()
+    }
+
+    fn setup_code_matches(&self, code: &str) -> Result<bool, BackendError> {
+        let ours = self.daemon.setup_code().map_err(internal)?;
+        let given = code.trim().to_ascii_lowercase();
+        Ok(web_admin::auth::same_secret(&given, &ours))
+    }
+
+    fn renew_setup_code(&self) -> Result<(), BackendError> {
+        self.daemon.renew_setup_code().map_err(internal)?;
+        Ok(())
+    }
+
+    fn button_presses(&self) -> Option<u64> {
+        self.button.as_ref().map(|b| b.load(Ordering::SeqCst))
+    }
+
+    fn waiting_for_button(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::SeqCst);
+    }
+
+    fn load_site(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        self.daemon.registry.site_settings().map_err(registry_error)
+    }
+
+    fn save_site(&self, blob: &[u8]) -> Result<(), BackendError> {
+        self.daemon
+            .registry
+            .set_site_settings(blob)
+            .map_err(registry_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsblk_output_gives_whole_disks_with_their_partitions_contents() {
+        let json = br#"{"blockdevices": [
+          {"path":"/dev/sda","model":"WDC WD5000","serial":"WD-123","size":500107862016,"fstype":null,"label":null,"mountpoint":null,"type":"disk","rm":false,
+           "children":[{"path":"/dev/sda1","model":null,"serial":null,"size":500106813440,"fstype":"ext4","label":"SEEDER-DATA","mountpoint":"/var/lib/seeder","type":"part","rm":false}]},
+          {"path":"/dev/mmcblk0","model":null,"serial":"0x1234","size":"15931539456","fstype":null,"label":null,"mountpoint":null,"type":"disk","rm":"1"},
+          {"path":"/dev/zram0","model":null,"serial":null,"size":268435456,"fstype":null,"label":null,"mountpoint":"[SWAP]","type":"disk","rm":false},
+          {"path":"/dev/loop0","size":1,"type":"loop","rm":false}
+        ]}"#;
+        let d = parse_lsblk(json).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].device, "/dev/sda");
+        assert_eq!(d[0].label.as_deref(), Some("SEEDER-DATA"));
+        assert_eq!(d[0].mountpoint.as_deref(), Some("/var/lib/seeder"));
+        assert_eq!(d[0].size_bytes, 500_107_862_016);
+        assert!(!d[0].removable);
+        assert_eq!(d[1].size_bytes, 15_931_539_456);
+        assert!(d[1].removable);
+        assert!(parse_lsblk(b"not json").is_err());
+    }
+
+    #[test]
+    fn the_machine_reports_load_and_memory() {
+        assert!(load_average().is_some());
+        let m = memory().unwrap();
+        assert!(m.total_bytes >= m.available_bytes && m.total_bytes > 0);
+    }
+}
