@@ -122,6 +122,44 @@ pub fn routes() -> Router<Shared> {
     paths
         .into_iter()
         .fold(Router::new(), |r, (path, mr)| r.route(path, mr))
+        .fallback(|| async { ApiFail(Fail::NotFound("no such API operation".into())) })
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Refusals made before a handler runs (a body that isn't the documented JSON, a path
+/// parameter that isn't a number, a body over the limit, a method the path doesn't have)
+/// come from axum as plain text; API clients get every error as `{"error": …}`.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is cut rather than buffered.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut r = (status, Json(json!({ "error": message }))).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    r
 }
 
 async fn openapi_doc(State(app): State<Shared>) -> Json<serde_json::Value> {

@@ -358,7 +358,7 @@ impl Fail {
             Fail::Forbidden(_) => StatusCode::FORBIDDEN,
             Fail::NotFound(_) => StatusCode::NOT_FOUND,
             Fail::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Fail::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Fail::Unavailable(_) => StatusCode::CONFLICT,
             Fail::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Fail::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -456,7 +456,8 @@ async fn guard(State(app): State<Shared>, request: Request, next: Next) -> Respo
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Same-origin referrers only: browsers then send a real `Origin` on our own forms.
+        HeaderValue::from_static("same-origin"),
     );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -468,9 +469,13 @@ fn is_state_changing(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// A browser's `Origin` (or, lacking it, `Referer`) must be this site when present. Clients
-/// without either (curl, the API) are judged by their CSRF or API token instead.
+/// A browser's request must come from this site: `Sec-Fetch-Site` says so directly in current
+/// browsers; otherwise `Origin` (or, lacking it, `Referer`) must name this host. Clients
+/// sending none of these (curl, scripts) are judged by their CSRF or API token instead.
 fn same_origin(headers: &HeaderMap, host: &str) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin" || site == "none";
+    }
     let origin = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
@@ -567,6 +572,17 @@ mod tests {
         );
         assert!(!same_origin(&h, "seeder.local"));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h, "seeder.local"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(
+            same_origin(&h, "seeder.local"),
+            "the browser's own word wins"
+        );
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://seeder.local"),
+        );
         assert!(!same_origin(&h, "seeder.local"));
     }
 }

@@ -27,6 +27,7 @@ use crate::{ButtonWait, Ctx, Fail, Shared, BUTTON_WAIT, PRE_COOKIE};
 
 const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
+const ICON: &str = include_str!("../static/icon.svg");
 
 /// Log lines shown on the logs page.
 pub const LOG_LINES: usize = 300;
@@ -56,6 +57,8 @@ pub fn routes() -> Router<Shared> {
         .route("/events", get(events))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
+        .route("/static/icon.svg", get(icon))
+        .route("/favicon.ico", get(icon))
 }
 
 fn static_file(body: &'static str, kind: &'static str) -> Response {
@@ -74,6 +77,10 @@ fn static_file(body: &'static str, kind: &'static str) -> Response {
 
 async fn css() -> Response {
     static_file(CSS, "text/css; charset=utf-8")
+}
+
+async fn icon() -> Response {
+    static_file(ICON, "image/svg+xml")
 }
 
 async fn js() -> Response {
@@ -145,6 +152,7 @@ fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · seeder" }
+            link rel="icon" href="/static/icon.svg" type="image/svg+xml";
             link rel="stylesheet" href="/static/app.css";
             script src="/static/app.js" defer {}
         }

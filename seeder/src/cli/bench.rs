@@ -27,6 +27,9 @@ pub enum Bench {
     /// throughput against plain-QUIC and disk baselines, seeder memory, relay latency between
     /// two members, and restart time with many feeds held.
     Sync(super::bench_sync::SyncArgs),
+    /// The admin page of a real `seeder serve` holding 1,000 feeds: render time of the
+    /// dashboard and the spaces page over loopback HTTP, and the page weight.
+    Admin(super::bench_admin::AdminArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +70,7 @@ pub fn run(which: Bench) -> Result<()> {
         Bench::Store(args) => store(args),
         Bench::Fs(args) => fs(args),
         Bench::Sync(args) => super::bench_sync::run(args),
+        Bench::Admin(args) => super::bench_admin::run(args),
     }
 }
 

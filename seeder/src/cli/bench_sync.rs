@@ -184,10 +184,12 @@ impl OwnFeed {
 }
 
 /// A `seeder serve` child process; killed on drop.
-struct SeederProcess {
+pub(super) struct SeederProcess {
     child: Child,
     addr: SocketAddr,
     node: NodeId,
+    /// Where its admin page answers (from its ready line).
+    pub(super) admin: Option<SocketAddr>,
 }
 
 impl Drop for SeederProcess {
@@ -204,7 +206,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Start `seeder serve` on `data` and return once it says it is ready, with the time taken.
-fn start_seeder(data: &Path) -> Result<(SeederProcess, Duration)> {
+pub(super) fn start_seeder(data: &Path) -> Result<(SeederProcess, Duration)> {
     let node = NodeIdentity::load_or_create(&data.join("node.key"))?.node_id();
     let port = free_port()?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -221,19 +223,32 @@ fn start_seeder(data: &Path) -> Result<(SeederProcess, Duration)> {
         .context("starting seeder serve")?;
     let stderr = child.stderr.take().context("seeder's stderr")?;
     let mut lines = BufReader::new(stderr).lines();
-    loop {
+    let admin = loop {
         match lines.next() {
-            Some(Ok(l)) if l.contains("seeder ready") => break,
+            Some(Ok(l)) if l.contains("seeder ready") => {
+                break l
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("admin="))
+                    .and_then(|a| a.parse().ok());
+            }
             Some(Ok(_)) => {}
             _ => {
                 let _ = child.kill();
                 anyhow::bail!("seeder serve ended before it was ready");
             }
         }
-    }
+    };
     let took = t.elapsed();
     std::thread::spawn(move || for _ in lines {});
-    Ok((SeederProcess { child, addr, node }, took))
+    Ok((
+        SeederProcess {
+            child,
+            addr,
+            node,
+            admin,
+        },
+        took,
+    ))
 }
 
 /// Peak resident memory of process `pid`, in MiB.
@@ -422,6 +437,16 @@ async fn quinn_baseline(bytes: u64, chunk: usize) -> Result<f64> {
 
 /// Seconds from starting `seeder serve` to ready with `feeds` feeds of 100 entries held.
 fn restart(data: &Path, feeds: usize) -> Result<f64> {
+    populate(data, feeds)?;
+    // Once to warm the page cache like a running board's, then the measured start.
+    drop(start_seeder(data)?);
+    let (seeder, took) = start_seeder(data)?;
+    drop(seeder);
+    Ok(took.as_secs_f64())
+}
+
+/// A seeder data folder holding one space with `feeds` feeds of 100 small entries.
+pub(super) fn populate(data: &Path, feeds: usize) -> Result<()> {
     let secret = SpaceSecret::generate(&mut rand::rngs::OsRng);
     {
         let store = hold_space(data, secret.address())?;
@@ -439,9 +464,5 @@ fn restart(data: &Path, feeds: usize) -> Result<f64> {
         }
         store.flush()?;
     }
-    // Once to warm the page cache like a running board's, then the measured start.
-    drop(start_seeder(data)?);
-    let (seeder, took) = start_seeder(data)?;
-    drop(seeder);
-    Ok(took.as_secs_f64())
+    Ok(())
 }

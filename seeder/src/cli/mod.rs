@@ -11,6 +11,7 @@ tampered bundle, a bundle of another space); 4 busy (another command holds the h
 */
 
 mod bench;
+mod bench_admin;
 mod bench_sync;
 mod daemon;
 mod forward;

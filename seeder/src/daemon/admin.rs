@@ -378,8 +378,12 @@ impl AdminBackend for AdminDaemon {
     }
 
     fn add_space(&self, r: &AddSpace) -> Result<SpaceInfo, BackendError> {
-        let code = SeedCode::from_str(r.seed_code.trim())
-            .map_err(|e| BackendError::Invalid(format!("That seed code is not right: {e}.")))?;
+        let code = SeedCode::from_str(r.seed_code.trim()).map_err(|e| {
+            let m = e.to_string();
+            let mut c = m.chars();
+            let first = c.next().map(|f| f.to_uppercase().collect::<String>());
+            BackendError::Invalid(format!("{}{}.", first.unwrap_or_default(), c.as_str()))
+        })?;
         let name = r.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
         let held = self
             .daemon

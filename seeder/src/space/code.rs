@@ -42,7 +42,7 @@ pub enum CodeError {
     },
     #[error("{kind} is incomplete or too long: {got} characters instead of {BODY_CHARS}")]
     WrongLength { kind: &'static str, got: usize },
-    #[error("this {kind} has a typo: check it character by character")]
+    #[error("{kind} has a typo: check it character by character")]
     Typo { kind: &'static str },
     #[error("{kind} of version {version} needs a newer seeder")]
     UnknownVersion { kind: &'static str, version: u8 },

@@ -1,0 +1,140 @@
+//! schemathesis (from PyPI) against the admin API of a real `seeder serve`: it reads the
+//! OpenAPI document the daemon serves, generates requests for every operation, sends them
+//! with an API token, and checks that no response is a server error and that responses match
+//! the documented schemas.
+//!
+//! Needs the `schemathesis` command (`$SCHEMATHESIS`, or on `PATH`; `.ci/run` installs it in
+//! a virtualenv). Without it the test says so and passes, except under CI, where it fails.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use common::{free_udp_port, Seeder};
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, headers, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+fn schemathesis() -> Option<String> {
+    if let Ok(p) = std::env::var("SCHEMATHESIS") {
+        return Some(p);
+    }
+    Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "schemathesis".to_string())
+}
+
+#[test]
+fn generated_requests_for_every_documented_operation_never_get_a_server_error() {
+    let Some(st) = schemathesis() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("the API schema test needs schemathesis (set SCHEMATHESIS or put it on PATH)");
+        }
+        eprintln!("skipped: install schemathesis (pip) to run the API schema test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let seed = Seeder::start(&dir.path().join("seeder"), free_udp_port());
+    let admin = seed.status()["admin"].as_str().unwrap().to_string();
+    let code = seed.ctl(&["setup-code"]).trim().to_string();
+
+    // Claim over the API, then make a token for the fuzzer.
+    let (status, head, body) = http(
+        &admin,
+        "POST",
+        "/api/v1/claim",
+        &[],
+        &format!(r#"{{"setup_code":"{code}","password":"an admin password"}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _, body) = http(
+        &admin,
+        "POST",
+        "/api/v1/tokens",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        r#"{"name":"schemathesis"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = Command::new(&st)
+        .args([
+            "run",
+            &format!("http://{admin}/api/v1/openapi.json"),
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--header",
+            &format!("Authorization: Bearer {token}"),
+            // The session too, for the operations only a session may call.
+            "--header",
+            &format!("Cookie: {cookie}"),
+            "--header",
+            &format!("X-CSRF-Token: {csrf}"),
+            // Revoking tokens (ours is id 1) or logging out would leave later requests
+            // refused.
+            "--exclude-operation-id",
+            "revokeToken",
+            "--exclude-operation-id",
+            "logout",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+        ])
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        // It keeps a cache of its own in the working folder.
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "schemathesis found failures");
+    assert!(
+        !stdout.contains("Authentication failed"),
+        "operations were refused for want of authentication"
+    );
+    // The daemon is still healthy afterwards.
+    assert_eq!(http(&admin, "GET", "/api/v1/openapi.json", &[], "").0, 200);
+}
