@@ -137,4 +137,29 @@ fn generated_requests_for_every_documented_operation_never_get_a_server_error() 
     );
     // The daemon is still healthy afterwards.
     assert_eq!(http(&admin, "GET", "/api/v1/openapi.json", &[], "").0, 200);
+
+    // A forgotten password: root resets it on the device; the token and the session stop
+    // working, the page asks to be claimed again, with a new code.
+    let new_code = seed.ctl(&["reset-password"]).trim().to_string();
+    assert!(!new_code.is_empty() && new_code != code);
+    let auth = format!("Bearer {token}");
+    let (status, _, body) = http(
+        &admin,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("not claimed"));
+    let (status, _, _) = http(&admin, "GET", "/api/v1/session", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 409);
+    let (status, _, body) = http(
+        &admin,
+        "POST",
+        "/api/v1/claim",
+        &[],
+        &format!(r#"{{"setup_code":"{new_code}","password":"a new admin password"}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
 }

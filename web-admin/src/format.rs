@@ -104,6 +104,18 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Seconds since the epoch as UTC `YYYY-MM-DD HH:MM:SS`.
+pub fn datetime(secs: i64) -> String {
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Today's date as `YYYY-MM-DD` (UTC).
 pub fn today() -> String {
     let (y, m, d) = civil_from_days((now_unix() / 86_400) as i64);

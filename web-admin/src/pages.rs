@@ -574,7 +574,9 @@ pub fn graph_points(samples: &[crate::Sample]) -> (String, String, u64) {
             )
         })
         .collect();
-    let max = rates.iter().map(|(a, b)| a.max(*b)).fold(1.0f64, f64::max);
+    let peak = rates.iter().map(|(a, b)| a.max(*b)).fold(0.0f64, f64::max);
+    // Scale against at least 1 B/s so an idle graph is a flat line at the bottom.
+    let max = peak.max(1.0);
     let n = crate::HISTORY_LEN.saturating_sub(1).max(1) as f64;
     let offset = n - rates.len() as f64;
     let line = |pick: fn(&(f64, f64)) -> f64| {
@@ -591,7 +593,7 @@ pub fn graph_points(samples: &[crate::Sample]) -> (String, String, u64) {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    (line(|r| r.0), line(|r| r.1), max as u64)
+    (line(|r| r.0), line(|r| r.1), peak as u64)
 }
 
 fn rate(samples: &[crate::Sample]) -> (String, String) {
@@ -722,13 +724,13 @@ async fn spaces_page(State(app): State<Shared>, ctx: Ctx) -> Response {
             @for s in &spaces {
                 article.space {
                     h2 { (s.name) }
-                    p class=(if s.full { "health bad" } else { "health" }) { (health(s, now)) }
+                    p class=(if s.full { "health bad" } else { "health" }) data-live=(format!("space:{}:health", s.name)) { (health(s, now)) }
                     dl {
                         dt { "Feeds" } dd data-live=(format!("space:{}:feeds", s.name)) { (s.feeds) }
                         dt { "Held" } dd data-live=(format!("space:{}:bytes", s.name)) { (format::bytes(s.bytes)) }
                         dt { "Entries" } dd data-live=(format!("space:{}:entries", s.name)) { (s.entries) }
-                        dt { "Last sync" } dd { (format::ago(s.last_sync, now)) }
-                        dt { "Peers" } dd { (s.peers) }
+                        dt { "Last sync" } dd data-live=(format!("space:{}:last_sync", s.name)) { (format::ago(s.last_sync, now)) }
+                        dt { "Peers" } dd data-live=(format!("space:{}:peers", s.name)) { (s.peers) }
                         dt { "Quota" } dd {
                             @if let Some(q) = s.quota_bytes { (bar(s.bytes, q)) " " (format::bytes(q)) } @else { "none" }
                         }
@@ -1208,15 +1210,7 @@ async fn logs_page(State(app): State<Shared>, ctx: Ctx, Query(q): Query<LogQuery
 }
 
 fn format_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (y, m, d) = format::civil_from_days((secs / 86_400) as i64);
-    let t = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        t / 3600,
-        t / 60 % 60,
-        t % 60
-    )
+    format::datetime((ms / 1000) as i64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1470,7 +1464,14 @@ pub fn live_values(app: &Shared) -> Result<serde_json::Value, Fail> {
     values.insert("rx_rate".to_string(), rx_rate);
     values.insert("tx_rate".to_string(), tx_rate);
     values.insert("graph_max".to_string(), format!("{}/s", format::bytes(max)));
+    let now = format::now_unix();
     for s in &spaces {
+        values.insert(format!("space:{}:health", s.name), health(s, now));
+        values.insert(
+            format!("space:{}:last_sync", s.name),
+            format::ago(s.last_sync, now),
+        );
+        values.insert(format!("space:{}:peers", s.name), s.peers.to_string());
         values.insert(format!("space:{}:bytes", s.name), format::bytes(s.bytes));
         values.insert(format!("space:{}:feeds", s.name), s.feeds.to_string());
         values.insert(format!("space:{}:entries", s.name), s.entries.to_string());

@@ -135,26 +135,7 @@ enum PeerCmd {
 /// `500M`, `20G`, `1.5T`, `1024` (bytes). K, M, G, T are powers of 1024; a trailing `B` or
 /// `iB` is allowed.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size: use a number with K, M, G or T, like 20G"))?;
-    if !(n.is_finite() && n >= 0.0) || n * mult as f64 > u64::MAX as f64 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok((n * mult as f64) as u64)
+    web_admin::format::parse_size(s)?.ok_or_else(|| "give a size, like 20G".to_string())
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -341,18 +322,7 @@ fn print_spaces(v: &serde_json::Value) {
 
 /// Bytes for people: 1.5 GiB.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    web_admin::format::bytes(bytes)
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ pub struct Activity {
     live: Mutex<HashMap<u64, Live>>,
     last_seen: Mutex<HashMap<NodeId, u64>>,
     last_append: Mutex<HashMap<Address, u64>>,
+    last_verified: Mutex<HashMap<Address, u64>>,
     /// Bytes of connections that have ended.
     ended_in: AtomicU64,
     ended_out: AtomicU64,
@@ -98,6 +99,22 @@ impl Activity {
             .lock()
             .expect("activity lock")
             .insert(*space, now_unix());
+    }
+
+    /// Every feed of `space` was just read back and found intact.
+    pub fn verified(&self, space: &Address) {
+        self.last_verified
+            .lock()
+            .expect("activity lock")
+            .insert(*space, now_unix());
+    }
+
+    pub fn last_verified(&self, space: &Address) -> Option<u64> {
+        self.last_verified
+            .lock()
+            .expect("activity lock")
+            .get(space)
+            .copied()
     }
 
     /// Peers connected now.

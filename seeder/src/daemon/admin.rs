@@ -241,9 +241,9 @@ impl AdminDaemon {
                 bytes,
                 complete,
                 last_sync: self.activity.last_append(&s.address),
-                // Every entry is verified against its signed head when it arrives; a scrub of
-                // stored data is not scheduled yet.
-                last_verified: None,
+                // Every entry is verified when it arrives, and all of them again by the daily
+                // scrub (`scrub`); this is the last clean pass of this run.
+                last_verified: self.activity.last_verified(&s.address),
                 peers: peers
                     .iter()
                     .filter(|p| p.spaces.contains(&s.address))

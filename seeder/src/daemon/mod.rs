@@ -6,7 +6,7 @@ The [`registry`] of held spaces, partner seeders, member certificates and agreem
 [`local`], the view of it the sync state machine asks questions of; [`activity`], what is
 happening now; [`serve`], the service wiring (QUIC, control socket, admin page, systemd);
 [`ctl`] and [`backend`], the control socket; [`admin`], the admin page's backend;
-[`logring`], the recent log lines it shows.
+[`logring`], the recent log lines it shows; [`scrub`], the daily read-back of every feed.
 
 It knows spaces only by address: nothing here can decrypt an entry.
 */
@@ -18,4 +18,5 @@ pub mod ctl;
 pub mod local;
 pub mod logring;
 pub mod registry;
+pub mod scrub;
 pub mod serve;

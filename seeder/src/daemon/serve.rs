@@ -125,6 +125,13 @@ pub async fn run(
     if let Err(e) = daemon.setup_code() {
         tracing::warn!(error = %e, "cannot create the setup code");
     }
+    let scrub_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scrubber = tokio::spawn(super::scrub::run(
+        store.clone(),
+        registry.clone(),
+        activity.clone(),
+        scrub_stop.clone(),
+    ));
     let backend = Arc::new(super::admin::AdminDaemon {
         daemon: daemon.clone(),
         local: node,
@@ -199,6 +206,8 @@ pub async fn run(
     if let Some(w) = watchdog {
         w.abort();
     }
+    scrub_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    scrubber.abort();
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);

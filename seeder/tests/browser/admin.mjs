@@ -74,6 +74,14 @@ try {
   if (!(/MiB/.test(last) && parseFloat(last) >= 8)) fail("bytes never rose: " + seen.join(" → "));
   if (!(await page.evaluate(() => window.__sameDocument === true))) fail("the page was reloaded");
   console.log("live byte counts: " + seen.join(" → "));
+  const health = page.locator("[data-live='space:office:health']");
+  const healthUntil = deadline(60000);
+  while (Date.now() < healthUntil && !/held complete/.test(await health.textContent())) {
+    await page.waitForTimeout(100);
+  }
+  const healthNow = (await health.textContent()).trim();
+  if (!/held complete/.test(healthNow)) fail("health line never said complete: " + healthNow);
+  console.log("health: " + healthNow);
   await page.screenshot({ path: shots + "/spaces.png", fullPage: true });
   await page.goto(url + "/");
   await page.screenshot({ path: shots + "/dashboard.png", fullPage: true });
