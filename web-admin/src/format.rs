@@ -74,7 +74,7 @@ pub fn duration(secs: u64) -> String {
 pub fn ago(at: Option<u64>, now: u64) -> String {
     match at {
         None | Some(0) => "never".into(),
-        Some(t) if t > now => "just now".into(),
+        Some(t) if t + 5 > now => "just now".into(),
         Some(t) => format!("{} ago", duration(now - t)),
     }
 }
@@ -189,5 +189,6 @@ mod tests {
         assert_eq!(duration(3 * 86_400 + 7_200), "3 d 2 h");
         assert_eq!(ago(None, 10), "never");
         assert_eq!(ago(Some(10), 310), "5 min ago");
+        assert_eq!(ago(Some(10), 12), "just now");
     }
 }
