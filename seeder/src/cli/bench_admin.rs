@@ -86,6 +86,8 @@ pub fn run(args: AdminArgs) -> Result<()> {
             node_id: crate::net::NodeId([0; 32]),
             listen: "127.0.0.1:0".parse()?,
             admin: None,
+            board: Default::default(),
+            keep_free_percent: 5,
         };
         daemon.setup_code()?
     };

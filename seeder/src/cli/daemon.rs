@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Don't announce this seeder on the LAN over mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// The board has a claim button (`seeder board` reports its presses): the admin page
+    /// offers claiming by a press.
+    #[arg(long, env = "SEEDER_CLAIM_BUTTON")]
+    claim_button: bool,
     /// mDNS port (tests use another than 5353 to stay apart from the machine's responder).
     #[arg(long, hide = true, default_value_t = 5353)]
     mdns_port: u16,
@@ -174,7 +178,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             },
         ),
         data,
-        button: None,
+        button: args
+            .claim_button
+            .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0))),
     };
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;

@@ -13,7 +13,9 @@ tampered bundle, a bundle of another space); 4 busy (another command holds the h
 mod bench;
 mod bench_admin;
 mod bench_sync;
+mod board;
 mod daemon;
+mod disk;
 mod forward;
 mod member;
 mod sync;
@@ -116,6 +118,10 @@ enum Command {
     Serve(daemon::ServeArgs),
     /// Control a running daemon through its socket.
     Ctl(daemon::CtlArgs),
+    /// The data disk: list block devices, prepare one (as root).
+    Disk(disk::DiskArgs),
+    /// The appliance's status LED and power button (as root, beside the daemon).
+    Board(board::BoardArgs),
     /// Measure performance; prints one `name value unit` line per figure.
     Bench {
         #[command(subcommand)]
@@ -176,6 +182,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Bench { which } => bench::run(which),
         Command::Serve(args) => daemon::serve(args),
         Command::Ctl(args) => daemon::ctl(args),
+        Command::Disk(args) => disk::run(args),
+        Command::Board(args) => board::run(args),
         Command::Sync(args) => sync::sync(open_home(cli.home)?, args),
         command => {
             let dir = home_dir(cli.home)?;
@@ -230,10 +238,15 @@ fn member_command(
         Command::Conflicts { name, path } => member::conflicts(home, &name, path.as_deref(), io),
         Command::Bundle { cmd } => member::bundle(home, cmd, io),
         Command::Status { name } => sync::status(home, &name, io),
-        Command::Sync(_) | Command::Serve(_) | Command::Ctl(_) | Command::Bench { .. } => Err(
-            anyhow::anyhow!("only file and space commands can run in a syncing home")
-                .context(Failure::Busy),
-        ),
+        Command::Sync(_)
+        | Command::Serve(_)
+        | Command::Ctl(_)
+        | Command::Disk(_)
+        | Command::Board(_)
+        | Command::Bench { .. } => Err(anyhow::anyhow!(
+            "only file and space commands can run in a syncing home"
+        )
+        .context(Failure::Busy)),
     }
 }
 
@@ -244,7 +257,7 @@ pub fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let daemon = std::env::args().nth(1).as_deref() == Some("serve");
+    let daemon = matches!(std::env::args().nth(1).as_deref(), Some("serve" | "board"));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
     });

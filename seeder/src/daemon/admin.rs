@@ -122,90 +122,9 @@ fn host_name() -> Option<String> {
     (!n.is_empty()).then(|| n.to_string())
 }
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
-/// Block devices from `lsblk`, whole disks only, with what their partitions hold.
-pub fn list_disks() -> Result<Vec<Disk>, BackendError> {
-    let Some(lsblk) = which("lsblk") else {
-        return Ok(Vec::new());
-    };
-    let out = std::process::Command::new(lsblk)
-        .args([
-            "--json",
-            "--bytes",
-            "--output",
-            "PATH,MODEL,SERIAL,SIZE,FSTYPE,LABEL,MOUNTPOINT,TYPE,RM",
-        ])
-        .output()
-        .map_err(|e| internal(format!("running lsblk: {e}")))?;
-    if !out.status.success() {
-        return Err(internal(format!(
-            "lsblk failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    parse_lsblk(&out.stdout)
-}
-
-fn str_field(v: &serde_json::Value, k: &str) -> Option<String> {
-    match &v[k] {
-        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
-    }
-}
-
-/// `lsblk --json --bytes` output → disks.
-pub fn parse_lsblk(json: &[u8]) -> Result<Vec<Disk>, BackendError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| internal(format!("lsblk output: {e}")))?;
-    let mut disks = Vec::new();
-    for d in v["blockdevices"].as_array().into_iter().flatten() {
-        let device = str_field(d, "path").unwrap_or_default();
-        if str_field(d, "type").as_deref() != Some("disk")
-            || device.starts_with("/dev/zram")
-            || device.starts_with("/dev/ram")
-        {
-            continue;
-        }
-        let children: Vec<&serde_json::Value> =
-            d["children"].as_array().into_iter().flatten().collect();
-        let pick =
-            |k: &str| str_field(d, k).or_else(|| children.iter().find_map(|c| str_field(c, k)));
-        let size = match &d["size"] {
-            serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
-            serde_json::Value::String(s) => s.parse().unwrap_or(0),
-            _ => 0,
-        };
-        let removable = match &d["rm"] {
-            serde_json::Value::Bool(b) => *b,
-            serde_json::Value::String(s) => s == "1",
-            serde_json::Value::Number(n) => n.as_u64() == Some(1),
-            _ => false,
-        };
-        disks.push(Disk {
-            smart: None,
-            device,
-            model: str_field(d, "model").unwrap_or_default(),
-            serial: str_field(d, "serial").unwrap_or_default(),
-            size_bytes: size,
-            filesystem: pick("fstype"),
-            label: pick("label"),
-            mountpoint: pick("mountpoint"),
-            removable,
-        });
-    }
-    Ok(disks)
-}
-
 /// SMART overall health of `device`, where `smartctl` exists.
 fn smart_health(device: &str) -> Option<String> {
-    let smartctl = which("smartctl")?;
+    let smartctl = super::disk::which("smartctl")?;
     let out = std::process::Command::new(smartctl)
         .args(["--health", "--json", device])
         .output()
@@ -541,10 +460,21 @@ impl AdminBackend for AdminDaemon {
     }
 
     fn disks(&self) -> Result<DiskReport, BackendError> {
-        let mut disks = list_disks()?;
-        for d in &mut disks {
-            d.smart = smart_health(&d.device);
-        }
+        let disks: Vec<Disk> = super::disk::list(false)
+            .map_err(|e| internal(e.to_string()))?
+            .into_iter()
+            .map(|d| Disk {
+                smart: smart_health(&d.device),
+                device: d.device,
+                model: d.model,
+                serial: d.serial,
+                size_bytes: d.size_bytes,
+                filesystem: d.filesystem,
+                label: d.label,
+                mountpoint: d.mountpoints.first().cloned(),
+                removable: d.removable,
+            })
+            .collect();
         use std::os::unix::fs::MetadataExt;
         let dir = self.daemon.store.dir();
         let data_dev = std::fs::metadata(dir).map(|m| m.dev()).ok();
@@ -563,9 +493,16 @@ impl AdminBackend for AdminDaemon {
         })
     }
 
-    fn prepare_disk(&self, device: &str, _confirm: &str) -> Result<(), BackendError> {
+    fn prepare_disk(&self, device: &str, confirm: &str) -> Result<(), BackendError> {
+        // The daemon runs as an unprivileged user and can't partition disks; root can.
         Err(BackendError::Unavailable(format!(
-            "preparing {device} from this page is not supported by this build of seeder"
+            "preparing a disk needs root: on the device run \
+             sudo seeder disk prepare {device} --confirm {}",
+            if confirm.is_empty() {
+                "SERIAL"
+            } else {
+                confirm
+            }
         )))
     }
 
@@ -627,27 +564,6 @@ impl AdminBackend for AdminDaemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lsblk_output_gives_whole_disks_with_their_partitions_contents() {
-        let json = br#"{"blockdevices": [
-          {"path":"/dev/sda","model":"WDC WD5000","serial":"WD-123","size":500107862016,"fstype":null,"label":null,"mountpoint":null,"type":"disk","rm":false,
-           "children":[{"path":"/dev/sda1","model":null,"serial":null,"size":500106813440,"fstype":"ext4","label":"SEEDER-DATA","mountpoint":"/var/lib/seeder","type":"part","rm":false}]},
-          {"path":"/dev/mmcblk0","model":null,"serial":"0x1234","size":"15931539456","fstype":null,"label":null,"mountpoint":null,"type":"disk","rm":"1"},
-          {"path":"/dev/zram0","model":null,"serial":null,"size":268435456,"fstype":null,"label":null,"mountpoint":"[SWAP]","type":"disk","rm":false},
-          {"path":"/dev/loop0","size":1,"type":"loop","rm":false}
-        ]}"#;
-        let d = parse_lsblk(json).unwrap();
-        assert_eq!(d.len(), 2);
-        assert_eq!(d[0].device, "/dev/sda");
-        assert_eq!(d[0].label.as_deref(), Some("SEEDER-DATA"));
-        assert_eq!(d[0].mountpoint.as_deref(), Some("/var/lib/seeder"));
-        assert_eq!(d[0].size_bytes, 500_107_862_016);
-        assert!(!d[0].removable);
-        assert_eq!(d[1].size_bytes, 15_931_539_456);
-        assert!(d[1].removable);
-        assert!(parse_lsblk(b"not json").is_err());
-    }
 
     #[test]
     fn the_machine_reports_load_and_memory() {

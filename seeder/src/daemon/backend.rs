@@ -26,6 +26,20 @@ pub struct Daemon {
     pub listen: std::net::SocketAddr,
     /// Where the admin page answers.
     pub admin: Option<std::net::SocketAddr>,
+    /// The board's claim button and LED, as the admin page and `seeder board` share them.
+    pub board: BoardState,
+    /// The share of the disk kept free (for the "needs the admin" state).
+    pub keep_free_percent: u8,
+}
+
+/// Shared between the admin page (which waits for a press) and the control socket (which
+/// `seeder board` tells about presses and asks what the LED should show).
+#[derive(Clone, Default)]
+pub struct BoardState {
+    /// Presses of the claim button; `None` on machines without one.
+    pub presses: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The admin page waits for a press.
+    pub waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn ok(value: serde_json::Value) -> CtlResponse {
@@ -178,8 +192,20 @@ impl CtlBackend for Daemon {
                     .map(|d| d.iter().map(|x| x.to_string()).collect::<Vec<_>>());
                 let forks = self.store.forks().map(|f| f.len());
                 let (free, total) = super::local::disk_room(self.store.dir()).unwrap_or((0, 0));
+                let disk_full = total > 0
+                    && free.saturating_mul(100) / total <= u64::from(self.keep_free_percent);
+                use std::sync::atomic::Ordering;
+                let waiting = self.board.waiting.load(Ordering::SeqCst);
+                let presses = self
+                    .board
+                    .presses
+                    .as_ref()
+                    .map(|p| p.load(Ordering::SeqCst));
                 match (damage, forks) {
                     (Ok(damage), Ok(forks)) => ok(json!({
+                        "needs_admin": disk_full || forks > 0 || !damage.is_empty(),
+                        "waiting_for_button": waiting,
+                        "button_presses": presses,
                         "version": env!("CARGO_PKG_VERSION"),
                         "node_id": self.node_id.to_hex(),
                         "listen": self.listen.to_string(),
@@ -235,6 +261,13 @@ impl CtlBackend for Daemon {
             CtlRequest::SetupCode => match self.setup_code() {
                 Ok(code) => ok(json!(code)),
                 Err(e) => err(format!("cannot read or write the setup code: {e}")),
+            },
+            CtlRequest::ButtonPressed => match &self.board.presses {
+                Some(p) => {
+                    let n = p.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    ok(json!(n))
+                }
+                None => err("this seeder has no claim button (serve --claim-button)"),
             },
             CtlRequest::ResetPassword => match self.reset_password() {
                 Ok(code) => ok(json!(code)),

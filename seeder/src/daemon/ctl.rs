@@ -48,6 +48,8 @@ pub enum CtlRequest {
     PeerList,
     SetupCode,
     ResetPassword,
+    /// The board's claim button was pressed (from `seeder board`).
+    ButtonPressed,
 }
 
 /// The answer: a JSON value for the client to print, or an error message for a person.

@@ -120,6 +120,11 @@ pub async fn run(
         node_id,
         listen,
         admin: Some(admin_addr),
+        board: super::backend::BoardState {
+            presses: config.button.clone(),
+            waiting: Arc::default(),
+        },
+        keep_free_percent: config.keep_free_percent,
     });
     // The setup code exists from the first start, so the console and the SD card can show it.
     if let Err(e) = daemon.setup_code() {
@@ -139,7 +144,7 @@ pub async fn run(
         logs: super::logring::LogRing::global().clone(),
         keep_free_percent: config.keep_free_percent,
         button: config.button.clone(),
-        waiting: Arc::default(),
+        waiting: daemon.board.waiting.clone(),
     });
     let site = web_admin::App::new(
         backend,
