@@ -151,3 +151,93 @@ fn a_disk_image_is_prepared_only_when_confirmed_and_empty_or_wiped() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is mounted"));
 }
+
+#[test]
+fn without_its_data_disk_the_seeder_stores_nothing_says_so_and_starts_when_it_appears() {
+    use std::io::{BufRead, BufReader};
+    let is_root = tool("id", &["-u"]).trim() == "0";
+    if !is_root {
+        if std::env::var_os("CI").is_some() {
+            panic!("the data-disk test needs root (to mount a file system)");
+        }
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let port = common::free_udp_port();
+    let mut child = seeder()
+        .args([
+            "serve",
+            "--no-mdns",
+            "--require-data-disk",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Cleanup(std::process::Child, std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = Command::new("umount").arg(&self.1).status();
+        }
+    }
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let _cleanup = Cleanup(child, data.clone());
+    let admin = loop {
+        let line = lines.next().expect("the daemon ended").unwrap();
+        if line.contains("no data disk") {
+            break line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("admin="))
+                .unwrap()
+                .to_string();
+        }
+    };
+    let (status, _, page) = common::http(&admin, "GET", "/claim", &[], "");
+    assert_eq!(status, 200);
+    assert!(page.contains("No data disk"), "{page}");
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "nothing written to the SD card"
+    );
+
+    // The disk appears (a tmpfs stands in): the daemon starts for real.
+    tool(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64m",
+            "tmpfs",
+            data.to_str().unwrap(),
+        ],
+    );
+    loop {
+        let line = lines.next().expect("the daemon ended").unwrap();
+        if line.contains("seeder ready") {
+            break;
+        }
+    }
+    let out = seeder()
+        .args(["ctl", "--data"])
+        .arg(&data)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["needs_admin"], false);
+    std::thread::spawn(move || for _ in lines {});
+}

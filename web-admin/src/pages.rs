@@ -277,9 +277,19 @@ async fn claim_page(State(app): State<Shared>, ctx: Ctx) -> Response {
     }
     let (cookie, pre) = pre_token();
     let has_button = app.backend.button_presses().is_some();
+    // Errors (like a missing data disk) concern whoever is at the device, claimed or not.
+    let errors: Vec<Warning> = app
+        .backend
+        .overview()
+        .map(|o| o.warnings)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|w| w.level == Level::Error)
+        .collect();
     let body = bare(
         "Claim this seeder",
         html! {
+            @for w in &errors { p.error role="alert" { (w.message) } }
             h1 { "Claim this seeder" }
             p { "Nobody owns this seeder yet. Prove you have the device in hand, then choose the admin password." }
             form method="post" action="/claim" {

@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// offers claiming by a press.
     #[arg(long, env = "SEEDER_CLAIM_BUTTON")]
     claim_button: bool,
+    /// The data folder must be a mounted disk (the appliance's): without one, serve only the
+    /// admin page saying so, store nothing, and wait for it.
+    #[arg(long, env = "SEEDER_REQUIRE_DATA_DISK")]
+    require_data_disk: bool,
     /// mDNS port (tests use another than 5353 to stay apart from the machine's responder).
     #[arg(long, hide = true, default_value_t = 5353)]
     mdns_port: u16,
@@ -61,6 +65,8 @@ struct FileConfig {
     cache_mib: Option<u64>,
     /// Announce on the LAN over mDNS.
     mdns: Option<bool>,
+    /// The data folder must be a mounted disk (see `--require-data-disk`).
+    require_data_disk: Option<bool>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig> {
@@ -178,6 +184,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             },
         ),
         data,
+        require_data_disk: args.require_data_disk || file.require_data_disk.unwrap_or(false),
         button: args
             .claim_button
             .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0))),

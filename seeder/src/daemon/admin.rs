@@ -136,6 +136,49 @@ fn smart_health(device: &str) -> Option<String> {
     }
 }
 
+/// The disks as the admin page shows them, with SMART health where it can be read.
+fn disks_for_page() -> Result<Vec<Disk>, BackendError> {
+    Ok(super::disk::list(false)
+        .map_err(|e| internal(e.to_string()))?
+        .into_iter()
+        .map(|d| Disk {
+            smart: smart_health(&d.device),
+            device: d.device,
+            model: d.model,
+            serial: d.serial,
+            size_bytes: d.size_bytes,
+            filesystem: d.filesystem,
+            label: d.label,
+            mountpoint: d.mountpoints.first().cloned(),
+            removable: d.removable,
+        })
+        .collect())
+}
+
+/// The ring's newest lines at `min` or above, as the admin page shows them.
+fn ring_lines(ring: &LogRing, min: Level, limit: usize) -> Vec<LogLine> {
+    let level = match min {
+        Level::Error => tracing::Level::ERROR,
+        Level::Warn => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    };
+    ring.recent(level, limit)
+        .into_iter()
+        .map(|l| LogLine {
+            at_ms: l.at_ms,
+            level: match l.level {
+                tracing::Level::ERROR => Level::Error,
+                tracing::Level::WARN => Level::Warn,
+                tracing::Level::INFO => Level::Info,
+                tracing::Level::DEBUG => Level::Debug,
+                tracing::Level::TRACE => Level::Trace,
+            },
+            target: l.target,
+            message: l.message,
+        })
+        .collect()
+}
+
 impl AdminDaemon {
     fn held(&self) -> Result<Vec<SpaceInfo>, BackendError> {
         let registry = &self.daemon.registry;
@@ -460,21 +503,7 @@ impl AdminBackend for AdminDaemon {
     }
 
     fn disks(&self) -> Result<DiskReport, BackendError> {
-        let disks: Vec<Disk> = super::disk::list(false)
-            .map_err(|e| internal(e.to_string()))?
-            .into_iter()
-            .map(|d| Disk {
-                smart: smart_health(&d.device),
-                device: d.device,
-                model: d.model,
-                serial: d.serial,
-                size_bytes: d.size_bytes,
-                filesystem: d.filesystem,
-                label: d.label,
-                mountpoint: d.mountpoints.first().cloned(),
-                removable: d.removable,
-            })
-            .collect();
+        let disks = disks_for_page()?;
         use std::os::unix::fs::MetadataExt;
         let dir = self.daemon.store.dir();
         let data_dev = std::fs::metadata(dir).map(|m| m.dev()).ok();
@@ -507,27 +536,7 @@ impl AdminBackend for AdminDaemon {
     }
 
     fn logs(&self, min: Level, limit: usize) -> Vec<LogLine> {
-        let level = match min {
-            Level::Error => tracing::Level::ERROR,
-            Level::Warn => tracing::Level::WARN,
-            _ => tracing::Level::INFO,
-        };
-        self.logs
-            .recent(level, limit)
-            .into_iter()
-            .map(|l| LogLine {
-                at_ms: l.at_ms,
-                level: match l.level {
-                    tracing::Level::ERROR => Level::Error,
-                    tracing::Level::WARN => Level::Warn,
-                    tracing::Level::INFO => Level::Info,
-                    tracing::Level::DEBUG => Level::Debug,
-                    tracing::Level::TRACE => Level::Trace,
-                },
-                target: l.target,
-                message: l.message,
-            })
-            .collect()
+        ring_lines(&self.logs, min, limit)
     }
 
     fn setup_code_matches(&self, code: &str) -> Result<bool, BackendError> {
@@ -558,6 +567,134 @@ impl AdminBackend for AdminDaemon {
             .registry
             .set_site_settings(blob)
             .map_err(registry_error)
+    }
+}
+
+/// The admin page's backend while the data disk is missing: it says so, lists the disks, and
+/// refuses everything that would need the store (nothing is written to the SD card).
+pub struct NoDiskBackend {
+    pub data: std::path::PathBuf,
+    pub started: std::time::Instant,
+    pub logs: LogRing,
+}
+
+impl NoDiskBackend {
+    fn refuse<T>(&self) -> Result<T, BackendError> {
+        Err(BackendError::Unavailable(format!(
+            "there is no data disk at {}: prepare one first",
+            self.data.display()
+        )))
+    }
+}
+
+impl AdminBackend for NoDiskBackend {
+    fn overview(&self) -> Result<Overview, BackendError> {
+        Ok(Overview {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: String::new(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            load: load_average(),
+            temperature_c: temperature(),
+            memory: memory(),
+            disk: None,
+            spaces: 0,
+            feeds: 0,
+            bytes_held: 0,
+            peers_connected: 0,
+            bytes_received: 0,
+            bytes_sent: 0,
+            warnings: vec![Warning {
+                level: Level::Error,
+                message: format!(
+                    "No data disk: nothing is mounted at {}. Check the SATA disk and its power, \
+                     or prepare one with `sudo seeder disk prepare DEVICE --confirm SERIAL`. \
+                     Nothing is stored on the SD card meanwhile.",
+                    self.data.display()
+                ),
+            }],
+        })
+    }
+    fn spaces(&self) -> Result<Vec<SpaceInfo>, BackendError> {
+        Ok(Vec::new())
+    }
+    fn add_space(&self, _: &AddSpace) -> Result<SpaceInfo, BackendError> {
+        self.refuse()
+    }
+    fn remove_space(&self, _: &str, _: bool) -> Result<(), BackendError> {
+        self.refuse()
+    }
+    fn peers(&self) -> Result<Peers, BackendError> {
+        self.refuse()
+    }
+    fn add_partner(&self, _: &str) -> Result<PartnerInfo, BackendError> {
+        self.refuse()
+    }
+    fn remove_partner(&self, _: &str) -> Result<(), BackendError> {
+        self.refuse()
+    }
+    fn agreements(&self) -> Result<Vec<Agreement>, BackendError> {
+        Ok(Vec::new())
+    }
+    fn save_agreement(&self, _: &Agreement) -> Result<Agreement, BackendError> {
+        self.refuse()
+    }
+    fn remove_agreement(&self, _: u64) -> Result<(), BackendError> {
+        self.refuse()
+    }
+    fn disks(&self) -> Result<DiskReport, BackendError> {
+        let disks = disks_for_page()?;
+        Ok(DiskReport {
+            data_dir: self.data.display().to_string(),
+            data_disk: "missing".into(),
+            disks,
+        })
+    }
+    fn prepare_disk(&self, device: &str, confirm: &str) -> Result<(), BackendError> {
+        Err(BackendError::Unavailable(format!(
+            "preparing a disk needs root: on the device run \
+             sudo seeder disk prepare {device} --confirm {}",
+            if confirm.is_empty() {
+                "SERIAL"
+            } else {
+                confirm
+            }
+        )))
+    }
+    fn logs(&self, min: Level, limit: usize) -> Vec<LogLine> {
+        ring_lines(&self.logs, min, limit)
+    }
+    fn setup_code_matches(&self, _: &str) -> Result<bool, BackendError> {
+        self.refuse()
+    }
+    fn renew_setup_code(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn button_presses(&self) -> Option<u64> {
+        None
+    }
+    fn waiting_for_button(&self, _: bool) {}
+    fn load_site(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(None)
+    }
+    fn save_site(&self, _: &[u8]) -> Result<(), BackendError> {
+        self.refuse()
+    }
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+pub fn is_mount_point(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
+        return false;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    match std::fs::metadata(parent) {
+        Ok(p) => p.dev() != me.dev() || p.ino() == me.ino(),
+        Err(_) => false,
     }
 }
 

@@ -29,6 +29,70 @@ pub struct ServeConfig {
     pub mdns: Option<crate::net::discovery::MdnsOptions>,
     /// Presses of the board's claim button, counted by the board support where there is one.
     pub button: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The data folder must be a mounted file system (the appliance's data disk): without
+    /// it the daemon serves only the admin page, saying so, and waits.
+    pub require_data_disk: bool,
+}
+
+/// How often the daemon looks for a missing data disk.
+pub const DISK_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serve the admin page with "no data disk" until the data folder is a mount point (`true`)
+/// or `shutdown` resolves (`false`). Nothing is written to the data folder meanwhile.
+async fn wait_for_data_disk(
+    config: &ServeConfig,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<bool, ServeError> {
+    if super::admin::is_mount_point(&config.data) {
+        return Ok(true);
+    }
+    let listener = tokio::net::TcpListener::bind(config.admin)
+        .await
+        .map_err(|e| ServeError::Admin(config.admin, e))?;
+    let admin = listener
+        .local_addr()
+        .map_err(|e| ServeError::Admin(config.admin, e))?;
+    let site = web_admin::App::new(
+        Arc::new(super::admin::NoDiskBackend {
+            data: config.data.clone(),
+            started: std::time::Instant::now(),
+            logs: super::logring::LogRing::global().clone(),
+        }),
+        web_admin::AdminConfig::for_this_host(env!("CARGO_PKG_VERSION")),
+    );
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let page = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = web_admin::serve(listener, site, stopped).await {
+            tracing::error!(error = %e, "the admin page stopped");
+        }
+    });
+    tracing::error!(
+        data = %config.data.display(),
+        %admin,
+        "no data disk: waiting for one to be mounted; nothing is stored meanwhile"
+    );
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::debug!(error = %e, "not under systemd");
+    }
+    let mut tick = tokio::time::interval(DISK_POLL);
+    let mounted = loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => break false,
+            _ = tick.tick() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                if super::admin::is_mount_point(&config.data) {
+                    tracing::info!(data = %config.data.display(), "data disk mounted");
+                    break true;
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), page).await;
+    Ok(mounted)
 }
 
 /// The node identity's file in the data folder.
@@ -87,6 +151,11 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let shutdown = shutdown;
+    tokio::pin!(shutdown);
+    if config.require_data_disk && !wait_for_data_disk(&config, &mut shutdown).await? {
+        return Ok(());
+    }
     let mut sc = StoreConfig::default();
     sc.cache_bytes(config.cache_bytes);
     let store = Store::open(&config.data, &sc)?;
