@@ -155,6 +155,20 @@ fn disks_for_page() -> Result<Vec<Disk>, BackendError> {
         .collect())
 }
 
+/// The daemon runs as an unprivileged user and can't partition disks: the page says what root
+/// runs instead.
+fn needs_root(device: &str, confirm: &str) -> Result<(), BackendError> {
+    let serial = if confirm.is_empty() {
+        "SERIAL"
+    } else {
+        confirm
+    };
+    Err(BackendError::Unavailable(format!(
+        "preparing a disk needs root: on the device run \
+         sudo seeder disk prepare {device} --confirm {serial}"
+    )))
+}
+
 /// The ring's newest lines at `min` or above, as the admin page shows them.
 fn ring_lines(ring: &LogRing, min: Level, limit: usize) -> Vec<LogLine> {
     let level = match min {
@@ -523,16 +537,7 @@ impl AdminBackend for AdminDaemon {
     }
 
     fn prepare_disk(&self, device: &str, confirm: &str) -> Result<(), BackendError> {
-        // The daemon runs as an unprivileged user and can't partition disks; root can.
-        Err(BackendError::Unavailable(format!(
-            "preparing a disk needs root: on the device run \
-             sudo seeder disk prepare {device} --confirm {}",
-            if confirm.is_empty() {
-                "SERIAL"
-            } else {
-                confirm
-            }
-        )))
+        needs_root(device, confirm)
     }
 
     fn logs(&self, min: Level, limit: usize) -> Vec<LogLine> {
@@ -650,15 +655,7 @@ impl AdminBackend for NoDiskBackend {
         })
     }
     fn prepare_disk(&self, device: &str, confirm: &str) -> Result<(), BackendError> {
-        Err(BackendError::Unavailable(format!(
-            "preparing a disk needs root: on the device run \
-             sudo seeder disk prepare {device} --confirm {}",
-            if confirm.is_empty() {
-                "SERIAL"
-            } else {
-                confirm
-            }
-        )))
+        needs_root(device, confirm)
     }
     fn logs(&self, min: Level, limit: usize) -> Vec<LogLine> {
         ring_lines(&self.logs, min, limit)
