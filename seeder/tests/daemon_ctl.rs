@@ -4,6 +4,8 @@
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -228,4 +230,49 @@ fn systemd_hears_ready_watchdog_pings_and_stopping() {
     }
     assert!(stopping);
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_setup_code_from_the_sd_card_is_taken_only_while_unclaimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let daemon = start(&data);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    assert_eq!(status["claimed"], false);
+    let admin = status["admin"].as_str().unwrap().to_string();
+
+    // As `image/flash` writes it, typed any way: taken and normalised.
+    let taken = ok(
+        &data,
+        &["setup-code", "--set", " 0A1B 2C3D-4E5F-6A7B-8C9D "],
+    );
+    assert_eq!(taken, "0a1b-2c3d-4e5f-6a7b-8c9d\n");
+    assert_eq!(ok(&data, &["setup-code"]), taken);
+    // Not a code: refused with the shape named, the old one kept.
+    let out = ctl(&data, &["setup-code", "--set", "12345"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hex digits"));
+    assert_eq!(ok(&data, &["setup-code"]), taken);
+
+    // The page takes the code without dashes and in capitals too.
+    let (code, _, body) = common::http(
+        &admin,
+        "POST",
+        "/api/v1/claim",
+        &[],
+        r#"{"setup_code":"0A1B2C3D4E5F6A7B8C9D","password":"an admin password"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    assert_eq!(status["claimed"], true);
+
+    // Once claimed, a card can't change the code: nobody can re-claim by editing the card.
+    let before = ok(&data, &["setup-code"]);
+    let out = ctl(&data, &["setup-code", "--set", "1111-2222-3333-4444-5555"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("claimed already"));
+    assert_eq!(ok(&data, &["setup-code"]), before);
+    stop(daemon);
 }

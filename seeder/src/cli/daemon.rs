@@ -106,7 +106,12 @@ enum CtlCmd {
         cmd: PeerCmd,
     },
     /// The one-time code that claims the admin page.
-    SetupCode,
+    SetupCode {
+        /// Use this code instead (only while the admin page is unclaimed), e.g. the one
+        /// `image/flash` wrote to the SD card.
+        #[arg(long, value_name = "CODE")]
+        set: Option<String>,
+    },
     /// Forget the admin password (and API tokens) so the device can be claimed again with a
     /// new setup code, which is printed.
     ResetPassword,
@@ -301,8 +306,12 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                 }
             }
         },
-        CtlCmd::SetupCode => {
-            let v = call(&data, CtlRequest::SetupCode)?;
+        CtlCmd::SetupCode { set } => {
+            let request = match set {
+                Some(code) => CtlRequest::SetSetupCode { code },
+                None => CtlRequest::SetupCode,
+            };
+            let v = call(&data, request)?;
             println!("{}", v.as_str().unwrap_or("?"));
         }
         CtlCmd::ResetPassword => {

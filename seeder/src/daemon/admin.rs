@@ -546,7 +546,10 @@ impl AdminBackend for AdminDaemon {
 
     fn setup_code_matches(&self, code: &str) -> Result<bool, BackendError> {
         let ours = self.daemon.setup_code().map_err(internal)?;
-        let given = code.trim().to_ascii_lowercase();
+        // Typed as a person likes: any case, with or without the dashes.
+        let Ok(given) = super::backend::parse_setup_code(code) else {
+            return Ok(false);
+        };
         Ok(web_admin::auth::same_secret(&given, &ours))
     }
 

@@ -17,6 +17,35 @@ use crate::store::Store;
 /// File in the data folder holding the one-time code that claims the admin page.
 pub const SETUP_CODE_FILE: &str = "setup-code";
 
+/// Random bytes in a setup code: 80 bits, shown as five groups of four hex digits. Guessing is
+/// also throttled by the login limiter.
+const SETUP_CODE_BYTES: usize = 10;
+
+/// Groups of four hex digits: easy to read off a console or a card and type.
+fn format_setup_code(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Read a setup code as a person may type it: any case, dashes and spaces anywhere.
+pub fn parse_setup_code(text: &str) -> Result<String, String> {
+    let digits: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if digits.len() != SETUP_CODE_BYTES * 2 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "a setup code is {} hex digits (like 1a2b-3c4d-5e6f-7a8b-9c0d)",
+            SETUP_CODE_BYTES * 2
+        ));
+    }
+    Ok(format_setup_code(&digits))
+}
+
 /// The daemon's state the control socket works on.
 pub struct Daemon {
     pub store: Store,
@@ -125,18 +154,17 @@ impl Daemon {
             Err(e) => return Err(e),
         }
         use rand::RngCore;
-        let mut raw = [0u8; 10];
+        let mut raw = [0u8; SETUP_CODE_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut raw);
-        // Groups of four hex digits: easy to read off a console and type.
-        let hex = hex::encode(raw);
-        let code = hex
-            .as_bytes()
-            .chunks(4)
-            .map(|c| std::str::from_utf8(c).expect("hex is ASCII"))
-            .collect::<Vec<_>>()
-            .join("-");
+        let code = format_setup_code(&hex::encode(raw));
+        self.write_setup_code(&code)?;
+        Ok(code)
+    }
+
+    fn write_setup_code(&self, code: &str) -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        let path = self.setup_code_path();
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -146,7 +174,30 @@ impl Daemon {
             .open(&tmp)?;
         f.write_all(code.as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Whether an admin password is set.
+    pub fn claimed(&self) -> Result<bool, String> {
+        let blob = self
+            .registry
+            .site_settings()
+            .map_err(|e| format!("reading the admin settings: {e}"))?;
+        let settings = web_admin::SiteSettings::decode(blob.as_deref())
+            .map_err(|e| format!("the admin settings: {e}"))?;
+        Ok(settings.claimed())
+    }
+
+    /// Take a setup code chosen elsewhere (written to the SD card by `image/flash`). Only an
+    /// unclaimed device takes one: once claimed, the code is of no use and must not change.
+    pub fn set_setup_code(&self, code: &str) -> Result<String, String> {
+        let code = parse_setup_code(code)?;
+        if self.claimed()? {
+            return Err("this seeder is claimed already; its setup code is not changed".into());
+        }
+        self.write_setup_code(&code)
+            .map_err(|e| format!("cannot write the setup code: {e}"))?;
+        tracing::info!("setup code taken from the SD card");
         Ok(code)
     }
 
@@ -204,6 +255,7 @@ impl CtlBackend for Daemon {
                 match (damage, forks) {
                     (Ok(damage), Ok(forks)) => ok(json!({
                         "needs_admin": disk_full || forks > 0 || !damage.is_empty(),
+                        "claimed": self.claimed().ok(),
                         "waiting_for_button": waiting,
                         "button_presses": presses,
                         "version": env!("CARGO_PKG_VERSION"),
@@ -261,6 +313,10 @@ impl CtlBackend for Daemon {
             CtlRequest::SetupCode => match self.setup_code() {
                 Ok(code) => ok(json!(code)),
                 Err(e) => err(format!("cannot read or write the setup code: {e}")),
+            },
+            CtlRequest::SetSetupCode { code } => match self.set_setup_code(&code) {
+                Ok(code) => ok(json!(code)),
+                Err(e) => err(e),
             },
             CtlRequest::ButtonPressed => match &self.board.presses {
                 Some(p) => {

@@ -47,6 +47,10 @@ pub enum CtlRequest {
     },
     PeerList,
     SetupCode,
+    /// Use this setup code (only while unclaimed).
+    SetSetupCode {
+        code: String,
+    },
     ResetPassword,
     /// The board's claim button was pressed (from `seeder board`).
     ButtonPressed,
