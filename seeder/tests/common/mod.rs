@@ -46,9 +46,15 @@ impl Seeder {
 
     /// `seeder serve ARGS…`, which must use `data` and listen on `port`.
     pub fn start_with(args: &[&str], data: &Path, port: u16) -> Seeder {
+        Seeder::start_with_env(args, data, port, &[])
+    }
+
+    /// As [`Seeder::start_with`], with extra environment variables for the daemon.
+    pub fn start_with_env(args: &[&str], data: &Path, port: u16, env: &[(&str, &str)]) -> Seeder {
         let mut child = seeder()
             .arg("serve")
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
