@@ -16,6 +16,10 @@ fn seeder() -> Command {
 
 /// Start the daemon and return once it says it is ready (read from its log, no polling).
 fn start(data: &Path) -> Child {
+    start_with(data, &[])
+}
+
+fn start_with(data: &Path, extra: &[&str]) -> Child {
     let mut child = seeder()
         .args([
             "serve",
@@ -27,6 +31,7 @@ fn start(data: &Path) -> Child {
             "--data",
         ])
         .arg(data)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -274,5 +279,87 @@ fn a_setup_code_from_the_sd_card_is_taken_only_while_unclaimed() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("claimed already"));
     assert_eq!(ok(&data, &["setup-code"]), before);
+    stop(daemon);
+}
+
+#[test]
+fn the_admin_page_writes_roots_ssh_keys_only_where_it_manages_ssh() {
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIwnWsr/fUQ15eEir+ie9Z+yETlvZOCTfS3q9GOHyrSm admin@laptop";
+    let claim = |admin: &str, code: &str| {
+        let (status, head, body) = common::http(
+            admin,
+            "POST",
+            "/api/v1/claim",
+            &[],
+            &format!(r#"{{"setup_code":"{code}","password":"an admin password"}}"#),
+        );
+        assert_eq!(status, 200, "{body}");
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_string();
+        let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (cookie, csrf)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("ssh").join("authorized_keys");
+    std::fs::create_dir_all(keys_file.parent().unwrap()).unwrap();
+
+    // The appliance: keys written for the root-side helper, one per line; none turns it off.
+    let data = dir.path().join("data");
+    let daemon = start_with(&data, &["--ssh-keys-file", keys_file.to_str().unwrap()]);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    let admin = status["admin"].as_str().unwrap().to_string();
+    let (cookie, csrf) = claim(&admin, ok(&data, &["setup-code"]).trim());
+    let auth = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let body = format!(r#"{{"keys":["{KEY}"]}}"#);
+    let (status, _, reply) = common::http(&admin, "PUT", "/api/v1/ssh", &auth, &body);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        std::fs::read_to_string(&keys_file).unwrap(),
+        format!("{KEY}\n")
+    );
+    let (status, _, reply) = common::http(&admin, "GET", "/api/v1/ssh", &auth, "");
+    assert_eq!(status, 200);
+    assert!(reply.contains(r#""available":true"#) && reply.contains("admin@laptop"));
+    // A private key pasted by mistake changes nothing.
+    let (status, _, _) = common::http(
+        &admin,
+        "PUT",
+        "/api/v1/ssh",
+        &auth,
+        r#"{"keys":["-----BEGIN OPENSSH PRIVATE KEY-----"]}"#,
+    );
+    assert_eq!(status, 422);
+    assert_eq!(
+        std::fs::read_to_string(&keys_file).unwrap(),
+        format!("{KEY}\n")
+    );
+    let (status, _, _) = common::http(&admin, "PUT", "/api/v1/ssh", &auth, r#"{"keys":[]}"#);
+    assert_eq!(status, 200);
+    assert_eq!(std::fs::read_to_string(&keys_file).unwrap(), "");
+    stop(daemon);
+
+    // Elsewhere SSH is the machine's administrator's business: the page says so, writes nothing.
+    let data = dir.path().join("data2");
+    let daemon = start(&data);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    let admin = status["admin"].as_str().unwrap().to_string();
+    let (cookie, csrf) = claim(&admin, ok(&data, &["setup-code"]).trim());
+    let auth = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let (status, _, reply) = common::http(&admin, "GET", "/api/v1/ssh", &auth, "");
+    assert!(
+        status == 200 && reply.contains(r#""available":false"#),
+        "{reply}"
+    );
+    let (status, _, _) = common::http(&admin, "PUT", "/api/v1/ssh", &auth, &body);
+    assert_eq!(status, 409);
     stop(daemon);
 }

@@ -106,6 +106,8 @@ pub fn handler(id: &str) -> Option<MethodRouter<Shared>> {
         "getSettings" => get(settings_get),
         "updateSettings" => put(settings_put),
         "changePassword" => post(password_change),
+        "getSsh" => get(ssh_get),
+        "setSsh" => put(ssh_put),
         "createToken" => post(token_create),
         "revokeToken" => delete(token_revoke),
         _ => return None,
@@ -497,6 +499,35 @@ async fn settings_put(
     })
     .await?;
     Ok(Json(SettingsBody { device_name: name }))
+}
+
+async fn ssh_get(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<SshAccess> {
+    authorize(&ctx, &method, &headers)?;
+    Ok(Json(app.backend.ssh().map_err(Fail::backend)?))
+}
+
+#[derive(Deserialize)]
+pub struct SshBody {
+    pub keys: Vec<String>,
+}
+
+/// Root's SSH keys: a session only (a monitoring token must not open a root shell).
+async fn ssh_put(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    method: Method,
+    headers: HeaderMap,
+    Json(b): Json<SshBody>,
+) -> ApiResult<SshAccess> {
+    authorize_session(&ctx, &method, &headers)?;
+    let keys = crate::ssh::parse_keys(&b.keys.join("\n")).map_err(Fail::Invalid)?;
+    pages::set_ssh(&app, &keys)?;
+    Ok(Json(app.backend.ssh().map_err(Fail::backend)?))
 }
 
 #[derive(Deserialize)]

@@ -234,6 +234,16 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// SSH access to the device: off unless the admin gives a public key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshAccess {
+    /// Whether this page manages the device's SSH (the appliance image); elsewhere SSH is the
+    /// machine's own administrator's business.
+    pub available: bool,
+    /// Public keys allowed to log in as root; none means SSH is off.
+    pub keys: Vec<String>,
+}
+
 /// The daemon as the admin site sees it. Calls are quick (an index lookup, a `/proc` read);
 /// the site calls them from its handlers directly.
 pub trait AdminBackend: Send + Sync + 'static {
@@ -272,6 +282,12 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn button_presses(&self) -> Option<u64>;
     /// The page is (or stops) waiting for a button press; the board shows it on its LED.
     fn waiting_for_button(&self, waiting: bool);
+
+    fn ssh(&self) -> Result<SshAccess, BackendError>;
+    /// Let exactly these public keys (already checked by [`crate::ssh::parse_keys`]) log in
+    /// as root over SSH, or turn SSH off with none. `Unavailable` where the page doesn't
+    /// manage SSH.
+    fn set_ssh_keys(&self, keys: &[String]) -> Result<(), BackendError>;
 
     /// The site's own settings, stored by the backend as an opaque blob (atomically).
     fn load_site(&self) -> Result<Option<Vec<u8>>, BackendError>;

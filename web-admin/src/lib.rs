@@ -23,6 +23,7 @@ pub mod format;
 pub mod memory;
 pub mod openapi;
 pub mod pages;
+pub mod ssh;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};

@@ -20,6 +20,7 @@ struct Inner {
     setup_code: String,
     logs: Vec<LogLine>,
     prepared: Vec<String>,
+    ssh_keys: Vec<String>,
 }
 
 /// See the module comment.
@@ -294,6 +295,18 @@ impl AdminBackend for MemoryBackend {
                 smart: Some("PASSED".into()),
             }],
         })
+    }
+
+    fn ssh(&self) -> Result<SshAccess, BackendError> {
+        Ok(SshAccess {
+            available: true,
+            keys: self.lock().ssh_keys.clone(),
+        })
+    }
+
+    fn set_ssh_keys(&self, keys: &[String]) -> Result<(), BackendError> {
+        self.lock().ssh_keys = keys.to_vec();
+        Ok(())
     }
 
     fn prepare_disk(&self, device: &str, confirm: &str) -> Result<(), BackendError> {

@@ -90,6 +90,8 @@ pub const OPERATIONS: &[Operation] = &[
     op("getSettings", "get", "/settings", "Device settings", Admin, None, (200, Some("Settings"))),
     op("updateSettings", "put", "/settings", "Change device settings", Admin, Some("Settings"), (200, Some("Settings"))),
     op("changePassword", "post", "/password", "Change the admin password (ends every session)", Session, Some("ChangePassword"), (204, None)),
+    op("getSsh", "get", "/ssh", "SSH access: the public keys allowed to log in as root (none: SSH off)", Admin, None, (200, Some("Ssh"))),
+    op("setSsh", "put", "/ssh", "Set the public keys allowed to log in as root over SSH; an empty list turns SSH off", Session, Some("SetSsh"), (200, Some("Ssh"))),
     op("createToken", "post", "/tokens", "Create an API token (shown once)", Session, Some("CreateToken"), (201, Some("NewToken"))),
     op("revokeToken", "delete", "/tokens/{id}", "Revoke an API token", Admin, None, (204, None)),
 ];
@@ -229,6 +231,8 @@ fn schemas() -> Value {
             "partners": { "type": "array", "items": partner },
         })),
         "DiskReport": obj(&["data_dir", "data_disk", "disks"], json!({ "data_dir": s(), "data_disk": s(), "disks": { "type": "array", "items": disk } })),
+        "Ssh": obj(&["available", "keys"], json!({ "available": { "type": "boolean" }, "keys": { "type": "array", "items": s() } })),
+        "SetSsh": obj(&["keys"], json!({ "keys": { "type": "array", "items": s(), "maxItems": crate::ssh::MAX_KEYS } })),
         "PrepareDisk": obj(&["device", "confirm"], json!({ "device": s(), "confirm": s() })),
         "LogList": { "type": "array", "items": log },
         "Settings": obj(&["device_name"], json!({ "device_name": { "type": "string", "minLength": 1, "maxLength": 64 } })),

@@ -52,6 +52,8 @@ pub fn routes() -> Router<Shared> {
         .route("/settings/name", post(settings_name))
         .route("/settings/password", post(settings_password))
         .route("/settings/sessions", post(settings_sessions))
+        .route("/settings/ssh", post(settings_ssh))
+        .route("/settings/ssh/off", post(settings_ssh_off))
         .route("/settings/tokens", post(token_create))
         .route("/settings/tokens/{id}/revoke", post(token_revoke))
         .route("/events", get(events))
@@ -1231,6 +1233,7 @@ async fn settings_page(State(app): State<Shared>, ctx: Ctx) -> Response {
         let session = need_session(&ctx)?;
         let sessions = app.sessions.lock().expect("sessions lock").list();
         let now = Instant::now();
+        let ssh = app.backend.ssh().map_err(Fail::backend)?;
         let body = html! {
             h1 { "Settings" }
             h2 { "Device name" }
@@ -1261,6 +1264,29 @@ async fn settings_page(State(app): State<Shared>, ctx: Ctx) -> Response {
                 (csrf_field(session))
                 button type="submit" { "Log out all other sessions" }
             }
+            h2 { "SSH" }
+            @if !ssh.available {
+                p.hint { "SSH on this machine is set up by its own administrator, not from this page." }
+            } @else if ssh.keys.is_empty() {
+                p { "SSH is off. Paste a public key to let its owner log in as root (passwords are never accepted)." }
+                form method="post" action="/settings/ssh" {
+                    (csrf_field(session))
+                    label { "Public key (the line in ~/.ssh/id_ed25519.pub)" textarea name="keys" rows="3" required placeholder="ssh-ed25519 AAAA… you@laptop" {} }
+                    button type="submit" { "Turn SSH on" }
+                }
+            } @else {
+                p { "SSH is on for root with these keys only:" }
+                ul { @for k in &ssh.keys { li { code { (crate::ssh::short(k)) } } } }
+                form method="post" action="/settings/ssh" {
+                    (csrf_field(session))
+                    label { "Public keys, one per line" textarea name="keys" rows="4" required { (ssh.keys.join("\n")) } }
+                    button type="submit" { "Save keys" }
+                }
+                form method="post" action="/settings/ssh/off" {
+                    (csrf_field(session))
+                    button.danger type="submit" { "Turn SSH off" }
+                }
+            }
             h2 { "API tokens" }
             p { "For scripts and Prometheus: send " code { "Authorization: Bearer TOKEN" } " to " code { "/api/v1" } " or " code { "/metrics" } ". The API is described at " a href="/api/v1/openapi.json" { code { "/api/v1/openapi.json" } } "." }
             ul {
@@ -1286,6 +1312,48 @@ async fn settings_page(State(app): State<Shared>, ctx: Ctx) -> Response {
         Ok(m) => m.into_response(),
         Err(e) => fail_page(e),
     }
+}
+
+#[derive(Deserialize)]
+pub struct SshForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    keys: String,
+}
+
+/// Shared with the API: check the keys, hand them to the backend, say what changed.
+pub(crate) fn set_ssh(app: &Shared, keys: &[String]) -> Result<String, Fail> {
+    app.backend.set_ssh_keys(keys).map_err(Fail::backend)?;
+    tracing::warn!(keys = keys.len(), "SSH access changed from the admin page");
+    Ok(match keys.len() {
+        0 => "SSH is off.".to_string(),
+        1 => "SSH is on for root with that key.".to_string(),
+        n => format!("SSH is on for root with those {n} keys."),
+    })
+}
+
+async fn settings_ssh(State(app): State<Shared>, ctx: Ctx, Form(f): Form<SshForm>) -> Response {
+    let result = (|| {
+        need_csrf(&ctx, &f.csrf)?;
+        let keys = crate::ssh::parse_keys(&f.keys).map_err(Fail::Invalid)?;
+        if keys.is_empty() {
+            return Err(Fail::Invalid(
+                "paste a public key (or use \"Turn SSH off\")".into(),
+            ));
+        }
+        set_ssh(&app, &keys)
+    })();
+    done(&app, &ctx, "/settings", result)
+}
+
+async fn settings_ssh_off(
+    State(app): State<Shared>,
+    ctx: Ctx,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let result = need_csrf(&ctx, &f.csrf).and_then(|_| set_ssh(&app, &[]));
+    done(&app, &ctx, "/settings", result)
 }
 
 #[derive(Deserialize)]

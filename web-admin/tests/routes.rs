@@ -1057,3 +1057,84 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions() {
     );
     assert_eq!(s.login(&mut other, new).await.status, StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn ssh_is_turned_on_with_a_pasted_public_key_only_from_a_session_and_off_again() {
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIwnWsr/fUQ15eEir+ie9Z+yETlvZOCTfS3q9GOHyrSm admin@laptop";
+    let s = site();
+    let mut b = s.claimed().await;
+    let page = s.get(&mut b, "/settings").await;
+    assert!(page.body.contains("SSH is off."), "{}", page.body);
+
+    // A private key pasted by mistake: refused, named, nothing stored.
+    let csrf = b.csrf.clone().unwrap();
+    let r = s
+        .post_form(
+            &mut b,
+            "/settings/ssh",
+            &[
+                ("csrf", &csrf),
+                ("keys", "-----BEGIN OPENSSH PRIVATE KEY-----"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = s.get(&mut b, r.location()).await;
+    assert!(page.body.contains(".pub"), "{}", page.body);
+    assert!(s.backend.ssh().unwrap().keys.is_empty());
+
+    // The public key: SSH on, the key listed.
+    let csrf = b.csrf.clone().unwrap();
+    let r = s
+        .post_form(&mut b, "/settings/ssh", &[("csrf", &csrf), ("keys", KEY)])
+        .await;
+    let page = s.get(&mut b, r.location()).await;
+    assert!(page.body.contains("SSH is on for root with that key."));
+    assert!(page.body.contains("…fS3q9GOHyrSm admin@laptop"));
+    assert_eq!(s.backend.ssh().unwrap().keys, vec![KEY.to_string()]);
+
+    // An API token can read but never hand out a root shell.
+    let r = s
+        .api(
+            &mut b,
+            "POST",
+            "/tokens",
+            Some(serde_json::json!({ "name": "monitor" })),
+            Auth::Csrf,
+        )
+        .await;
+    let token = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut script = Browser::default();
+    let r = s
+        .api(&mut script, "GET", "/ssh", None, Auth::Token(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("admin@laptop"));
+    let r = s
+        .api(
+            &mut script,
+            "PUT",
+            "/ssh",
+            Some(serde_json::json!({ "keys": [] })),
+            Auth::Token(&token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.backend.ssh().unwrap().keys.len(), 1);
+
+    // The session turns it off through the API.
+    let r = s
+        .api(
+            &mut b,
+            "PUT",
+            "/ssh",
+            Some(serde_json::json!({ "keys": [] })),
+            Auth::Csrf,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(s.backend.ssh().unwrap().keys.is_empty());
+}

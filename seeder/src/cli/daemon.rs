@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// admin page saying so, store nothing, and wait for it.
     #[arg(long, env = "SEEDER_REQUIRE_DATA_DISK")]
     require_data_disk: bool,
+    /// Let the admin page manage SSH: it writes the public keys allowed to log in as root to
+    /// this file, which a root-side helper applies (the appliance image sets this).
+    #[arg(long, env = "SEEDER_SSH_KEYS_FILE", value_name = "FILE")]
+    ssh_keys_file: Option<PathBuf>,
     /// mDNS port (tests use another than 5353 to stay apart from the machine's responder).
     #[arg(long, hide = true, default_value_t = 5353)]
     mdns_port: u16,
@@ -67,6 +71,8 @@ struct FileConfig {
     mdns: Option<bool>,
     /// The data folder must be a mounted disk (see `--require-data-disk`).
     require_data_disk: Option<bool>,
+    /// Where the admin page writes root's SSH keys (see `--ssh-keys-file`).
+    ssh_keys_file: Option<PathBuf>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig> {
@@ -190,6 +196,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         ),
         data,
         require_data_disk: args.require_data_disk || file.require_data_disk.unwrap_or(false),
+        ssh_keys_file: args.ssh_keys_file.or(file.ssh_keys_file),
         button: args
             .claim_button
             .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0))),

@@ -39,6 +39,36 @@ pub struct AdminDaemon {
     pub button: Option<Arc<AtomicU64>>,
     /// The admin page waits for a press (the board shows it on its LED).
     pub waiting: Arc<AtomicBool>,
+    /// Where root's SSH keys go for the root-side helper (`serve --ssh-keys-file`).
+    pub ssh_keys_file: Option<std::path::PathBuf>,
+}
+
+/// The keys in the file the admin page keeps for the root-side helper (none: SSH off).
+fn read_ssh_keys(file: &std::path::Path) -> Result<Vec<String>, BackendError> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(internal(format!("reading {}: {e}", file.display()))),
+    }
+}
+
+/// Replace the file atomically: the helper is started by a path unit when it changes, and
+/// must never see half a key.
+fn write_ssh_keys(file: &std::path::Path, keys: &[String]) -> Result<(), BackendError> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| internal(format!("writing {}: {e}", file.display()));
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    for k in keys {
+        writeln!(f, "{k}").map_err(fail)?;
+    }
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, file).map_err(fail)
 }
 
 fn registry_error(e: RegistryError) -> BackendError {
@@ -540,6 +570,25 @@ impl AdminBackend for AdminDaemon {
         needs_root(device, confirm)
     }
 
+    fn ssh(&self) -> Result<web_admin::SshAccess, BackendError> {
+        Ok(match &self.ssh_keys_file {
+            Some(f) => web_admin::SshAccess {
+                available: true,
+                keys: read_ssh_keys(f)?,
+            },
+            None => web_admin::SshAccess::default(),
+        })
+    }
+
+    fn set_ssh_keys(&self, keys: &[String]) -> Result<(), BackendError> {
+        match &self.ssh_keys_file {
+            Some(f) => write_ssh_keys(f, keys),
+            None => Err(BackendError::Unavailable(
+                "SSH on this machine is set up by its own administrator".into(),
+            )),
+        }
+    }
+
     fn logs(&self, min: Level, limit: usize) -> Vec<LogLine> {
         ring_lines(&self.logs, min, limit)
     }
@@ -659,6 +708,12 @@ impl AdminBackend for NoDiskBackend {
     }
     fn prepare_disk(&self, device: &str, confirm: &str) -> Result<(), BackendError> {
         needs_root(device, confirm)
+    }
+    fn ssh(&self) -> Result<web_admin::SshAccess, BackendError> {
+        Ok(web_admin::SshAccess::default())
+    }
+    fn set_ssh_keys(&self, _: &[String]) -> Result<(), BackendError> {
+        self.refuse()
     }
     fn logs(&self, min: Level, limit: usize) -> Vec<LogLine> {
         ring_lines(&self.logs, min, limit)

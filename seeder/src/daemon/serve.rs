@@ -32,6 +32,10 @@ pub struct ServeConfig {
     /// The data folder must be a mounted file system (the appliance's data disk): without
     /// it the daemon serves only the admin page, saying so, and waits.
     pub require_data_disk: bool,
+    /// Where the admin page writes the public keys allowed to log in as root over SSH, for
+    /// the device's root-side helper to apply (the appliance image); `None`: the page doesn't
+    /// manage SSH.
+    pub ssh_keys_file: Option<std::path::PathBuf>,
 }
 
 /// How often the daemon looks for a missing data disk.
@@ -214,6 +218,7 @@ pub async fn run(
         keep_free_percent: config.keep_free_percent,
         button: config.button.clone(),
         waiting: daemon.board.waiting.clone(),
+        ssh_keys_file: config.ssh_keys_file.clone(),
     });
     let site = web_admin::App::new(
         backend,
