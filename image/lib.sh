@@ -1,0 +1,508 @@
+# Shared by image/build, image/flash and the image tests: steps with timings, host packages,
+# the cached base root, the payload (seeder package + board files + first boot), the disk
+# layout. Sourced, not run. Not for the device: nothing here runs on the board.
+# shellcheck shell=bash
+
+# The disk layout (MiB). The Lime2's boot ROM reads the loader at 8 KiB; it ends before 1 MiB.
+LOADER_OFFSET_KIB=8
+BOOT_START_MIB=4
+BOOT_SIZE_MIB=124
+ROOT_START_MIB=128
+BOOT_LABEL=SEEDER-BOOT
+ROOT_LABEL=seeder-root
+
+_steps=()
+_step_name=""
+_step_started=0
+_build_started=$(date +%s)
+
+say() { printf '    %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+_step_done() {
+  if [ -n "$_step_name" ]; then
+    local took=$(( $(date +%s) - _step_started ))
+    _steps+=("$(printf '%-44s %5ss' "$_step_name" "$took")")
+    printf '    (%ss)\n' "$took" >&2
+  fi
+}
+
+step() {
+  _step_done
+  _step_name="$1"
+  _step_started=$(date +%s)
+  printf '==> %s\n' "$1" >&2
+}
+
+finish_steps() {
+  _step_done
+  _step_name=""
+  printf '==> steps\n' >&2
+  printf '%s\n' "${_steps[@]}" >&2
+  printf '%-44s %5ss\n' total "$(( $(date +%s) - _build_started ))" >&2
+}
+
+need_host_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  else
+    say "all present"
+  fi
+}
+
+# ARM programs in the root (maintainer scripts) run under qemu-user through binfmt_misc.
+ensure_binfmt_arm() {
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-arm ]; then
+    cat /usr/lib/binfmt.d/qemu-arm.conf > /proc/sys/fs/binfmt_misc/register
+  fi
+  arch-test armhf >/dev/null || die "this machine cannot run armhf programs (qemu-user-static, binfmt_misc)"
+}
+
+# Build the armhf package from this checkout; prints its path.
+build_deb() {
+  local repo=$1
+  command -v cargo >/dev/null || die "cargo is needed to build the package (or pass --deb FILE)"
+  cargo deb --version >/dev/null 2>&1 || die "cargo-deb is needed: cargo install cargo-deb --locked"
+  (cd "$repo" && cargo build --release --locked --target armv7-unknown-linux-gnueabihf -p seeder >&2 &&
+    cargo deb -p seeder --no-build --no-strip --target armv7-unknown-linux-gnueabihf >&2)
+  ls -t "$repo"/target/armv7-unknown-linux-gnueabihf/debian/seeder_*_armhf.deb | head -n1
+}
+
+# Fetch one file from a Debian suite, verified: InRelease by the archive keyring, the index by
+# its hash in InRelease, the file by its hash in the index. Prints nothing; dies on a mismatch.
+#   fetch_verified MIRROR SUITE ARCH PACKAGE DEST   (PACKAGE "": only check the index)
+fetch_verified() {
+  local mirror=$1 suite=$2 arch=$3 package=$4 dest=$5
+  local t
+  t=$(mktemp -d)
+  /usr/lib/apt/apt-helper -oAPT::Sandbox::User=root download-file "$mirror/dists/$suite/InRelease" "$t/InRelease" >/dev/null ||
+    die "cannot download $mirror/dists/$suite/InRelease"
+  gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --output "$t/Release" \
+    "$t/InRelease" 2>/dev/null || die "$suite's InRelease is not signed by Debian's archive key"
+  local index="main/binary-$arch/Packages.xz" want
+  want=$(awk -v f="$index" '/^SHA256:/ {s = 1; next} /^[A-Za-z]/ {s = 0} s && $3 == f {print $1}' "$t/Release")
+  [ -n "$want" ] || die "$suite has no $index"
+  /usr/lib/apt/apt-helper -oAPT::Sandbox::User=root download-file "$mirror/dists/$suite/$index" "$t/Packages.xz" >/dev/null ||
+    die "cannot download $index"
+  [ "$(sha256sum < "$t/Packages.xz" | cut -d' ' -f1)" = "$want" ] ||
+    die "$suite's $index does not match its Release file (mirror out of sync?)"
+  if [ -z "$package" ]; then
+    rm -rf "$t"
+    return 0
+  fi
+  local entry filename sha
+  entry=$(xz -dc "$t/Packages.xz" | awk -v p="$package" 'BEGIN {RS = ""} $0 ~ "(^|\n)Package: " p "\n" {print; exit}')
+  filename=$(printf '%s\n' "$entry" | sed -n 's/^Filename: //p')
+  sha=$(printf '%s\n' "$entry" | sed -n 's/^SHA256: //p')
+  [ -n "$filename" ] && [ -n "$sha" ] || die "$package is not in $suite/$arch"
+  /usr/lib/apt/apt-helper -oAPT::Sandbox::User=root download-file "$mirror/$filename" "$t/pkg.deb" "SHA256:$sha" >/dev/null ||
+    die "cannot download $mirror/$filename (or its hash differs)"
+  mv "$t/pkg.deb" "$dest"
+  rm -rf "$t"
+}
+
+# Debian's u-boot-sunxi loader for a board (SPL + U-Boot, written at 8 KiB); prints its path.
+fetch_loader() {
+  local cache=$1 board=$2 mirror=${3:-$(host_mirror)}
+  local dir="$cache/u-boot-sunxi"
+  mkdir -p "$dir"
+  if ! ls "$dir"/u-boot-sunxi_*_armhf.deb >/dev/null 2>&1; then
+    fetch_verified "$mirror" bookworm armhf u-boot-sunxi "$dir/download.deb"
+    local v
+    v=$(dpkg-deb -f "$dir/download.deb" Version)
+    mv "$dir/download.deb" "$dir/u-boot-sunxi_${v}_armhf.deb"
+  fi
+  local debfile
+  debfile=$(ls -t "$dir"/u-boot-sunxi_*_armhf.deb 2>/dev/null | head -n1)
+  [ -n "$debfile" ] || die "no u-boot-sunxi package"
+  local x="$dir/${debfile##*/}.d"
+  [ -d "$x" ] || dpkg-deb -x "$debfile" "$x"
+  local f="$x/usr/lib/u-boot/$board/u-boot-sunxi-with-spl.bin"
+  [ -f "$f" ] || die "u-boot-sunxi has no loader for $board"
+  echo "$f"
+}
+
+# The Debian mirror this host uses (falls back to deb.debian.org).
+host_mirror() {
+  local uri
+  uri=$(grep -h -E '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+    /etc/apt/sources.list.d/*.list 2>/dev/null |
+    grep -v -E 'security|ubuntu' | grep -o -E 'https?://[^ ]+' | head -n1 || true)
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# The packages of the root, one per line, from image/packages.list.
+root_packages() {
+  sed -e 's/#.*//' -e 's/\[debian\]//' "$(dirname "${BASH_SOURCE[0]}")/packages.list" | tr -d ' \t' | grep -v '^$'
+}
+
+# The same without what only Debian's own image needs (kernel, initramfs).
+payload_packages() {
+  sed -e 's/#.*//' -e '/\[debian\]/d' "$(dirname "${BASH_SOURCE[0]}")/packages.list" | tr -d ' \t' | grep -v '^$'
+}
+
+# When was this suite last published? (Part of the cache key: a point release or a security
+# update makes a new root.)
+suite_date() {
+  local url=$1 f
+  f=$(mktemp)
+  if /usr/lib/apt/apt-helper -oAPT::Sandbox::User=root download-file "$url/InRelease" "$f" >/dev/null 2>&1; then
+    grep -m1 '^Date:' "$f" | cut -d' ' -f2-
+  fi
+  rm -f "$f"
+}
+
+# The configured armhf base root as a tarball: every package of packages.list installed and
+# configured (the kernel's initramfs made), nothing of the seeder yet. Cached; prints its path.
+base_root() {
+  local cache=$1 suite=$2 mirror=$3 snapshot=$4
+  local main security
+  if [ -n "$snapshot" ]; then
+    main="http://snapshot.debian.org/archive/debian/$snapshot"
+    security="http://snapshot.debian.org/archive/debian-security/$snapshot"
+  else
+    main=${mirror:-$(host_mirror)}
+    security=${SEEDER_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+  fi
+  local sources=("deb $main $suite main" "deb $main $suite-updates main")
+  if [ "${SEEDER_SECURITY:-auto}" = no ]; then
+    say "WARNING: building without $suite-security (SEEDER_SECURITY=no)"
+  elif (fetch_verified "$security" "$suite-security" armhf "" "") 2>/dev/null; then
+    sources+=("deb $security $suite-security main")
+  elif [ "${SEEDER_SECURITY:-auto}" = yes ]; then
+    die "$security $suite-security cannot be used (index out of sync with its Release file?)"
+  else
+    say "WARNING: $security $suite-security is not usable now (its armhf index does not match"
+    say "its signed Release file); building without it. SEEDER_SECURITY=yes makes this an error."
+  fi
+  local packages
+  packages=$(root_packages | paste -sd, -)
+  local recipe
+  recipe="$(declare -f _mmdebstrap_root) $packages ${sources[*]}"
+  local list_key
+  list_key=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
+  local state="" s
+  if [ -z "$snapshot" ]; then
+    for s in "${sources[@]}"; do
+      set -- $s
+      state+="$(suite_date "$2/dists/$3");"
+    done
+  fi
+  local dir="$cache/roots/$list_key"
+  mkdir -p "$dir" "$cache/apt"
+  local key
+  key=$(printf '%s' "$state" | sha256sum | cut -c1-16)
+  if [ -f "$dir/$key.tar" ]; then
+    say "cached: the package list and the archive are unchanged"
+    echo "$dir/$key.tar"
+    return
+  fi
+  if [ -z "${state//;/}" ]; then
+    local newest
+    newest=$(ls -t "$dir"/*.tar 2>/dev/null | head -n1 || true)
+    if [ -n "$newest" ]; then
+      say "the archive cannot be reached: using the newest cached root for this package list"
+      echo "$newest"
+      return
+    fi
+  fi
+  say "making a new root (the archive changed, or first build): this takes a while under qemu"
+  _mmdebstrap_root "$suite" "$packages" "$cache/apt" "$dir/$key.tar.part" "${sources[@]}" >&2 ||
+    die "mmdebstrap failed (its log is above)"
+  mv "$dir/$key.tar.part" "$dir/$key.tar"
+  # Keep the last two roots of this list: the previous one is the fallback when offline.
+  ls -t "$dir"/*.tar | tail -n +3 | xargs -r rm -f
+  echo "$dir/$key.tar"
+}
+
+_mmdebstrap_root() {
+  local suite=$1 packages=$2 apt_cache=$3 target=$4
+  shift 4
+  mmdebstrap --mode=root --variant=minbase --architectures=armhf --format=tar \
+    --include="$packages" \
+    --aptopt='Acquire::Retries "5"' \
+    --aptopt='APT::Install-Recommends "false"' \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-include=/usr/share/doc/seeder/*' \
+    --skip=download/empty --skip=essential/unlink \
+    --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
+    --setup-hook="sync-in $apt_cache /var/cache/apt/archives/" \
+    --setup-hook='printf "do_symlinks = yes\nlink_in_boot = yes\n" > "$1"/etc/kernel-img.conf' \
+    --customize-hook="sync-out /var/cache/apt/archives $apt_cache" \
+    --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
+    "$suite" "$target" "$@"
+}
+
+# Copy a tree into the root, owned by root, without touching existing folders' metadata.
+_overlay() {
+  local src=$1 root=$2
+  shift 2
+  tar -C "$src" --owner=0 --group=0 --exclude=README.md "$@" -cf - . |
+    tar -C "$root" --no-overwrite-dir -xf -
+}
+
+# Everything that makes a Debian armhf root a seeder appliance: the package, the board's files,
+# first boot, no passwords, SSH off. The one recipe for all three ways of making the image:
+#   install_payload ROOT DEB SRC MODE
+# ROOT is the root folder ("/" inside a chroot, as Armbian's customize-image.sh runs), SRC a
+# folder holding board/lime2/overlay and image/payload (this checkout, or the Armbian overlay),
+# MODE debian (our partition layout) or armbian (Armbian's layout and fstab are kept).
+install_payload() {
+  local root=$1 deb=$2 src=$3 mode=$4
+  # Nothing starts inside the build.
+  printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
+  chmod 755 "$root/usr/sbin/policy-rc.d"
+  cp "$deb" "$root/tmp/seeder.deb"
+  chroot "$root" /usr/bin/dpkg -i /tmp/seeder.deb >&2
+  rm -f "$root/tmp/seeder.deb" "$root/usr/sbin/policy-rc.d"
+
+  _overlay "$src/board/lime2/overlay" "$root"
+  if [ "$mode" = armbian ]; then
+    # Armbian's root is found by its own fstab and boot script; it has no FAT partition.
+    _overlay "$src/image/payload" "$root" --exclude=./etc/fstab
+  else
+    _overlay "$src/image/payload" "$root"
+    mkdir -p "$root/boot/firmware"
+  fi
+
+  # The kernel's device trees where boot.scr looks (and again after every kernel upgrade).
+  local k
+  for k in "$root"/usr/lib/linux-image-*; do
+    [ -d "$k" ] || continue
+    "$root/etc/kernel/postinst.d/zz-seeder-dtbs" "${k##*/linux-image-}" "" "$root" >&2
+  done
+
+  local units=(seeder.service seeder-board.service var-lib-seeder.mount
+    seeder-first-boot.service seeder-setup-code.service seeder-ssh.path avahi-daemon.service)
+  if [ "$mode" = debian ]; then
+    units+=(systemd-networkd.service systemd-resolved.service systemd-timesyncd.service)
+  fi
+  systemctl --root="$root" enable "${units[@]}" >&2
+  # SSH stays off until the admin enables it; its host keys are made on first boot.
+  systemctl --root="$root" disable ssh.service >/dev/null 2>&1 || true
+  systemctl --root="$root" mask ssh.socket systemd-firstboot.service >&2
+  rm -f "$root"/etc/ssh/ssh_host_*
+  if [ "$mode" = debian ]; then
+    ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+  else
+    # Armbian's first-login prompt (root password, user) is replaced by the admin page.
+    rm -f "$root/root/.not_logged_in_yet"
+    rm -f "$root/etc/profile.d/armbian-check-first-login.sh"
+  fi
+
+  echo seeder > "$root/etc/hostname"
+  # A new machine id on first boot (and systemd's first-boot units with it).
+  : > "$root/etc/machine-id"
+  rm -f "$root/var/lib/dbus/machine-id"
+  # No account has a password: root is locked, the admin page is the way in.
+  sed -i -E 's/^([^:]+):[^:!*][^:]*:/\1:!*:/; s/^root:[^:]*:/root:!*:/' "$root/etc/shadow"
+  if awk -F: '$2 !~ /^[!*]/ { found = 1 } END { exit !found }' "$root/etc/shadow"; then
+    die "an account in the image has a password"
+  fi
+  rm -rf "$root"/tmp/* "$root"/var/tmp/* "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old
+  find "$root/var/log" -type f -exec truncate -s 0 {} +
+}
+
+# The U-Boot script, compiled.
+make_boot_scr() {
+  local out=$1
+  mkimage -A arm -O linux -T script -C none -n "Seeder boot" \
+    -d "$(dirname "${BASH_SOURCE[0]}")/boot.cmd" "$out" >/dev/null
+}
+
+# Lay out the SD-card image: loader at 8 KiB, MBR, FAT (boot script, setup code), ext4 root.
+assemble_image() {
+  local root=$1 loader=$2 img=$3
+  local used_mib root_mib total_mib
+  used_mib=$(du -sm --apparent-size "$root" | cut -f1)
+  # Room for the first boot, logs and a kernel upgrade; the root grows to the card on boot.
+  root_mib=$(( (used_mib * 13 / 10 + 256 + 3) / 4 * 4 ))
+  total_mib=$(( ROOT_START_MIB + root_mib ))
+  say "root $used_mib MiB used, partition $root_mib MiB, image $total_mib MiB"
+
+  local boot="$img.boot" rootfs="$img.root"
+  rm -f "$boot" "$rootfs" "$img"
+  truncate -s "${BOOT_SIZE_MIB}M" "$boot"
+  mkfs.vfat -n "$BOOT_LABEL" "$boot" >/dev/null
+  make_boot_scr "$img.scr"
+  mcopy -i "$boot" "$img.scr" ::boot.scr
+  mcopy -i "$boot" "$(dirname "${BASH_SOURCE[0]}")/boot.cmd" ::boot.cmd
+  printf '%s\r\n' \
+    "This is the Seeder boot partition: the boot script, and the setup code once the" \
+    "seeder has started (SEEDER-SETUP.TXT). The seeder's data lives on its SATA disk." \
+    > "$img.readme"
+  mcopy -i "$boot" "$img.readme" ::README.TXT
+  rm -f "$img.scr" "$img.readme"
+
+  truncate -s "${root_mib}M" "$rootfs"
+  mkfs.ext4 -q -L "$ROOT_LABEL" -m 2 -d "$root" "$rootfs"
+
+  truncate -s "${total_mib}M" "$img"
+  sfdisk --quiet "$img" <<EOF
+label: dos
+label-id: 0x$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+start=${BOOT_START_MIB}MiB, size=${BOOT_SIZE_MIB}MiB, type=c, bootable
+start=${ROOT_START_MIB}MiB, type=83
+EOF
+  dd if="$loader" of="$img" bs=1K seek="$LOADER_OFFSET_KIB" conv=notrunc status=none
+  dd if="$boot" of="$img" bs=1M seek="$BOOT_START_MIB" conv=notrunc,sparse status=none
+  dd if="$rootfs" of="$img" bs=1M seek="$ROOT_START_MIB" conv=notrunc,sparse status=none
+  rm -f "$boot" "$rootfs"
+}
+
+write_manifest() {
+  local root=$1 deb=$2 base=$3 repo=$4
+  echo "image: seeder-lime2"
+  echo "seeder: $(dpkg-deb -f "$deb" Version)"
+  echo "base: $base"
+  echo "commit: $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "loader: u-boot-sunxi A20-OLinuXino-Lime2 at ${LOADER_OFFSET_KIB} KiB"
+  echo "kernel: $(ls "$root"/usr/lib/ | sed -n 's/^linux-image-//p' | paste -sd' ' -)"
+  echo "packages:"
+  dpkg-query --admindir="$root/var/lib/dpkg" -W -f='  ${Package} ${Version}\n'
+}
+
+# Compare a device with an image where the image has data (the block map's ranges; the rest
+# of a card is whatever it held before). Exit status 0 when they agree.
+#   compare_mapped IMAGE[.xz] BMAP DEVICE [SKIP_FROM_MIB SKIP_TO_MIB]
+compare_mapped() {
+  python3 - "$@" <<'PY'
+import lzma, sys, xml.etree.ElementTree as ET
+image, bmap, device = sys.argv[1:4]
+skip = (int(sys.argv[4]) << 20, int(sys.argv[5]) << 20) if len(sys.argv) > 5 else (0, 0)
+root = ET.parse(bmap).getroot()
+bs = int(root.findtext("BlockSize"))
+ranges = []
+for r in root.iter("Range"):
+    a, _, b = r.text.strip().partition("-")
+    ranges.append((int(a) * bs, (int(b or a) + 1) * bs))
+src = lzma.open(image) if image.endswith(".xz") else open(image, "rb")
+pos = 0
+chunk = 1 << 20
+with open(device, "rb") as dev:
+    for start, end in ranges:
+        while pos < start:
+            n = len(src.read(min(chunk, start - pos)))
+            if n == 0:
+                sys.exit("the image ends before its block map")
+            pos += n
+        dev.seek(start)
+        while pos < end:
+            want = src.read(min(chunk, end - pos))
+            got = dev.read(len(want))
+            lo, hi = pos, pos + len(want)
+            if want != got and not (skip[0] <= lo and hi <= skip[1]):
+                sys.exit(f"differs in bytes {lo}..{hi}")
+            pos = hi
+PY
+}
+
+# Run apt inside an armhf root (under qemu-user) to add packages it lacks.
+_chroot_apt_install() {
+  local root=$1
+  shift
+  local kept=""
+  if [ -e "$root/etc/resolv.conf" ] || [ -L "$root/etc/resolv.conf" ]; then
+    mv "$root/etc/resolv.conf" "$root/etc/resolv.conf.seeder-build"
+    kept=1
+  fi
+  cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+  mount -t proc proc "$root/proc"
+  mount --bind /dev "$root/dev"
+  mount -t sysfs sys "$root/sys"
+  local rc=0
+  {
+    chroot "$root" apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends "$@"
+  } >&2 || rc=$?
+  umount "$root/sys" "$root/dev" "$root/proc"
+  rm -f "$root/etc/resolv.conf"
+  if [ -n "$kept" ]; then
+    mv "$root/etc/resolv.conf.seeder-build" "$root/etc/resolv.conf"
+  fi
+  return $rc
+}
+
+# Remaster an Armbian Lime2 image: verify it, unpack its root partition, install the same
+# payload as our own image, repack it (same UUID and label, so Armbian's boot script and fstab
+# still find it) and write it with Armbian's loader and partition start kept.
+#   remaster_armbian FROM SHA256 DEB SRC WORK OUT_IMG   (leaves the root folder in WORK/root)
+remaster_armbian() {
+  local from=$1 sha=$2 deb=$3 src=$4 work=$5 img=$6
+  [ -f "$from" ] || die "no such file: $from"
+  local actual
+  actual=$(sha256sum < "$from" | cut -d' ' -f1)
+  [ "$actual" = "${sha,,}" ] || die "$from does not match the given SHA-256 (it is $actual): download it again"
+  say "SHA-256 matches"
+
+  step "unpack the Armbian image"
+  case "$from" in
+    *.xz) xz -dc "$from" > "$img" ;;
+    *) cp --sparse=always "$from" "$img" ;;
+  esac
+  local table start size
+  table=$(sfdisk --json "$img") || die "$from has no partition table"
+  # Armbian's root is its last Linux partition (4 MiB in, on current images).
+  read -r start size < <(python3 -c '
+import json, sys
+parts = [p for p in json.load(sys.stdin)["partitiontable"]["partitions"] if p["type"] in ("83", "L")]
+if not parts: sys.exit("no Linux partition")
+print(parts[-1]["start"], parts[-1]["size"])' <<<"$table") || die "$from has no Linux partition"
+  local num
+  num=$(python3 -c '
+import json, sys
+parts = json.load(sys.stdin)["partitiontable"]["partitions"]
+print([i + 1 for i, p in enumerate(parts) if p["type"] in ("83", "L")][-1])' <<<"$table")
+  dd if="$img" of="$work/armbian-root" bs=512 skip="$start" count="$size" status=none
+  local uuid label
+  uuid=$(blkid -p -o value -s UUID "$work/armbian-root")
+  label=$(blkid -p -o value -s LABEL "$work/armbian-root" || true)
+  [ "$(blkid -p -o value -s TYPE "$work/armbian-root")" = ext4 ] || die "Armbian's root is not ext4"
+  local root="$work/root" mnt="$work/mnt"
+  mkdir -p "$root" "$mnt"
+  mount -o loop,ro "$work/armbian-root" "$mnt"
+  tar -C "$mnt" --xattrs --xattrs-include='*' --numeric-owner -cf - . | tar -C "$root" --xattrs --xattrs-include='*' --numeric-owner -xpf -
+  umount "$mnt"
+  rm -f "$work/armbian-root"
+  [ -f "$root/boot/armbianEnv.txt" ] || die "no /boot/armbianEnv.txt: is this an Armbian image?"
+
+  step "install the seeder package and the payload"
+  local missing=() p
+  for p in $(payload_packages); do
+    dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+      missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "adding ${missing[*]}"
+    _chroot_apt_install "$root" "${missing[@]}" || die "cannot install ${missing[*]} in the Armbian root"
+  fi
+  install_payload "$root" "$deb" "$src" armbian
+
+  step "repack the root"
+  local used_mib root_mib
+  used_mib=$(du -sm --apparent-size "$root" | cut -f1)
+  root_mib=$(( (used_mib * 13 / 10 + 256 + 3) / 4 * 4 ))
+  local old_mib=$(( size / 2048 ))
+  [ "$root_mib" -ge "$old_mib" ] || root_mib=$old_mib
+  truncate -s "${root_mib}M" "$work/new-root"
+  mkfs.ext4 -q -U "$uuid" ${label:+-L "$label"} -m 2 -d "$root" "$work/new-root"
+  truncate -s $(( start * 512 + root_mib * 1048576 )) "$img"
+  echo "start=$start, size=$(( root_mib * 2048 ))" | sfdisk --quiet -N "$num" "$img"
+  dd if="$work/new-root" of="$img" bs=512 seek="$start" conv=notrunc,sparse status=none
+  rm -f "$work/new-root"
+}
