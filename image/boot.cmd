@@ -2,9 +2,9 @@
 # first, bootable partition of the SD card; the kernel, initramfs and device trees are read from
 # the root partition, so a kernel upgrade on the device needs nothing from here.
 #
-# On the Lime2, U-Boot names the board's device tree in ${fdtfile}; where there is none (QEMU's
-# virt machine) the firmware's own device tree at ${fdtcontroladdr} is used, so one image boots
-# both.
+# On the Lime2, U-Boot names the device tree of the board in fdtfile; where there is none (the
+# virt machine of QEMU) the device tree of the firmware itself (fdtcontroladdr) is used, so one
+# image boots both. Keep this file ASCII without quote marks in comments: U-Boot parses it.
 setenv rootpart 2
 part uuid ${devtype} ${devnum}:${rootpart} rootuuid
 setenv bootargs "root=PARTUUID=${rootuuid} ro rootwait panic=10"
@@ -19,7 +19,7 @@ if test -n "${fdtfile}" && load ${devtype} ${devnum}:${rootpart} ${fdt_addr_r} /
     setenv bootargs "${bootargs} console=ttyS0,115200"
     bootz ${kernel_addr_r} ${ramdisk_addr_r}:${initrd_size} ${fdt_addr_r}
 else
-    echo "Seeder: no board device tree; using the firmware's"
+    echo "Seeder: no board device tree, using the one of the firmware"
     setenv bootargs "${bootargs} console=ttyAMA0,115200"
     bootz ${kernel_addr_r} ${ramdisk_addr_r}:${initrd_size} ${fdtcontroladdr}
 fi

@@ -287,7 +287,8 @@ install_payload() {
   done
 
   local units=(seeder.service seeder-board.service var-lib-seeder.mount
-    seeder-first-boot.service seeder-setup-code.service seeder-ssh.path avahi-daemon.service)
+    seeder-first-boot.service seeder-ssh-keys.service seeder-setup-code.service seeder-ssh.path
+    avahi-daemon.service)
   if [ "$mode" = debian ]; then
     units+=(systemd-networkd.service systemd-resolved.service systemd-timesyncd.service)
   fi

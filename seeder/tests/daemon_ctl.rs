@@ -20,6 +20,10 @@ fn start(data: &Path) -> Child {
 }
 
 fn start_with(data: &Path, extra: &[&str]) -> Child {
+    start_env(data, extra, &[])
+}
+
+fn start_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
     let mut child = seeder()
         .args([
             "serve",
@@ -32,6 +36,7 @@ fn start_with(data: &Path, extra: &[&str]) -> Child {
         ])
         .arg(data)
         .args(extra)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -362,4 +367,28 @@ fn the_admin_page_writes_roots_ssh_keys_only_where_it_manages_ssh() {
     let (status, _, _) = common::http(&admin, "PUT", "/api/v1/ssh", &auth, &body);
     assert_eq!(status, 409);
     stop(daemon);
+}
+
+#[test]
+fn switches_from_the_environment_read_as_systemd_units_write_them() {
+    // The Lime2's drop-in says SEEDER_CLAIM_BUTTON=1: 1/0, true/false, yes/no, on/off all work.
+    let dir = tempfile::tempdir().unwrap();
+    for (value, expect) in [
+        ("1", true),
+        ("yes", true),
+        ("true", true),
+        ("0", false),
+        ("off", false),
+    ] {
+        let data = dir.path().join(format!("data-{value}"));
+        let daemon = start_env(&data, &[], &[("SEEDER_CLAIM_BUTTON", value)]);
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+        assert_eq!(
+            status["button_presses"].is_u64(),
+            expect,
+            "SEEDER_CLAIM_BUTTON={value}"
+        );
+        stop(daemon);
+    }
 }

@@ -6,6 +6,7 @@ through its control socket (file permissions are the authentication).
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use clap::builder::BoolishValueParser;
 use clap::{Args, Subcommand};
 
 use crate::daemon::ctl::{self, CtlError, CtlRequest, CtlResponse};
@@ -37,11 +38,11 @@ pub struct ServeArgs {
     no_mdns: bool,
     /// The board has a claim button (`seeder board` reports its presses): the admin page
     /// offers claiming by a press.
-    #[arg(long, env = "SEEDER_CLAIM_BUTTON")]
+    #[arg(long, env = "SEEDER_CLAIM_BUTTON", value_parser = BoolishValueParser::new())]
     claim_button: bool,
     /// The data folder must be a mounted disk (the appliance's): without one, serve only the
     /// admin page saying so, store nothing, and wait for it.
-    #[arg(long, env = "SEEDER_REQUIRE_DATA_DISK")]
+    #[arg(long, env = "SEEDER_REQUIRE_DATA_DISK", value_parser = BoolishValueParser::new())]
     require_data_disk: bool,
     /// Let the admin page manage SSH: it writes the public keys allowed to log in as root to
     /// this file, which a root-side helper applies (the appliance image sets this).
