@@ -12,7 +12,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{free_udp_port, http, Seeder};
+use common::{claim, free_udp_port, http, Seeder};
 
 fn schemathesis() -> Option<String> {
     if let Ok(p) = std::env::var("SCHEMATHESIS") {
@@ -41,24 +41,7 @@ fn generated_requests_for_every_documented_operation_never_get_a_server_error() 
     let code = seed.ctl(&["setup-code"]).trim().to_string();
 
     // Claim over the API, then make a token for the fuzzer.
-    let (status, head, body) = http(
-        &admin,
-        "POST",
-        "/api/v1/claim",
-        &[],
-        &format!(r#"{{"setup_code":"{code}","password":"an admin password"}}"#),
-    );
-    assert_eq!(status, 200, "{body}");
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
-    let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (cookie, csrf) = claim(&admin, &code);
     let (status, _, body) = http(
         &admin,
         "POST",

@@ -105,12 +105,7 @@ fn the_led_follows_the_daemon_and_the_power_button_claims_and_shuts_down() {
         .unwrap()
         .to_string();
     assert!(page.contains("Wait for the button"));
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
+    let cookie = common::session_cookie(&head);
     let form = [
         ("Cookie", cookie.as_str()),
         ("Content-Type", "application/x-www-form-urlencoded"),

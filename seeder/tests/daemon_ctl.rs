@@ -290,27 +290,7 @@ fn a_setup_code_from_the_sd_card_is_taken_only_while_unclaimed() {
 #[test]
 fn the_admin_page_writes_roots_ssh_keys_only_where_it_manages_ssh() {
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIwnWsr/fUQ15eEir+ie9Z+yETlvZOCTfS3q9GOHyrSm admin@laptop";
-    let claim = |admin: &str, code: &str| {
-        let (status, head, body) = common::http(
-            admin,
-            "POST",
-            "/api/v1/claim",
-            &[],
-            &format!(r#"{{"setup_code":"{code}","password":"an admin password"}}"#),
-        );
-        assert_eq!(status, 200, "{body}");
-        let cookie = head
-            .lines()
-            .find_map(|l| l.strip_prefix("set-cookie: "))
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_string();
-        let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        (cookie, csrf)
-    };
+    use common::claim;
     let dir = tempfile::tempdir().unwrap();
     let keys_file = dir.path().join("ssh").join("authorized_keys");
     std::fs::create_dir_all(keys_file.parent().unwrap()).unwrap();

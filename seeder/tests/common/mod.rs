@@ -218,3 +218,29 @@ pub fn http(
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, head.to_string(), body.to_string())
 }
+
+/// The session cookie (`name=value`) a response sets.
+pub fn session_cookie(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string()
+}
+
+/// Claim the admin page at `admin` with `code` through the API; returns (cookie, csrf).
+pub fn claim(admin: &str, code: &str) -> (String, String) {
+    let (status, head, body) = http(
+        admin,
+        "POST",
+        "/api/v1/claim",
+        &[],
+        &format!(r#"{{"setup_code":"{code}","password":"an admin password"}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (session_cookie(&head), csrf)
+}
