@@ -185,6 +185,25 @@ impl Site {
         b
     }
 
+    /// Make an API token from a logged-in browser's session; returns its id and itself.
+    async fn token(&self, b: &mut Browser, name: &str) -> (u64, String) {
+        let r = self
+            .api(
+                b,
+                "POST",
+                "/tokens",
+                Some(serde_json::json!({ "name": name })),
+                Auth::Csrf,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        (
+            v["id"].as_u64().unwrap(),
+            v["token"].as_str().unwrap().to_string(),
+        )
+    }
+
     async fn login(&self, b: &mut Browser, password: &str) -> Reply {
         let page = self.get(b, "/login").await;
         let pre = between(&page.body, "name=\"pre\" value=\"", "\"")
@@ -766,18 +785,7 @@ async fn every_page_renders_for_an_admin_and_the_whole_site_weighs_under_100_kb(
 async fn tokens_authorise_the_api_and_metrics_without_csrf_and_can_be_revoked() {
     let s = site();
     let mut b = s.claimed().await;
-    let r = s
-        .api(
-            &mut b,
-            "POST",
-            "/tokens",
-            Some(serde_json::json!({ "name": "prometheus" })),
-            Auth::Csrf,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    let token = v["token"].as_str().unwrap().to_string();
+    let (token_id, token) = s.token(&mut b, "prometheus").await;
     let mut script = Browser::default();
     let t = Auth::Token(&token);
     let r = s
@@ -875,9 +883,14 @@ async fn tokens_authorise_the_api_and_metrics_without_csrf_and_can_be_revoked() 
         .body
         .contains("seeder_space_held_bytes{space=\"office\"} 4096"));
 
-    let id = v["id"].as_u64().unwrap();
     let r = s
-        .api(&mut b, "DELETE", &format!("/tokens/{id}"), None, Auth::Csrf)
+        .api(
+            &mut b,
+            "DELETE",
+            &format!("/tokens/{token_id}"),
+            None,
+            Auth::Csrf,
+        )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = s.api(&mut script, "GET", "/spaces", None, t).await;
@@ -888,19 +901,7 @@ async fn tokens_authorise_the_api_and_metrics_without_csrf_and_can_be_revoked() 
 async fn every_documented_operation_has_a_route_and_the_document_lists_them() {
     let s = site();
     let mut b = s.claimed().await;
-    let r = s
-        .api(
-            &mut b,
-            "POST",
-            "/tokens",
-            Some(serde_json::json!({ "name": "t" })),
-            Auth::Csrf,
-        )
-        .await;
-    let token = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, token) = s.token(&mut b, "t").await;
     let doc = s
         .api(&mut b, "GET", "/openapi.json", None, Auth::None)
         .await;
@@ -1094,19 +1095,7 @@ async fn ssh_is_turned_on_with_a_pasted_public_key_only_from_a_session_and_off_a
     assert_eq!(s.backend.ssh().unwrap().keys, vec![KEY.to_string()]);
 
     // An API token can read but never hand out a root shell.
-    let r = s
-        .api(
-            &mut b,
-            "POST",
-            "/tokens",
-            Some(serde_json::json!({ "name": "monitor" })),
-            Auth::Csrf,
-        )
-        .await;
-    let token = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, token) = s.token(&mut b, "monitor").await;
     let mut script = Browser::default();
     let r = s
         .api(&mut script, "GET", "/ssh", None, Auth::Token(&token))
