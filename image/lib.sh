@@ -19,6 +19,101 @@ _build_started=$(date +%s)
 say() { printf '    %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# --- Failing loudly, cleaning up always ---------------------------------------------------------
+# Every script that sources this file calls `strict_mode` first. Then:
+#   - a failing command ends the script (errexit, also in functions and $(…): errtrace,
+#     inherit_errexit), and so does a failure anywhere in a pipeline (pipefail). Pipelines here
+#     never let their consumer stop early (no `head`, `grep -q`, `awk … exit` reading from a
+#     producer): under pipefail the producer's SIGPIPE (status 141) would end the build.
+#   - the ERR trap prints the file, line, command and status of what failed, with its callers,
+#     so no failure is silent;
+#   - INT, TERM and HUP end the script through its EXIT trap, which runs the clean-ups
+#     registered with `at_exit` (last first): work folders are unmounted before they are removed.
+strict_mode() {
+  set -Eeuo pipefail
+  shopt -s inherit_errexit
+  trap '_report_error $? "$BASH_COMMAND"' ERR
+  trap _run_at_exit EXIT
+  trap 'exit 129' HUP
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+_report_error() {
+  local status=$1 command=$2 i
+  printf "error: %s:%s: '%s' failed with status %s\n" \
+    "${BASH_SOURCE[1]##*/}" "${BASH_LINENO[0]}" "$command" "$status" >&2
+  for ((i = 1; i < ${#FUNCNAME[@]} - 1; i++)); do
+    printf '  in %s, called from %s:%s\n' "${FUNCNAME[i]}" "${BASH_SOURCE[i + 1]##*/}" "${BASH_LINENO[i]}" >&2
+  done
+  case $status in
+    141) printf '  (status 141 is SIGPIPE: a pipeline whose reader stopped early)\n' >&2 ;;
+  esac
+}
+
+_at_exit=()
+# Run COMMAND… when the script ends, however it ends (last registered, first run).
+at_exit() { _at_exit+=("$*"); }
+
+_run_at_exit() {
+  local status=$? i
+  trap - ERR
+  set +e
+  for ((i = ${#_at_exit[@]} - 1; i >= 0; i--)); do
+    eval "${_at_exit[i]}"
+  done
+  _at_exit=()
+  exit "$status"
+}
+
+# Mount points at or below DIR, as the kernel lists them (deepest last).
+mounts_under() {
+  local dir
+  dir=$(readlink -f "$1")
+  awk -v d="$dir" '{ p = $5; gsub(/\\040/, " ", p); if (p == d || index(p, d "/") == 1) print p }' \
+    /proc/self/mountinfo
+}
+
+# Unmount everything at or below DIR, deepest first; a busy mount is detached lazily.
+# Returns 1 if anything is still mounted there.
+undo_mounts_under() {
+  local m
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "cannot unmount $m"
+  done < <(mounts_under "$1" | sort -r)
+  [ -z "$(mounts_under "$1")" ]
+}
+
+# A temporary work folder in VAR, removed when the script ends, after everything mounted inside
+# it has been unmounted. If something can't be unmounted the folder is left alone and named:
+# removing it could reach into what is mounted there (a bind-mounted /dev, say).
+#   make_work_dir VAR PREFIX
+make_work_dir() {
+  local dir
+  dir=$(mktemp -d "${TMPDIR:-/var/tmp}/$2.XXXXXX")
+  printf -v "$1" '%s' "$dir"
+  at_exit "remove_work_dir '$dir'"
+}
+
+remove_work_dir() {
+  local dir=$1
+  [ -d "$dir" ] || return 0
+  if ! undo_mounts_under "$dir"; then
+    printf 'error: %s still has mounts inside (%s): not removing it\n' \
+      "$dir" "$(mounts_under "$dir" | paste -sd' ' -)" >&2
+    return 1
+  fi
+  rm -rf --one-file-system "$dir"
+}
+
+# Mount with the arguments of mount(8); the mount point (the last argument) is unmounted when
+# the script ends if nothing unmounted it before.
+mount_tracked() {
+  local target=${!#}
+  mount "$@"
+  at_exit "mountpoint -q '$target' && { umount '$target' 2>/dev/null || umount -l '$target'; }"
+}
+
 _step_done() {
   if [ -n "$_step_name" ]; then
     local took=$(( $(date +%s) - _step_started ))
@@ -74,7 +169,18 @@ build_deb() {
   cargo deb --version >/dev/null 2>&1 || die "cargo-deb is needed: cargo install cargo-deb --locked"
   (cd "$repo" && cargo build --release --locked --target armv7-unknown-linux-gnueabihf -p seeder >&2 &&
     cargo deb -p seeder --no-build --no-strip --target armv7-unknown-linux-gnueabihf >&2)
-  ls -t "$repo"/target/armv7-unknown-linux-gnueabihf/debian/seeder_*_armhf.deb | head -n1
+  newest "$repo"/target/armv7-unknown-linux-gnueabihf/debian/seeder_*_armhf.deb
+}
+
+# The most recently modified of the given files (prints nothing when none exists).
+newest() {
+  local f best=""
+  for f in "$@"; do
+    [ -e "$f" ] || continue
+    if [ -z "$best" ] || [ "$f" -nt "$best" ]; then best=$f; fi
+  done
+  printf '%s' "$best"
+  [ -z "$best" ] || printf '\n'
 }
 
 # Fetch one file from a Debian suite, verified: InRelease by the archive keyring, the index by
@@ -100,10 +206,12 @@ fetch_verified() {
     return 0
   fi
   local entry filename sha
-  entry=$(xz -dc "$t/Packages.xz" | awk -v p="$package" 'BEGIN {RS = ""} $0 ~ "(^|\n)Package: " p "\n" {print; exit}')
+  # The whole index is read (no early exit: see strict_mode); the name is compared exactly.
+  entry=$(xz -dc "$t/Packages.xz" | awk -v p="$package" 'BEGIN {RS = ""; FS = "\n"}
+    !found { for (i = 1; i <= NF; i++) if ($i == "Package: " p) { print; found = 1; break } }')
   filename=$(printf '%s\n' "$entry" | sed -n 's/^Filename: //p')
   sha=$(printf '%s\n' "$entry" | sed -n 's/^SHA256: //p')
-  [ -n "$filename" ] && [ -n "$sha" ] || die "$package is not in $suite/$arch"
+  if [ -z "$filename" ] || [ -z "$sha" ]; then die "$package is not in $suite/$arch"; fi
   /usr/lib/apt/apt-helper -oAPT::Sandbox::User=root download-file "$mirror/$filename" "$t/pkg.deb" "SHA256:$sha" >/dev/null ||
     die "cannot download $mirror/$filename (or its hash differs)"
   mv "$t/pkg.deb" "$dest"
@@ -122,7 +230,7 @@ fetch_loader() {
     mv "$dir/download.deb" "$dir/u-boot-sunxi_${v}_armhf.deb"
   fi
   local debfile
-  debfile=$(ls -t "$dir"/u-boot-sunxi_*_armhf.deb 2>/dev/null | head -n1)
+  debfile=$(newest "$dir"/u-boot-sunxi_*_armhf.deb)
   [ -n "$debfile" ] || die "no u-boot-sunxi package"
   local x="$dir/${debfile##*/}.d"
   [ -d "$x" ] || dpkg-deb -x "$debfile" "$x"
@@ -134,9 +242,13 @@ fetch_loader() {
 # The Debian mirror this host uses (falls back to deb.debian.org).
 host_mirror() {
   local uri
-  uri=$(grep -h -E '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
-    /etc/apt/sources.list.d/*.list 2>/dev/null |
-    grep -v -E 'security|ubuntu' | grep -o -E 'https?://[^ ]+' | head -n1 || true)
+  local f files=()
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  [ ${#files[@]} -eq 0 ] ||
+    uri=$(awk '/^(URIs:|deb )/ && !/security|ubuntu/ && !found {
+      for (i = 1; i <= NF; i++) if ($i ~ /^https?:\/\//) { print $i; found = 1; break } }' "${files[@]}")
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
@@ -156,7 +268,7 @@ suite_date() {
   local url=$1 f
   f=$(mktemp)
   if /usr/lib/apt/apt-helper -oAPT::Sandbox::User=root download-file "$url/InRelease" "$f" >/dev/null 2>&1; then
-    grep -m1 '^Date:' "$f" | cut -d' ' -f2-
+    sed -n 's/^Date: //p' "$f" | sed -n 1p
   fi
   rm -f "$f"
 }
@@ -187,14 +299,15 @@ base_root() {
   local packages
   packages=$(root_packages | paste -sd, -)
   local recipe
-  recipe="$(declare -f _mmdebstrap_root) $packages ${sources[*]}"
+  recipe="$(declare -f _mmdebstrap_root) $(cat "$(dirname "${BASH_SOURCE[0]}")"/initramfs/*) $packages ${sources[*]}"
   local list_key
   list_key=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
   local state="" s
   if [ -z "$snapshot" ]; then
     for s in "${sources[@]}"; do
-      set -- $s
-      state+="$(suite_date "$2/dists/$3");"
+      local url suite_name
+      read -r _ url suite_name _ <<<"$s"
+      state+="$(suite_date "$url/dists/$suite_name");"
     done
   fi
   local dir="$cache/roots/$list_key"
@@ -207,11 +320,11 @@ base_root() {
     return
   fi
   if [ -z "${state//;/}" ]; then
-    local newest
-    newest=$(ls -t "$dir"/*.tar 2>/dev/null | head -n1 || true)
-    if [ -n "$newest" ]; then
+    local latest
+    latest=$(newest "$dir"/*.tar)
+    if [ -n "$latest" ]; then
       say "the archive cannot be reached: using the newest cached root for this package list"
-      echo "$newest"
+      echo "$latest"
       return
     fi
   fi
@@ -220,13 +333,22 @@ base_root() {
     die "mmdebstrap failed (its log is above)"
   mv "$dir/$key.tar.part" "$dir/$key.tar"
   # Keep the last two roots of this list: the previous one is the fallback when offline.
-  ls -t "$dir"/*.tar | tail -n +3 | xargs -r rm -f
+  local tars=() t
+  for t in "$dir"/*.tar; do tars+=("$(stat -c '%Y %n' "$t")"); done
+  printf '%s\n' "${tars[@]}" | sort -rn | tail -n +3 | cut -d' ' -f2- | xargs -r -d '\n' rm -f
   echo "$dir/$key.tar"
 }
 
+# The initramfs is made once, at the end (update-initramfs is diverted to a no-op while packages
+# are installed: the kernel's postinst and initramfs-tools' trigger would each make it, and
+# under qemu-user that is most of the build), with image/initramfs/ (what finding the root
+# needs, not every network and display driver); the kernel's postinst has made the /boot links.
+# shellcheck disable=SC2016 # the hooks' "$1" is the root, expanded by mmdebstrap
 _mmdebstrap_root() {
   local suite=$1 packages=$2 apt_cache=$3 target=$4
   shift 4
+  local initramfs
+  initramfs="$(dirname "${BASH_SOURCE[0]}")/initramfs"
   mmdebstrap --mode=root --variant=minbase --architectures=armhf --format=tar \
     --include="$packages" \
     --aptopt='Acquire::Retries "5"' \
@@ -242,9 +364,25 @@ _mmdebstrap_root() {
     --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
     --setup-hook="sync-in $apt_cache /var/cache/apt/archives/" \
     --setup-hook='printf "do_symlinks = yes\nlink_in_boot = yes\n" > "$1"/etc/kernel-img.conf' \
+    --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.seeder-build --add /usr/sbin/update-initramfs' \
+    --essential-hook='printf "#!/bin/sh\nexit 0\n" > "$1"/usr/sbin/update-initramfs && chmod 755 "$1"/usr/sbin/update-initramfs' \
+    --customize-hook='rm "$1"/usr/sbin/update-initramfs' \
+    --customize-hook='chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
+    --customize-hook="copy-in $initramfs/seeder.conf /etc/initramfs-tools/conf.d/" \
+    --customize-hook="copy-in $initramfs/seeder-storage /etc/initramfs-tools/hooks/" \
+    --customize-hook='chroot "$1" env -u TMPDIR update-initramfs -c -k all' \
     --customize-hook="sync-out /var/cache/apt/archives $apt_cache" \
     --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
     "$suite" "$target" "$@"
+}
+
+# Run a command inside ROOT with a clean environment: the host's TMPDIR, locale and the like
+# mean nothing in there.
+in_root() {
+  local root=$1
+  shift
+  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
+    DEBIAN_FRONTEND=noninteractive "$@"
 }
 
 # Copy a tree into the root, owned by root, without touching existing folders' metadata.
@@ -267,7 +405,7 @@ install_payload() {
   printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
   chmod 755 "$root/usr/sbin/policy-rc.d"
   cp "$deb" "$root/tmp/seeder.deb"
-  chroot "$root" /usr/bin/dpkg -i /tmp/seeder.deb >&2
+  in_root "$root" dpkg -i /tmp/seeder.deb >&2
   rm -f "$root/tmp/seeder.deb" "$root/usr/sbin/policy-rc.d"
 
   _overlay "$src/board/lime2/overlay" "$root"
@@ -373,7 +511,9 @@ write_manifest() {
   echo "commit: $(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "loader: u-boot-sunxi A20-OLinuXino-Lime2 at ${LOADER_OFFSET_KIB} KiB"
-  echo "kernel: $(ls "$root"/usr/lib/ | sed -n 's/^linux-image-//p' | paste -sd' ' -)"
+  local k kernels=()
+  for k in "$root"/usr/lib/linux-image-*; do [ -e "$k" ] && kernels+=("${k##*/linux-image-}"); done
+  echo "kernel: ${kernels[*]}"
   echo "packages:"
   dpkg-query --admindir="$root/var/lib/dpkg" -W -f='  ${Package} ${Version}\n'
 }
@@ -423,13 +563,13 @@ _chroot_apt_install() {
     kept=1
   fi
   cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-  mount -t proc proc "$root/proc"
-  mount --bind /dev "$root/dev"
-  mount -t sysfs sys "$root/sys"
+  mount_tracked -t proc proc "$root/proc"
+  mount_tracked --bind /dev "$root/dev"
+  mount_tracked -t sysfs sys "$root/sys"
   local rc=0
   {
-    chroot "$root" apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends "$@"
+    in_root "$root" apt-get update -qq &&
+      in_root "$root" apt-get install -y -qq --no-install-recommends "$@"
   } >&2 || rc=$?
   umount "$root/sys" "$root/dev" "$root/proc"
   rm -f "$root/etc/resolv.conf"
@@ -476,7 +616,7 @@ print([i + 1 for i, p in enumerate(parts) if p["type"] in ("83", "L")][-1])' <<<
   [ "$(blkid -p -o value -s TYPE "$work/armbian-root")" = ext4 ] || die "Armbian's root is not ext4"
   local root="$work/root" mnt="$work/mnt"
   mkdir -p "$root" "$mnt"
-  mount -o loop,ro "$work/armbian-root" "$mnt"
+  mount_tracked -o loop,ro "$work/armbian-root" "$mnt"
   tar -C "$mnt" --xattrs --xattrs-include='*' --numeric-owner -cf - . | tar -C "$root" --xattrs --xattrs-include='*' --numeric-owner -xpf -
   umount "$mnt"
   rm -f "$work/armbian-root"
@@ -485,7 +625,7 @@ print([i + 1 for i, p in enumerate(parts) if p["type"] in ("83", "L")][-1])' <<<
   step "install the seeder package and the payload"
   local missing=() p
   for p in $(payload_packages); do
-    dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+    [ "$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] ||
       missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then

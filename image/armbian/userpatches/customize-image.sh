@@ -18,15 +18,18 @@ if [ "$board" != lime2 ]; then
   echo "the seeder payload is made for the Lime2, not $board" >&2
   exit 1
 fi
-# shellcheck source=../../lib.sh
+# shellcheck source=image/lib.sh
 . "$src/image/lib.sh"
+strict_mode
 
 # Packages of image/packages.list that Armbian's minimal image lacks (its kernel is its own).
 missing=()
 for p in $(payload_packages); do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-install_payload / "$(ls "$src"/seeder_*_armhf.deb | head -n1)" "$src" armbian
+deb=$(newest "$src"/seeder_*_armhf.deb)
+[ -n "$deb" ] || { echo "no seeder package in $src: run image/armbian/prepare-userpatches first" >&2; exit 1; }
+install_payload / "$deb" "$src" armbian
