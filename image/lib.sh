@@ -34,9 +34,9 @@ strict_mode() {
   shopt -s inherit_errexit
   trap '_report_error $? "$BASH_COMMAND"' ERR
   trap _run_at_exit EXIT
-  trap 'exit 129' HUP
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  trap 'say "interrupted (SIGHUP): cleaning up"; exit 129' HUP
+  trap 'say "interrupted (SIGINT): cleaning up"; exit 130' INT
+  trap 'say "interrupted (SIGTERM): cleaning up"; exit 143' TERM
 }
 
 _report_error() {
@@ -642,6 +642,9 @@ print([i + 1 for i, p in enumerate(parts) if p["type"] in ("83", "L")][-1])' <<<
   [ "$root_mib" -ge "$old_mib" ] || root_mib=$old_mib
   truncate -s "${root_mib}M" "$work/new-root"
   mkfs.ext4 -q -U "$uuid" ${label:+-L "$label"} -m 2 -d "$root" "$work/new-root"
+  # Drop the old root's bytes first: the sparse copy below skips the new root's zero blocks,
+  # which must read as zeros, not as whatever the old root held there (a corrupt file system).
+  truncate -s $(( start * 512 )) "$img"
   truncate -s $(( start * 512 + root_mib * 1048576 )) "$img"
   echo "start=$start, size=$(( root_mib * 2048 ))" | sfdisk --quiet -N "$num" "$img"
   dd if="$work/new-root" of="$img" bs=512 seek="$start" conv=notrunc,sparse status=none

@@ -462,7 +462,7 @@ pub(super) fn populate(data: &Path, feeds: usize) -> Result<()> {
                 .collect();
             store.append(write_batch(&key, &mut frontier, entries)?)?;
         }
-        store.flush()?;
+        store.commit()?;
     }
     Ok(())
 }

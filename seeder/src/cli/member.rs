@@ -293,25 +293,17 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
                 Some(p) => io.resolve(p),
                 None => io.resolve(FsPath::new(path.file_name())),
             };
-            let tmp = target.with_extension("seeder-partial");
-            let mut out = std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))?;
-            let result = space.read_content(&file, &mut out);
-            if let Err(e) = result {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(home_err(e));
-            }
-            out.sync_all()?;
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = if file.meta.mode == 0 {
-                    0o644
-                } else {
-                    file.meta.mode & 0o777
-                };
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-            }
-            std::fs::rename(&tmp, &target)
+            let mode = if file.meta.mode == 0 {
+                0o644
+            } else {
+                file.meta.mode & 0o777
+            };
+            // Written beside the target and renamed over it once complete and synced: an
+            // interrupted get leaves the old file (or none), never half of the new one.
+            let mut out = crate::store::file::AtomicFile::create(&target, mode)
+                .with_context(|| format!("cannot create a file beside {}", target.display()))?;
+            space.read_content(&file, out.file()).map_err(home_err)?;
+            out.commit()
                 .with_context(|| format!("cannot write {}", target.display()))?;
             writeln!(
                 io.err,

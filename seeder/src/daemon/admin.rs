@@ -60,15 +60,14 @@ fn read_ssh_keys(file: &std::path::Path) -> Result<Vec<String>, BackendError> {
 /// Replace the file atomically: the helper is started by a path unit when it changes, and
 /// must never see half a key.
 fn write_ssh_keys(file: &std::path::Path, keys: &[String]) -> Result<(), BackendError> {
-    use std::io::Write;
     let fail = |e: std::io::Error| internal(format!("writing {}: {e}", file.display()));
-    let tmp = file.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    let mut text = String::new();
     for k in keys {
-        writeln!(f, "{k}").map_err(fail)?;
+        text.push_str(k);
+        text.push('\n');
     }
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, file).map_err(fail)
+    // Public keys: readable by the root helper that installs them, as before.
+    crate::store::file::write_atomic(file, 0o644, text.as_bytes()).map_err(fail)
 }
 
 fn registry_error(e: RegistryError) -> BackendError {

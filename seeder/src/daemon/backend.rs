@@ -162,19 +162,7 @@ impl Daemon {
     }
 
     fn write_setup_code(&self, code: &str) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.setup_code_path();
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(code.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        crate::store::file::write_atomic(&self.setup_code_path(), 0o600, code.as_bytes())
     }
 
     /// Whether an admin password is set.

@@ -2,7 +2,7 @@
 The daemon's durable state beside the feeds: which spaces it holds (by address, with a local
 name and a quota), which feeds belong to each (their membership certificates), and which
 partner seeders it dials. Kept in sled trees of the store's database, so it survives restarts
-and is committed with the same flushes.
+and is made durable by the same barrier ([`Store::commit`]) before any change is reported.
 
 Not here: feed data (the store), secrets (a seeder has none), anything about connections.
 */
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::feed::FeedKey;
 use crate::space::{Address, MembershipCert, SeedCode};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Table};
 
 const TREE_SPACES: &str = "registry.spaces";
 const TREE_MEMBERS: &str = "registry.members";
@@ -31,8 +31,6 @@ pub const MAX_NAME_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    #[error("index database: {0}")]
-    Db(#[from] sled::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("registry record {0} is corrupt")]
@@ -131,22 +129,21 @@ fn valid_name(name: &str) -> bool {
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
-    spaces: sled::Tree,
-    members: sled::Tree,
-    peers: sled::Tree,
-    agreements: sled::Tree,
-    admin: sled::Tree,
+    spaces: Table,
+    members: Table,
+    peers: Table,
+    agreements: Table,
+    admin: Table,
 }
 
 impl Registry {
     pub fn open(store: &Store) -> Result<Registry> {
-        let db = store.db();
         Ok(Registry {
-            spaces: db.open_tree(TREE_SPACES)?,
-            members: db.open_tree(TREE_MEMBERS)?,
-            peers: db.open_tree(TREE_PEERS)?,
-            agreements: db.open_tree(TREE_AGREEMENTS)?,
-            admin: db.open_tree(TREE_ADMIN)?,
+            spaces: store.table(TREE_SPACES)?,
+            members: store.table(TREE_MEMBERS)?,
+            peers: store.table(TREE_PEERS)?,
+            agreements: store.table(TREE_AGREEMENTS)?,
+            admin: store.table(TREE_ADMIN)?,
             store: store.clone(),
         })
     }
@@ -179,7 +176,7 @@ impl Registry {
             added: now_secs,
         };
         self.spaces.insert(address.0, encode(&held))?;
-        self.store.flush()?;
+        self.store.commit()?;
         Ok(held)
     }
 
@@ -214,7 +211,7 @@ impl Registry {
         let mut held = self.space_named(name)?;
         held.quota = quota;
         self.spaces.insert(held.address.0, encode(&held))?;
-        self.store.flush()?;
+        self.store.commit()?;
         Ok(held)
     }
 
@@ -224,7 +221,7 @@ impl Registry {
     pub fn remove_space(&self, name: &str, purge: bool) -> Result<usize> {
         let held = self.space_named(name)?;
         self.spaces.remove(held.address.0)?;
-        self.store.flush()?;
+        self.store.commit()?;
         let mut purged = 0;
         if purge {
             for cert in self.members(&held.address)? {
@@ -232,7 +229,7 @@ impl Registry {
                 self.members.remove(member_key(&held.address, &cert.feed))?;
                 purged += 1;
             }
-            self.store.flush()?;
+            self.store.commit()?;
         }
         Ok(purged)
     }
@@ -245,6 +242,9 @@ impl Registry {
             encode(member.cert()),
         )?;
         self.store.create_feed(member.feed())?;
+        // Durable before the feed's first entry is acknowledged: a held feed without its
+        // certificate would not be served after a power cut.
+        self.store.commit()?;
         Ok(())
     }
 
@@ -278,13 +278,13 @@ impl Registry {
     /// Dial this partner seeder.
     pub fn add_partner(&self, partner: &Partner) -> Result<()> {
         self.peers.insert(partner.node_id, encode(partner))?;
-        self.store.flush()?;
+        self.store.commit()?;
         Ok(())
     }
 
     pub fn remove_partner(&self, node_id: &[u8; 32]) -> Result<bool> {
-        let had = self.peers.remove(node_id)?.is_some();
-        self.store.flush()?;
+        let had = self.peers.remove(node_id)?;
+        self.store.commit()?;
         Ok(had)
     }
 
@@ -315,22 +315,22 @@ impl Registry {
             let last = self
                 .agreements
                 .last()?
-                .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok())
+                .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_slice()).ok())
                 .map_or(0, u64::from_be_bytes);
             a.id = last + 1;
         } else if !self.agreements.contains_key(a.id.to_be_bytes())? {
             return Err(RegistryError::UnknownAgreement(a.id));
         }
         self.agreements.insert(a.id.to_be_bytes(), encode(&a))?;
-        self.store.flush()?;
+        self.store.commit()?;
         Ok(a)
     }
 
     pub fn remove_agreement(&self, id: u64) -> Result<()> {
-        if self.agreements.remove(id.to_be_bytes())?.is_none() {
+        if !self.agreements.remove(id.to_be_bytes())? {
             return Err(RegistryError::UnknownAgreement(id));
         }
-        self.store.flush()?;
+        self.store.commit()?;
         Ok(())
     }
 
@@ -359,12 +359,12 @@ impl Registry {
 
     /// The admin site's settings (an opaque blob).
     pub fn site_settings(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self.admin.get(KEY_SITE)?.map(|v| v.to_vec()))
+        Ok(self.admin.get(KEY_SITE)?)
     }
 
     pub fn set_site_settings(&self, blob: &[u8]) -> Result<()> {
         self.admin.insert(KEY_SITE, blob)?;
-        self.store.flush()?;
+        self.store.commit()?;
         Ok(())
     }
 }

@@ -297,7 +297,7 @@ pub async fn run(
     endpoint.close("shutting down");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), endpoint.wait_idle()).await;
     let _ = std::fs::remove_file(config.data.join(super::ctl::SOCKET_NAME));
-    store.flush()?;
+    store.commit()?;
     Ok(())
 }
 

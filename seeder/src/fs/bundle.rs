@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::feed::{verify_batch, ConsistencyProof, FeedKey, Frontier, SignedHead};
 use crate::space::{Address, MembershipCert};
+use crate::store::file::AtomicFile;
 use crate::store::{Store, StoreError};
 
 const MAGIC: &[u8] = b"SEEDER-BUNDLE\n\x01";
@@ -127,10 +128,21 @@ pub fn export(
             source,
         }
     };
-    let tmp = path.with_extension("partial");
-    let file = File::create(&tmp).map_err(io("cannot create"))?;
+    let mut out = AtomicFile::create(path, 0o600).map_err(io("cannot create"))?;
+    let summary = write_bundle(&mut out, store, certs, address, &io)?;
+    out.commit().map_err(io("cannot write"))?;
+    Ok(summary)
+}
+
+fn write_bundle<F: Fn(&'static str) -> G, G: FnOnce(std::io::Error) -> BundleError>(
+    out: &mut AtomicFile,
+    store: &Store,
+    certs: &[MembershipCert],
+    address: &Address,
+    io: &F,
+) -> Result<BundleSummary> {
     let mut w = HashingWriter {
-        inner: BufWriter::new(file),
+        inner: BufWriter::new(out.file()),
         hasher: blake3::Hasher::new(),
     };
     w.inner.write_all(MAGIC).map_err(io("cannot write"))?;
@@ -178,12 +190,9 @@ pub fn export(
     w.frame(&Frame::End).map_err(io("cannot write"))?;
     let digest = *w.hasher.finalize().as_bytes();
     w.inner.write_all(&digest).map_err(io("cannot write"))?;
-    let file = w
-        .inner
+    w.inner
         .into_inner()
         .map_err(|e| io("cannot write")(e.into_error()))?;
-    file.sync_all().map_err(io("cannot write"))?;
-    std::fs::rename(&tmp, path).map_err(io("cannot rename"))?;
     Ok(summary)
 }
 

@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::feed::{write_batch, FeedKey, Frontier};
 use crate::space::{Address, ContentCipher, InviteCode, MembershipCert, SeedCode, SpaceSecret};
-use crate::store::{FeedReader, Store, StoreConfig, StoreError};
+use crate::store::{FeedReader, Store, StoreConfig, StoreError, Table, TableBatch};
 
 use super::{
     ContentRef, FileMeta as RecordMeta, FileState, FsError, Mtime, Op, Path, Record, View,
@@ -56,8 +56,6 @@ const TREE_ACKS: &str = "acks";
 pub enum HomeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("index database: {0}")]
-    Db(#[from] sled::Error),
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error(transparent)]
@@ -114,11 +112,11 @@ pub struct SpaceInfo {
 pub struct Home {
     dir: PathBuf,
     store: Store,
-    spaces: sled::Tree,
-    members: sled::Tree,
-    opindex: sled::Tree,
-    indexed: sled::Tree,
-    acks: sled::Tree,
+    spaces: Table,
+    members: Table,
+    opindex: Table,
+    indexed: Table,
+    acks: Table,
 }
 
 /// A peer's storage acknowledgement of one feed, as remembered by a member device.
@@ -180,14 +178,13 @@ impl Home {
             Err(StoreError::Busy(_)) => return Err(HomeError::Busy(dir)),
             Err(e) => return Err(e.into()),
         };
-        let db = store.db().clone();
         Ok(Home {
             dir,
-            spaces: db.open_tree(TREE_SPACES)?,
-            members: db.open_tree(TREE_MEMBERS)?,
-            opindex: db.open_tree(TREE_OPINDEX)?,
-            indexed: db.open_tree(TREE_INDEXED)?,
-            acks: db.open_tree(TREE_ACKS)?,
+            spaces: store.table(TREE_SPACES)?,
+            members: store.table(TREE_MEMBERS)?,
+            opindex: store.table(TREE_OPINDEX)?,
+            indexed: store.table(TREE_INDEXED)?,
+            acks: store.table(TREE_ACKS)?,
             store,
         })
     }
@@ -241,7 +238,7 @@ impl Home {
         )?;
         self.store.create_feed(feed)?;
         self.spaces.insert(name.as_bytes(), rec.as_slice())?;
-        self.store.flush()?;
+        self.store.commit()?;
         // The device's name, for `ls --long` and `log` on every member's device.
         self.space(name)?.set_device_name(&device_name())?;
         Ok(address)
@@ -385,7 +382,7 @@ impl Drop for Home {
     /// The op index and the other small records are written without their own flush; make
     /// them durable once, at the end of the command, so the next one needn't redo the work.
     fn drop(&mut self) {
-        if let Err(e) = self.store.flush() {
+        if let Err(e) = self.store.commit() {
             tracing::warn!(error = %e, "flushing the home's index");
         }
     }
@@ -462,11 +459,11 @@ impl SpaceHandle<'_> {
     fn index_own(&self, before: u64, ops: &[u64], after: u64) -> Result<()> {
         let key = member_key(&self.address, &self.own);
         if self.indexed_len(&key)? == before {
-            let mut batch = sled::Batch::default();
+            let mut batch = TableBatch::default();
             for seq in ops {
                 batch.insert(&op_key(&self.address, &self.own, *seq)[..], &[][..]);
             }
-            self.home.opindex.apply_batch(batch)?;
+            self.home.opindex.apply(batch)?;
             self.home.indexed.insert(key, &after.to_le_bytes()[..])?;
         }
         Ok(())
@@ -475,7 +472,7 @@ impl SpaceHandle<'_> {
     fn indexed_len(&self, key: &[u8]) -> Result<u64> {
         Ok(match self.home.indexed.get(key)? {
             Some(v) => {
-                u64::from_le_bytes(v.as_ref().try_into().map_err(|_| HomeError::Corrupt {
+                u64::from_le_bytes(v.as_slice().try_into().map_err(|_| HomeError::Corrupt {
                     what: "index position".into(),
                 })?)
             }
@@ -700,7 +697,7 @@ impl SpaceHandle<'_> {
             let mut reader = self.home.store.reader(&feed)?;
             let mut indexed = self.indexed_len(&key)?;
             if indexed < length {
-                let mut batch = sled::Batch::default();
+                let mut batch = TableBatch::default();
                 for seq in indexed..length {
                     match self.open_entry(&mut reader, &feed, seq) {
                         Ok(Record::Chunk(_)) => {}
@@ -714,7 +711,7 @@ impl SpaceHandle<'_> {
                 indexed = length;
                 // Op positions first, then the mark that they're classified: a crash between
                 // the two only means classifying the same entries again.
-                self.home.opindex.apply_batch(batch)?;
+                self.home.opindex.apply(batch)?;
                 self.home.indexed.insert(key, &indexed.to_le_bytes()[..])?;
             }
             for item in self.home.opindex.scan_prefix(key) {

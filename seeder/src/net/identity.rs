@@ -94,21 +94,9 @@ impl NodeIdentity {
                 Ok(NodeIdentity::from_secret(secret))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
                 let id = NodeIdentity::generate();
-                let tmp = path.with_extension("tmp");
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io("cannot create"))?;
-                f.write_all(id.secret_bytes().as_slice())
+                crate::store::file::write_atomic(path, 0o600, id.secret_bytes().as_slice())
                     .map_err(io("cannot write"))?;
-                f.sync_all().map_err(io("cannot write"))?;
-                std::fs::rename(&tmp, path).map_err(io("cannot rename"))?;
                 Ok(id)
             }
             Err(e) => Err(io("cannot read")(e)),

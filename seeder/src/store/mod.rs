@@ -12,10 +12,15 @@ Layout of a data directory:
 
 Commit order of an append, the invariant everything else rests on: write the bytes at the
 committed end of the data file → `fdatasync` → one atomic sled batch (leaves, nodes, metadata
-with the new length and head) → flush sled → only then return. So sled never points at bytes
-that are not durable, and whatever a crash leaves past the committed end is garbage that
-[`Store::open`] truncates away. A `kill -9` or a power cut at any instant loses nothing that
-was acknowledged and corrupts nothing.
+with the new length and head) → flush sled → the index barrier (`fdatasync` of sled's log and
+`fsync` of its new files and folders, see [`barrier`]: sled's flush alone is not durable) →
+only then return. So sled never points at bytes that are not durable, and whatever a crash
+leaves past the committed end is garbage that [`Store::open`] truncates away. A `kill -9` or a
+power cut at any instant loses nothing that was acknowledged and corrupts nothing.
+
+Other layers keep their records in [`Table`]s of the same index (the registry's spaces, a
+home's acknowledgements); their writes become durable at the next [`Store::commit`]. sled
+itself stays inside this module.
 
 Reads are verified: an entry's bytes are hashed and compared with the stored leaf hash, so a
 damaged disk gives [`StoreError::Integrity`], never wrong bytes; the damage is recorded and
@@ -34,6 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+mod barrier;
+pub mod file;
 
 use crate::feed::{
     self, ConsistencyProof, FeedKey, ForkEvidence, Frontier, Hash, InclusionProof, NodeId,
@@ -380,6 +388,8 @@ pub struct Store {
 struct Inner {
     dir: PathBuf,
     db: sled::Db,
+    /// sled's files, synced after every flush an acknowledgement depends on.
+    index_files: barrier::IndexFiles,
     feeds: sled::Tree,
     damage: sled::Tree,
     forks: sled::Tree,
@@ -451,11 +461,9 @@ fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db> {
     }
 }
 
-/// Make a directory and everything above it durable.
+/// Make a directory's entries durable.
 fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync directory", path))
+    file::sync_dir(path).map_err(io_err("sync directory", path))
 }
 
 impl Store {
@@ -467,18 +475,28 @@ impl Store {
         let feeds_dir = dir.join("feeds");
         fs::create_dir_all(&feeds_dir).map_err(io_err("create", &feeds_dir))?;
         let db_path = dir.join("db");
+        let fresh = !db_path.exists();
         let db = open_db(&db_path, config)?;
+        if fresh {
+            // The database folder's own name, and the store folder's if it is new too.
+            sync_dir(&dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let store = Store {
             inner: Arc::new(Inner {
                 feeds: db.open_tree(TREE_FEEDS)?,
                 damage: db.open_tree(TREE_DAMAGE)?,
                 forks: db.open_tree(TREE_FORKS)?,
+                index_files: barrier::IndexFiles::new(&db_path),
                 db,
                 dir,
                 locks: Mutex::new(HashMap::new()),
             }),
         };
         store.recover()?;
+        store.commit()?;
         Ok(store)
     }
 
@@ -487,10 +505,29 @@ impl Store {
         &self.inner.dir
     }
 
-    /// The underlying database, for other layers' own trees (spaces, peers, settings). Their
-    /// tree names must not start with `feeds`, `damage` or `forks`.
-    pub fn db(&self) -> &sled::Db {
-        &self.inner.db
+    /// The table `name` of the index, for another layer's records (created empty if new).
+    /// The store's own tables' names are refused.
+    pub fn table(&self, name: &str) -> Result<Table> {
+        if [TREE_FEEDS, TREE_DAMAGE, TREE_FORKS].contains(&name) || name.starts_with("__sled") {
+            return Err(StoreError::Corrupt {
+                what: format!("table name {name:?} (reserved by the store)"),
+            });
+        }
+        Ok(Table {
+            tree: self.inner.db.open_tree(name)?,
+        })
+    }
+
+    /// The durability barrier: everything written to the index so far (this store's records
+    /// and every [`Table`]'s) is on stable storage when this returns. Appends and the store's
+    /// own updates call it themselves; other layers call it before they tell anyone their
+    /// write happened.
+    pub fn commit(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        self.inner
+            .index_files
+            .sync()
+            .map_err(io_err("sync", &self.inner.dir.join("db")))
     }
 
     fn data_path(&self, feed: &FeedKey) -> PathBuf {
@@ -583,7 +620,7 @@ impl Store {
         self.inner
             .feeds
             .insert(meta_key(&feed), encode_meta(&meta))?;
-        self.inner.db.flush()?;
+        self.commit()?;
         Ok(meta.state(feed))
     }
 
@@ -788,7 +825,7 @@ impl Store {
         }
         b.insert(&meta_key(&feed)[..], encode_meta(&meta));
         self.inner.feeds.apply_batch(b)?;
-        self.inner.db.flush()?;
+        self.commit()?;
         Ok(meta.length)
     }
 
@@ -956,7 +993,7 @@ impl Store {
                 .feeds
                 .insert(meta_key(&feed), encode_meta(&meta))?;
         }
-        self.inner.db.flush()?;
+        self.commit()?;
         tracing::warn!(%feed, "writer forked; feed frozen");
         Ok(())
     }
@@ -986,7 +1023,7 @@ impl Store {
             what: "damage record (encoding)".into(),
         })?;
         self.inner.damage.insert(key, bytes)?;
-        self.inner.db.flush()?;
+        self.commit()?;
         Ok(())
     }
 
@@ -1032,7 +1069,7 @@ impl Store {
         self.inner
             .feeds
             .insert(meta_key(feed), encode_meta(&meta))?;
-        self.inner.db.flush()?;
+        self.commit()?;
         self.finish_delete(feed)
     }
 
@@ -1076,13 +1113,7 @@ impl Store {
         for k in damage_keys {
             self.inner.damage.remove(k)?;
         }
-        self.inner.db.flush()?;
-        Ok(())
-    }
-
-    /// Flush the index; called on shutdown (appends flush on their own).
-    pub fn flush(&self) -> Result<()> {
-        self.inner.db.flush()?;
+        self.commit()?;
         Ok(())
     }
 }
@@ -1125,6 +1156,72 @@ impl FeedReader<'_> {
         self.record = Some(record);
         self.store.read_at(&self.feed, &self.file, index, leaf)
     }
+}
+
+/// A named table of the index beside the feeds' own: byte keys in order, byte values. Writes
+/// are atomic one by one (or per [`TableBatch`]) and durable at the next [`Store::commit`].
+#[derive(Clone)]
+pub struct Table {
+    tree: sled::Tree,
+}
+
+/// Writes applied to one [`Table`] atomically.
+#[derive(Default)]
+pub struct TableBatch {
+    batch: sled::Batch,
+}
+
+impl TableBatch {
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.batch.insert(key.as_ref(), value.as_ref());
+    }
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.batch.remove(key.as_ref());
+    }
+}
+
+/// One record of a [`Table`], as read.
+pub type TableItem = Result<(Vec<u8>, Vec<u8>)>;
+
+impl Table {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree.get(key.as_ref())?.map(|v| v.to_vec()))
+    }
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        Ok(self.tree.contains_key(key.as_ref())?)
+    }
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        self.tree.insert(key.as_ref(), value.as_ref())?;
+        Ok(())
+    }
+    /// Remove a record; whether there was one.
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        Ok(self.tree.remove(key.as_ref())?.is_some())
+    }
+    /// The record with the greatest key.
+    pub fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.tree.last()?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+    pub fn apply(&self, batch: TableBatch) -> Result<()> {
+        self.tree.apply_batch(batch.batch)?;
+        Ok(())
+    }
+    /// Every record whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> impl Iterator<Item = TableItem> {
+        self.tree.scan_prefix(prefix.as_ref()).map(table_item)
+    }
+    /// Every record, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = TableItem> {
+        self.tree.iter().map(table_item)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
+
+fn table_item(item: sled::Result<(sled::IVec, sled::IVec)>) -> TableItem {
+    let (k, v) = item?;
+    Ok((k.to_vec(), v.to_vec()))
 }
 
 fn key_feed(k: &[u8]) -> Result<FeedKey> {

@@ -277,7 +277,7 @@ fn interrupted_delete_is_finished_on_open() {
             .feeds
             .insert(meta_key(&gone), encode_meta(&meta))
             .unwrap();
-        store.flush().unwrap();
+        store.commit().unwrap();
     }
     let store = open(dir.path());
     assert!(!path.exists());
