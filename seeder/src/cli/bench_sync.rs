@@ -115,8 +115,12 @@ impl Local for BareMember {
         self.members.lock().expect("members lock").len()
     }
 
-    fn accepts(&self, space: &Address) -> bool {
-        *space == self.space
+    fn room(&self, space: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
+        if *space == self.space {
+            Ok(())
+        } else {
+            Err(crate::wire::Refusal::Failed("not this space".into()))
+        }
     }
 }
 

@@ -33,6 +33,16 @@ pub enum Failure {
     Refused,
     Busy,
     Internal,
+    /// A peer could not be reached, or not kept, before the deadline.
+    Unreachable,
+    /// A seeder's disk is full: it refused (some of) the data.
+    DiskFull,
+    /// A quota (the space's or an agreement's) on a seeder is reached.
+    Quota,
+    /// The peer does not hold the space (or could not be shown it is known here).
+    NotHeld,
+    /// A writer signed two histories: the feed is frozen.
+    Fork,
 }
 
 impl Failure {
@@ -44,6 +54,11 @@ impl Failure {
             Failure::Refused => 3,
             Failure::Busy => 4,
             Failure::Internal => 5,
+            Failure::Unreachable => 6,
+            Failure::DiskFull => 7,
+            Failure::Quota => 8,
+            Failure::NotHeld => 9,
+            Failure::Fork => 10,
         }
     }
 }
@@ -78,7 +93,8 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 not found; 2 bad input; 3 refused data; \
-4 home busy; 5 other failure.";
+4 home busy; 5 other failure; 6 peer unreachable; 7 a seeder's disk is full; 8 a quota is \
+reached; 9 the seeder does not hold the space; 10 a writer forked.";
 
 #[derive(Debug, Subcommand)]
 enum Command {

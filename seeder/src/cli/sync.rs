@@ -13,11 +13,12 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::daemon::local::{HomeLocal, SyncObserver};
+use crate::daemon::local::{HomeLocal, PeerReports, SyncObserver};
 use crate::feed::FeedKey;
 use crate::fs::home::Home;
 use crate::net::driver::Driver;
 use crate::net::{Endpoint, NodeId, NodeIdentity};
+use crate::wire::Refusal;
 
 use super::Failure;
 
@@ -122,11 +123,13 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             home: home.clone(),
             space: address,
             observer: Some(progress.clone()),
+            peers: PeerReports::default(),
         });
         let driver = Driver::new(node.clone(), identity.node_id());
         // File commands typed meanwhile run here, and what they write goes out at once.
         let _commands = {
             let driver = driver.clone();
+            let node = node.clone();
             super::forward::serve(home.clone(), move || {
                 for offer in crate::sync::Local::offers(&*node, &address) {
                     if let Some(head) = offer.head {
@@ -136,29 +139,20 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             })?
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut waiting = Vec::new();
-        let mut tasks = Vec::new();
+        let deadline =
+            once.then(|| tokio::time::Instant::now() + Duration::from_secs(args.timeout));
+        let ctx = Arc::new(PeerCtx {
+            endpoint: endpoint.clone(),
+            driver: driver.clone(),
+            node: node.clone(),
+            address,
+            deadline,
+            stop: stop_rx.clone(),
+        });
+        let mut peers = Vec::new();
         for peer in &args.peers {
             let (host, id) = parse_peer(peer)?;
-            let addr = tokio::net::lookup_host(&host)
-                .await
-                .with_context(|| format!("cannot resolve {host}"))?
-                .next()
-                .with_context(|| format!("{host} has no address"))?;
-            let conn = endpoint
-                .connect(addr, id)
-                .await
-                .with_context(|| format!("cannot reach {peer}"))
-                .context(Failure::NotFound)?;
-            eprintln!("connected to {} at {addr}", conn.peer);
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            waiting.push((peer.clone(), conn.peer, rx));
-            tasks.push(tokio::spawn(driver.clone().run(
-                conn,
-                vec![address],
-                Some(tx),
-                stop_rx.clone(),
-            )));
+            peers.push((peer.clone(), tokio::spawn(ctx.clone().follow(host, id))));
         }
         if let Some(l) = args.listen {
             let endpoint = endpoint.clone();
@@ -171,41 +165,268 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
                 }
             });
         }
-        if once {
-            let all = async {
-                for (_, _, rx) in &mut waiting {
-                    let _ = rx.wait_for(|done| *done).await;
-                }
-            };
-            let done = tokio::time::timeout(Duration::from_secs(args.timeout), all).await;
-            let _ = stop_tx.send(true);
-            for t in tasks {
-                let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-            }
-            endpoint.close("done");
-            if done.is_err() {
-                let behind: Vec<String> = waiting
-                    .iter()
-                    .filter(|(_, _, rx)| !*rx.borrow())
-                    .map(|(p, _, _)| p.clone())
-                    .collect();
-                return Err(anyhow::anyhow!(
-                    "not in sync with {} after {} s: does the seeder hold this space? \
-                     (on it: seeder ctl space add $(seeder space seed-code {}))",
-                    behind.join(", "),
-                    args.timeout,
-                    args.name
-                ));
-            }
-            progress.finish();
-            print_stored(&home, &address, waiting.iter().map(|(_, id, _)| *id))?;
-        } else {
+        if !once {
             crate::daemon::serve::shutdown_signal().await;
             let _ = stop_tx.send(true);
             endpoint.close("done");
+            return Ok(());
         }
-        Ok(())
+        let mut outcomes = Vec::new();
+        for (name, task) in peers {
+            let outcome = task
+                .await
+                .unwrap_or_else(|e| Outcome::Unreachable(format!("the sync task failed: {e}")));
+            outcomes.push((name, outcome));
+        }
+        let _ = stop_tx.send(true);
+        endpoint.close("done");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        progress.finish();
+        report(&home, &args.name, &address, &outcomes)
     })
+}
+
+/// How long a connected peer may take to open the space before `sync --once` concludes it
+/// doesn't hold it: a seeder that holds the space answers at once; one that doesn't says
+/// nothing at all (by design: a stranger must not learn what it holds).
+const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Longest pause between reconnection attempts (they start at [`FIRST_RETRY`] and double).
+const MAX_RETRY: Duration = Duration::from_secs(5);
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+
+/// What every peer task of one sync shares.
+struct PeerCtx {
+    endpoint: Arc<Endpoint>,
+    driver: Arc<Driver>,
+    node: Arc<HomeLocal>,
+    address: crate::space::Address,
+    /// `--once`: when to give up. `--watch`: none.
+    deadline: Option<tokio::time::Instant>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How `sync --once` ended with one peer.
+#[derive(Debug)]
+enum Outcome {
+    /// Both sides hold each other's data; the peer acknowledged storing ours.
+    Synced(NodeId),
+    /// Done, but the peer refuses some of our data, for these reasons.
+    Refused(NodeId, Vec<(FeedKey, Refusal)>),
+    /// Connected, but the peer never opened the space: it doesn't hold it.
+    NotHeld(NodeId),
+    /// Never connected (or lost the connection) before the deadline; the last error.
+    Unreachable(String),
+    /// Connected, but not in sync before the deadline.
+    TimedOut(NodeId),
+}
+
+impl PeerCtx {
+    fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// Connect to `host` and sync, reconnecting with growing pauses whenever the connection
+    /// drops, until in sync (`--once`), the deadline, or the stop signal.
+    async fn follow(self: Arc<Self>, host: String, id: Option<NodeId>) -> Outcome {
+        let mut retry = FIRST_RETRY;
+        let mut last_error = String::from("no attempt made");
+        let mut last_peer = None;
+        loop {
+            if *self.stop.borrow() {
+                return Outcome::Unreachable("stopped".into());
+            }
+            let remaining = self.remaining();
+            if remaining == Some(Duration::ZERO) {
+                return match last_peer {
+                    Some(p) => Outcome::TimedOut(p),
+                    None => Outcome::Unreachable(last_error),
+                };
+            }
+            let attempt = async {
+                let addr = tokio::net::lookup_host(&host)
+                    .await
+                    .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("{host} has no address"))?;
+                self.endpoint
+                    .connect(addr, id)
+                    .await
+                    .map(|c| (c, addr))
+                    .map_err(|e| format!("cannot reach {host}: {e}"))
+            };
+            let connected = match remaining {
+                Some(r) => tokio::time::timeout(r, attempt)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("cannot reach {host}: no answer in time"))),
+                None => attempt.await,
+            };
+            let (conn, addr) = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e;
+                    self.pause(&mut retry).await;
+                    continue;
+                }
+            };
+            let peer = conn.peer;
+            last_peer = Some(peer);
+            eprintln!("connected to {peer} at {addr}");
+            retry = FIRST_RETRY;
+            let (tx, mut rx) = tokio::sync::watch::channel(false);
+            let mut run = tokio::spawn(self.driver.clone().run(
+                conn,
+                vec![self.address],
+                Some(tx),
+                self.stop.clone(),
+            ));
+            let open_by = tokio::time::Instant::now() + OPEN_WAIT;
+            let mut stop = self.stop.clone();
+            let outcome = loop {
+                let open_check = async {
+                    if self.deadline.is_some() && !self.node.peers.opened(&peer) {
+                        tokio::time::sleep_until(open_by).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let give_up = async {
+                    match self.deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_ok() && *rx.borrow() && self.deadline.is_some() {
+                            let refused = self.node.peers.refused(&peer);
+                            break Some(if refused.is_empty() {
+                                Outcome::Synced(peer)
+                            } else {
+                                Outcome::Refused(peer, refused)
+                            });
+                        }
+                    }
+                    ended = &mut run => {
+                        let why = match ended {
+                            Ok(Ok(())) => "the connection closed".to_string(),
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        if *self.stop.borrow() {
+                            break Some(Outcome::Unreachable("stopped".into()));
+                        }
+                        eprintln!("lost the connection to {peer}: {why}; reconnecting");
+                        last_error = why;
+                        break None;
+                    }
+                    _ = open_check => {
+                        if !self.node.peers.opened(&peer) {
+                            break Some(Outcome::NotHeld(peer));
+                        }
+                    }
+                    _ = give_up => break Some(Outcome::TimedOut(peer)),
+                    _ = stop.changed() => {}
+                }
+            };
+            match outcome {
+                // In sync (or settled): the connection stays up until every peer is done.
+                Some(o) => return o,
+                None => self.pause(&mut retry).await,
+            }
+        }
+    }
+
+    /// Wait before the next attempt (never past the deadline), doubling the next pause.
+    async fn pause(&self, retry: &mut Duration) {
+        let wait = match self.remaining() {
+            Some(r) => (*retry).min(r),
+            None => *retry,
+        };
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+        *retry = (*retry * 2).min(MAX_RETRY);
+    }
+}
+
+/// Print what each peer stored (or why not) and turn the worst outcome into the exit code.
+fn report(
+    home: &Home,
+    name: &str,
+    address: &crate::space::Address,
+    outcomes: &[(String, Outcome)],
+) -> Result<()> {
+    let synced: Vec<NodeId> = outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Synced(p) | Outcome::Refused(p, _) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    print_stored(home, address, synced.into_iter())?;
+    let mut failure: Option<(Failure, String)> = None;
+    for (given, outcome) in outcomes {
+        let (kind, message) = match outcome {
+            Outcome::Synced(_) => continue,
+            Outcome::Refused(peer, refused) => {
+                let (feed, reason) = &refused[0];
+                let kind = match reason {
+                    Refusal::DiskFull { .. } => Failure::DiskFull,
+                    Refusal::Quota { .. } | Refusal::AgreementQuota { .. } => Failure::Quota,
+                    Refusal::Frozen => Failure::Fork,
+                    Refusal::Failed(_) => Failure::Internal,
+                };
+                let what = match reason {
+                    Refusal::Quota { limit, .. } => format!(
+                        "quota of {name:?} reached ({})",
+                        web_admin::format::bytes(*limit)
+                    ),
+                    other => other.to_string(),
+                };
+                let next = match reason {
+                    Refusal::DiskFull { .. }
+                    | Refusal::Quota { .. }
+                    | Refusal::AgreementQuota { .. } => {
+                        "the rest of your data is not backed up there until its admin makes room"
+                    }
+                    Refusal::Frozen => {
+                        "see seeder status for the fork; nothing more of that feed is taken"
+                    }
+                    Refusal::Failed(_) => "its admin page says more",
+                };
+                (
+                    kind,
+                    format!("seeder {peer}: {what} (feed {}): {next}", feed.short()),
+                )
+            }
+            Outcome::NotHeld(peer) => (
+                Failure::NotHeld,
+                format!(
+                    "seeder {peer} does not hold {name:?}: on it, \
+                     seeder ctl space add $(seeder space seed-code {name})"
+                ),
+            ),
+            Outcome::Unreachable(e) => (Failure::Unreachable, format!("{given}: {e}")),
+            Outcome::TimedOut(peer) => (
+                Failure::Unreachable,
+                format!(
+                    "not in sync with {peer} before the timeout: try again, or a longer --timeout"
+                ),
+            ),
+        };
+        eprintln!("{message}");
+        if failure.is_none() {
+            failure = Some((kind, message));
+        }
+    }
+    match failure {
+        None => Ok(()),
+        Some((kind, message)) => Err(anyhow::anyhow!(message).context(kind)),
+    }
 }
 
 fn print_stored(

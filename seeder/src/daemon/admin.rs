@@ -253,7 +253,7 @@ impl AdminDaemon {
                     .iter()
                     .filter(|p| p.spaces.contains(&s.address))
                     .count() as u64,
-                full: !self.local.accepts(&s.address),
+                full: self.local.room(&s.address, 1).is_err(),
                 name: s.name,
             });
         }

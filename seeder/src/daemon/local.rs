@@ -4,9 +4,10 @@ What the sync state machine may ask of this node ([`crate::sync::Local`]): for a
 its home, for the one space it syncs. The spaces held, their feeds with certificates and
 complete heads, and whether a space may take more data.
 
-Quotas: a space with a quota stops fetching once the bytes held reach it; every space stops
-when the data disk's free room falls to [`StoreLimits::keep_free_percent`]. Serving never
-stops. Answers are synchronous sled reads (in memory for a warm cache); the driver calls
+Room ([`Local::room`]), asked before every `Want` and again before every batch is stored (so
+one transfer can't overrun a limit): a space's quota, every agreement covering it, and the
+data disk's free share, which must stay above [`StoreLimits::keep_free_percent`] after the
+batch. A refusal goes to the peer with its reason. Serving never stops. Answers are synchronous sled reads (in memory for a warm cache); the driver calls
 these from its blocking pool.
 */
 
@@ -16,7 +17,7 @@ use crate::net::NodeId;
 use crate::space::{Address, DiscoveryKey, MembershipCert};
 use crate::store::Store;
 use crate::sync::Local;
-use crate::wire::FeedOffer;
+use crate::wire::{FeedOffer, Refusal};
 
 use super::registry::Registry;
 
@@ -52,15 +53,20 @@ pub struct SeederLocal {
     pub activity: std::sync::Arc<super::activity::Activity>,
 }
 
-impl SeederLocal {
-    fn disk_ok(&self) -> bool {
-        match disk_room(self.store.dir()) {
-            Ok((free, total)) if total > 0 => {
-                free.saturating_mul(100) / total > u64::from(self.limits.keep_free_percent)
-            }
-            // Unknown: don't stop on a failed statvfs, the append itself reports a full disk.
-            _ => true,
+/// Whether `bytes` more fit on the disk holding `path` with `keep_percent` % left free.
+pub fn disk_refusal(path: &std::path::Path, bytes: u64, keep_percent: u8) -> Option<Refusal> {
+    match disk_room(path) {
+        Ok((free, total)) if total > 0 => {
+            let after = u128::from(free.saturating_sub(bytes));
+            let keep = u128::from(total) * u128::from(keep_percent) / 100;
+            (free < bytes || after <= keep).then_some(Refusal::DiskFull {
+                free,
+                total,
+                keep_percent,
+            })
         }
+        // Unknown: don't stop on a failed statvfs, the append itself reports a full disk.
+        _ => None,
     }
 }
 
@@ -112,20 +118,34 @@ impl Local for SeederLocal {
         self.registry.members(space).map_or(0, |m| m.len())
     }
 
-    fn accepts(&self, space: &Address) -> bool {
-        let quota_ok = match self.registry.space(space) {
-            Ok(Some(held)) => {
-                let own = match held.quota {
-                    Some(q) => self.registry.bytes_held(space).map_or(true, |b| b < q),
-                    None => true,
-                };
-                own && self.registry.agreements_allow(&held.name).unwrap_or(true)
-            }
-            _ => false,
+    fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
+        let held = match self.registry.space(space) {
+            Ok(Some(held)) => held,
+            Ok(None) => return Err(Refusal::Failed("this space is not held here".into())),
+            Err(e) => return Err(Refusal::Failed(format!("reading the registry: {e}"))),
         };
-        quota_ok && self.disk_ok()
+        let failed = |e: super::registry::RegistryError| Refusal::Failed(e.to_string());
+        if let Some(limit) = held.quota {
+            let bytes_held = self.registry.bytes_held(space).map_err(failed)?;
+            if bytes_held.saturating_add(bytes) > limit {
+                return Err(Refusal::Quota {
+                    held: bytes_held,
+                    limit,
+                });
+            }
+        }
+        self.registry
+            .agreement_room(&held.name, bytes)
+            .map_err(failed)??;
+        match disk_refusal(self.store.dir(), bytes, self.limits.keep_free_percent) {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
     }
 }
+
+/// A member device stops taking others' data when its disk would fall below this share free.
+pub const MEMBER_KEEP_FREE_PERCENT: u8 = 1;
 
 /// A member device's answers, for one of its spaces.
 pub struct HomeLocal {
@@ -133,6 +153,42 @@ pub struct HomeLocal {
     pub space: Address,
     /// Told about transfers as they happen (progress bars), if set.
     pub observer: Option<std::sync::Arc<dyn SyncObserver>>,
+    /// What the peers said and did, for `sync --once` to report.
+    pub peers: PeerReports,
+}
+
+/// What each peer of a member's sync said: whether it opened the space, what it refused.
+#[derive(Default)]
+pub struct PeerReports {
+    inner: std::sync::Mutex<Reports>,
+}
+
+#[derive(Default)]
+struct Reports {
+    /// Connection ids to peers.
+    connections: std::collections::HashMap<u64, NodeId>,
+    /// Peers that opened the space (hold it and proved it).
+    opened: std::collections::HashSet<NodeId>,
+    /// Refusals by peer: feed and why (the latest for each feed).
+    refused: std::collections::HashMap<NodeId, Vec<(FeedKey, Refusal)>>,
+}
+
+impl PeerReports {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reports> {
+        self.inner
+            .lock()
+            .expect("peer reports poisoned: a thread panicked while holding them")
+    }
+
+    /// Whether `peer` opened the space on some connection.
+    pub fn opened(&self, peer: &NodeId) -> bool {
+        self.lock().opened.contains(peer)
+    }
+
+    /// What `peer` refused to take, by feed.
+    pub fn refused(&self, peer: &NodeId) -> Vec<(FeedKey, Refusal)> {
+        self.lock().refused.get(peer).cloned().unwrap_or_default()
+    }
 }
 
 /// What a person watching a member's sync wants to see, per feed.
@@ -182,9 +238,16 @@ impl Local for HomeLocal {
         self.home.members(space).map_or(0, |m| m.len())
     }
 
-    fn accepts(&self, space: &Address) -> bool {
-        // A member takes all of its own space; a full disk shows up as a failed append.
-        *space == self.space
+    fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
+        // A member takes all of its own space while its disk has room; it never fills the
+        // laptop's disk to the last byte.
+        if *space != self.space {
+            return Err(Refusal::Failed("not this device's space".into()));
+        }
+        match disk_refusal(self.home.store().dir(), bytes, MEMBER_KEEP_FREE_PERCENT) {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
     }
 }
 
@@ -241,6 +304,33 @@ impl Node for HomeLocal {
         self.home.member(space, feed).ok().flatten()
     }
 
+    fn connected(&self, id: u64, conn: &crate::net::Connection) {
+        self.peers.lock().connections.insert(id, conn.peer);
+    }
+
+    fn space_opened(&self, id: u64, space: &Address) {
+        if *space == self.space {
+            let mut r = self.peers.lock();
+            if let Some(peer) = r.connections.get(&id).copied() {
+                r.opened.insert(peer);
+            }
+        }
+    }
+
+    fn disconnected(&self, id: u64) {
+        self.peers.lock().connections.remove(&id);
+    }
+
+    fn refused(&self, peer: NodeId, space: &Address, feed: FeedKey, reason: &Refusal) {
+        if *space != self.space {
+            return;
+        }
+        let mut r = self.peers.lock();
+        let list = r.refused.entry(peer).or_default();
+        list.retain(|(f, _)| *f != feed);
+        list.push((feed, reason.clone()));
+    }
+
     fn acked(&self, peer: NodeId, space: &Address, feed: FeedKey, length: u64) {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -294,11 +384,22 @@ mod tests {
             limits: StoreLimits::default(),
             activity: Default::default(),
         };
-        assert!(local.accepts(&address));
+        assert_eq!(local.room(&address, 1000), Ok(()));
+        assert_eq!(
+            local.room(&address, 1501),
+            Err(Refusal::Quota {
+                held: 0,
+                limit: 1500
+            }),
+            "one batch can't overrun the quota"
+        );
         assert_eq!(local.space_for(&address.discovery_key()), Some(address));
         let other = SpaceSecret::from_bytes([2; 32]).address();
         assert_eq!(local.space_for(&other.discovery_key()), None);
-        assert!(!local.accepts(&other), "a space not held takes nothing");
+        assert!(
+            local.room(&other, 1).is_err(),
+            "a space not held takes nothing"
+        );
         let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
         let feed = FeedKey::from(&sk);
         registry
@@ -308,11 +409,26 @@ mod tests {
         store
             .append(crate::feed::write_batch(&sk, &mut f, vec![vec![1; 1000]]).unwrap())
             .unwrap();
-        assert!(local.accepts(&address), "1000 of 1500 bytes");
+        assert_eq!(
+            local.room(&address, 500),
+            Ok(()),
+            "1000 + 500 of 1500 bytes"
+        );
+        assert!(
+            local.room(&address, 501).is_err(),
+            "1000 + 501 of 1500 bytes"
+        );
         store
             .append(crate::feed::write_batch(&sk, &mut f, vec![vec![1; 1000]]).unwrap())
             .unwrap();
-        assert!(!local.accepts(&address), "2000 of 1500 bytes");
+        assert_eq!(
+            local.room(&address, 1),
+            Err(Refusal::Quota {
+                held: 2000,
+                limit: 1500
+            }),
+            "2000 of 1500 bytes"
+        );
         let offers = local.offers(&address);
         assert_eq!(offers.len(), 1);
         assert_eq!(offers[0].head.as_ref().map(|h| h.length), Some(2));
@@ -330,6 +446,7 @@ mod tests {
             home: home.clone(),
             space: address,
             observer: None,
+            peers: PeerReports::default(),
         };
         assert_eq!(local.space_for(&address.discovery_key()), Some(address));
         let other = SpaceSecret::from_bytes([2; 32]).address();
@@ -341,7 +458,7 @@ mod tests {
             Some(1),
             "the device-name entry"
         );
-        assert!(local.accepts(&address) && !local.accepts(&other));
+        assert!(local.room(&address, 1).is_ok() && local.room(&other, 1).is_err());
         let ack = crate::fs::home::Ack {
             peer: [7; 32],
             feed: offers[0].cert.feed,

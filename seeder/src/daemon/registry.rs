@@ -345,16 +345,26 @@ impl Registry {
         Ok(total)
     }
 
-    /// Whether every agreement covering the space named `name` is under its quota.
-    pub fn agreements_allow(&self, name: &str) -> Result<bool> {
+    /// Whether every agreement covering the space named `name` has room for `bytes` more;
+    /// if not, the first that hasn't.
+    pub fn agreement_room(
+        &self,
+        name: &str,
+        bytes: u64,
+    ) -> Result<Result<(), crate::wire::Refusal>> {
         for a in self.agreements()? {
-            if let Some(q) = a.quota {
-                if a.spaces.iter().any(|s| s == name) && self.agreement_use(&a)? >= q {
-                    return Ok(false);
+            if let Some(limit) = a.quota {
+                if a.spaces.iter().any(|s| s == name)
+                    && self.agreement_use(&a)?.saturating_add(bytes) > limit
+                {
+                    return Ok(Err(crate::wire::Refusal::AgreementQuota {
+                        organisation: a.organisation.chars().take(128).collect(),
+                        limit,
+                    }));
                 }
             }
         }
-        Ok(true)
+        Ok(Ok(()))
     }
 
     /// The admin site's settings (an opaque blob).

@@ -324,7 +324,8 @@ impl Home {
     }
 
     /// Remember that `ack.peer` durably stores `ack.length` entries of `ack.feed` of
-    /// `address` (never lowering what it said before).
+    /// `address` (never lowering what it said before). Durable when this returns: what a
+    /// member is told is backed up, `seeder status` shows after any crash.
     pub fn record_ack(&self, address: &Address, ack: &Ack) -> Result<()> {
         let mut key = Vec::with_capacity(96);
         key.extend_from_slice(address.as_bytes());
@@ -339,6 +340,7 @@ impl Home {
         }
         self.acks
             .insert(key, postcard::to_allocvec(ack).expect("acks encode"))?;
+        self.store.commit()?;
         Ok(())
     }
 

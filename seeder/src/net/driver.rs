@@ -30,7 +30,7 @@ use crate::feed::{verify_batch, FeedKey, SignedHead};
 use crate::space::{Address, MembershipCert};
 use crate::store::Store;
 use crate::sync::{Action, Event, Local, Session, SyncError, Transmit};
-use crate::wire::{Message, MAX_DATA_BYTES};
+use crate::wire::{Message, Refusal, MAX_DATA_BYTES};
 
 /// Data batches being read or verified at once, over all connections: each holds at most
 /// [`COALESCE_BYTES`] plus one message, so this bounds that memory to about 40 MiB however
@@ -62,6 +62,8 @@ pub trait Node: Local + Send + Sync + 'static {
     fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert>;
     /// The peer acknowledged storing `length` entries of `feed`.
     fn acked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _length: u64) {}
+    /// The peer refuses (more of) `feed`, for `reason`.
+    fn refused(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _reason: &Refusal) {}
     /// Data received from a peer was stored: `feed` now holds `length` entries here.
     fn appended(&self, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// A peer offers `offered` entries of `feed`, of which `have` are here: fetching starts.
@@ -113,6 +115,12 @@ enum Ev {
     TransferEnded {
         id: u32,
         feed: FeedKey,
+    },
+    /// Received data of `feed` was not stored, for `reason` (not the peer's fault).
+    Refusing {
+        id: u32,
+        feed: FeedKey,
+        reason: Refusal,
     },
     Close(String),
 }
@@ -248,6 +256,7 @@ impl Driver {
                             }
                         }
                         Ev::TransferEnded { id, feed } => s.handle_transfer_ended(id, feed, &*self.node),
+                        Ev::Refusing { id, feed, reason } => s.handle_refusing(id, feed, reason),
                         Ev::Close(reason) => break Err(NetError::Stream(reason)),
                     }
                 }
@@ -371,8 +380,24 @@ impl Driver {
                         tracing::debug!(%space, %feed, have, offered, "fetching");
                         self.node.fetching(&space, feed, have, offered);
                     }
-                    Event::Full { space } => {
-                        tracing::warn!(%space, "space is full: not fetching new data")
+                    Event::Refusing {
+                        space,
+                        feed,
+                        reason,
+                    } => {
+                        if reason.is_room() {
+                            tracing::warn!(%space, %feed, %reason, "not taking new data");
+                        } else {
+                            tracing::info!(%space, %feed, %reason, "not taking new data");
+                        }
+                    }
+                    Event::Refused {
+                        space,
+                        feed,
+                        reason,
+                    } => {
+                        tracing::info!(peer = %conn.peer.short(), %space, %feed, %reason, "the peer refuses our data");
+                        self.node.refused(conn.peer, &space, feed, &reason);
                     }
                 }
             }
@@ -505,6 +530,14 @@ impl Driver {
                     .await;
                 return;
             }
+            // Room is checked before anything is written, per message: one transfer can't
+            // overrun the disk's reserve or a quota by more than nothing.
+            if let Err(reason) = self.node.room(&space, group.bytes as u64) {
+                let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
+                let _ = recv.stop(0u32.into());
+                break;
+            }
+            let mut refusal = None;
             // More of the same transfer is on its way: take it into this append.
             while group.bytes < COALESCE_BYTES && group.end() < group.head.length {
                 match read_data(&mut recv).await {
@@ -515,6 +548,13 @@ impl Driver {
                         {
                             let _ = tx.send(Ev::Close("data stream out of order".into())).await;
                             return;
+                        }
+                        if let Err(reason) =
+                            self.node.room(&space, (group.bytes + next.bytes) as u64)
+                        {
+                            // Store what fits, then refuse the rest.
+                            refusal = Some(reason);
+                            break;
                         }
                         group.bytes += next.bytes;
                         group.entries.extend(next.entries);
@@ -558,6 +598,11 @@ impl Driver {
                     {
                         return;
                     }
+                    if let Some(reason) = refusal {
+                        let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
+                        let _ = recv.stop(0u32.into());
+                        break;
+                    }
                 }
                 Ok(Err(StoreOutcome::PeerFault(e))) => {
                     let _ = tx.send(Ev::Close(format!("feed {feed}: {e}"))).await;
@@ -565,11 +610,20 @@ impl Driver {
                 }
                 Ok(Err(StoreOutcome::Local(e))) => {
                     tracing::warn!(%feed, error = %e, "cannot store received data");
-                    // Tell the sender to stop instead of leaving its stream blocked.
+                    // Tell the sender why and to stop, instead of leaving its stream blocked.
+                    let reason = Refusal::Failed(e.chars().take(200).collect());
+                    let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
                     let _ = recv.stop(0u32.into());
                     break;
                 }
                 Ok(Err(StoreOutcome::Forked)) => {
+                    let _ = tx
+                        .send(Ev::Refusing {
+                            id,
+                            feed,
+                            reason: Refusal::Frozen,
+                        })
+                        .await;
                     let _ = recv.stop(0u32.into());
                     break;
                 }

@@ -42,6 +42,9 @@ use serde::{Deserialize, Serialize};
 
 mod barrier;
 pub mod file;
+mod reserve;
+
+pub use reserve::RESERVE_BYTES;
 
 use crate::feed::{
     self, ConsistencyProof, FeedKey, ForkEvidence, Frontier, Hash, InclusionProof, NodeId,
@@ -390,6 +393,8 @@ struct Inner {
     db: sled::Db,
     /// sled's files, synced after every flush an acknowledgement depends on.
     index_files: barrier::IndexFiles,
+    /// Room kept on the disk for the index to open in (see [`reserve`]).
+    reserve: reserve::Reserve,
     feeds: sled::Tree,
     damage: sled::Tree,
     forks: sled::Tree,
@@ -474,6 +479,10 @@ impl Store {
         let dir = dir.as_ref().to_path_buf();
         let feeds_dir = dir.join("feeds");
         fs::create_dir_all(&feeds_dir).map_err(io_err("create", &feeds_dir))?;
+        let reserve = reserve::Reserve::new(&dir);
+        reserve
+            .release_if_full()
+            .map_err(io_err("release the reserve in", &dir))?;
         let db_path = dir.join("db");
         let fresh = !db_path.exists();
         let db = open_db(&db_path, config)?;
@@ -490,6 +499,7 @@ impl Store {
                 damage: db.open_tree(TREE_DAMAGE)?,
                 forks: db.open_tree(TREE_FORKS)?,
                 index_files: barrier::IndexFiles::new(&db_path),
+                reserve,
                 db,
                 dir,
                 locks: Mutex::new(HashMap::new()),
@@ -497,7 +507,17 @@ impl Store {
         };
         store.recover()?;
         store.commit()?;
+        store.keep_reserve();
         Ok(store)
+    }
+
+    /// Make the disk reserve again if it was released and there is room (see [`reserve`]);
+    /// cheap when there is nothing to do. A failure is logged: it only matters at the next
+    /// open on a full disk.
+    pub fn keep_reserve(&self) {
+        if let Err(e) = self.inner.reserve.restore() {
+            tracing::warn!(dir = %self.inner.dir.display(), error = %e, "cannot make the disk reserve");
+        }
     }
 
     /// The data directory.
@@ -940,12 +960,16 @@ impl Store {
                 length: meta.length,
             });
         }
+        if start == end {
+            // Nothing to read: a feed registered but still empty has no data file yet.
+            return Ok(Vec::new());
+        }
         let path = self.data_path(feed);
         let file = self.open_for_read(feed, &path)?;
         let mut reader = FeedReader {
             store: self,
             feed: *feed,
-            file,
+            file: Some(file),
             length: meta.length,
             record: None,
         };
@@ -966,8 +990,12 @@ impl Store {
     /// A reader that keeps the data file open, for reading many entries in a row.
     pub fn reader(&self, feed: &FeedKey) -> Result<FeedReader<'_>> {
         let meta = self.meta_required(feed)?;
-        let path = self.data_path(feed);
-        let file = self.open_for_read(feed, &path)?;
+        // An empty feed has no data file yet; there is nothing to read anyway.
+        let file = if meta.length == 0 {
+            None
+        } else {
+            Some(self.open_for_read(feed, &self.data_path(feed))?)
+        };
         Ok(FeedReader {
             store: self,
             feed: *feed,
@@ -1070,7 +1098,9 @@ impl Store {
             .feeds
             .insert(meta_key(feed), encode_meta(&meta))?;
         self.commit()?;
-        self.finish_delete(feed)
+        self.finish_delete(feed)?;
+        self.keep_reserve();
+        Ok(())
     }
 
     fn finish_delete(&self, feed: &FeedKey) -> Result<()> {
@@ -1122,7 +1152,8 @@ impl Store {
 pub struct FeedReader<'a> {
     store: &'a Store,
     feed: FeedKey,
-    file: File,
+    /// `None` for a feed with no entries.
+    file: Option<File>,
     length: u64,
     /// The last batch record read: entries are mostly read in order.
     record: Option<BatchRecord>,
@@ -1141,20 +1172,23 @@ impl FeedReader<'_> {
 
     /// Entry `index`, checked against its hash.
     pub fn read(&mut self, index: u64) -> Result<Vec<u8>> {
-        if index >= self.length {
-            return Err(StoreError::OutOfRange {
-                feed: self.feed,
-                index,
-                length: self.length,
-            });
-        }
+        let file = match &self.file {
+            Some(f) if index < self.length => f,
+            _ => {
+                return Err(StoreError::OutOfRange {
+                    feed: self.feed,
+                    index,
+                    length: self.length,
+                })
+            }
+        };
         let record = match self.record.take() {
             Some(r) if r.contains(index) => r,
             _ => self.store.batch_of(&self.feed, index)?,
         };
         let leaf = record.leaf(index);
         self.record = Some(record);
-        self.store.read_at(&self.feed, &self.file, index, leaf)
+        self.store.read_at(&self.feed, file, index, leaf)
     }
 }
 

@@ -415,3 +415,37 @@ fn a_store_held_open_elsewhere_is_reported_busy() {
     );
     drop(held);
 }
+
+#[test]
+fn an_empty_registered_feed_reads_as_empty_not_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let feed = FeedKey::from(&key(9));
+    store.create_feed(feed).unwrap();
+    assert!(store.read_range(&feed, 0, 0).unwrap().is_empty());
+    let mut reader = store.reader(&feed).unwrap();
+    assert!(reader.is_empty());
+    assert!(matches!(
+        reader.read(0),
+        Err(StoreError::OutOfRange { length: 0, .. })
+    ));
+    assert!(store.scrub(&feed).unwrap().is_empty());
+    assert!(store.damage().unwrap().is_empty());
+}
+
+#[test]
+fn commit_makes_table_writes_durable_and_reserved_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let t = store.table("registry.test").unwrap();
+        t.insert(b"k", b"v").unwrap();
+        store.commit().unwrap();
+        assert!(store.table("feeds").is_err(), "the store's own table");
+    }
+    let store = open(dir.path());
+    let t = store.table("registry.test").unwrap();
+    assert_eq!(t.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert!(t.remove(b"k").unwrap());
+    assert!(!t.remove(b"k").unwrap());
+}

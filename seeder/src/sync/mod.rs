@@ -6,9 +6,10 @@ driver feeds it and carries out what it asks, the tests drive two of them in mem
 Method groups, in the manner of quinn-proto's `Connection`:
 - getters: [`Session::is_caught_up`], [`Session::peer`], [`Session::open_spaces`];
 - input: [`Session::handle_message`] (control-stream messages), [`Session::handle_appended`]
-  (the driver stored verified data), [`Session::handle_local_head`] (a feed grew here, from
-  this peer, another peer or the local writer), [`Session::handle_transfer_ended`] (a data
-  stream closed);
+  (the driver stored verified data), [`Session::handle_refusing`] (the driver would not store
+  received data: no room, or a frozen feed), [`Session::handle_local_head`] (a feed grew here,
+  from this peer, another peer or the local writer), [`Session::handle_transfer_ended`] (a
+  data stream closed);
 - commands: [`Session::open`] (ask for a space);
 - output: [`Session::poll_transmit`] (messages for the control stream), [`Session::poll_action`]
   (work for the driver: register a feed, serve a transfer, close), [`Session::poll_event`]
@@ -37,6 +38,9 @@ The protocol:
 5. Live: whenever a feed grows here, [`Session::handle_local_head`] tells the peer (`Head`, or
    a one-feed `FeedList` if the peer may not know the feed); the peer wants the rest. A seeder
    relays this way between members who are never online together.
+6. A side that won't take (more of) a feed — its disk or the space's quota is full, the feed is
+   frozen — says so once with `Refused` and the reason, instead of leaving the peer waiting;
+   it keeps serving what it holds and asks again when the feed next grows and there is room.
 
 Misbehaviour ends the session with [`Action::Close`]: bad certificates or signatures,
 messages for spaces never opened, an unexpected message before `Hello`.
@@ -47,7 +51,7 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::feed::{FeedKey, SignedHead};
 use crate::space::{Address, Capability, DiscoveryKey, MembershipCert, Role};
 use crate::wire::{
-    FeedOffer, Message, MAX_FEEDS_PER_LIST, MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
+    FeedOffer, Message, Refusal, MAX_FEEDS_PER_LIST, MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
 };
 
 #[cfg(test)]
@@ -72,8 +76,9 @@ pub trait Local {
     fn stored(&self, feed: &FeedKey) -> (u64, bool);
     /// Feeds held here of `space`.
     fn feed_count(&self, space: &Address) -> usize;
-    /// Whether `space` may take more data (quota and disk room).
-    fn accepts(&self, space: &Address) -> bool;
+    /// Whether `space` may take `bytes` more of entry data here (quota, agreements, disk
+    /// room), and if not, why.
+    fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal>;
 }
 
 /// Why the session ended.
@@ -129,8 +134,18 @@ pub enum Event {
         have: u64,
         offered: u64,
     },
-    /// A space's quota or the disk is full: the peer's newer data is not being fetched.
-    Full { space: Address },
+    /// This node does not take the peer's newer data of `feed`, and told the peer why.
+    Refusing {
+        space: Address,
+        feed: FeedKey,
+        reason: Refusal,
+    },
+    /// The peer does not take our newer data of `feed`, and why.
+    Refused {
+        space: Address,
+        feed: FeedKey,
+        reason: Refusal,
+    },
 }
 
 /// A message for the control stream.
@@ -144,6 +159,10 @@ struct OpenSpace {
     remote: BTreeMap<FeedKey, u64>,
     /// Feeds with a `Want` outstanding, and where it started.
     wanted: BTreeMap<FeedKey, u64>,
+    /// Feeds we told the peer we refuse (each is said once, until we want it again).
+    refusing: BTreeMap<FeedKey, Refusal>,
+    /// Feeds the peer said it refuses, and why.
+    refused: BTreeMap<FeedKey, Refusal>,
 }
 
 /// One connection's replication state.
@@ -212,23 +231,34 @@ impl Session {
         self.open.iter().map(|(id, s)| (*id, &s.address))
     }
 
-    /// Whether every space asked for is open, nothing is being fetched, everything the peer
-    /// offered is stored here, and the peer holds (has acknowledged or offered) everything
-    /// stored here of those spaces.
+    /// Whether nothing more will happen until something changes: every space asked for is
+    /// open, nothing is being fetched, everything the peer offered is stored here (or refused
+    /// here), and the peer holds (has acknowledged or offered) everything stored here of
+    /// those spaces, or refused it. [`Session::refusals`] tells the two endings apart.
     pub fn is_caught_up(&self, local: &dyn Local) -> bool {
         if !self.asked.is_empty() || self.closed {
             return false;
         }
         self.open.values().all(|s| {
             s.wanted.is_empty()
-                && s.remote
-                    .iter()
-                    .all(|(feed, len)| local.stored(feed).0 >= *len || local.stored(feed).1)
+                && s.remote.iter().all(|(feed, len)| {
+                    let (stored, frozen) = local.stored(feed);
+                    stored >= *len || frozen || s.refusing.contains_key(feed)
+                })
                 && local.offers(&s.address).iter().all(|o| {
                     let ours = o.head.as_ref().map_or(0, |h| h.length);
                     s.remote.get(&o.cert.feed).copied().unwrap_or(0) >= ours
+                        || s.refused.contains_key(&o.cert.feed)
                 })
         })
+    }
+
+    /// What the peer refused to take, by space and feed.
+    pub fn refusals(&self) -> Vec<(Address, FeedKey, Refusal)> {
+        self.open
+            .values()
+            .flat_map(|s| s.refused.iter().map(|(f, r)| (s.address, *f, r.clone())))
+            .collect()
     }
 
     // ---- output ----
@@ -329,6 +359,17 @@ impl Session {
                 space.wanted.remove(&feed);
             }
         }
+    }
+
+    /// The driver would not store data of `feed` received on this connection: tell the peer
+    /// why (once) and stop wanting it.
+    pub fn handle_refusing(&mut self, id: u32, feed: FeedKey, reason: Refusal) {
+        let Some(space) = self.open.get_mut(&id) else {
+            return;
+        };
+        space.wanted.remove(&feed);
+        let address = space.address;
+        self.refuse(id, address, feed, reason);
     }
 
     /// A data stream for `feed` ended (finished, reset, or refused by verification). If more
@@ -466,7 +507,43 @@ impl Session {
                 tracing::warn!(code, %message, "peer reported an error");
                 Ok(())
             }
+            Message::Refused {
+                space: id,
+                feed,
+                reason,
+            } => {
+                let address = self.opened(id)?;
+                let s = self.open.get_mut(&id).expect("opened above");
+                s.refused.insert(feed, reason.clone());
+                self.events.push_back(Event::Refused {
+                    space: address,
+                    feed,
+                    reason,
+                });
+                Ok(())
+            }
         }
+    }
+
+    /// Tell the peer we refuse `feed` (unless we already did for the same reason).
+    fn refuse(&mut self, id: u32, address: Address, feed: FeedKey, reason: Refusal) {
+        let Some(s) = self.open.get_mut(&id) else {
+            return;
+        };
+        if s.refusing.get(&feed) == Some(&reason) {
+            return;
+        }
+        s.refusing.insert(feed, reason.clone());
+        self.events.push_back(Event::Refusing {
+            space: address,
+            feed,
+            reason: reason.clone(),
+        });
+        self.transmits.push_back(Transmit(Message::Refused {
+            space: id,
+            feed,
+            reason,
+        }));
     }
 
     fn opened(&self, id: u32) -> Result<Address, SyncError> {
@@ -537,6 +614,8 @@ impl Session {
                 address,
                 remote: BTreeMap::new(),
                 wanted: BTreeMap::new(),
+                refusing: BTreeMap::new(),
+                refused: BTreeMap::new(),
             },
         );
         self.events
@@ -606,13 +685,16 @@ impl Session {
         };
         let remote = s.remote.get(&feed).copied().unwrap_or(0);
         let (stored, frozen) = local.stored(&feed);
-        if frozen || remote <= stored || s.wanted.contains_key(&feed) {
+        if remote <= stored || s.wanted.contains_key(&feed) {
             return;
         }
-        if !local.accepts(&address) {
-            self.events.push_back(Event::Full { space: address });
-            return;
+        if frozen {
+            return self.refuse(id, address, feed, Refusal::Frozen);
         }
+        if let Err(reason) = local.room(&address, 1) {
+            return self.refuse(id, address, feed, reason);
+        }
+        s.refusing.remove(&feed);
         s.wanted.insert(feed, stored);
         self.events.push_back(Event::Behind {
             space: address,

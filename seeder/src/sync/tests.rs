@@ -60,8 +60,15 @@ impl Local for Node {
     fn feed_count(&self, space: &Address) -> usize {
         self.spaces.get(space).map_or(0, |f| f.len())
     }
-    fn accepts(&self, _: &Address) -> bool {
-        !self.full
+    fn room(&self, _: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
+        if self.full {
+            Err(crate::wire::Refusal::Quota {
+                held: 10,
+                limit: 10,
+            })
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -696,10 +703,30 @@ fn a_full_space_stops_fetching_but_keeps_serving() {
         "nothing fetched while full"
     );
     assert_eq!(m.feed_len(0, &address, &fb), 4, "still served");
-    assert!(m.links[l]
+    let quota = crate::wire::Refusal::Quota {
+        held: 10,
+        limit: 10,
+    };
+    assert!(m.links[l].events.iter().any(|(n, e)| *n == 1
+        && *e
+            == Event::Refusing {
+                space: address,
+                feed: fa,
+                reason: quota.clone(),
+            }));
+    // The writer's side is told why, once, and is not left waiting.
+    let told: Vec<_> = m.links[l]
         .events
         .iter()
-        .any(|(n, e)| *n == 1 && *e == Event::Full { space: address }));
+        .filter(|(n, e)| *n == 0 && matches!(e, Event::Refused { .. }))
+        .collect();
+    assert_eq!(told.len(), 1, "one refusal: {told:?}");
+    assert_eq!(
+        m.links[l].sa.refusals(),
+        vec![(address, fa, quota)],
+        "the refusal is kept for the person syncing"
+    );
+    assert!(m.links[l].sa.is_caught_up(&m.nodes[0]));
     assert!(m.links[l].closed.is_empty());
 }
 

@@ -80,6 +80,77 @@ pub struct FeedOffer {
     pub head: Option<SignedHead>,
 }
 
+/// Why a node does not take (more of) a feed a peer offers: sent in [`Message::Refused`] so
+/// the person on the other side learns the reason instead of waiting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The disk keeps `keep_percent` % of `total` bytes free and has only `free` left.
+    DiskFull {
+        free: u64,
+        total: u64,
+        keep_percent: u8,
+    },
+    /// The space holds `held` bytes here and may hold at most `limit`.
+    Quota { held: u64, limit: u64 },
+    /// An agreement covering the space (the organisation named) reached its `limit` bytes.
+    AgreementQuota { organisation: String, limit: u64 },
+    /// The feed's writer signed two histories; nothing more of it is taken.
+    Frozen,
+    /// Storing failed here (a disk error, say); the text says what.
+    Failed(String),
+}
+
+impl Refusal {
+    /// Whether the refusal is about room (disk or quota), which freeing space can lift.
+    pub fn is_room(&self) -> bool {
+        matches!(
+            self,
+            Refusal::DiskFull { .. } | Refusal::Quota { .. } | Refusal::AgreementQuota { .. }
+        )
+    }
+}
+
+/// Bytes as people read them: `5.0 MiB`, `0.4 GiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::DiskFull {
+                free, keep_percent, ..
+            } => write!(
+                f,
+                "disk full ({} free, keeps {keep_percent} %)",
+                human(*free)
+            ),
+            Refusal::Quota { limit, .. } => write!(f, "quota reached ({})", human(*limit)),
+            Refusal::AgreementQuota {
+                organisation,
+                limit,
+            } => write!(
+                f,
+                "the agreement with {organisation:?} reached its quota ({})",
+                human(*limit)
+            ),
+            Refusal::Frozen => f.write_str("the feed is frozen: its writer signed two histories"),
+            Refusal::Failed(why) => write!(f, "storing failed: {why}"),
+        }
+    }
+}
+
 /// Everything peers say to each other. `space` fields are connection-local ids chosen by the
 /// side that opened the space.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +201,13 @@ pub enum Message {
     Goodbye { reason: String },
     /// A refusal the sender wants the peer to know about.
     Error { code: u16, message: String },
+    /// The sender does not take (more of) `feed` of this space, and why. It keeps serving
+    /// what it holds; the peer stops sending that feed.
+    Refused {
+        space: u32,
+        feed: FeedKey,
+        reason: Refusal,
+    },
 }
 
 impl Message {
@@ -152,6 +230,7 @@ impl Message {
             | Message::Want { space, .. }
             | Message::Data { space, .. }
             | Message::Stored { space, .. }
+            | Message::Refused { space, .. }
                 if *space >= MAX_SPACES_PER_CONNECTION =>
             {
                 limit(
@@ -190,6 +269,13 @@ impl Message {
             }
             Message::Goodbye { reason } => limit("reason bytes", reason.len(), MAX_TEXT_LEN),
             Message::Error { message, .. } => limit("message bytes", message.len(), MAX_TEXT_LEN),
+            Message::Refused { reason, .. } => match reason {
+                Refusal::AgreementQuota { organisation, .. } => {
+                    limit("organisation bytes", organisation.len(), MAX_TEXT_LEN)
+                }
+                Refusal::Failed(why) => limit("reason bytes", why.len(), MAX_TEXT_LEN),
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }

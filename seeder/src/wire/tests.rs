@@ -65,7 +65,54 @@ fn every_message() -> Vec<Message> {
             code: 7,
             message: "no".into(),
         },
+        Message::Refused {
+            space: 1,
+            feed,
+            reason: Refusal::DiskFull {
+                free: 1 << 20,
+                total: 64 << 20,
+                keep_percent: 5,
+            },
+        },
+        Message::Refused {
+            space: 1,
+            feed,
+            reason: Refusal::AgreementQuota {
+                organisation: "Partner e.V.".into(),
+                limit: 5 << 20,
+            },
+        },
     ]
+}
+
+#[test]
+fn refusals_read_as_people_expect() {
+    let full = Refusal::DiskFull {
+        free: 429_496_730,
+        total: 1 << 40,
+        keep_percent: 5,
+    };
+    assert_eq!(full.to_string(), "disk full (409.6 MiB free, keeps 5 %)");
+    assert_eq!(
+        Refusal::Quota {
+            held: 5 << 20,
+            limit: 5 << 20
+        }
+        .to_string(),
+        "quota reached (5.0 MiB)"
+    );
+    assert!(full.is_room());
+    assert!(!Refusal::Frozen.is_room());
+}
+
+#[test]
+fn an_oversized_refusal_text_is_refused() {
+    let msg = Message::Refused {
+        space: 1,
+        feed: FeedKey([1; 32]),
+        reason: Refusal::Failed("x".repeat(MAX_TEXT_LEN + 1)),
+    };
+    assert!(matches!(msg.encode(), Err(WireError::LimitExceeded { .. })));
 }
 
 #[test]
