@@ -49,8 +49,10 @@ fn scrub_feed(
     Ok(Some(found))
 }
 
-/// Scrub every held space's feeds once; returns the number of damaged entries found. Ends
-/// early when `stop` is set (the daemon is shutting down).
+/// Scrub every held space's feeds once; returns the number of findings: damaged entries, and
+/// feeds that could not be read at all (a missing data file, an unreadable index record).
+/// Each is logged and, where the store can tell which entry or file, recorded as damage for
+/// the admin page. Ends early when `stop` is set (the daemon is shutting down).
 pub fn pass(
     store: &Store,
     registry: &Registry,
@@ -84,8 +86,10 @@ pub fn pass(
                     }
                 }
                 Err(e) => {
+                    // Not a clean pass, and a finding like any damaged entry.
                     clean = false;
-                    tracing::warn!(space = %space.name, feed = %m.feed, error = %e, "scrub failed");
+                    damaged += 1;
+                    tracing::error!(space = %space.name, feed = %m.feed, error = %e, "scrub could not read a feed");
                 }
             }
             if rest {
@@ -118,7 +122,10 @@ pub async fn run(store: Store, registry: Registry, activity: Arc<Activity>, stop
         );
         match tokio::task::spawn_blocking(move || pass(&s, &r, &a, true, &st)).await {
             Ok(0) => tracing::info!(took = ?started.elapsed(), "scrub finished: no damage"),
-            Ok(n) => tracing::error!(damaged = n, "scrub finished: damaged entries found"),
+            Ok(n) => tracing::error!(
+                findings = n,
+                "scrub finished: damage found (see the admin page)"
+            ),
             Err(e) => tracing::error!(error = %e, "scrub stopped"),
         }
         tokio::time::sleep_until(started + SCRUB_EVERY).await;
@@ -169,6 +176,15 @@ mod tests {
         assert_eq!(pass(&store, &registry, &activity, false, &go), 1);
         assert!(activity.last_verified(&secret.address()).is_none());
         assert_eq!(store.damage().unwrap().len(), 1);
+        // A data file gone altogether is a finding too, recorded for the page.
+        std::fs::remove_file(&file).unwrap();
+        let activity = Activity::default();
+        assert_eq!(pass(&store, &registry, &activity, false, &go), 1);
+        assert!(activity.last_verified(&secret.address()).is_none());
+        assert!(store.damage().unwrap().iter().any(|d| matches!(
+            d.kind,
+            crate::store::DamageKind::Truncated { file_len: 0, .. }
+        )));
         let stopped = AtomicBool::new(true);
         let activity = Activity::default();
         pass(&store, &registry, &activity, false, &stopped);

@@ -893,11 +893,25 @@ impl Store {
     fn open_for_read(&self, feed: &FeedKey, path: &Path) -> Result<File> {
         match File::open(path) {
             Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::Integrity {
-                feed: *feed,
-                index: 0,
-                reason: "data file is missing",
-            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Only asked for feeds with entries: their bytes are gone.
+                let committed = self.meta(feed)?.map_or(0, |m| m.data_end);
+                tracing::error!(%feed, "data file is missing");
+                if let Err(e) = self.record_damage(Damage {
+                    feed: *feed,
+                    kind: DamageKind::Truncated {
+                        file_len: 0,
+                        committed,
+                    },
+                }) {
+                    tracing::error!(%feed, error = %e, "could not record damage");
+                }
+                Err(StoreError::Integrity {
+                    feed: *feed,
+                    index: 0,
+                    reason: "data file is missing",
+                })
+            }
             Err(e) => Err(io_err("open", path)(e)),
         }
     }
