@@ -115,6 +115,16 @@ impl Local for BareMember {
         self.members.lock().expect("members lock").len()
     }
 
+    fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
+        match self.store.contradiction(head) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(feed = %head.feed(), error = %e, "cannot compare a head with the stored tree");
+                None
+            }
+        }
+    }
+
     fn room(&self, space: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
         if *space == self.space {
             Ok(())

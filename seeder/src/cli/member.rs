@@ -85,6 +85,9 @@ fn home_err(e: HomeError) -> anyhow::Error {
         | HomeError::IsFolder(_)
         | HomeError::Fs(_) => Failure::BadInput,
         HomeError::Busy(_) => Failure::Busy,
+        // Writing now would make the device sign a second history of its feed.
+        HomeError::OwnFeedBehind { .. } => Failure::Fork,
+        HomeError::Store(crate::store::StoreError::Frozen(_)) => Failure::Fork,
         _ => Failure::Internal,
     };
     anyhow::Error::new(e).context(failure)

@@ -213,6 +213,8 @@ enum Outcome {
     Synced(NodeId),
     /// Done, but the peer refuses some of our data, for these reasons.
     Refused(NodeId, Vec<(FeedKey, Refusal)>),
+    /// Done, but the peer's heads showed these feeds' writers forked.
+    Forked(NodeId, Vec<FeedKey>),
     /// Connected, but the peer never opened the space: it doesn't hold it.
     NotHeld(NodeId),
     /// Never connected (or lost the connection) before the deadline; the last error.
@@ -301,10 +303,13 @@ impl PeerCtx {
                     changed = rx.changed() => {
                         if changed.is_ok() && *rx.borrow() && self.deadline.is_some() {
                             let refused = self.node.peers.refused(&peer);
-                            break Some(if refused.is_empty() {
-                                Outcome::Synced(peer)
-                            } else {
+                            let forked = self.node.peers.forked(&peer);
+                            break Some(if !refused.is_empty() {
                                 Outcome::Refused(peer, refused)
+                            } else if !forked.is_empty() {
+                                Outcome::Forked(peer, forked)
+                            } else {
+                                Outcome::Synced(peer)
                             });
                         }
                     }
@@ -363,15 +368,44 @@ fn report(
     let synced: Vec<NodeId> = outcomes
         .iter()
         .filter_map(|(_, o)| match o {
-            Outcome::Synced(p) | Outcome::Refused(p, _) => Some(*p),
+            Outcome::Synced(p) | Outcome::Refused(p, _) | Outcome::Forked(p, _) => Some(*p),
             _ => None,
         })
         .collect();
     print_stored(home, address, synced.into_iter())?;
+    let own = home.space(name)?.own_feed();
+    let own_fork = |peer: &NodeId| {
+        format!(
+            "this device's feed has two histories: what seeder {peer} holds of it and what \
+             this home wrote since it was restored from an older copy. The seeder keeps its \
+             history and takes nothing more of this feed; what this home wrote since is only \
+             here. Copy those files out (seeder get {name} …), join the space again as a new \
+             device (seeder space join INVITE --name {name}-new) and put them back"
+        )
+    };
     let mut failure: Option<(Failure, String)> = None;
     for (given, outcome) in outcomes {
         let (kind, message) = match outcome {
             Outcome::Synced(_) => continue,
+            Outcome::Forked(peer, feeds) => (
+                Failure::Fork,
+                if feeds.contains(&own) {
+                    own_fork(peer)
+                } else {
+                    format!(
+                        "the writer of feed {} signed two histories (seen against seeder {peer}): \
+                         the feed is frozen here and there; its other files are unaffected",
+                        feeds[0].short()
+                    )
+                },
+            ),
+            Outcome::Refused(peer, refused)
+                if refused
+                    .iter()
+                    .any(|(f, r)| *f == own && *r == Refusal::Frozen) =>
+            {
+                (Failure::Fork, own_fork(peer))
+            }
             Outcome::Refused(peer, refused) => {
                 let (feed, reason) = &refused[0];
                 let kind = match reason {
@@ -576,6 +610,20 @@ impl SyncObserver for Progress {
         self.update(&bar, length, || {
             format!("received feed {}: {length} entries", feed.short())
         });
+    }
+
+    fn own_feed_behind(&self, ours: u64, theirs: u64) {
+        let _ = self.multi.println(format!(
+            "this device's own feed is longer on a peer ({theirs} entries) than here ({ours}): \
+             this home was restored from an older copy; fetching them back (writes wait until then)"
+        ));
+        if !self.terminal {
+            eprintln!(
+                "this device's own feed is longer on a peer ({theirs} entries) than here \
+                 ({ours}): this home was restored from an older copy; fetching them back \
+                 (writes wait until then)"
+            );
+        }
     }
 
     fn stored(&self, peer: NodeId, feed: FeedKey, length: u64) {

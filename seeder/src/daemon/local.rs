@@ -118,6 +118,16 @@ impl Local for SeederLocal {
         self.registry.members(space).map_or(0, |m| m.len())
     }
 
+    fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
+        match self.store.contradiction(head) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(feed = %head.feed(), error = %e, "cannot compare a head with the stored tree");
+                None
+            }
+        }
+    }
+
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
         let held = match self.registry.space(space) {
             Ok(Some(held)) => held,
@@ -171,6 +181,8 @@ struct Reports {
     opened: std::collections::HashSet<NodeId>,
     /// Refusals by peer: feed and why (the latest for each feed).
     refused: std::collections::HashMap<NodeId, Vec<(FeedKey, Refusal)>>,
+    /// Feeds whose writer forked, by the peer whose head showed it.
+    forked: std::collections::HashMap<NodeId, Vec<FeedKey>>,
 }
 
 impl PeerReports {
@@ -189,6 +201,11 @@ impl PeerReports {
     pub fn refused(&self, peer: &NodeId) -> Vec<(FeedKey, Refusal)> {
         self.lock().refused.get(peer).cloned().unwrap_or_default()
     }
+
+    /// Feeds whose heads from `peer` showed a fork.
+    pub fn forked(&self, peer: &NodeId) -> Vec<FeedKey> {
+        self.lock().forked.get(peer).cloned().unwrap_or_default()
+    }
 }
 
 /// What a person watching a member's sync wants to see, per feed.
@@ -199,6 +216,9 @@ pub trait SyncObserver: Send + Sync {
     fn received(&self, feed: FeedKey, length: u64);
     /// `peer` acknowledged storing `length` entries of `feed`.
     fn stored(&self, peer: NodeId, feed: FeedKey, length: u64);
+    /// A peer holds `theirs` entries of this device's own feed, `ours` are here: this home is
+    /// older than what it wrote (restored from a backup); they are being fetched back.
+    fn own_feed_behind(&self, _ours: u64, _theirs: u64) {}
 }
 
 impl Local for HomeLocal {
@@ -236,6 +256,16 @@ impl Local for HomeLocal {
 
     fn feed_count(&self, space: &Address) -> usize {
         self.home.members(space).map_or(0, |m| m.len())
+    }
+
+    fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
+        match self.home.store().contradiction(head) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(feed = %head.feed(), error = %e, "cannot compare a head with the stored tree");
+                None
+            }
+        }
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
@@ -321,6 +351,16 @@ impl Node for HomeLocal {
         self.peers.lock().connections.remove(&id);
     }
 
+    fn forked(&self, peer: NodeId, space: &Address, feed: FeedKey) {
+        if *space == self.space {
+            let mut r = self.peers.lock();
+            let list = r.forked.entry(peer).or_default();
+            if !list.contains(&feed) {
+                list.push(feed);
+            }
+        }
+    }
+
     fn refused(&self, peer: NodeId, space: &Address, feed: FeedKey, reason: &Refusal) {
         if *space != self.space {
             return;
@@ -349,16 +389,43 @@ impl Node for HomeLocal {
         }
     }
 
-    fn appended(&self, _space: &Address, feed: FeedKey, length: u64) {
+    fn appended(&self, space: &Address, feed: FeedKey, length: u64) {
+        if self.own_feed() == Some(feed) {
+            if let Err(e) = self.home.own_caught_up(space, length) {
+                tracing::warn!(error = %e, "cannot record the own feed caught up");
+            }
+        }
         if let Some(o) = &self.observer {
             o.received(feed, length);
         }
     }
 
-    fn fetching(&self, _space: &Address, feed: FeedKey, have: u64, offered: u64) {
+    fn fetching(&self, space: &Address, feed: FeedKey, have: u64, offered: u64) {
+        if self.own_feed() == Some(feed) && offered > have {
+            // This device's own entries, back from a peer: this home is older than what it
+            // wrote. No write may go out before they are back (it would fork the feed).
+            if let Err(e) = self.home.set_own_behind(space, offered) {
+                tracing::warn!(error = %e, "cannot record the own feed behind");
+            }
+            if let Some(o) = &self.observer {
+                o.own_feed_behind(have, offered);
+            }
+        }
         if let Some(o) = &self.observer {
             o.fetching(feed, have, offered);
         }
+    }
+}
+
+impl HomeLocal {
+    /// This device's own feed in the space synced.
+    fn own_feed(&self) -> Option<FeedKey> {
+        self.home
+            .spaces()
+            .ok()?
+            .into_iter()
+            .find(|s| s.address == self.space)
+            .map(|s| s.own_feed)
     }
 }
 

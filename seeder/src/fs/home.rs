@@ -49,6 +49,7 @@ const TREE_MEMBERS: &str = "members";
 const TREE_OPINDEX: &str = "opindex";
 const TREE_INDEXED: &str = "indexed";
 const TREE_ACKS: &str = "acks";
+const TREE_OWN_BEHIND: &str = "own-behind";
 
 /// Errors of a home.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,16 @@ pub enum HomeError {
     Corrupt { what: String },
     #[error("content of {path} does not match its recorded hash")]
     ContentMismatch { path: String },
+    #[error(
+        "this device's own feed is longer on a seeder ({theirs} entries) than here ({ours}): \
+         this home was restored from an older copy. Writing now would fork the feed; run \
+         `seeder sync {space}` first to fetch the missing entries back"
+    )]
+    OwnFeedBehind {
+        space: String,
+        ours: u64,
+        theirs: u64,
+    },
 }
 
 type Result<T, E = HomeError> = std::result::Result<T, E>;
@@ -117,6 +128,9 @@ pub struct Home {
     opindex: Table,
     indexed: Table,
     acks: Table,
+    /// Per space: how long a peer says this device's own feed is, while that is longer than
+    /// here (a home restored from a backup). Writes wait until it is fetched back.
+    own_behind: Table,
 }
 
 /// A peer's storage acknowledgement of one feed, as remembered by a member device.
@@ -185,6 +199,7 @@ impl Home {
             opindex: store.table(TREE_OPINDEX)?,
             indexed: store.table(TREE_INDEXED)?,
             acks: store.table(TREE_ACKS)?,
+            own_behind: store.table(TREE_OWN_BEHIND)?,
             store,
         })
     }
@@ -344,6 +359,42 @@ impl Home {
         Ok(())
     }
 
+    /// A peer holds `length` entries of this device's own feed of `address`, more than here:
+    /// remember it (durably) so that no write forks the feed before they are fetched back.
+    pub fn set_own_behind(&self, address: &Address, length: u64) -> Result<()> {
+        let old = self.own_behind_len(address)?.unwrap_or(0);
+        if length > old {
+            self.own_behind
+                .insert(address.as_bytes(), length.to_le_bytes())?;
+            self.store.commit()?;
+        }
+        Ok(())
+    }
+
+    /// This device's own feed of `address` is now `length` long here: forget the mark once
+    /// that reaches what a peer said it holds.
+    pub fn own_caught_up(&self, address: &Address, length: u64) -> Result<()> {
+        if self
+            .own_behind_len(address)?
+            .is_some_and(|theirs| length >= theirs)
+        {
+            self.own_behind.remove(address.as_bytes())?;
+            self.store.commit()?;
+        }
+        Ok(())
+    }
+
+    fn own_behind_len(&self, address: &Address) -> Result<Option<u64>> {
+        match self.own_behind.get(address.as_bytes())? {
+            None => Ok(None),
+            Some(v) => Ok(Some(u64::from_le_bytes(v.as_slice().try_into().map_err(
+                |_| HomeError::Corrupt {
+                    what: "own-feed mark".into(),
+                },
+            )?))),
+        }
+    }
+
     /// Every acknowledgement remembered for `address`, by peer then feed.
     pub fn acks(&self, address: &Address) -> Result<Vec<Ack>> {
         let mut out = Vec::new();
@@ -448,6 +499,15 @@ impl SpaceHandle<'_> {
 
     /// Append sealed entries to this device's feed as one durable batch.
     fn append(&self, frontier: &mut Frontier, sealed: Vec<Vec<u8>>) -> Result<u64> {
+        if let Some(theirs) = self.home.own_behind_len(&self.address)? {
+            if frontier.len() < theirs {
+                return Err(HomeError::OwnFeedBehind {
+                    space: self.name.clone(),
+                    ours: frontier.len(),
+                    theirs,
+                });
+            }
+        }
         let batch = write_batch(&self.device, frontier, sealed)?;
         Ok(self.home.store.append(batch)?)
     }
@@ -802,4 +862,52 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> FileMeta {
+        FileMeta {
+            mode: 0o644,
+            mtime: Mtime::default(),
+        }
+    }
+
+    #[test]
+    fn a_home_behind_its_own_feed_refuses_to_write_until_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let address = home.create_space("office", &mut Rng::default()).unwrap();
+        let space = home.space("office").unwrap();
+        let own = space.own_feed();
+        let have = home.store().feed(&own).unwrap().map_or(0, |s| s.length);
+        // A peer holds more of this device's own feed than the home does.
+        home.set_own_behind(&address, have + 5).unwrap();
+        let path = Path::new("notes.txt").unwrap();
+        let refused = space.put(&path, &mut &b"new work"[..], meta(), &mut |_| {});
+        assert!(
+            matches!(refused, Err(HomeError::OwnFeedBehind { ours, theirs, .. }) if ours == have && theirs == have + 5),
+            "{refused:?}"
+        );
+        assert_eq!(
+            home.store().feed(&own).unwrap().map_or(0, |s| s.length),
+            have,
+            "nothing written"
+        );
+        // The mark survives the command, like the home.
+        drop(space);
+        drop(home);
+        let home = Home::open(dir.path()).unwrap();
+        let space = home.space("office").unwrap();
+        assert!(space
+            .put(&path, &mut &b"new work"[..], meta(), &mut |_| {})
+            .is_err());
+        // Fetched back: writing goes on.
+        home.own_caught_up(&address, have + 5).unwrap();
+        space
+            .put(&path, &mut &b"new work"[..], meta(), &mut |_| {})
+            .unwrap();
+    }
 }

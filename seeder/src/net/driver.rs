@@ -64,6 +64,8 @@ pub trait Node: Local + Send + Sync + 'static {
     fn acked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// The peer refuses (more of) `feed`, for `reason`.
     fn refused(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _reason: &Refusal) {}
+    /// The peer's head of `feed` contradicts ours: the writer forked (recorded already).
+    fn forked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey) {}
     /// Data received from a peer was stored: `feed` now holds `length` entries here.
     fn appended(&self, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// A peer offers `offered` entries of `feed`, of which `have` are here: fetching starts.
@@ -344,6 +346,21 @@ impl Driver {
                     } => {
                         tasks.spawn(self.clone().serve(conn.conn.clone(), id, space, feed, from));
                     }
+                    Action::RecordFork { space, evidence } => {
+                        let store = self.node.store().clone();
+                        let feed = evidence.older.feed;
+                        let r = tokio::task::spawn_blocking(move || store.record_fork(*evidence))
+                            .await
+                            .map_err(|e| NetError::Stream(e.to_string()))?;
+                        match r {
+                            Ok(()) => {
+                                tracing::warn!(%space, %feed, peer = %conn.peer.short(), "the feed's writer forked: evidence kept, feed frozen")
+                            }
+                            Err(e) => {
+                                tracing::error!(%space, %feed, error = %e, "cannot record a fork")
+                            }
+                        }
+                    }
                     Action::Close(e) => {
                         let code = match e {
                             SyncError::Goodbye(_) => return Err(NetError::Stream(e.to_string())),
@@ -390,6 +407,9 @@ impl Driver {
                         } else {
                             tracing::info!(%space, %feed, %reason, "not taking new data");
                         }
+                    }
+                    Event::Forked { space, feed } => {
+                        self.node.forked(conn.peer, &space, feed);
                     }
                     Event::Refused {
                         space,
@@ -750,20 +770,8 @@ fn fork_evidence(
     prefix: Option<&(crate::feed::Hash, crate::feed::ConsistencyProof)>,
 ) -> Result<Option<crate::feed::ForkEvidence>, StoreOutcome> {
     let local = |e: crate::store::StoreError| StoreOutcome::Local(e.to_string());
-    let feed = ours.feed;
     if theirs.length() <= ours.length {
-        let root = store.root_at(&feed, theirs.length()).map_err(local)?;
-        if &root == theirs.root() {
-            return Ok(None);
-        }
-        return Ok(Some(crate::feed::ForkEvidence {
-            older: theirs.signed().clone(),
-            newer: ours.clone(),
-            newer_prefix_root: root,
-            proof: store
-                .consistency_proof(&feed, theirs.length(), ours.length)
-                .map_err(local)?,
-        }));
+        return store.contradiction(theirs).map_err(local);
     }
     let Some((prefix_root, proof)) = prefix else {
         return Ok(None);

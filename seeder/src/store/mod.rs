@@ -1019,6 +1019,41 @@ impl Store {
         })
     }
 
+    /// Whether `theirs`, a validly signed head no longer than our complete head, contradicts
+    /// the tree stored here: the writer signed two histories. `None` when it agrees, or when it
+    /// is longer than what is stored complete here (only its data can tell then).
+    pub fn contradiction(&self, theirs: &feed::VerifiedHead) -> Result<Option<ForkEvidence>> {
+        let feed = theirs.feed();
+        let Some(ours) = self.meta(&feed)?.and_then(|m| m.head) else {
+            return Ok(None);
+        };
+        if theirs.length() > ours.length {
+            return Ok(None);
+        }
+        let root = self.root_at(&feed, theirs.length())?;
+        if &root == theirs.root() {
+            return Ok(None);
+        }
+        Ok(Some(ForkEvidence {
+            older: theirs.signed().clone(),
+            newer: ours.clone(),
+            newer_prefix_root: root,
+            proof: self.consistency_proof(&feed, theirs.length(), ours.length)?,
+        }))
+    }
+
+    /// Whether `feed` is frozen by a recorded fork.
+    pub fn fork_of(&self, feed: &FeedKey) -> Result<Option<ForkEvidence>> {
+        match self.inner.forks.get(feed.0)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(postcard::from_bytes(&v).map_err(|_| {
+                StoreError::Corrupt {
+                    what: "fork evidence".into(),
+                }
+            })?)),
+        }
+    }
+
     /// Keep proof that `feed`'s writer forked, and freeze the feed.
     pub fn record_fork(&self, evidence: ForkEvidence) -> Result<()> {
         evidence.verify()?;

@@ -48,7 +48,7 @@ messages for spaces never opened, an unexpected message before `Hello`.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::feed::{FeedKey, SignedHead};
+use crate::feed::{FeedKey, ForkEvidence, SignedHead, VerifiedHead};
 use crate::space::{Address, Capability, DiscoveryKey, MembershipCert, Role};
 use crate::wire::{
     FeedOffer, Message, Refusal, MAX_FEEDS_PER_LIST, MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
@@ -79,6 +79,9 @@ pub trait Local {
     /// Whether `space` may take `bytes` more of entry data here (quota, agreements, disk
     /// room), and if not, why.
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal>;
+    /// Whether a peer's validly signed `head`, no longer than what is stored complete here,
+    /// contradicts the stored tree (the writer signed two histories); the evidence if so.
+    fn contradicts(&self, head: &VerifiedHead) -> Option<ForkEvidence>;
 }
 
 /// Why the session ended.
@@ -111,6 +114,11 @@ pub enum Action {
         space: Address,
         feed: FeedKey,
         from: u64,
+    },
+    /// Keep the evidence that a feed's writer forked and freeze the feed.
+    RecordFork {
+        space: Address,
+        evidence: Box<ForkEvidence>,
     },
     /// Close the connection.
     Close(SyncError),
@@ -146,6 +154,8 @@ pub enum Event {
         feed: FeedKey,
         reason: Refusal,
     },
+    /// The peer's head of `feed` contradicts ours: its writer forked.
+    Forked { space: Address, feed: FeedKey },
 }
 
 /// A message for the control stream.
@@ -670,8 +680,25 @@ impl Session {
     ) -> Result<(), SyncError> {
         let feed = head.feed;
         let length = head.length;
-        head.verify()
+        let verified = head
+            .verify()
             .map_err(|e| SyncError::PeerMisbehaved(format!("head: {e}")))?;
+        // Equal lengths or a prefix of ours: the roots must agree, or the writer forked. (A
+        // longer head is checked against our prefix when its data arrives.)
+        if let Some(evidence) = local.contradicts(&verified) {
+            self.actions.push_back(Action::RecordFork {
+                space: address,
+                evidence: Box::new(evidence),
+            });
+            self.events.push_back(Event::Forked {
+                space: address,
+                feed,
+            });
+            let s = self.open.get_mut(&id).expect("checked open");
+            s.remote.entry(feed).or_insert(0);
+            self.refuse(id, address, feed, Refusal::Frozen);
+            return Ok(());
+        }
         let s = self.open.get_mut(&id).expect("checked open");
         let remote = s.remote.entry(feed).or_insert(0);
         *remote = (*remote).max(length);

@@ -60,6 +60,27 @@ impl Local for Node {
     fn feed_count(&self, space: &Address) -> usize {
         self.spaces.get(space).map_or(0, |f| f.len())
     }
+    fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
+        for feeds in self.spaces.values() {
+            if let Some(f) = feeds.get(&head.feed()) {
+                let ours = f.head.clone()?;
+                if head.length() > ours.length || head.length() != ours.length {
+                    return None;
+                }
+                return (head.root() != &ours.root).then(|| crate::feed::ForkEvidence {
+                    older: head.signed().clone(),
+                    newer: ours.clone(),
+                    newer_prefix_root: ours.root,
+                    proof: crate::feed::ConsistencyProof {
+                        old_size: ours.length,
+                        new_size: ours.length,
+                        path: Vec::new(),
+                    },
+                });
+            }
+        }
+        None
+    }
     fn room(&self, _: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
         if self.full {
             Err(crate::wire::Refusal::Quota {
@@ -186,6 +207,8 @@ struct Link {
     sb: Session,
     closed: Vec<(usize, SyncError)>,
     events: Vec<(usize, Event)>,
+    /// Forks each side asked its driver to record.
+    forks: Vec<(usize, crate::feed::ForkEvidence)>,
 }
 
 struct Mesh {
@@ -212,6 +235,7 @@ impl Mesh {
             sb: Session::new(Role::Listener, [b as u8; 32], secret),
             closed: Vec::new(),
             events: Vec::new(),
+            forks: Vec::new(),
         });
         self.links.len() - 1
     }
@@ -321,6 +345,12 @@ impl Mesh {
                     let l = &mut self.links[li];
                     let s = if side == 0 { &mut l.sb } else { &mut l.sa };
                     s.handle_transfer_ended(id, feed, &nodes[other]);
+                }
+                Action::RecordFork { evidence, .. } => {
+                    evidence
+                        .verify()
+                        .expect("the session records only real forks");
+                    self.links[li].forks.push((me, *evidence));
                 }
                 Action::Close(e) => {
                     self.links[li].closed.push((me, e));
@@ -753,5 +783,49 @@ fn leaf_hashes_of_served_data_match_the_writer() {
             .iter()
             .map(|e| leaf_hash(e))
             .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn two_histories_of_equal_length_are_a_fork_both_sides_record_and_refuse() {
+    // A writer restored from a backup wrote other entries up to the same length.
+    let (secret, address, ka, _) = setup();
+    let fa = FeedKey::from(&ka);
+    let mut m = Mesh::new(2);
+    m.nodes[0].hold(address);
+    m.nodes[1].hold(address);
+    m.nodes[0].write(&secret, &ka, entries("old", 5));
+    m.nodes[1].write(&secret, &ka, entries("new", 5));
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let sides: Vec<usize> = m.links[l].forks.iter().map(|(n, _)| *n).collect();
+    assert!(
+        sides.contains(&0) && sides.contains(&1),
+        "each side records the fork: {sides:?}"
+    );
+    for n in [0, 1] {
+        assert!(m.links[l].events.iter().any(|(who, e)| *who == n
+            && *e
+                == Event::Forked {
+                    space: address,
+                    feed: fa
+                }));
+        assert!(
+            m.links[l].events.iter().any(|(who, e)| *who == n
+                && matches!(
+                    e,
+                    Event::Refused {
+                        reason: crate::wire::Refusal::Frozen,
+                        ..
+                    }
+                )),
+            "each side is told the other refuses it"
+        );
+    }
+    assert_eq!(m.feed_len(0, &address, &fa), 5, "nothing overwritten");
+    assert!(
+        m.links[l].closed.is_empty(),
+        "a fork is no misbehaviour of the peer"
     );
 }
