@@ -83,6 +83,7 @@ impl Writer {
         FeedOffer {
             cert: self.cert.clone(),
             head: Some(self.head()),
+            prefix: None,
         }
     }
 }
@@ -215,6 +216,7 @@ fn data(
         head,
         proof,
         prefix: None,
+        checkpoint: None,
     }
 }
 
@@ -375,6 +377,7 @@ fn a_writers_fork_is_recorded_and_the_feed_frozen() {
                 b.store.root_at(&feed, 10).unwrap(),
                 b.store.consistency_proof(&feed, 10, 15).unwrap(),
             )),
+            checkpoint: None,
         });
         // The seeder stops the stream once it has recorded the fork; the peer isn't
         // disconnected, it only passed on what the writer signed.
@@ -516,6 +519,7 @@ fn floods_and_stalled_readers_leave_memory_bounded_and_members_syncing() {
                     feeds: vec![FeedOffer {
                         cert: f.cert.clone(),
                         head: None,
+                        prefix: None,
                     }],
                 })
                 .await;

@@ -92,15 +92,7 @@ impl Local for BareMember {
         }
         self.certs()
             .into_iter()
-            .map(|cert| {
-                let head = self
-                    .store
-                    .feed(&cert.feed)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.head);
-                FeedOffer { cert, head }
-            })
+            .map(|cert| crate::daemon::local::offer(&self.store, cert))
             .collect()
     }
 
@@ -113,6 +105,10 @@ impl Local for BareMember {
 
     fn feed_count(&self, _space: &Address) -> usize {
         self.members.lock().expect("members lock").len()
+    }
+
+    fn damaged(&self, feed: &FeedKey) -> Vec<u64> {
+        self.store.damaged_entries(feed).unwrap_or_default()
     }
 
     fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {

@@ -37,6 +37,18 @@ impl Default for StoreLimits {
     }
 }
 
+/// What this node offers of a member feed: its complete head, and how far it holds more of
+/// a longer head it can serve as that head's prefix.
+pub fn offer(store: &Store, cert: MembershipCert) -> FeedOffer {
+    let state = store.feed(&cert.feed).ok().flatten();
+    let head = state.as_ref().and_then(|s| s.head.clone());
+    let prefix = match store.serve_target(&cert.feed) {
+        Ok(Some(t)) if t.prefix.is_some() => Some(t.length),
+        _ => None,
+    };
+    FeedOffer { cert, head, prefix }
+}
+
 /// Free and total bytes of the file system holding `path`.
 pub fn disk_room(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
     let st = rustix::fs::statvfs(path)?;
@@ -95,15 +107,7 @@ impl Local for SeederLocal {
         };
         certs
             .into_iter()
-            .map(|cert| {
-                let head = self
-                    .store
-                    .feed(&cert.feed)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.head);
-                FeedOffer { cert, head }
-            })
+            .map(|cert| offer(&self.store, cert))
             .collect()
     }
 
@@ -116,6 +120,10 @@ impl Local for SeederLocal {
 
     fn feed_count(&self, space: &Address) -> usize {
         self.registry.members(space).map_or(0, |m| m.len())
+    }
+
+    fn damaged(&self, feed: &FeedKey) -> Vec<u64> {
+        self.store.damaged_entries(feed).unwrap_or_default()
     }
 
     fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
@@ -238,13 +246,7 @@ impl Local for HomeLocal {
             }
         };
         let store = self.home.store();
-        certs
-            .into_iter()
-            .map(|cert| {
-                let head = store.feed(&cert.feed).ok().flatten().and_then(|s| s.head);
-                FeedOffer { cert, head }
-            })
-            .collect()
+        certs.into_iter().map(|cert| offer(store, cert)).collect()
     }
 
     fn stored(&self, feed: &FeedKey) -> (u64, bool) {
@@ -256,6 +258,10 @@ impl Local for HomeLocal {
 
     fn feed_count(&self, space: &Address) -> usize {
         self.home.members(space).map_or(0, |m| m.len())
+    }
+
+    fn damaged(&self, feed: &FeedKey) -> Vec<u64> {
+        self.home.store().damaged_entries(feed).unwrap_or_default()
     }
 
     fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {

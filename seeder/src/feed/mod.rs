@@ -564,8 +564,71 @@ impl VerifiedHead {
     }
 }
 
+/// The first `length` entries of a feed as a longer signed head vouches for them: the root of
+/// that prefix and the consistency proof from it to the signed root. What a node holding only
+/// part of a feed (an upload cut short) serves it against; as trustworthy as the signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixHead {
+    pub head: SignedHead,
+    pub length: u64,
+    pub root: Hash,
+    /// Consistency proof from `length` to `head.length`.
+    pub proof: ConsistencyProof,
+}
+
+impl PrefixHead {
+    /// Check the signature and the proof; the only way to get a [`VerifiedPrefix`].
+    pub fn verify(self) -> Result<VerifiedPrefix, FeedError> {
+        let head = self.head.verify()?;
+        if self.length > head.length() {
+            return Err(FeedError::Sizes("a prefix longer than its head"));
+        }
+        if self.proof.old_size != self.length || self.proof.new_size != head.length() {
+            return Err(FeedError::Sizes("proof is for other sizes than the prefix"));
+        }
+        if self.length == head.length() {
+            if &self.root != head.root() {
+                return Err(FeedError::RootMismatch {
+                    feed: head.feed(),
+                    length: self.length,
+                });
+            }
+        } else {
+            self.proof.verify(&self.root, head.root())?;
+        }
+        Ok(VerifiedPrefix {
+            head,
+            length: self.length,
+            root: self.root,
+            proof: self.proof,
+        })
+    }
+}
+
+/// A [`PrefixHead`] whose signature and proof have been checked. Only this module makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPrefix {
+    head: VerifiedHead,
+    length: u64,
+    root: Hash,
+    proof: ConsistencyProof,
+}
+
+impl VerifiedPrefix {
+    pub fn head(&self) -> &VerifiedHead {
+        &self.head
+    }
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+    pub fn root(&self) -> &Hash {
+        &self.root
+    }
+}
+
 /// Entries `[start, start + entries.len())` of a feed, checked against a verified head. Only
-/// [`verify_batch`] and [`write_batch`] make one; the store's append takes nothing else.
+/// [`verify_batch`], [`verify_batch_to_prefix`] and [`write_batch`] make one; the store's
+/// append takes nothing else.
 #[derive(Debug)]
 pub struct VerifiedBatch {
     feed: FeedKey,
@@ -578,6 +641,9 @@ pub struct VerifiedBatch {
     nodes: Vec<(NodeId, Hash)>,
     /// The head the batch was verified against; its length is >= the batch's end.
     head: VerifiedHead,
+    /// When the batch ends before the head: the consistency proof from its end to the head,
+    /// if known, so that the stored prefix can be served on before the rest arrives.
+    tail_proof: Option<ConsistencyProof>,
 }
 
 impl VerifiedBatch {
@@ -606,6 +672,11 @@ impl VerifiedBatch {
     /// Whether the batch reaches the head's length (the feed is then complete up to the head).
     pub fn completes_head(&self) -> bool {
         self.end() == self.head.length()
+    }
+    /// The proof from the batch's end to its head, when it ends before the head and the proof
+    /// is known.
+    pub fn tail_proof(&self) -> Option<&ConsistencyProof> {
+        self.tail_proof.as_ref()
     }
 }
 
@@ -661,7 +732,63 @@ pub fn verify_batch(
         start,
         entries,
         nodes,
+        tail_proof: (end < head.length()).then(|| proof.cloned()).flatten(),
         head,
+    })
+}
+
+/// Check `entries`, appended to the tree `frontier` describes, against the prefix a longer
+/// signed head vouches for: ending at the prefix's length the new root must be the prefix's,
+/// ending earlier `proof` must be the consistency proof from the batch's end to the prefix.
+pub fn verify_batch_to_prefix(
+    frontier: &Frontier,
+    prefix: VerifiedPrefix,
+    entries: Vec<Vec<u8>>,
+    proof: Option<&ConsistencyProof>,
+) -> Result<VerifiedBatch, FeedError> {
+    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
+        return Err(FeedError::EntryTooLarge { len: e.len() });
+    }
+    let start = frontier.len();
+    let end = start + entries.len() as u64;
+    if end > prefix.length {
+        return Err(FeedError::Sizes("batch ends past its prefix"));
+    }
+    let base_root = frontier.root();
+    let mut tree = frontier.clone();
+    let mut nodes = Vec::with_capacity(entries.len() * 2);
+    for leaf in leaf_hashes(&entries) {
+        tree.push(leaf, |id, h| nodes.push((id, h)));
+    }
+    let root = tree.root();
+    let feed = prefix.head.feed();
+    if end == prefix.length {
+        if root != prefix.root {
+            return Err(FeedError::RootMismatch { feed, length: end });
+        }
+    } else {
+        let Some(proof) = proof else {
+            return Err(FeedError::BadProof {
+                kind: "consistency",
+                reason: "a batch that ends before its prefix needs a proof",
+            });
+        };
+        if proof.old_size != end || proof.new_size != prefix.length {
+            return Err(FeedError::Sizes("proof is for other sizes than the batch"));
+        }
+        proof.verify(&root, &prefix.root)?;
+    }
+    // Reaching the prefix, the prefix's own proof carries on to the head.
+    let tail_proof =
+        (end == prefix.length && end < prefix.head.length()).then(|| prefix.proof.clone());
+    Ok(VerifiedBatch {
+        feed,
+        base_root,
+        start,
+        entries,
+        nodes,
+        tail_proof,
+        head: prefix.head,
     })
 }
 
@@ -688,6 +815,7 @@ pub fn write_batch(
         start,
         entries,
         nodes,
+        tail_proof: None,
         head,
     })
 }

@@ -374,3 +374,69 @@ proptest! {
         prop_assert_eq!(replica.root(), writer.frontier.root());
     }
 }
+
+#[test]
+fn a_verified_prefix_is_served_on_and_carries_its_proof_to_the_head() {
+    // The writer's feed has 20 entries; a seeder holds only the first 12 (an upload cut).
+    let sk = key(3);
+    let all = entries(20);
+    let full = MemTree::new(&all);
+    let head = SignedHead::sign(&sk, 20, full.frontier.root()).into_signed();
+    let held = MemTree::new(&all[..12]);
+    let prefix = PrefixHead {
+        head: head.clone(),
+        length: 12,
+        root: held.frontier.root(),
+        proof: ConsistencyProof::build(12, 20, full.get()).unwrap(),
+    };
+    // A second member gets [0, 8) with the seeder's own proof from 8 to 12, then [8, 12).
+    let to_12 = ConsistencyProof::build(8, 12, held.get()).unwrap();
+    let first = verify_batch_to_prefix(
+        &Frontier::new(),
+        prefix.clone().verify().unwrap(),
+        all[..8].to_vec(),
+        Some(&to_12),
+    )
+    .unwrap();
+    assert!(!first.completes_head());
+    assert!(
+        first.tail_proof().is_none(),
+        "8 is not where the proof to 20 starts"
+    );
+    let mut f = Frontier::new();
+    for e in &all[..8] {
+        f.push(leaf_hash(e), |_, _| {});
+    }
+    let second = verify_batch_to_prefix(
+        &f,
+        prefix.clone().verify().unwrap(),
+        all[8..12].to_vec(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(second.end(), 12);
+    assert_eq!(
+        second.tail_proof(),
+        Some(&prefix.proof),
+        "12 carries on to 20"
+    );
+    assert_eq!(second.head().signed(), &head);
+
+    // What can't be trusted is refused.
+    let mut wrong_root = prefix.clone();
+    wrong_root.root[0] ^= 1;
+    assert!(wrong_root.verify().is_err());
+    let mut tampered = all[8..12].to_vec();
+    tampered[1][0] ^= 1;
+    assert!(verify_batch_to_prefix(&f, prefix.clone().verify().unwrap(), tampered, None).is_err());
+    assert!(
+        verify_batch_to_prefix(
+            &Frontier::new(),
+            prefix.verify().unwrap(),
+            all[..8].to_vec(),
+            None
+        )
+        .is_err(),
+        "a batch ending before the prefix needs its proof"
+    );
+}

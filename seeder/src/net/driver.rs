@@ -30,7 +30,7 @@ use crate::feed::{verify_batch, FeedKey, SignedHead};
 use crate::space::{Address, MembershipCert};
 use crate::store::Store;
 use crate::sync::{Action, Event, Local, Session, SyncError, Transmit};
-use crate::wire::{Message, Refusal, MAX_DATA_BYTES};
+use crate::wire::{Message, Refusal, MAX_DATA_BYTES, MAX_ENTRIES_PER_DATA};
 
 /// Data batches being read or verified at once, over all connections: each holds at most
 /// [`COALESCE_BYTES`] plus one message, so this bounds that memory to about 40 MiB however
@@ -66,6 +66,8 @@ pub trait Node: Local + Send + Sync + 'static {
     fn refused(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _reason: &Refusal) {}
     /// The peer's head of `feed` contradicts ours: the writer forked (recorded already).
     fn forked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey) {}
+    /// `count` damaged entries of `feed` were rewritten with the peer's good copies.
+    fn repaired(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _count: u64) {}
     /// Data received from a peer was stored: `feed` now holds `length` entries here.
     fn appended(&self, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// A peer offers `offered` entries of `feed`, of which `have` are here: fetching starts.
@@ -107,7 +109,8 @@ pub struct Driver {
 }
 
 enum Ev {
-    Control(Result<Option<Message>, NetError>),
+    /// A control message, boxed: messages are large and most events are small.
+    Control(Result<Option<Box<Message>>, NetError>),
     Appended {
         id: u32,
         feed: FeedKey,
@@ -117,6 +120,18 @@ enum Ev {
     TransferEnded {
         id: u32,
         feed: FeedKey,
+    },
+    /// Damaged entries of `feed` were rewritten with the peer's copies.
+    Repaired {
+        id: u32,
+        feed: FeedKey,
+        count: u64,
+    },
+    /// Nothing of `feed` could be served from `from` as the peer asked.
+    Unservable {
+        id: u32,
+        feed: FeedKey,
+        from: u64,
     },
     /// Received data of `feed` was not stored, for `reason` (not the peer's fault).
     Refusing {
@@ -182,7 +197,12 @@ impl Driver {
                 loop {
                     let r = recv_message(&mut recv).await;
                     let end = !matches!(r, Ok(Some(_)));
-                    if tx.send(Ev::Control(r)).await.is_err() || end {
+                    if tx
+                        .send(Ev::Control(r.map(|m| m.map(Box::new))))
+                        .await
+                        .is_err()
+                        || end
+                    {
                         return;
                     }
                 }
@@ -197,7 +217,10 @@ impl Driver {
             let inner = tasks.clone();
             tasks.spawn(async move {
                 while let Ok(recv) = c.accept_uni().await {
-                    inner.spawn(this.clone().receive(recv, session.clone(), tx.clone()));
+                    inner.spawn(
+                        this.clone()
+                            .receive(recv, session.clone(), tx.clone(), peer),
+                    );
                 }
             });
         }
@@ -224,6 +247,7 @@ impl Driver {
                     &mut ctl_send,
                     &tasks,
                     caught_up.as_ref(),
+                    &tx,
                 )
                 .await
             {
@@ -240,7 +264,7 @@ impl Driver {
                     let Some(ev) = ev else { break Ok(()) };
                     let mut s = session.lock().expect("session lock");
                     match ev {
-                        Ev::Control(Ok(Some(msg))) => s.handle_message(msg, &*self.node),
+                        Ev::Control(Ok(Some(msg))) => s.handle_message(*msg, &*self.node),
                         Ev::Control(Ok(None)) => break Ok(()),
                         Ev::Control(Err(e)) => break Err(e),
                         Ev::Appended { id, feed, length, head } => {
@@ -259,6 +283,8 @@ impl Driver {
                         }
                         Ev::TransferEnded { id, feed } => s.handle_transfer_ended(id, feed, &*self.node),
                         Ev::Refusing { id, feed, reason } => s.handle_refusing(id, feed, reason),
+                        Ev::Repaired { id, feed, count } => s.handle_repaired(id, feed, count),
+                        Ev::Unservable { id, feed, from } => s.handle_unservable(id, feed, from),
                         Ev::Close(reason) => break Err(NetError::Stream(reason)),
                     }
                 }
@@ -298,6 +324,9 @@ impl Driver {
     }
 
     /// Carry out the session's actions, then send its messages, then look at its events.
+    // The connection's parts come separately so that their borrows stay disjoint from the
+    // session's lock.
+    #[allow(clippy::too_many_arguments)]
     async fn pump(
         self: &Arc<Self>,
         conn: &Connection,
@@ -306,6 +335,7 @@ impl Driver {
         ctl_send: &mut quinn::SendStream,
         tasks: &task_set::Tasks,
         caught_up: Option<&watch::Sender<bool>>,
+        ev_tx: &mpsc::Sender<Ev>,
     ) -> Result<(), NetError> {
         loop {
             let (actions, transmits, events) = {
@@ -343,8 +373,17 @@ impl Driver {
                         space,
                         feed,
                         from,
+                        to,
                     } => {
-                        tasks.spawn(self.clone().serve(conn.conn.clone(), id, space, feed, from));
+                        tasks.spawn(self.clone().serve(
+                            conn.conn.clone(),
+                            id,
+                            space,
+                            feed,
+                            from,
+                            to,
+                            ev_tx.clone(),
+                        ));
                     }
                     Action::RecordFork { space, evidence } => {
                         let store = self.node.store().clone();
@@ -411,6 +450,13 @@ impl Driver {
                     Event::Forked { space, feed } => {
                         self.node.forked(conn.peer, &space, feed);
                     }
+                    Event::Repaired { space, feed, count } => {
+                        tracing::info!(peer = %conn.peer.short(), %space, %feed, count, "damaged entries repaired from the peer's copies");
+                        self.node.repaired(conn.peer, &space, feed, count);
+                    }
+                    Event::Unavailable { space, feed, from } => {
+                        tracing::info!(peer = %conn.peer.short(), %space, %feed, from, "the peer can't serve the feed from there (damaged on its side)");
+                    }
                     Event::Refused {
                         space,
                         feed,
@@ -432,7 +478,11 @@ impl Driver {
         Ok(())
     }
 
-    /// Send entries of `feed` from `from` to the newest complete head on a stream of its own.
+    /// Send entries of `feed` from `from` (up to `to`, or as far as can be proven) on a stream
+    /// of its own: against the newest complete head, or against the prefix of a longer head
+    /// when that is what is held. Stops before an entry damaged here; when nothing at all can
+    /// be sent from `from`, the peer is told (`Unavailable`) instead of being left waiting.
+    #[allow(clippy::too_many_arguments)]
     async fn serve(
         self: Arc<Self>,
         conn: quinn::Connection,
@@ -440,36 +490,54 @@ impl Driver {
         space: Address,
         feed: FeedKey,
         from: u64,
+        to: Option<u64>,
+        tx: mpsc::Sender<Ev>,
     ) {
+        let unservable = || async {
+            let _ = tx.send(Ev::Unservable { id, feed, from }).await;
+        };
         let result: Result<(), NetError> = async {
             let store = self.node.store().clone();
-            let head = tokio::task::spawn_blocking({
+            let target = tokio::task::spawn_blocking({
                 let store = store.clone();
-                move || store.feed(&feed).ok().flatten().and_then(|s| s.head)
+                move || store.serve_target(&feed)
             })
             .await
+            .map_err(|e| NetError::Stream(e.to_string()))?
             .map_err(|e| NetError::Stream(e.to_string()))?;
-            let Some(head) = head else { return Ok(()) };
-            if head.length <= from {
+            let Some(target) = target else {
+                unservable().await;
+                return Ok(());
+            };
+            let end = to.map_or(target.length, |t| t.min(target.length));
+            if end <= from {
+                unservable().await;
                 return Ok(());
             }
-            let mut send = conn.open_uni().await.map_err(NetError::Connection)?;
+            let mut send: Option<quinn::SendStream> = None;
             let mut pos = from;
-            while pos < head.length {
+            while pos < end {
                 let store = store.clone();
-                let length = head.length;
+                let length = target.length;
+                let checked_prefix = target.prefix.is_none();
                 let first = pos == from;
-                let (entries, proof, prefix) = tokio::task::spawn_blocking(move || {
-                    let entries = store.read_range_bounded(&feed, pos, length, MAX_DATA_BYTES)?;
-                    let end = pos + entries.len() as u64;
-                    let proof = if end < length {
-                        Some(store.consistency_proof(&feed, end, length)?)
+                let (entries, damaged, proof, prefix) = tokio::task::spawn_blocking(move || {
+                    let (entries, damaged) = store.read_range_good(
+                        &feed,
+                        pos,
+                        end,
+                        MAX_DATA_BYTES,
+                        MAX_ENTRIES_PER_DATA,
+                    )?;
+                    let after = pos + entries.len() as u64;
+                    let proof = if !entries.is_empty() && after < length {
+                        Some(store.consistency_proof(&feed, after, length)?)
                     } else {
                         None
                     };
                     // The first batch also proves our tree at `from` extends to the head, so
                     // the receiver can tell a writer's fork from a bad batch.
-                    let prefix = if first && pos > 0 {
+                    let prefix = if first && pos > 0 && checked_prefix && !entries.is_empty() {
                         Some((
                             store.root_at(&feed, pos)?,
                             store.consistency_proof(&feed, pos, length)?,
@@ -477,27 +545,45 @@ impl Driver {
                     } else {
                         None
                     };
-                    Ok::<_, crate::store::StoreError>((entries, proof, prefix))
+                    Ok::<_, crate::store::StoreError>((entries, damaged, proof, prefix))
                 })
                 .await
                 .map_err(|e| NetError::Stream(e.to_string()))?
                 .map_err(|e| NetError::Stream(e.to_string()))?;
+                if entries.is_empty() {
+                    // Damaged right here: nothing more to send.
+                    if send.is_none() {
+                        unservable().await;
+                    }
+                    break;
+                }
                 let n = entries.len() as u64;
                 let msg = Message::Data {
                     space: id,
                     feed,
                     start: pos,
                     entries,
-                    head: head.clone(),
+                    head: target.head.clone(),
                     proof,
                     prefix,
+                    checkpoint: target.prefix.clone().map(Box::new),
                 };
-                tokio::time::timeout(WRITE_TIMEOUT, send_message(&mut send, &msg))
+                if send.is_none() {
+                    send = Some(conn.open_uni().await.map_err(NetError::Connection)?);
+                }
+                let stream = send.as_mut().expect("opened just above");
+                tokio::time::timeout(WRITE_TIMEOUT, send_message(stream, &msg))
                     .await
                     .map_err(|_| NetError::Stream("the peer stopped reading".into()))??;
                 pos += n;
+                if let Some(index) = damaged {
+                    tracing::warn!(%space, %feed, index, "serving stopped before a damaged entry");
+                    break;
+                }
             }
-            let _ = send.finish();
+            if let Some(mut s) = send {
+                let _ = s.finish();
+            }
             Ok(())
         }
         .await;
@@ -514,6 +600,7 @@ impl Driver {
         mut recv: quinn::RecvStream,
         session: Arc<Mutex<Session>>,
         tx: mpsc::Sender<Ev>,
+        peer: NodeId,
     ) {
         let mut current: Option<(u32, FeedKey)> = None;
         let mut ended = false;
@@ -551,8 +638,15 @@ impl Driver {
                 return;
             }
             // Room is checked before anything is written, per message: one transfer can't
-            // overrun the disk's reserve or a quota by more than nothing.
-            if let Err(reason) = self.node.room(&space, group.bytes as u64) {
+            // overrun the disk's reserve or a quota by more than nothing. (Repairs rewrite what
+            // is stored; they take no room.)
+            let held = self.node.stored(&feed).0;
+            let grows = |g: &DataMsg| g.end() > held;
+            let room = match grows(&group) {
+                true => self.node.room(&space, group.bytes as u64),
+                false => Ok(()),
+            };
+            if let Err(reason) = room {
                 let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
                 let _ = recv.stop(0u32.into());
                 break;
@@ -565,13 +659,16 @@ impl Driver {
                         if (next.id, next.feed) != (id, feed)
                             || next.start != group.end()
                             || next.head != group.head
+                            || next.checkpoint != group.checkpoint
                         {
                             let _ = tx.send(Ev::Close("data stream out of order".into())).await;
                             return;
                         }
-                        if let Err(reason) =
-                            self.node.room(&space, (group.bytes + next.bytes) as u64)
-                        {
+                        let room = match grows(&next) {
+                            true => self.node.room(&space, (group.bytes + next.bytes) as u64),
+                            false => Ok(()),
+                        };
+                        if let Err(reason) = room {
                             // Store what fits, then refuse the rest.
                             refusal = Some(reason);
                             break;
@@ -591,21 +688,27 @@ impl Driver {
                 }
             }
             let store = self.node.store().clone();
-            let stored = tokio::task::spawn_blocking(move || {
-                store_batch(
-                    &store,
-                    feed,
-                    group.start,
-                    group.entries,
-                    group.head,
-                    group.proof,
-                    group.prefix,
-                )
-            })
-            .await;
+            let stored =
+                tokio::task::spawn_blocking(move || store_batch(&store, group, peer.0)).await;
             drop(permit);
             match stored {
-                Ok(Ok((length, head))) => {
+                Ok(Ok(Stored {
+                    length,
+                    complete: head,
+                    repaired,
+                })) => {
+                    if repaired > 0
+                        && tx
+                            .send(Ev::Repaired {
+                                id,
+                                feed,
+                                count: repaired,
+                            })
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
                     if tx
                         .send(Ev::Appended {
                             id,
@@ -670,6 +773,7 @@ struct DataMsg {
     head: SignedHead,
     proof: Option<crate::feed::ConsistencyProof>,
     prefix: Option<(crate::feed::Hash, crate::feed::ConsistencyProof)>,
+    checkpoint: Option<Box<crate::feed::PrefixHead>>,
 }
 
 impl DataMsg {
@@ -689,6 +793,7 @@ async fn read_data(recv: &mut quinn::RecvStream) -> Result<Option<DataMsg>, Stri
             head,
             proof,
             prefix,
+            checkpoint,
         })) => Ok(Some(DataMsg {
             id: space,
             feed,
@@ -698,6 +803,7 @@ async fn read_data(recv: &mut quinn::RecvStream) -> Result<Option<DataMsg>, Stri
             head,
             proof,
             prefix,
+            checkpoint,
         })),
         Ok(Some(_)) => Err("not data on a data stream".into()),
         Ok(None) => Ok(None),
@@ -715,22 +821,48 @@ enum StoreOutcome {
     Forked,
 }
 
-/// Verify a received batch on top of what is stored and append it. Entries already stored
-/// are skipped; a gap is the sender's fault. A signed head that contradicts the stored tree
-/// is a fork by the writer: recorded as evidence, the feed frozen.
-fn store_batch(
-    store: &Store,
-    feed: FeedKey,
-    start: u64,
-    entries: Vec<Vec<u8>>,
-    head: SignedHead,
-    proof: Option<crate::feed::ConsistencyProof>,
-    prefix: Option<(crate::feed::Hash, crate::feed::ConsistencyProof)>,
-) -> Result<(u64, Option<SignedHead>), StoreOutcome> {
+/// What storing one received group did.
+struct Stored {
+    /// Entries stored now.
+    length: u64,
+    /// The head the group completed, if it did.
+    complete: Option<SignedHead>,
+    /// Damaged entries rewritten with the group's copies.
+    repaired: u64,
+}
+
+/// Verify a received group on top of what is stored and append it. Entries already stored are
+/// not appended again, but where they are damaged here and the copy hashes to the stored leaf,
+/// they repair it. A gap is the sender's fault. A signed head that contradicts the stored tree
+/// is a fork by the writer: recorded as evidence, the feed frozen. A group sent against a
+/// prefix of its head (`checkpoint`) is verified against that prefix.
+fn store_batch(store: &Store, group: DataMsg, peer: [u8; 32]) -> Result<Stored, StoreOutcome> {
+    let DataMsg {
+        feed,
+        start,
+        entries,
+        head,
+        proof,
+        prefix,
+        checkpoint,
+        ..
+    } = group;
     let local = |e: crate::store::StoreError| StoreOutcome::Local(e.to_string());
     let head = head
         .verify()
         .map_err(|e| StoreOutcome::PeerFault(e.to_string()))?;
+    let checkpoint = match checkpoint {
+        Some(c) if c.head != *head.signed() => {
+            return Err(StoreOutcome::PeerFault(
+                "a prefix of another head than the data's".into(),
+            ))
+        }
+        Some(c) => Some(
+            (*c).verify()
+                .map_err(|e| StoreOutcome::PeerFault(format!("prefix: {e}")))?,
+        ),
+        None => None,
+    };
     let state = store.feed(&feed).map_err(local)?;
     if let Some(ours) = state.as_ref().and_then(|s| s.head.clone()) {
         if let Some(evidence) = fork_evidence(store, &ours, &head, start, prefix.as_ref())? {
@@ -746,16 +878,51 @@ fn store_batch(
         )));
     }
     let skip = (have - start) as usize;
-    if skip >= entries.len() {
-        return Ok((have, None));
+    let mut repaired = 0;
+    if skip > 0 {
+        let damaged = store.damaged_entries(&feed).map_err(local)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for index in damaged {
+            let Some(copy) = index
+                .checked_sub(start)
+                .and_then(|i| entries.get(i as usize))
+            else {
+                continue;
+            };
+            if index >= have {
+                break;
+            }
+            if store.repair(&feed, index, copy, peer, now).map_err(local)? {
+                repaired += 1;
+            }
+        }
     }
-    let batch = verify_batch(&frontier, head, entries[skip..].to_vec(), proof.as_ref())
-        .map_err(|e| StoreOutcome::PeerFault(e.to_string()))?;
+    if skip >= entries.len() {
+        return Ok(Stored {
+            length: have,
+            complete: None,
+            repaired,
+        });
+    }
+    let rest = entries[skip..].to_vec();
+    let batch = match checkpoint {
+        Some(prefix) => {
+            crate::feed::verify_batch_to_prefix(&frontier, prefix, rest, proof.as_ref())
+        }
+        None => verify_batch(&frontier, head, rest, proof.as_ref()),
+    }
+    .map_err(|e| StoreOutcome::PeerFault(e.to_string()))?;
     let complete = batch
         .completes_head()
         .then(|| batch.head().signed().clone());
     let length = store.append(batch).map_err(local)?;
-    Ok((length, complete))
+    Ok(Stored {
+        length,
+        complete,
+        repaired,
+    })
 }
 
 /// Does `theirs` contradict our complete head `ours`? When it is no longer than ours we

@@ -48,7 +48,7 @@ pub use reserve::RESERVE_BYTES;
 
 use crate::feed::{
     self, ConsistencyProof, FeedKey, ForkEvidence, Frontier, Hash, InclusionProof, NodeId,
-    SignedHead, VerifiedBatch, MAX_ENTRY_LEN,
+    PrefixHead, SignedHead, VerifiedBatch, MAX_ENTRY_LEN,
 };
 
 /// Default sled page cache: 32 MiB. The Lime2 has 1 GiB for everything (kernel, daemon, page
@@ -63,6 +63,10 @@ pub const MAX_RANGE_BYTES: usize = 4 << 20;
 const TREE_FEEDS: &str = "feeds";
 const TREE_DAMAGE: &str = "damage";
 const TREE_FORKS: &str = "forks";
+const TREE_REPAIRS: &str = "repairs";
+
+/// Damaged entries of one feed a peer is asked for at once, and listed at most.
+pub const MAX_DAMAGED_LISTED: usize = 1024;
 
 const PREFIX_META: u8 = b'F';
 const PREFIX_BATCH: u8 = b'B';
@@ -70,8 +74,9 @@ const PREFIX_BATCH: u8 = b'B';
 /// Version of the batch record's encoding.
 const BATCH_VERSION: u8 = 1;
 
-/// Version of the metadata record; bumped on any change of [`FeedMeta`]'s encoding.
-const META_VERSION: u8 = 1;
+/// Version of the metadata record; bumped on any change of [`FeedMeta`]'s encoding. Version 1
+/// (without `pending_proof`) is still read.
+const META_VERSION: u8 = 2;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +206,21 @@ struct FeedMeta {
     /// Set while a delete is under way: the feed is gone for readers, and [`Store::open`]
     /// finishes the clean-up if a crash interrupted it.
     deleting: bool,
+    /// With `pending`: the consistency proof from `length` to the pending head, when known, so
+    /// the stored prefix can be served on while the rest is still to come.
+    pending_proof: Option<ConsistencyProof>,
+}
+
+/// Version 1 of [`FeedMeta`], read when found and written back as the current version.
+#[derive(Deserialize)]
+struct FeedMetaV1 {
+    version: u8,
+    length: u64,
+    data_end: u64,
+    head: Option<SignedHead>,
+    pending: Option<SignedHead>,
+    frozen: bool,
+    deleting: bool,
 }
 
 impl FeedMeta {
@@ -213,6 +233,7 @@ impl FeedMeta {
             pending: None,
             frozen: false,
             deleting: false,
+            pending_proof: None,
         }
     }
 
@@ -382,6 +403,27 @@ impl std::fmt::Display for Damage {
     }
 }
 
+/// A damaged entry rewritten with a good copy from a peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    pub feed: FeedKey,
+    pub index: u64,
+    /// The node id of the peer the good copy came from.
+    pub peer: [u8; 32],
+    /// When, in seconds since the epoch (0 if the clock was unset).
+    pub at: u64,
+}
+
+/// What this node can serve of a feed: entries up to `length`, each batch provable against
+/// `head` (its newest complete head) or, when it holds more verified against a longer head
+/// than is complete here, against `prefix`, that longer head's prefix of `length` entries.
+#[derive(Clone, Debug)]
+pub struct ServeTarget {
+    pub length: u64,
+    pub head: SignedHead,
+    pub prefix: Option<PrefixHead>,
+}
+
 /// A durable feed store. Cheap to clone; all clones share one index and one set of locks.
 #[derive(Clone)]
 pub struct Store {
@@ -398,6 +440,7 @@ struct Inner {
     feeds: sled::Tree,
     damage: sled::Tree,
     forks: sled::Tree,
+    repairs: sled::Tree,
     /// One lock per feed, so appends and deletes of one feed are serialized while different
     /// feeds proceed in parallel. Grows with the number of feeds touched since open (a few
     /// dozen bytes each).
@@ -498,6 +541,7 @@ impl Store {
                 feeds: db.open_tree(TREE_FEEDS)?,
                 damage: db.open_tree(TREE_DAMAGE)?,
                 forks: db.open_tree(TREE_FORKS)?,
+                repairs: db.open_tree(TREE_REPAIRS)?,
                 index_files: barrier::IndexFiles::new(&db_path),
                 reserve,
                 db,
@@ -528,7 +572,9 @@ impl Store {
     /// The table `name` of the index, for another layer's records (created empty if new).
     /// The store's own tables' names are refused.
     pub fn table(&self, name: &str) -> Result<Table> {
-        if [TREE_FEEDS, TREE_DAMAGE, TREE_FORKS].contains(&name) || name.starts_with("__sled") {
+        if [TREE_FEEDS, TREE_DAMAGE, TREE_FORKS, TREE_REPAIRS].contains(&name)
+            || name.starts_with("__sled")
+        {
             return Err(StoreError::Corrupt {
                 what: format!("table name {name:?} (reserved by the store)"),
             });
@@ -840,8 +886,10 @@ impl Store {
         if batch.completes_head() {
             meta.head = Some(head.clone());
             meta.pending = None;
+            meta.pending_proof = None;
         } else {
             meta.pending = Some(head.clone());
+            meta.pending_proof = batch.tail_proof().cloned();
         }
         b.insert(&meta_key(&feed)[..], encode_meta(&meta));
         self.inner.feeds.apply_batch(b)?;
@@ -1116,6 +1164,158 @@ impl Store {
         Ok(out)
     }
 
+    /// Damaged entries of `feed` on record, in order (at most [`MAX_DAMAGED_LISTED`]).
+    pub fn damaged_entries(&self, feed: &FeedKey) -> Result<Vec<u64>> {
+        let mut prefix = feed.0.to_vec();
+        prefix.push(1);
+        let mut out = Vec::new();
+        for item in self
+            .inner
+            .damage
+            .scan_prefix(prefix)
+            .take(MAX_DAMAGED_LISTED)
+        {
+            let (k, _) = item?;
+            let index = k
+                .get(33..41)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("damage record {}", hex::encode(&k)),
+                })?;
+            out.push(index);
+        }
+        Ok(out)
+    }
+
+    /// What can be served of `feed` (see [`ServeTarget`]), or `None` if nothing can.
+    pub fn serve_target(&self, feed: &FeedKey) -> Result<Option<ServeTarget>> {
+        let Some(meta) = self.meta(feed)? else {
+            return Ok(None);
+        };
+        let complete = meta.head.as_ref().map_or(0, |h| h.length);
+        if let (Some(pending), Some(proof)) = (&meta.pending, &meta.pending_proof) {
+            if meta.length > complete
+                && proof.old_size == meta.length
+                && proof.new_size == pending.length
+            {
+                let root = self.root_at(feed, meta.length)?;
+                return Ok(Some(ServeTarget {
+                    length: meta.length,
+                    head: pending.clone(),
+                    prefix: Some(PrefixHead {
+                        head: pending.clone(),
+                        length: meta.length,
+                        root,
+                        proof: proof.clone(),
+                    }),
+                }));
+            }
+        }
+        Ok(meta.head.map(|head| ServeTarget {
+            length: head.length,
+            head,
+            prefix: None,
+        }))
+    }
+
+    /// Rewrite damaged entry `index` of `feed` with `bytes`, a copy from `peer`, if they hash
+    /// to the entry's stored leaf (the tree was verified when the entry first came: the copy
+    /// needs no signature). Returns whether it was repaired; durable when this returns.
+    pub fn repair(
+        &self,
+        feed: &FeedKey,
+        index: u64,
+        bytes: &[u8],
+        peer: [u8; 32],
+        at: u64,
+    ) -> Result<bool> {
+        let lock = self.lock(feed);
+        let _guard = lock.lock().expect("feed lock poisoned");
+        let meta = self.meta_required(feed)?;
+        if index >= meta.length {
+            return Ok(false);
+        }
+        let leaf = self.leaf(feed, index)?;
+        if feed::leaf_hash(bytes) != leaf.hash || bytes.len() != leaf.len as usize {
+            return Ok(false);
+        }
+        let path = self.data_path(feed);
+        let file = self.open_for_append(&path)?;
+        file.write_all_at(bytes, leaf.offset)
+            .map_err(io_err("write", &path))?;
+        file.sync_data().map_err(io_err("sync", &path))?;
+        let mut key = feed.0.to_vec();
+        key.push(1);
+        key.extend_from_slice(&index.to_be_bytes());
+        self.inner.damage.remove(key)?;
+        let mut rkey = feed.0.to_vec();
+        rkey.extend_from_slice(&index.to_be_bytes());
+        let record = Repair {
+            feed: *feed,
+            index,
+            peer,
+            at,
+        };
+        let encoded = postcard::to_allocvec(&record).map_err(|_| StoreError::Corrupt {
+            what: "repair record (encoding)".into(),
+        })?;
+        self.inner.repairs.insert(rkey, encoded)?;
+        self.commit()?;
+        tracing::info!(%feed, index, peer = %hex::encode(&peer[..4]), "damaged entry repaired");
+        Ok(true)
+    }
+
+    /// Every repair on record, in feed and entry order.
+    pub fn repairs(&self) -> Result<Vec<Repair>> {
+        let mut out = Vec::new();
+        for item in self.inner.repairs.iter() {
+            let (_, v) = item?;
+            out.push(postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt {
+                what: "repair record".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Entries `[start, end)` of `feed` that read back good, stopping at `max_bytes` or
+    /// `max_entries` (at least one entry), or before the first damaged entry, whose index is
+    /// returned with them.
+    pub fn read_range_good(
+        &self,
+        feed: &FeedKey,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+        max_entries: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<u64>)> {
+        let max_bytes = max_bytes.min(MAX_RANGE_BYTES);
+        let mut reader = self.reader(feed)?;
+        if end > reader.len() || start > end {
+            return Err(StoreError::OutOfRange {
+                feed: *feed,
+                index: end,
+                length: reader.len(),
+            });
+        }
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for index in start..end {
+            if total >= max_bytes || out.len() >= max_entries.max(1) {
+                break;
+            }
+            match reader.read(index) {
+                Ok(entry) => {
+                    total += entry.len();
+                    out.push(entry);
+                }
+                Err(StoreError::Integrity { .. }) => return Ok((out, Some(index))),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, None))
+    }
+
     /// Read and check every entry of `feed`; returns the damage found (also recorded).
     pub fn scrub(&self, feed: &FeedKey) -> Result<Vec<Damage>> {
         let mut found = Vec::new();
@@ -1324,6 +1524,23 @@ fn decode_meta(feed: &FeedKey, bytes: &[u8]) -> Result<FeedMeta> {
     let corrupt = || StoreError::Corrupt {
         what: format!("feed {feed} metadata"),
     };
+    if bytes.first() == Some(&1) {
+        let (old, rest): (FeedMetaV1, _) =
+            postcard::take_from_bytes(bytes).map_err(|_| corrupt())?;
+        if !rest.is_empty() || old.version != 1 {
+            return Err(corrupt());
+        }
+        return Ok(FeedMeta {
+            version: META_VERSION,
+            length: old.length,
+            data_end: old.data_end,
+            head: old.head,
+            pending: old.pending,
+            frozen: old.frozen,
+            deleting: old.deleting,
+            pending_proof: None,
+        });
+    }
     let (meta, rest): (FeedMeta, _) = postcard::take_from_bytes(bytes).map_err(|_| corrupt())?;
     if !rest.is_empty() || meta.version != META_VERSION {
         return Err(corrupt());

@@ -41,6 +41,11 @@ The protocol:
 6. A side that won't take (more of) a feed — its disk or the space's quota is full, the feed is
    frozen — says so once with `Refused` and the reason, instead of leaving the peer waiting;
    it keeps serving what it holds and asks again when the feed next grows and there is room.
+7. Damage heals: a side whose copy of some entries is damaged (bit rot found by a read or the
+   scrub) asks a peer that holds them with `Fetch`, checks the copies against its own verified
+   tree and rewrites them, then says `Stored` so the peer knows it is done. A side that can't
+   serve from where it was asked (its own copy is damaged there) says `Unavailable`. A prefix
+   held verified against a longer head (an upload cut short) is offered and served as such.
 
 Misbehaviour ends the session with [`Action::Close`]: bad certificates or signatures,
 messages for spaces never opened, an unexpected message before `Hello`.
@@ -82,6 +87,8 @@ pub trait Local {
     /// Whether a peer's validly signed `head`, no longer than what is stored complete here,
     /// contradicts the stored tree (the writer signed two histories); the evidence if so.
     fn contradicts(&self, head: &VerifiedHead) -> Option<ForkEvidence>;
+    /// Entries of `feed` found damaged here and not yet repaired, in order.
+    fn damaged(&self, feed: &FeedKey) -> Vec<u64>;
 }
 
 /// Why the session ended.
@@ -107,13 +114,14 @@ pub enum Action {
         space: Address,
         cert: MembershipCert,
     },
-    /// Send entries of `feed` from `from` on, up to the newest complete head stored, on a
-    /// stream of its own, as `Data` messages for connection space id `id`.
+    /// Send entries of `feed` from `from` on (up to `to`, if given, else as far as can be
+    /// proven), on a stream of its own, as `Data` messages for connection space id `id`.
     Serve {
         id: u32,
         space: Address,
         feed: FeedKey,
         from: u64,
+        to: Option<u64>,
     },
     /// Keep the evidence that a feed's writer forked and freeze the feed.
     RecordFork {
@@ -156,6 +164,18 @@ pub enum Event {
     },
     /// The peer's head of `feed` contradicts ours: its writer forked.
     Forked { space: Address, feed: FeedKey },
+    /// `count` damaged entries of `feed` were rewritten with good copies from the peer.
+    Repaired {
+        space: Address,
+        feed: FeedKey,
+        count: u64,
+    },
+    /// The peer can't serve `feed` from `from` on (damaged on its side).
+    Unavailable {
+        space: Address,
+        feed: FeedKey,
+        from: u64,
+    },
 }
 
 /// A message for the control stream.
@@ -173,6 +193,10 @@ struct OpenSpace {
     refusing: BTreeMap<FeedKey, Refusal>,
     /// Feeds the peer said it refuses, and why.
     refused: BTreeMap<FeedKey, Refusal>,
+    /// Feeds with damaged entries we asked the peer to send again (until that transfer ends).
+    repairing: std::collections::BTreeSet<FeedKey>,
+    /// Feeds the peer asked us to send again, until it says `Stored` for them.
+    resending: std::collections::BTreeSet<FeedKey>,
 }
 
 /// One connection's replication state.
@@ -251,6 +275,8 @@ impl Session {
         }
         self.open.values().all(|s| {
             s.wanted.is_empty()
+                && s.repairing.is_empty()
+                && s.resending.is_empty()
                 && s.remote.iter().all(|(feed, len)| {
                     let (stored, frozen) = local.stored(feed);
                     stored >= *len || frozen || s.refusing.contains_key(feed)
@@ -383,14 +409,48 @@ impl Session {
     }
 
     /// A data stream for `feed` ended (finished, reset, or refused by verification). If more
-    /// is still offered, ask again from what is stored now.
+    /// is still offered, ask again from what is stored now; a repair transfer is answered with
+    /// `Stored`, so the peer knows it may go.
     pub fn handle_transfer_ended(&mut self, id: u32, feed: FeedKey, local: &dyn Local) {
         let Some(space) = self.open.get_mut(&id) else {
             return;
         };
         space.wanted.remove(&feed);
+        let repaired = space.repairing.remove(&feed);
         let address = space.address;
+        if repaired {
+            self.transmits.push_back(Transmit(Message::Stored {
+                space: id,
+                feed,
+                length: local.stored(&feed).0,
+            }));
+        }
         self.want_if_behind(id, address, feed, local);
+        if repaired {
+            self.fetch_damaged(id, feed, local);
+        }
+    }
+
+    /// The driver rewrote `count` damaged entries of `feed` with copies from this peer.
+    pub fn handle_repaired(&mut self, id: u32, feed: FeedKey, count: u64) {
+        if let Some(space) = self.open.get(&id) {
+            self.events.push_back(Event::Repaired {
+                space: space.address,
+                feed,
+                count,
+            });
+        }
+    }
+
+    /// The driver can't serve `feed` from `from` as the peer asked (damaged here): say so.
+    pub fn handle_unservable(&mut self, id: u32, feed: FeedKey, from: u64) {
+        if self.open.contains_key(&id) {
+            self.transmits.push_back(Transmit(Message::Unavailable {
+                space: id,
+                feed,
+                from,
+            }));
+        }
     }
 
     /// `feed` of `space` now has `head` complete here. Tell the peer if it may not have it.
@@ -417,6 +477,7 @@ impl Session {
                     feeds: vec![FeedOffer {
                         cert: cert.clone(),
                         head: Some(head.clone()),
+                        prefix: None,
                     }],
                 }),
             }
@@ -491,8 +552,61 @@ impl Session {
                         space: address,
                         feed,
                         from,
+                        to: None,
+                    });
+                } else {
+                    self.send(Message::Unavailable {
+                        space: id,
+                        feed,
+                        from,
                     });
                 }
+                Ok(())
+            }
+            Message::Fetch {
+                space: id,
+                feed,
+                from,
+                to,
+            } => {
+                let address = self.opened(id)?;
+                let (stored, _) = local.stored(&feed);
+                if from < stored {
+                    let s = self.open.get_mut(&id).expect("opened above");
+                    s.resending.insert(feed);
+                    self.actions.push_back(Action::Serve {
+                        id,
+                        space: address,
+                        feed,
+                        from,
+                        to: Some(to.min(stored)),
+                    });
+                } else {
+                    self.send(Message::Unavailable {
+                        space: id,
+                        feed,
+                        from,
+                    });
+                }
+                Ok(())
+            }
+            Message::Unavailable {
+                space: id,
+                feed,
+                from,
+            } => {
+                let address = self.opened(id)?;
+                let s = self.open.get_mut(&id).expect("opened above");
+                s.wanted.remove(&feed);
+                s.repairing.remove(&feed);
+                // Don't ask this peer for more of it until it says it has more.
+                let remote = s.remote.entry(feed).or_insert(0);
+                *remote = (*remote).min(from);
+                self.events.push_back(Event::Unavailable {
+                    space: address,
+                    feed,
+                    from,
+                });
                 Ok(())
             }
             Message::Data { .. } => misbehaved("data on the control stream"),
@@ -503,6 +617,7 @@ impl Session {
             } => {
                 let address = self.opened(id)?;
                 let s = self.open.get_mut(&id).expect("opened above");
+                s.resending.remove(&feed);
                 let remote = s.remote.entry(feed).or_insert(0);
                 *remote = (*remote).max(length);
                 self.events.push_back(Event::Acked {
@@ -626,6 +741,8 @@ impl Session {
                 wanted: BTreeMap::new(),
                 refusing: BTreeMap::new(),
                 refused: BTreeMap::new(),
+                repairing: Default::default(),
+                resending: Default::default(),
             },
         );
         self.events
@@ -665,10 +782,20 @@ impl Session {
         }
         let s = self.open.get_mut(&id).expect("checked open");
         s.remote.entry(feed).or_insert(0);
-        match offer.head {
-            Some(head) => self.on_head(id, address, head, local),
-            None => Ok(()),
+        if let Some(head) = offer.head {
+            self.on_head(id, address, head, local)?;
         }
+        // A prefix of a longer head, verified there: worth fetching as far as it goes (its
+        // data is verified against that head when it comes).
+        if let Some(prefix) = offer.prefix {
+            let s = self.open.get_mut(&id).expect("checked open");
+            let remote = s.remote.entry(feed).or_insert(0);
+            if prefix > *remote {
+                *remote = prefix;
+                self.want_if_behind(id, address, feed, local);
+            }
+        }
+        Ok(())
     }
 
     fn on_head(
@@ -703,7 +830,47 @@ impl Session {
         let remote = s.remote.entry(feed).or_insert(0);
         *remote = (*remote).max(length);
         self.want_if_behind(id, address, feed, local);
+        self.fetch_damaged(id, feed, local);
         Ok(())
+    }
+
+    /// Ask the peer for good copies of our damaged entries of `feed` that it holds.
+    fn fetch_damaged(&mut self, id: u32, feed: FeedKey, local: &dyn Local) {
+        let Some(s) = self.open.get_mut(&id) else {
+            return;
+        };
+        let remote = s.remote.get(&feed).copied().unwrap_or(0);
+        if s.repairing.contains(&feed) {
+            return;
+        }
+        let damaged: Vec<u64> = local
+            .damaged(&feed)
+            .into_iter()
+            .filter(|i| *i < remote)
+            .collect();
+        if damaged.is_empty() {
+            return;
+        }
+        s.repairing.insert(feed);
+        // The first contiguous run, at most a data message's entries: one request.
+        let from = damaged[0];
+        let mut to = from + 1;
+        for i in damaged.into_iter().skip(1) {
+            if i != to || to - from >= crate::wire::MAX_ENTRIES_PER_DATA as u64 {
+                break;
+            }
+            to = i + 1;
+        }
+        let runs = [(from, to)];
+        // One transfer per feed at a time: the next run is asked for when this one ends.
+        if let Some((from, to)) = runs.first().copied() {
+            self.transmits.push_back(Transmit(Message::Fetch {
+                space: id,
+                feed,
+                from,
+                to,
+            }));
+        }
     }
 
     fn want_if_behind(&mut self, id: u32, address: Address, feed: FeedKey, local: &dyn Local) {

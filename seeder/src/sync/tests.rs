@@ -44,6 +44,7 @@ impl Local for Node {
                     Some(FeedOffer {
                         cert: f.cert.clone()?,
                         head: f.head.clone(),
+                        prefix: None,
                     })
                 })
                 .collect()
@@ -80,6 +81,9 @@ impl Local for Node {
             }
         }
         None
+    }
+    fn damaged(&self, _feed: &FeedKey) -> Vec<u64> {
+        Vec::new()
     }
     fn room(&self, _: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
         if self.full {
@@ -128,15 +132,23 @@ impl Node {
     }
 
     /// `Data` messages answering a want, as a serving driver would send them.
-    fn serve(&self, id: u32, space: &Address, feed: &FeedKey, from: u64) -> Vec<Message> {
+    fn serve(
+        &self,
+        id: u32,
+        space: &Address,
+        feed: &FeedKey,
+        from: u64,
+        to: Option<u64>,
+    ) -> Vec<Message> {
         let f = &self.spaces[space][feed];
         let Some(head) = f.head.clone() else {
             return vec![];
         };
+        let stop = to.map_or(head.length, |t| t.min(head.length));
         let mut out = Vec::new();
         let mut start = from as usize;
-        while (start as u64) < head.length {
-            let end = (start + BATCH).min(head.length as usize);
+        while (start as u64) < stop {
+            let end = (start + BATCH).min(stop as usize);
             let proof = ((end as u64) < head.length).then(|| {
                 ConsistencyProof::build(end as u64, head.length, |id| {
                     f.nodes.get(&id).copied().ok_or(())
@@ -151,6 +163,7 @@ impl Node {
                 head: head.clone(),
                 proof,
                 prefix: None,
+                checkpoint: None,
             });
             start = end;
         }
@@ -319,9 +332,10 @@ impl Mesh {
                     space,
                     feed,
                     from,
+                    to,
                 } => {
                     // The data stream: served by `me`, received by `other`.
-                    let msgs = self.nodes[me].serve(id, &space, &feed, from);
+                    let msgs = self.nodes[me].serve(id, &space, &feed, from, to);
                     for msg in msgs {
                         let recv_addr = {
                             let l = &mut self.links[li];
@@ -512,7 +526,7 @@ fn a_transfer_cut_short_resumes_from_what_is_stored() {
     m.nodes[0].write(&secret, &ka, entries("a", 10));
     // The seeder already has the first 4 entries (a transfer that died half way).
     let partial: Vec<Message> = m.nodes[0]
-        .serve(0, &address, &fa, 0)
+        .serve(0, &address, &fa, 0, None)
         .into_iter()
         .take(1)
         .collect();
@@ -643,6 +657,7 @@ fn offers_with_bad_certificates_or_signatures_close_the_session() {
             feeds: vec![FeedOffer {
                 cert: MembershipCert::issue(&other, FeedKey::from(&ka)),
                 head: None,
+                prefix: None,
             }],
         },
         &node,
@@ -663,6 +678,7 @@ fn offers_with_bad_certificates_or_signatures_close_the_session() {
             feeds: vec![FeedOffer {
                 cert: MembershipCert::issue(&secret, FeedKey::from(&ka)),
                 head: Some(head),
+                prefix: None,
             }],
         },
         &node,
@@ -767,7 +783,7 @@ fn leaf_hashes_of_served_data_match_the_writer() {
     let mut n = Node::default();
     n.hold(address);
     n.write(&secret, &ka, entries("a", 5));
-    let msgs = n.serve(0, &address, &FeedKey::from(&ka), 0);
+    let msgs = n.serve(0, &address, &FeedKey::from(&ka), 0, None);
     let served: Vec<Hash> = msgs
         .iter()
         .flat_map(|m| match m {

@@ -17,7 +17,7 @@ says what may be said and how it is spelled.
 
 use serde::{Deserialize, Serialize};
 
-use crate::feed::{ConsistencyProof, FeedKey, Hash, SignedHead};
+use crate::feed::{ConsistencyProof, FeedKey, Hash, PrefixHead, SignedHead};
 use crate::space::{Capability, DiscoveryKey, MembershipCert};
 
 /// Protocol version said in [`Message::Hello`] and in the ALPN (`seeder/1`).
@@ -78,6 +78,9 @@ pub struct FeedOffer {
     pub cert: MembershipCert,
     /// The newest head whose whole tree the sender holds; `None` for a feed with no entries.
     pub head: Option<SignedHead>,
+    /// More entries than `head` covers that the sender holds verified against a longer head
+    /// (the rest of an upload still to come), and can serve as a prefix of it.
+    pub prefix: Option<u64>,
 }
 
 /// Why a node does not take (more of) a feed a peer offers: sent in [`Message::Refused`] so
@@ -190,6 +193,9 @@ pub enum Message {
         /// The sender's root at `start`, with a consistency proof to `head`, when the
         /// receiver's stored prefix must be checked for a fork first.
         prefix: Option<(Hash, ConsistencyProof)>,
+        /// When the sender holds only a prefix of `head`: that prefix, proven against `head`;
+        /// `proof` then leads to the prefix's length instead of the head's.
+        checkpoint: Option<Box<PrefixHead>>,
     },
     /// The sender now durably stores `length` entries of `feed`: a storage acknowledgement.
     Stored {
@@ -207,6 +213,21 @@ pub enum Message {
         space: u32,
         feed: FeedKey,
         reason: Refusal,
+    },
+    /// Please send entries `[from, to)` of `feed` again: they are damaged here (bit rot). The
+    /// sender checks them against its own verified tree and rewrites them.
+    Fetch {
+        space: u32,
+        feed: FeedKey,
+        from: u64,
+        to: u64,
+    },
+    /// The sender can't serve `feed` from `from` on (its copy is damaged there and not yet
+    /// repaired); ask another peer, or again later.
+    Unavailable {
+        space: u32,
+        feed: FeedKey,
+        from: u64,
     },
 }
 
@@ -231,6 +252,8 @@ impl Message {
             | Message::Data { space, .. }
             | Message::Stored { space, .. }
             | Message::Refused { space, .. }
+            | Message::Fetch { space, .. }
+            | Message::Unavailable { space, .. }
                 if *space >= MAX_SPACES_PER_CONNECTION =>
             {
                 limit(
@@ -249,6 +272,7 @@ impl Message {
                 entries,
                 proof: p,
                 prefix,
+                checkpoint,
                 ..
             } => {
                 limit(
@@ -265,7 +289,20 @@ impl Message {
                 if let Some((_, p)) = prefix {
                     proof(p)?;
                 }
+                if let Some(c) = checkpoint {
+                    proof(&c.proof)?;
+                }
                 Ok(())
+            }
+            Message::Fetch { from, to, .. } => {
+                if to < from {
+                    return Err(WireError::Malformed(format!("fetch of [{from}, {to})")));
+                }
+                limit(
+                    "entries in a fetch",
+                    (to - from).min(usize::MAX as u64) as usize,
+                    MAX_ENTRIES_PER_DATA,
+                )
             }
             Message::Goodbye { reason } => limit("reason bytes", reason.len(), MAX_TEXT_LEN),
             Message::Error { message, .. } => limit("message bytes", message.len(), MAX_TEXT_LEN),

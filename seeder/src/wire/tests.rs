@@ -33,6 +33,7 @@ fn every_message() -> Vec<Message> {
             feeds: vec![FeedOffer {
                 cert: MembershipCert::issue(&secret, feed),
                 head: Some(head()),
+                prefix: None,
             }],
         },
         Message::Head {
@@ -52,6 +53,7 @@ fn every_message() -> Vec<Message> {
             head: head(),
             proof: Some(proof.clone()),
             prefix: Some(([8; 32], proof)),
+            checkpoint: None,
         },
         Message::Stored {
             space: 1,
@@ -196,6 +198,7 @@ fn limits_are_checked_on_both_sides() {
             FeedOffer {
                 cert: MembershipCert::issue(&SpaceSecret::from_bytes([1; 32]), FeedKey([2; 32])),
                 head: None,
+                prefix: None,
             };
             MAX_FEEDS_PER_LIST + 1
         ],
