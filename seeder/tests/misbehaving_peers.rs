@@ -84,6 +84,7 @@ impl Writer {
             cert: self.cert.clone(),
             head: Some(self.head()),
             prefix: None,
+            damaged_from: None,
         }
     }
 }
@@ -520,6 +521,7 @@ fn floods_and_stalled_readers_leave_memory_bounded_and_members_syncing() {
                         cert: f.cert.clone(),
                         head: None,
                         prefix: None,
+                        damaged_from: None,
                     }],
                 })
                 .await;

@@ -88,6 +88,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
             admin: None,
             board: Default::default(),
             keep_free_percent: 5,
+            activity: Default::default(),
         };
         daemon.setup_code()?
     };

@@ -122,6 +122,9 @@ enum CtlCmd {
     /// Forget the admin password (and API tokens) so the device can be claimed again with a
     /// new setup code, which is printed.
     ResetPassword,
+    /// Read back and check every held entry now (the daily scrub at once). Damaged entries are
+    /// then fetched again, verified, from the next peer that holds them.
+    Scrub,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +263,13 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                 for d in v["damaged"].as_array().into_iter().flatten() {
                     println!("DAMAGED: {}", d.as_str().unwrap_or("?"));
                 }
+                for r in v["repaired"].as_array().into_iter().flatten() {
+                    println!(
+                        "repaired {} entries from {}",
+                        r["entries"],
+                        r["peer"].as_str().unwrap_or("?")
+                    );
+                }
                 if v["forks"].as_u64().unwrap_or(0) > 0 {
                     println!("FORKED FEEDS: {} (frozen; see the admin page)", v["forks"]);
                 }
@@ -321,6 +331,21 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
             };
             let v = call(&data, request)?;
             println!("{}", v.as_str().unwrap_or("?"));
+        }
+        CtlCmd::Scrub => {
+            let v = call(&data, CtlRequest::Scrub)?;
+            let damaged: Vec<&str> = v["damaged"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str())
+                .collect();
+            if damaged.is_empty() {
+                println!("every held entry reads back as it was stored");
+            }
+            for d in damaged {
+                println!("DAMAGED: {d} (fetched again from the next peer that holds it)");
+            }
         }
         CtlCmd::ResetPassword => {
             let v = call(&data, CtlRequest::ResetPassword)?;

@@ -125,6 +125,9 @@ enum Command {
     Sync(sync::SyncArgs),
     /// What each seeder has acknowledged storing of a space.
     Status { name: String },
+    /// Read back and check every entry of a space held here; damaged ones are fetched again
+    /// from a seeder at the next sync.
+    Check { name: String },
     /// Offline exchange: a space's feeds in one file.
     Bundle {
         #[command(subcommand)]
@@ -254,6 +257,7 @@ fn member_command(
         Command::Conflicts { name, path } => member::conflicts(home, &name, path.as_deref(), io),
         Command::Bundle { cmd } => member::bundle(home, cmd, io),
         Command::Status { name } => sync::status(home, &name, io),
+        Command::Check { name } => sync::check(home, &name, io),
         Command::Sync(_)
         | Command::Serve(_)
         | Command::Ctl(_)

@@ -487,6 +487,28 @@ pub fn status(home: &Home, name: &str, io: &mut super::Io) -> Result<()> {
         .map_or(0, |d| d.as_secs());
     let feeds = home.members(&address)?;
     let acks = home.acks(&address)?;
+    let ours: std::collections::HashSet<FeedKey> = feeds.iter().map(|c| c.feed).collect();
+    let mut repaired: std::collections::BTreeMap<[u8; 32], u64> = Default::default();
+    for r in home.store().repairs()? {
+        if ours.contains(&r.feed) {
+            *repaired.entry(r.peer).or_default() += 1;
+        }
+    }
+    for (peer, n) in repaired {
+        writeln!(
+            io.out,
+            "repaired {n} damaged entries here with good copies from {}",
+            NodeId(peer)
+        )?;
+    }
+    for d in home.store().damage()? {
+        if ours.contains(&d.feed) {
+            writeln!(
+                io.out,
+                "DAMAGED here: {d} (seeder sync {name} fetches a good copy)"
+            )?;
+        }
+    }
     if acks.is_empty() {
         writeln!(
             io.out,
@@ -518,6 +540,37 @@ pub fn status(home: &Home, name: &str, io: &mut super::Io) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `seeder check NAME`: every entry of every feed of the space held here, read and checked.
+pub fn check(home: &Home, name: &str, io: &mut super::Io) -> Result<()> {
+    let space = home
+        .space(name)
+        .map_err(|e| anyhow::Error::new(e).context(Failure::NotFound))?;
+    let address = *space.address();
+    let mut damaged = 0;
+    let mut entries = 0;
+    for cert in home.members(&address)? {
+        entries += home.store().feed(&cert.feed)?.map_or(0, |s| s.length);
+        let found = home.store().scrub(&cert.feed)?;
+        for d in &found {
+            writeln!(io.out, "DAMAGED: {d}")?;
+        }
+        damaged += found.len();
+    }
+    if damaged == 0 {
+        writeln!(
+            io.out,
+            "all {entries} entries of {name:?} read back as they were stored"
+        )?;
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{damaged} of {entries} entries of {name:?} are damaged on this disk: \
+             seeder sync {name} fetches good copies from a seeder"
+        )
+        .context(Failure::Refused))
+    }
 }
 
 fn ago(secs: u64) -> String {
@@ -610,6 +663,18 @@ impl SyncObserver for Progress {
         self.update(&bar, length, || {
             format!("received feed {}: {length} entries", feed.short())
         });
+    }
+
+    fn repaired(&self, peer: NodeId, feed: FeedKey, count: u64) {
+        let line = format!(
+            "repaired {count} damaged entries of feed {} with good copies from {}",
+            feed.short(),
+            peer.short()
+        );
+        let _ = self.multi.println(&line);
+        if !self.terminal {
+            eprintln!("{line}");
+        }
     }
 
     fn own_feed_behind(&self, ours: u64, theirs: u64) {

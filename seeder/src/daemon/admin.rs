@@ -28,6 +28,9 @@ use crate::sync::Local;
 /// Partners not seen for this long are reported as unreachable.
 pub const PARTNER_SILENCE_SECS: u64 = 120;
 
+/// Repairs of damaged data are shown on the dashboard for this long.
+pub const REPAIR_NEWS_SECS: u64 = 7 * 24 * 60 * 60;
+
 /// See the module comment.
 pub struct AdminDaemon {
     pub daemon: Arc<Daemon>,
@@ -304,6 +307,24 @@ impl AdminDaemon {
             Err(e) => w.push(error(format!("Cannot read damage records: {e}"))),
         }
         let now = now_unix();
+        // Healed damage is news for a week: which peer's copies repaired how much.
+        match super::backend::repairs_by_peer(&self.daemon.store) {
+            Ok(r) => {
+                for (peer, entries, at) in r {
+                    if at == 0 || now.saturating_sub(at) < REPAIR_NEWS_SECS {
+                        w.push(Warning {
+                            level: Level::Info,
+                            message: format!(
+                                "Repaired {entries} damaged {} with good copies from {}.",
+                                if entries == 1 { "entry" } else { "entries" },
+                                crate::net::NodeId(peer).short()
+                            ),
+                        });
+                    }
+                }
+            }
+            Err(e) => w.push(error(format!("Cannot read repair records: {e}"))),
+        }
         for p in self.daemon.registry.partners().unwrap_or_default() {
             let id = crate::net::NodeId(p.node_id);
             if self.activity.is_connected(&id) {

@@ -59,6 +59,21 @@ pub struct Daemon {
     pub board: BoardState,
     /// The share of the disk kept free (for the "needs the admin" state).
     pub keep_free_percent: u8,
+    /// Connections, arrivals and scrub results, shared with the admin page.
+    pub activity: std::sync::Arc<super::activity::Activity>,
+}
+
+/// Repairs on record, by the peer whose copies they came from: `(peer, entries, last time)`.
+pub fn repairs_by_peer(
+    store: &Store,
+) -> Result<Vec<([u8; 32], u64, u64)>, crate::store::StoreError> {
+    let mut by: std::collections::BTreeMap<[u8; 32], (u64, u64)> = Default::default();
+    for r in store.repairs()? {
+        let e = by.entry(r.peer).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(r.at);
+    }
+    Ok(by.into_iter().map(|(p, (n, at))| (p, n, at)).collect())
 }
 
 /// Shared between the admin page (which waits for a press) and the control socket (which
@@ -230,6 +245,13 @@ impl CtlBackend for Daemon {
                     .damage()
                     .map(|d| d.iter().map(|x| x.to_string()).collect::<Vec<_>>());
                 let forks = self.store.forks().map(|f| f.len());
+                let repaired = repairs_by_peer(&self.store).map(|r| {
+                    r.into_iter()
+                        .map(|(peer, entries, at)| {
+                            json!({"peer": hex::encode(peer), "entries": entries, "last_at": at})
+                        })
+                        .collect::<Vec<_>>()
+                });
                 let (free, total) = super::local::disk_room(self.store.dir()).unwrap_or((0, 0));
                 let disk_full = total > 0
                     && free.saturating_mul(100) / total <= u64::from(self.keep_free_percent);
@@ -240,8 +262,8 @@ impl CtlBackend for Daemon {
                     .presses
                     .as_ref()
                     .map(|p| p.load(Ordering::SeqCst));
-                match (damage, forks) {
-                    (Ok(damage), Ok(forks)) => ok(json!({
+                match (damage, forks, repaired) {
+                    (Ok(damage), Ok(forks), Ok(repaired)) => ok(json!({
                         "needs_admin": disk_full || forks > 0 || !damage.is_empty(),
                         "claimed": self.claimed().ok(),
                         "waiting_for_button": waiting,
@@ -256,9 +278,12 @@ impl CtlBackend for Daemon {
                         "disk_total_bytes": total,
                         "spaces": spaces,
                         "damaged": damage,
+                        "repaired": repaired,
                         "forks": forks,
                     })),
-                    (Err(e), _) | (_, Err(e)) => err(format!("reading the store: {e}")),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        err(format!("reading the store: {e}"))
+                    }
                 }
             }
             CtlRequest::SpaceAdd { code, name, quota } => {
@@ -278,6 +303,18 @@ impl CtlBackend for Daemon {
                 match self.registry.remove_space(&name, purge) {
                     Ok(purged) => ok(json!({"name": name, "purged_feeds": purged})),
                     Err(e) => registry_err(e),
+                }
+            }
+            CtlRequest::Scrub => {
+                let never = std::sync::atomic::AtomicBool::new(false);
+                let findings =
+                    super::scrub::pass(&self.store, &self.registry, &self.activity, false, &never);
+                match self.store.damage() {
+                    Ok(d) => ok(json!({
+                        "findings": findings,
+                        "damaged": d.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                    })),
+                    Err(e) => err(format!("reading the store: {e}")),
                 }
             }
             CtlRequest::SpaceList => match self.spaces_json() {

@@ -54,6 +54,9 @@ pub enum CtlRequest {
     ResetPassword,
     /// The board's claim button was pressed (from `seeder board`).
     ButtonPressed,
+    /// Read back and check every held entry now (the daily scrub, at once); damaged entries
+    /// are then fetched again from the next peer that holds them.
+    Scrub,
 }
 
 /// The answer: a JSON value for the client to print, or an error message for a person.

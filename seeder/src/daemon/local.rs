@@ -46,7 +46,16 @@ pub fn offer(store: &Store, cert: MembershipCert) -> FeedOffer {
         Ok(Some(t)) if t.prefix.is_some() => Some(t.length),
         _ => None,
     };
-    FeedOffer { cert, head, prefix }
+    let damaged_from = store
+        .damaged_entries(&cert.feed)
+        .ok()
+        .and_then(|d| d.first().copied());
+    FeedOffer {
+        cert,
+        head,
+        prefix,
+        damaged_from,
+    }
 }
 
 /// Free and total bytes of the file system holding `path`.
@@ -227,6 +236,8 @@ pub trait SyncObserver: Send + Sync {
     /// A peer holds `theirs` entries of this device's own feed, `ours` are here: this home is
     /// older than what it wrote (restored from a backup); they are being fetched back.
     fn own_feed_behind(&self, _ours: u64, _theirs: u64) {}
+    /// `count` damaged entries of `feed` here were rewritten with good copies from `peer`.
+    fn repaired(&self, _peer: NodeId, _feed: FeedKey, _count: u64) {}
 }
 
 impl Local for HomeLocal {
@@ -355,6 +366,12 @@ impl Node for HomeLocal {
 
     fn disconnected(&self, id: u64) {
         self.peers.lock().connections.remove(&id);
+    }
+
+    fn repaired(&self, peer: NodeId, _space: &Address, feed: FeedKey, count: u64) {
+        if let Some(o) = &self.observer {
+            o.repaired(peer, feed, count);
+        }
     }
 
     fn forked(&self, peer: NodeId, space: &Address, feed: FeedKey) {

@@ -198,6 +198,7 @@ pub async fn run(
             waiting: Arc::default(),
         },
         keep_free_percent: config.keep_free_percent,
+        activity: activity.clone(),
     });
     // The setup code exists from the first start, so the console and the SD card can show it.
     if let Err(e) = daemon.setup_code() {

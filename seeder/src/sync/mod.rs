@@ -197,6 +197,9 @@ struct OpenSpace {
     repairing: std::collections::BTreeSet<FeedKey>,
     /// Feeds the peer asked us to send again, until it says `Stored` for them.
     resending: std::collections::BTreeSet<FeedKey>,
+    /// Damaged entries already asked for on this connection: a peer whose copies don't match
+    /// either is not asked again and again.
+    fetched: std::collections::BTreeSet<(FeedKey, u64)>,
 }
 
 /// One connection's replication state.
@@ -418,16 +421,21 @@ impl Session {
         space.wanted.remove(&feed);
         let repaired = space.repairing.remove(&feed);
         let address = space.address;
-        if repaired {
-            self.transmits.push_back(Transmit(Message::Stored {
-                space: id,
-                feed,
-                length: local.stored(&feed).0,
-            }));
-        }
         self.want_if_behind(id, address, feed, local);
         if repaired {
+            // The next damaged run, if the peer holds it; only when none is left, `Stored`.
             self.fetch_damaged(id, feed, local);
+            let more = self
+                .open
+                .get(&id)
+                .is_some_and(|s| s.repairing.contains(&feed));
+            if !more {
+                self.transmits.push_back(Transmit(Message::Stored {
+                    space: id,
+                    feed,
+                    length: local.stored(&feed).0,
+                }));
+            }
         }
     }
 
@@ -478,6 +486,7 @@ impl Session {
                         cert: cert.clone(),
                         head: Some(head.clone()),
                         prefix: None,
+                        damaged_from: None,
                     }],
                 }),
             }
@@ -743,6 +752,7 @@ impl Session {
                 refused: BTreeMap::new(),
                 repairing: Default::default(),
                 resending: Default::default(),
+                fetched: Default::default(),
             },
         );
         self.events
@@ -795,6 +805,12 @@ impl Session {
                 self.want_if_behind(id, address, feed, local);
             }
         }
+        // Damaged there: the peer really holds what comes before, until it says otherwise.
+        if let Some(d) = offer.damaged_from {
+            let s = self.open.get_mut(&id).expect("checked open");
+            let remote = s.remote.entry(feed).or_insert(0);
+            *remote = (*remote).min(d);
+        }
         Ok(())
     }
 
@@ -846,7 +862,7 @@ impl Session {
         let damaged: Vec<u64> = local
             .damaged(&feed)
             .into_iter()
-            .filter(|i| *i < remote)
+            .filter(|i| *i < remote && !s.fetched.contains(&(feed, *i)))
             .collect();
         if damaged.is_empty() {
             return;
@@ -860,6 +876,9 @@ impl Session {
                 break;
             }
             to = i + 1;
+        }
+        for i in from..to {
+            s.fetched.insert((feed, i));
         }
         let runs = [(from, to)];
         // One transfer per feed at a time: the next run is asked for when this one ends.

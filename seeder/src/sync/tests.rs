@@ -45,6 +45,7 @@ impl Local for Node {
                         cert: f.cert.clone()?,
                         head: f.head.clone(),
                         prefix: None,
+                        damaged_from: None,
                     })
                 })
                 .collect()
@@ -658,6 +659,7 @@ fn offers_with_bad_certificates_or_signatures_close_the_session() {
                 cert: MembershipCert::issue(&other, FeedKey::from(&ka)),
                 head: None,
                 prefix: None,
+                damaged_from: None,
             }],
         },
         &node,
@@ -679,6 +681,7 @@ fn offers_with_bad_certificates_or_signatures_close_the_session() {
                 cert: MembershipCert::issue(&secret, FeedKey::from(&ka)),
                 head: Some(head),
                 prefix: None,
+                damaged_from: None,
             }],
         },
         &node,

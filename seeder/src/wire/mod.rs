@@ -81,6 +81,9 @@ pub struct FeedOffer {
     /// More entries than `head` covers that the sender holds verified against a longer head
     /// (the rest of an upload still to come), and can serve as a prefix of it.
     pub prefix: Option<u64>,
+    /// The first entry the sender holds damaged (bit rot, not yet repaired): it really holds
+    /// only what comes before, until it says `Stored` again.
+    pub damaged_from: Option<u64>,
 }
 
 /// Why a node does not take (more of) a feed a peer offers: sent in [`Message::Refused`] so

@@ -34,6 +34,7 @@ fn every_message() -> Vec<Message> {
                 cert: MembershipCert::issue(&secret, feed),
                 head: Some(head()),
                 prefix: None,
+                damaged_from: None,
             }],
         },
         Message::Head {
@@ -199,6 +200,7 @@ fn limits_are_checked_on_both_sides() {
                 cert: MembershipCert::issue(&SpaceSecret::from_bytes([1; 32]), FeedKey([2; 32])),
                 head: None,
                 prefix: None,
+                damaged_from: None,
             };
             MAX_FEEDS_PER_LIST + 1
         ],
