@@ -696,6 +696,7 @@ impl Driver {
                     length,
                     complete: head,
                     repaired,
+                    grew,
                 })) => {
                     if repaired > 0
                         && tx
@@ -709,15 +710,17 @@ impl Driver {
                     {
                         return;
                     }
-                    if tx
-                        .send(Ev::Appended {
-                            id,
-                            feed,
-                            length,
-                            head,
-                        })
-                        .await
-                        .is_err()
+                    // Only new entries are acknowledged; a repair is answered when it is done.
+                    if grew
+                        && tx
+                            .send(Ev::Appended {
+                                id,
+                                feed,
+                                length,
+                                head,
+                            })
+                            .await
+                            .is_err()
                     {
                         return;
                     }
@@ -829,6 +832,8 @@ struct Stored {
     complete: Option<SignedHead>,
     /// Damaged entries rewritten with the group's copies.
     repaired: u64,
+    /// Whether new entries were appended.
+    grew: bool,
 }
 
 /// Verify a received group on top of what is stored and append it. Entries already stored are
@@ -904,6 +909,7 @@ fn store_batch(store: &Store, group: DataMsg, peer: [u8; 32]) -> Result<Stored, 
             length: have,
             complete: None,
             repaired,
+            grew: false,
         });
     }
     let rest = entries[skip..].to_vec();
@@ -922,6 +928,7 @@ fn store_batch(store: &Store, group: DataMsg, peer: [u8; 32]) -> Result<Stored, 
         length,
         complete,
         repaired,
+        grew: true,
     })
 }
 

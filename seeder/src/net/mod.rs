@@ -100,6 +100,66 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// The key of this node's QUIC stateless resets, derived from its identity so it is the same
+/// after a restart: a node restarted (a crash, an update, a power cut) can then tell peers
+/// still sending on a connection of its previous run that the connection is gone, and they
+/// dial again at once instead of waiting out [`IDLE_TIMEOUT`]. A keyed BLAKE3 is the MAC.
+struct ResetKey(blake3::Hash);
+
+impl ResetKey {
+    fn for_identity(identity: &NodeIdentity) -> ResetKey {
+        let secret = identity.secret_bytes();
+        ResetKey(blake3::Hash::from_bytes(blake3::derive_key(
+            "seeder 2026-12 QUIC stateless reset key",
+            secret.as_slice(),
+        )))
+    }
+}
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        let mac = blake3::keyed_hash(self.0.as_bytes(), data);
+        let n = signature_out.len().min(32);
+        signature_out[..n].copy_from_slice(&mac.as_bytes()[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let Ok(sig) = <[u8; 32]>::try_from(signature) else {
+            return Err(quinn::crypto::CryptoError);
+        };
+        // blake3::Hash compares in constant time.
+        if blake3::keyed_hash(self.0.as_bytes(), data) == blake3::Hash::from_bytes(sig) {
+            Ok(())
+        } else {
+            Err(quinn::crypto::CryptoError)
+        }
+    }
+}
+
+/// Connection ids: 8 random bytes, and every id counts as possibly this node's (no check that
+/// would tie it to this run), so that a packet for a connection of the previous run gets a
+/// stateless reset too. The cost, a reset sent for stray packets, is bounded by quinn's reset
+/// rate limit and by never answering with more bytes than came in.
+struct RestartProofCids;
+
+impl quinn::ConnectionIdGenerator for RestartProofCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        quinn::ConnectionId::new(&rand::random::<[u8; 8]>())
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
 /// A QUIC endpoint that accepts and dials, as this node.
 pub struct Endpoint {
     endpoint: quinn::Endpoint,
@@ -115,8 +175,13 @@ impl Endpoint {
         let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(transport.clone());
-        let endpoint = quinn::Endpoint::server(server, addr)
-            .map_err(|source| NetError::Bind { addr, source })?;
+        let socket =
+            std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
+        let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey::for_identity(&identity)));
+        config.cid_generator(|| Box::new(RestartProofCids));
+        let endpoint =
+            quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|source| NetError::Bind { addr, source })?;
         Ok(Endpoint {
             endpoint,
             identity,
