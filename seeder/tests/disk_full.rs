@@ -1,7 +1,8 @@
 //! A full disk is a state, not a crash, and a quota holds within one transfer: a real seeder on
 //! a 64 MiB ext4 (a loop device, no blocks reserved for root), two members offering 100 MiB
 //! each. The seeder stores up to its free-space reserve and refuses the rest with the reason,
-//! which the members' `sync` prints and exits 7 on; filled to 0 bytes free by something else,
+//! which the members' `sync` prints and exits 7 on, and a new member still gets every file it
+//! holds whole; filled to 0 bytes free by something else,
 //! it restarts with its admin page and control socket answering; once the disk has room again
 //! (grown) it takes the rest, and a fresh member reads every file back identical. A
 //! space with a 5 MiB quota gets at most 5 MiB of one 20 MiB transfer, and its member is told.
@@ -188,6 +189,33 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
     let held: u64 = seeder.entries();
     assert!(held > 0, "the seeder stored what fits");
     admin_answers(&seeder);
+
+    // Full, it keeps serving everything it holds: a new member gets the files it has whole.
+    let early = Member(tmp.path().join("early"));
+    early.ok(&["space", "join", &invite, "--name", "office"]);
+    let (code, said) = sync(&early, "office", &peer);
+    assert!(code == 0 || code == 7, "{said}");
+    let listed = early.ok(&["ls", "office", "--recursive"]);
+    let named = |prefix: &str, f: &PathBuf| {
+        format!("{prefix}/{}", f.file_name().unwrap().to_str().unwrap())
+    };
+    let whole: Vec<(String, &PathBuf)> = a_files
+        .iter()
+        .map(|f| (named("a", f), f))
+        .chain(b_files.iter().map(|f| (named("b", f), f)))
+        .filter(|(path, _)| {
+            listed
+                .lines()
+                .any(|l| l.trim_end().ends_with(path.as_str()))
+        })
+        .collect();
+    assert!(!whole.is_empty(), "files held whole are served: {listed}");
+    for (path, f) in whole {
+        let out = early.run(&["get", "office", &path, "-"]);
+        assert!(out.stdout == std::fs::read(f).unwrap(), "{path}");
+    }
+
+    let held = seeder.entries();
 
     // Filled to the last byte by something else: the seeder still starts and answers.
     let filler = disk.mount.join("filler");
