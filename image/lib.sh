@@ -52,12 +52,15 @@ _report_error() {
 }
 
 _at_exit=()
-# Run COMMAND… when the script ends, however it ends (last registered, first run).
-at_exit() { _at_exit+=("$*"); }
+# Run COMMAND ARG… when the script ends, however it ends (last registered, first run). The
+# words are kept quoted (printf %q), so any path is safe in them.
+at_exit() { _at_exit+=("$(printf '%q ' "$@")"); }
 
 _run_at_exit() {
   local status=$? i
   trap - ERR
+  # A second Ctrl-C must not cut the clean-up short (that could leave /dev mounted).
+  trap '' INT TERM HUP
   set +e
   for ((i = ${#_at_exit[@]} - 1; i >= 0; i--)); do
     eval "${_at_exit[i]}"
@@ -66,22 +69,38 @@ _run_at_exit() {
   exit "$status"
 }
 
-# Mount points at or below DIR, as the kernel lists them (deepest last).
+# Mount points at or below DIR, as the kernel lists them, NUL-separated (any byte may be in a
+# path; mountinfo escapes them as octal, which is decoded here).
 mounts_under() {
-  local dir
-  dir=$(readlink -f "$1")
-  awk -v d="$dir" '{ p = $5; gsub(/\\040/, " ", p); if (p == d || index(p, d "/") == 1) print p }' \
-    /proc/self/mountinfo
+  python3 - "$1" <<'PY'
+import os, re, sys
+top = os.fsencode(os.path.realpath(sys.argv[1]))
+with open("/proc/self/mountinfo", "rb") as f:
+    for line in f:
+        raw = line.split(b" ")[4]
+        p = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw)
+        if p == top or p.startswith(top + b"/"):
+            sys.stdout.buffer.write(p + b"\0")
+PY
+}
+
+# Whether anything is mounted at or below DIR.
+has_mounts_under() {
+  local m
+  while IFS= read -r -d '' m; do
+    return 0
+  done < <(mounts_under "$1")
+  return 1
 }
 
 # Unmount everything at or below DIR, deepest first; a busy mount is detached lazily.
 # Returns 1 if anything is still mounted there.
 undo_mounts_under() {
   local m
-  while read -r m; do
+  while IFS= read -r -d '' m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "cannot unmount $m"
-  done < <(mounts_under "$1" | sort -r)
-  [ -z "$(mounts_under "$1")" ]
+  done < <(mounts_under "$1" | sort -rz)
+  ! has_mounts_under "$1"
 }
 
 # A temporary work folder in VAR, removed when the script ends, after everything mounted inside
@@ -92,26 +111,36 @@ make_work_dir() {
   local dir
   dir=$(mktemp -d "${TMPDIR:-/var/tmp}/$2.XXXXXX")
   printf -v "$1" '%s' "$dir"
-  at_exit "remove_work_dir '$dir'"
+  at_exit remove_work_dir "$dir"
 }
 
 remove_work_dir() {
   local dir=$1
   [ -d "$dir" ] || return 0
   if ! undo_mounts_under "$dir"; then
-    printf 'error: %s still has mounts inside (%s): not removing it\n' \
-      "$dir" "$(mounts_under "$dir" | paste -sd' ' -)" >&2
+    printf 'error: %q still has mounts inside: not removing it\n' "$dir" >&2
     return 1
   fi
   rm -rf --one-file-system "$dir"
 }
 
+# Unmount TARGET if it is still a mount point (lazily if busy).
+unmount_if_mounted() {
+  if mountpoint -q "$1"; then
+    umount "$1" 2>/dev/null || umount -l "$1"
+  fi
+}
+
 # Mount with the arguments of mount(8); the mount point (the last argument) is unmounted when
-# the script ends if nothing unmounted it before.
+# the script ends if nothing unmounted it before. The mount point must be a real folder, not a
+# symlink: mount(8) would follow one out of a root being built into the host.
 mount_tracked() {
   local target=${!#}
+  if [ -L "$target" ] || [ ! -d "$target" ]; then
+    die "refusing to mount on $(printf %q "$target"): not a plain folder (a symlink out of the root?)"
+  fi
   mount "$@"
-  at_exit "mountpoint -q '$target' && { umount '$target' 2>/dev/null || umount -l '$target'; }"
+  at_exit unmount_if_mounted "$target"
 }
 
 _step_done() {
@@ -214,7 +243,9 @@ fetch_verified() {
   if [ -z "$filename" ] || [ -z "$sha" ]; then die "$package is not in $suite/$arch"; fi
   /usr/lib/apt/apt-helper -oAPT::Sandbox::User=root download-file "$mirror/$filename" "$t/pkg.deb" "SHA256:$sha" >/dev/null ||
     die "cannot download $mirror/$filename (or its hash differs)"
-  mv "$t/pkg.deb" "$dest"
+  # Into place in one step (a copy across file systems first goes beside it).
+  mv "$t/pkg.deb" "$dest.part"
+  mv "$dest.part" "$dest"
   rm -rf "$t"
 }
 
@@ -233,7 +264,12 @@ fetch_loader() {
   debfile=$(newest "$dir"/u-boot-sunxi_*_armhf.deb)
   [ -n "$debfile" ] || die "no u-boot-sunxi package"
   local x="$dir/${debfile##*/}.d"
-  [ -d "$x" ] || dpkg-deb -x "$debfile" "$x"
+  if [ ! -d "$x" ]; then
+    # Extracted aside and renamed: an interrupted extraction never passes for a whole one.
+    rm -rf "$x.part"
+    dpkg-deb -x "$debfile" "$x.part"
+    mv "$x.part" "$x"
+  fi
   local f="$x/usr/lib/u-boot/$board/u-boot-sunxi-with-spl.bin"
   [ -f "$f" ] || die "u-boot-sunxi has no loader for $board"
   echo "$f"
@@ -385,43 +421,76 @@ in_root() {
     DEBIAN_FRONTEND=noninteractive "$@"
 }
 
-# Copy a tree into the root, owned by root, without touching existing folders' metadata.
+# Whether PATH is a plain folder (not a symlink): where the host writes into a root being
+# built, a symlink could lead out of it into the host's own files.
+plain_dir() {
+  [ -d "$1" ] && [ ! -L "$1" ]
+}
+
+# Copy a tree into the running system's root, owned by root, without touching existing folders'
+# metadata. Only ever run inside the root (see install_payload), where an absolute symlink
+# means the root's own path.
 _overlay() {
-  local src=$1 root=$2
-  shift 2
+  local src=$1
+  shift
   tar -C "$src" --owner=0 --group=0 --exclude=README.md "$@" -cf - . |
-    tar -C "$root" --no-overwrite-dir -xf -
+    tar -C / --no-overwrite-dir -xf -
 }
 
 # Everything that makes a Debian armhf root a seeder appliance: the package, the board's files,
 # first boot, no passwords, SSH off. The one recipe for all three ways of making the image:
 #   install_payload ROOT DEB SRC MODE
-# ROOT is the root folder ("/" inside a chroot, as Armbian's customize-image.sh runs), SRC a
-# folder holding board/lime2/overlay and image/payload (this checkout, or the Armbian overlay),
-# MODE debian (our partition layout) or armbian (Armbian's layout and fstab are kept).
+# SRC is a folder holding board/lime2/overlay and image/payload (this checkout); MODE debian
+# (our partition layout) or armbian (Armbian's layout and fstab are kept). The files are staged
+# in ROOT/tmp and the work is done inside the root (chroot, under qemu-user), never by the host
+# on ROOT/… paths: a root from an image (Armbian's) may hold absolute symlinks, which the host
+# would follow into its own files.
 install_payload() {
   local root=$1 deb=$2 src=$3 mode=$4
-  # Nothing starts inside the build.
-  printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
-  chmod 755 "$root/usr/sbin/policy-rc.d"
-  cp "$deb" "$root/tmp/seeder.deb"
-  in_root "$root" dpkg -i /tmp/seeder.deb >&2
-  rm -f "$root/tmp/seeder.deb" "$root/usr/sbin/policy-rc.d"
+  if ! plain_dir "$root" || ! plain_dir "$root/tmp"; then
+    die "$(printf %q "$root")/tmp is not a plain folder: refusing to write into this root"
+  fi
+  local stage
+  stage=$(mktemp -d "$root/tmp/seeder-payload.XXXXXX")
+  mkdir -p "$stage/src/board/lime2" "$stage/src/image"
+  cp -r "$src/board/lime2/overlay" "$stage/src/board/lime2/"
+  cp -r "$src/image/payload" "$stage/src/image/"
+  local here
+  here=$(dirname "${BASH_SOURCE[0]}")
+  cp "$here/lib.sh" "$here/packages.list" "$stage/src/image/"
+  cp "$deb" "$stage/seeder.deb"
+  # shellcheck disable=SC2016 # expanded by the shell inside the root
+  in_root "$root" /bin/bash -c \
+    'set -euo pipefail; . "$1/src/image/lib.sh"; strict_mode; install_payload_here "$1/seeder.deb" "$1/src" "$2"' \
+    install-payload "${stage#"$root"}" "$mode" >&2
+  rm -rf "$stage"
+}
 
-  _overlay "$src/board/lime2/overlay" "$root"
+# install_payload's work, run inside the root being built (by install_payload, or by Armbian's
+# framework in its chroot: customize-image.sh).
+#   install_payload_here DEB SRC MODE
+install_payload_here() {
+  local deb=$1 src=$2 mode=$3
+  # Nothing starts inside the build.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  dpkg -i "$deb" >&2
+  rm -f /usr/sbin/policy-rc.d
+
+  _overlay "$src/board/lime2/overlay"
   if [ "$mode" = armbian ]; then
     # Armbian's root is found by its own fstab and boot script; it has no FAT partition.
-    _overlay "$src/image/payload" "$root" --exclude=./etc/fstab
+    _overlay "$src/image/payload" --exclude=./etc/fstab
   else
-    _overlay "$src/image/payload" "$root"
-    mkdir -p "$root/boot/firmware"
+    _overlay "$src/image/payload"
+    mkdir -p /boot/firmware
   fi
 
   # The kernel's device trees where boot.scr looks (and again after every kernel upgrade).
   local k
-  for k in "$root"/usr/lib/linux-image-*; do
+  for k in /usr/lib/linux-image-*; do
     [ -d "$k" ] || continue
-    "$root/etc/kernel/postinst.d/zz-seeder-dtbs" "${k##*/linux-image-}" "" "$root" >&2
+    /etc/kernel/postinst.d/zz-seeder-dtbs "${k##*/linux-image-}" "" >&2
   done
 
   local units=(seeder.service seeder-board.service var-lib-seeder.mount
@@ -430,30 +499,30 @@ install_payload() {
   if [ "$mode" = debian ]; then
     units+=(systemd-networkd.service systemd-resolved.service systemd-timesyncd.service)
   fi
-  systemctl --root="$root" enable "${units[@]}" >&2
+  systemctl --root=/ enable "${units[@]}" >&2
   # SSH stays off until the admin enables it; its host keys are made on first boot.
-  systemctl --root="$root" disable ssh.service >/dev/null 2>&1 || true
-  systemctl --root="$root" mask ssh.socket systemd-firstboot.service >&2
-  rm -f "$root"/etc/ssh/ssh_host_*
+  systemctl --root=/ disable ssh.service >/dev/null 2>&1 || true
+  systemctl --root=/ mask ssh.socket systemd-firstboot.service >&2
+  rm -f /etc/ssh/ssh_host_*
   if [ "$mode" = debian ]; then
-    ln -sf /run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+    ln -sf /run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
   else
     # Armbian's first-login prompt (root password, user) is replaced by the admin page.
-    rm -f "$root/root/.not_logged_in_yet"
-    rm -f "$root/etc/profile.d/armbian-check-first-login.sh"
+    rm -f /root/.not_logged_in_yet
+    rm -f /etc/profile.d/armbian-check-first-login.sh
   fi
 
-  echo seeder > "$root/etc/hostname"
+  echo seeder > /etc/hostname
   # A new machine id on first boot (and systemd's first-boot units with it).
-  : > "$root/etc/machine-id"
-  rm -f "$root/var/lib/dbus/machine-id"
+  : > /etc/machine-id
+  rm -f /var/lib/dbus/machine-id
   # No account has a password: root is locked, the admin page is the way in.
-  sed -i -E 's/^([^:]+):[^:!*][^:]*:/\1:!*:/; s/^root:[^:]*:/root:!*:/' "$root/etc/shadow"
-  if awk -F: '$2 !~ /^[!*]/ { found = 1 } END { exit !found }' "$root/etc/shadow"; then
+  sed -i -E 's/^([^:]+):[^:!*][^:]*:/\1:!*:/; s/^root:[^:]*:/root:!*:/' /etc/shadow
+  if awk -F: '$2 !~ /^[!*]/ { found = 1 } END { exit !found }' /etc/shadow; then
     die "an account in the image has a password"
   fi
-  rm -rf "$root"/tmp/* "$root"/var/tmp/* "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old
-  find "$root/var/log" -type f -exec truncate -s 0 {} +
+  rm -rf /tmp/* /var/tmp/* /var/lib/apt/lists/* /var/cache/debconf/*-old
+  find /var/log -type f -exec truncate -s 0 {} +
 }
 
 # The U-Boot script, compiled.
@@ -553,30 +622,42 @@ with open(device, "rb") as dev:
 PY
 }
 
-# Run apt inside an armhf root (under qemu-user) to add packages it lacks.
+# Run apt inside an armhf root (under qemu-user) to add packages it lacks, with /proc, /dev
+# and /sys mounted in it for the time. Every step is checked here (callers use `|| die`, which
+# turns errexit off inside), and nothing may stay mounted afterwards.
 _chroot_apt_install() {
   local root=$1
   shift
-  local kept=""
-  if [ -e "$root/etc/resolv.conf" ] || [ -L "$root/etc/resolv.conf" ]; then
-    mv "$root/etc/resolv.conf" "$root/etc/resolv.conf.seeder-build"
-    kept=1
-  fi
-  cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-  mount_tracked -t proc proc "$root/proc"
-  mount_tracked --bind /dev "$root/dev"
-  mount_tracked -t sysfs sys "$root/sys"
+  local p
+  for p in "$root" "$root/etc" "$root/proc" "$root/dev" "$root/sys"; do
+    plain_dir "$p" || { say "$(printf %q "$p") is not a plain folder in the root"; return 1; }
+  done
+  mount_tracked -t proc proc "$root/proc" || return 1
+  mount_tracked --bind /dev "$root/dev" || return 1
+  mount_tracked -t sysfs sys "$root/sys" || return 1
   local rc=0
-  {
-    in_root "$root" apt-get update -qq &&
-      in_root "$root" apt-get install -y -qq --no-install-recommends "$@"
-  } >&2 || rc=$?
-  umount "$root/sys" "$root/dev" "$root/proc"
-  rm -f "$root/etc/resolv.conf"
-  if [ -n "$kept" ]; then
-    mv "$root/etc/resolv.conf.seeder-build" "$root/etc/resolv.conf"
+  # The host's resolver, for apt; the root's own resolv.conf is put back after. Done inside
+  # the root: its /etc/resolv.conf may be a symlink meant for the booted system.
+  in_root "$root" /bin/sh -c \
+    'if [ -e /etc/resolv.conf ] || [ -L /etc/resolv.conf ]; then mv /etc/resolv.conf /etc/resolv.conf.seeder-build; fi; cat > /etc/resolv.conf' \
+    < /etc/resolv.conf || rc=$?
+  if [ "$rc" = 0 ]; then
+    {
+      in_root "$root" apt-get update -qq &&
+        in_root "$root" apt-get install -y -qq --no-install-recommends "$@"
+    } >&2 || rc=$?
   fi
-  return $rc
+  in_root "$root" /bin/sh -c \
+    'rm -f /etc/resolv.conf; if [ -e /etc/resolv.conf.seeder-build ] || [ -L /etc/resolv.conf.seeder-build ]; then mv /etc/resolv.conf.seeder-build /etc/resolv.conf; fi' ||
+    rc=1
+  for p in sys dev proc; do
+    umount "$root/$p" || umount -l "$root/$p" || rc=1
+  done
+  if has_mounts_under "$root"; then
+    say "still mounted in the root: $(mounts_under "$root" | tr '\0' ' ')"
+    return 1
+  fi
+  return "$rc"
 }
 
 # Remaster an Armbian Lime2 image: verify it, unpack its root partition, install the same
@@ -610,10 +691,11 @@ import json, sys
 parts = json.load(sys.stdin)["partitiontable"]["partitions"]
 print([i + 1 for i, p in enumerate(parts) if p["type"] in ("83", "L")][-1])' <<<"$table")
   dd if="$img" of="$work/armbian-root" bs=512 skip="$start" count="$size" status=none
-  local uuid label
+  local uuid label fstype
+  fstype=$(blkid -p -o value -s TYPE "$work/armbian-root" || true)
+  [ "$fstype" = ext4 ] || die "the image's last Linux partition is not an ext4 root (${fstype:-no file system}): is it an Armbian image?"
   uuid=$(blkid -p -o value -s UUID "$work/armbian-root")
   label=$(blkid -p -o value -s LABEL "$work/armbian-root" || true)
-  [ "$(blkid -p -o value -s TYPE "$work/armbian-root")" = ext4 ] || die "Armbian's root is not ext4"
   local root="$work/root" mnt="$work/mnt"
   mkdir -p "$root" "$mnt"
   mount_tracked -o loop,ro "$work/armbian-root" "$mnt"

@@ -103,11 +103,19 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
     // Bit rot on the seeder's disk, found by its scrub.
     let feed_file = data_files(&t.join("seeder")).remove(0);
     flip(&feed_file, 3, &mut rng);
-    let scrub = seeder.ctl(&["scrub"]);
+    let out = common::seeder()
+        .args(["ctl", "--data"])
+        .arg(t.join("seeder"))
+        .arg("scrub")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "scrub exits 3 on damage");
+    let scrub = String::from_utf8_lossy(&out.stdout).into_owned();
     let found = scrub.lines().filter(|l| l.starts_with("DAMAGED")).count();
     assert!(found >= 1, "the scrub finds the damage: {scrub}");
 
-    // A new member still gets what comes before the damage, at once.
+    // A new member still gets what comes before the damage, at once, and is told the rest
+    // can't be served yet.
     let b = Member(t.join("b"));
     b.ok(&[
         "space",
@@ -117,7 +125,11 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
         "office",
     ]);
     let (code, said) = sync(&b, &peer);
-    assert_eq!(code, 0, "{said}");
+    assert_eq!(
+        code, 11,
+        "sync exits 11 when a seeder could serve only part: {said}"
+    );
+    assert!(said.contains("damaged"), "{said}");
 
     // The writer syncs: its copies heal the seeder.
     let (code, said) = sync(&a, &peer);

@@ -239,6 +239,30 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
         seeder.child.try_wait().unwrap().is_none(),
         "the seeder runs on"
     );
+    // The admin keeps working at 0 bytes free (the index's own writes), and it still restarts.
+    for i in 0..10 {
+        let other = Member(tmp.path().join(format!("o{i}")));
+        other.ok(&["space", "create", "other"]);
+        let code = other.last(&["space", "seed-code", "other"]);
+        let name = format!("other{i}");
+        let out = common::seeder()
+            .args(["ctl", "--data"])
+            .arg(&data)
+            .args(["space", "add", &code, "--name", &name])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let _ = common::seeder()
+                .args(["ctl", "--data"])
+                .arg(&data)
+                .args(["space", "remove", &name])
+                .output();
+        }
+    }
+    drop(seeder);
+    seeder = Seeder::start(&data, port);
+    admin_answers(&seeder);
+    assert_eq!(seeder.entries(), held, "nothing lost");
 
     // Room again: the rest is taken, and a fresh member gets every file, identical.
     std::fs::remove_file(&filler).unwrap();
@@ -300,4 +324,65 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
         "one transfer stops at the quota: {bytes} bytes held"
     );
     println!("disk_full_entries_held {held} count");
+}
+
+#[test]
+fn transfers_running_at_once_never_overrun_a_quota_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeder = Seeder::start(&tmp.path().join("seeder"), free_udp_port());
+    let peer = seeder.peer();
+    let first = Member(tmp.path().join("m0"));
+    first.ok(&["space", "create", "office"]);
+    let invite = first.last(&["space", "invite", "office"]);
+    let code = first.last(&["space", "seed-code", "office"]);
+    seeder.ctl(&["space", "add", &code, "--name", "office", "--quota", "5M"]);
+    let mut members = vec![first];
+    for i in 1..6 {
+        let m = Member(tmp.path().join(format!("m{i}")));
+        m.ok(&["space", "join", &invite, "--name", "office"]);
+        members.push(m);
+    }
+    for (i, m) in members.iter().enumerate() {
+        let local = tmp.path().join(format!("f{i}"));
+        common::random_file(&local, 3, 60 + i as u8);
+        m.ok(&[
+            "put",
+            "office",
+            local.to_str().unwrap(),
+            &format!("f{i}.bin"),
+        ]);
+    }
+    // Six uploads of 3 MiB at once into a 5 MiB quota.
+    let syncs: Vec<_> = members
+        .iter()
+        .map(|m| {
+            common::seeder()
+                .arg("--home")
+                .arg(&m.0)
+                .args([
+                    "sync",
+                    "office",
+                    "--peer",
+                    &peer,
+                    "--once",
+                    "--timeout",
+                    "120",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = syncs
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1))
+        .collect();
+    assert!(codes.iter().all(|c| *c == 0 || *c == 8), "{codes:?}");
+    assert!(codes.contains(&8), "some were refused: {codes:?}");
+    let bytes = seeder.status()["spaces"][0]["bytes"].as_u64().unwrap();
+    assert!(
+        bytes <= 5 << 20,
+        "{bytes} bytes held against a 5 MiB quota ({codes:?})"
+    );
 }

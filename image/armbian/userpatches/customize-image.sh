@@ -32,4 +32,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 deb=$(newest "$src"/seeder_*_armhf.deb)
 [ -n "$deb" ] || { echo "no seeder package in $src: run image/armbian/prepare-userpatches first" >&2; exit 1; }
-install_payload / "$deb" "$src" armbian
+install_payload_here "$deb" "$src" armbian

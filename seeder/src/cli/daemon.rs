@@ -343,8 +343,16 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
             if damaged.is_empty() {
                 println!("every held entry reads back as it was stored");
             }
-            for d in damaged {
+            for d in &damaged {
                 println!("DAMAGED: {d} (fetched again from the next peer that holds it)");
+            }
+            if !damaged.is_empty() {
+                return Err(anyhow::anyhow!(
+                    "{} damaged on this disk; they are fetched again from the next peer that \
+                     holds them (seeder ctl status shows the repairs)",
+                    damaged.len()
+                )
+                .context(super::Failure::Refused));
             }
         }
         CtlCmd::ResetPassword => {

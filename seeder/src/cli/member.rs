@@ -88,6 +88,9 @@ fn home_err(e: HomeError) -> anyhow::Error {
         // Writing now would make the device sign a second history of its feed.
         HomeError::OwnFeedBehind { .. } => Failure::Fork,
         HomeError::Store(crate::store::StoreError::Frozen(_)) => Failure::Fork,
+        // Damaged on this disk: refused data, and `seeder sync` fetches a good copy.
+        HomeError::Store(crate::store::StoreError::Integrity { .. })
+        | HomeError::ContentMismatch { .. } => Failure::Refused,
         _ => Failure::Internal,
     };
     anyhow::Error::new(e).context(failure)
@@ -193,6 +196,26 @@ pub fn put(home: &Home, mut args: PutArgs, io: &mut Io) -> Result<()> {
         collect(&args.local, &base, &mut files)?;
     } else {
         files.push((args.local.clone(), base));
+    }
+    // Entries once written stay in the feed (it is append-only and signed): a put that runs out
+    // of disk half-way leaves its chunks behind for good. So the room is checked first.
+    let needed: u64 = files
+        .iter()
+        .map(|(local, _)| std::fs::metadata(local).map_or(0, |m| m.len()))
+        .sum();
+    if let Some(crate::wire::Refusal::DiskFull { free, .. }) = crate::daemon::local::disk_refusal(
+        home.dir(),
+        needed.saturating_add(needed / 32),
+        crate::daemon::local::MEMBER_KEEP_FREE_PERCENT,
+    ) {
+        return Err(anyhow::anyhow!(
+            "this device's disk has {} free: not enough for {} (and {} % kept free); nothing was \
+             written",
+            web_admin::format::bytes(free),
+            web_admin::format::bytes(needed),
+            crate::daemon::local::MEMBER_KEEP_FREE_PERCENT
+        )
+        .context(Failure::DiskFull));
     }
     // Small files go in groups of up to 4 MiB, each group one durable batch; larger files
     // stream through in chunks.

@@ -43,6 +43,8 @@ pub enum Failure {
     NotHeld,
     /// A writer signed two histories: the feed is frozen.
     Fork,
+    /// A peer could serve only part of the data (its copy is damaged and not yet repaired).
+    Incomplete,
 }
 
 impl Failure {
@@ -59,6 +61,7 @@ impl Failure {
             Failure::Quota => 8,
             Failure::NotHeld => 9,
             Failure::Fork => 10,
+            Failure::Incomplete => 11,
         }
     }
 }
@@ -93,8 +96,10 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 not found; 2 bad input; 3 refused data; \
-4 home busy; 5 other failure; 6 peer unreachable; 7 a seeder's disk is full; 8 a quota is \
-reached; 9 the seeder does not hold the space; 10 a writer forked.";
+4 home busy; 5 other failure; 6 peer unreachable; 7 a disk is full (a seeder's, or this device's \
+for put); 8 a quota is \
+reached; 9 the seeder does not hold the space; 10 a writer forked; 11 a seeder could serve only \
+part (its copy is damaged, not yet repaired).";
 
 #[derive(Debug, Subcommand)]
 enum Command {

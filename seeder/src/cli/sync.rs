@@ -180,7 +180,17 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
         }
         let _ = stop_tx.send(true);
         endpoint.close("done");
-        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        // Goodbyes to peers that are there take a round trip; one that is gone must not hold
+        // the command past its --timeout.
+        let all_synced = outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Synced(_)));
+        let linger = if all_synced {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_millis(200)
+        };
+        let _ = tokio::time::timeout(linger, endpoint.wait_idle()).await;
         progress.finish();
         report(&home, &args.name, &address, &outcomes)
     })
@@ -215,6 +225,10 @@ enum Outcome {
     Refused(NodeId, Vec<(FeedKey, Refusal)>),
     /// Done, but the peer's heads showed these feeds' writers forked.
     Forked(NodeId, Vec<FeedKey>),
+    /// Done, but this device refused to take some of the peer's data (its own disk is full).
+    Refusing(NodeId, Vec<(FeedKey, Refusal)>),
+    /// Done, but the peer could serve these feeds only up to an entry (damaged there).
+    Incomplete(NodeId, Vec<(FeedKey, u64)>),
     /// Connected, but the peer never opened the space: it doesn't hold it.
     NotHeld(NodeId),
     /// Never connected (or lost the connection) before the deadline; the last error.
@@ -283,7 +297,14 @@ impl PeerCtx {
                 Some(tx),
                 self.stop.clone(),
             ));
-            let open_by = tokio::time::Instant::now() + OPEN_WAIT;
+            // Within half the --timeout, so a short one still tells "doesn't hold it" apart.
+            let open_wait = match self.deadline {
+                Some(d) => {
+                    OPEN_WAIT.min(d.saturating_duration_since(tokio::time::Instant::now()) / 2)
+                }
+                None => OPEN_WAIT,
+            };
+            let open_by = tokio::time::Instant::now() + open_wait;
             let mut stop = self.stop.clone();
             let outcome = loop {
                 let open_check = async {
@@ -302,12 +323,18 @@ impl PeerCtx {
                 tokio::select! {
                     changed = rx.changed() => {
                         if changed.is_ok() && *rx.borrow() && self.deadline.is_some() {
-                            let refused = self.node.peers.refused(&peer);
-                            let forked = self.node.peers.forked(&peer);
+                            let reports = &self.node.peers;
+                            let (refused, forked) = (reports.refused(&peer), reports.forked(&peer));
+                            let (refusing, unavailable) =
+                                (reports.refusing(&peer), reports.unavailable(&peer));
                             break Some(if !refused.is_empty() {
                                 Outcome::Refused(peer, refused)
                             } else if !forked.is_empty() {
                                 Outcome::Forked(peer, forked)
+                            } else if !refusing.is_empty() {
+                                Outcome::Refusing(peer, refusing)
+                            } else if !unavailable.is_empty() {
+                                Outcome::Incomplete(peer, unavailable)
                             } else {
                                 Outcome::Synced(peer)
                             });
@@ -368,7 +395,11 @@ fn report(
     let synced: Vec<NodeId> = outcomes
         .iter()
         .filter_map(|(_, o)| match o {
-            Outcome::Synced(p) | Outcome::Refused(p, _) | Outcome::Forked(p, _) => Some(*p),
+            Outcome::Synced(p)
+            | Outcome::Refused(p, _)
+            | Outcome::Forked(p, _)
+            | Outcome::Refusing(p, _)
+            | Outcome::Incomplete(p, _) => Some(*p),
             _ => None,
         })
         .collect();
@@ -412,6 +443,7 @@ fn report(
                     Refusal::DiskFull { .. } => Failure::DiskFull,
                     Refusal::Quota { .. } | Refusal::AgreementQuota { .. } => Failure::Quota,
                     Refusal::Frozen => Failure::Fork,
+                    Refusal::NotHeld => Failure::NotHeld,
                     Refusal::Failed(_) => Failure::Internal,
                 };
                 let what = match reason {
@@ -430,11 +462,39 @@ fn report(
                     Refusal::Frozen => {
                         "see seeder status for the fork; nothing more of that feed is taken"
                     }
+                    Refusal::NotHeld => "its admin holds it again with seeder ctl space add",
                     Refusal::Failed(_) => "its admin page says more",
                 };
                 (
                     kind,
                     format!("seeder {peer}: {what} (feed {}): {next}", feed.short()),
+                )
+            }
+            Outcome::Refusing(peer, refusing) => {
+                let (feed, reason) = &refusing[0];
+                (
+                    if reason.is_room() {
+                        Failure::DiskFull
+                    } else {
+                        Failure::Internal
+                    },
+                    format!(
+                        "this device did not take everything from {peer} (feed {}): {reason}: \
+                         make room here and sync again",
+                        feed.short()
+                    ),
+                )
+            }
+            Outcome::Incomplete(peer, feeds) => {
+                let (feed, from) = feeds[0];
+                (
+                    Failure::Incomplete,
+                    format!(
+                        "seeder {peer} could serve feed {} only up to entry {from}: its copy is \
+                         damaged there and not yet repaired. What comes after is not here yet; \
+                         sync again later (it heals from another member) or with another peer",
+                        feed.short()
+                    ),
                 )
             }
             Outcome::NotHeld(peer) => (

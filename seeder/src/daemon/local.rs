@@ -12,7 +12,7 @@ these from its blocking pool.
 */
 
 use crate::feed::FeedKey;
-use crate::net::driver::Node;
+use crate::net::driver::{Node, Reservation};
 use crate::net::NodeId;
 use crate::space::{Address, DiscoveryKey, MembershipCert};
 use crate::store::Store;
@@ -72,6 +72,27 @@ pub struct SeederLocal {
     pub limits: StoreLimits,
     /// Connections and arrivals, for the admin page.
     pub activity: std::sync::Arc<super::activity::Activity>,
+    /// Bytes of transfers admitted but not yet stored, so concurrent transfers can't each
+    /// pass the room check and together overrun a quota or the disk's reserve.
+    pub pending: Pending,
+}
+
+/// Bytes admitted and not yet stored: per space, and in all.
+#[derive(Clone, Default)]
+pub struct Pending(std::sync::Arc<std::sync::Mutex<PendingBytes>>);
+
+#[derive(Default)]
+struct PendingBytes {
+    by_space: std::collections::HashMap<Address, u64>,
+    total: u64,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingBytes> {
+        self.0
+            .lock()
+            .expect("pending bytes poisoned: a thread panicked while holding them")
+    }
 }
 
 /// Whether `bytes` more fit on the disk holding `path` with `keep_percent` % left free.
@@ -146,28 +167,8 @@ impl Local for SeederLocal {
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
-        let held = match self.registry.space(space) {
-            Ok(Some(held)) => held,
-            Ok(None) => return Err(Refusal::Failed("this space is not held here".into())),
-            Err(e) => return Err(Refusal::Failed(format!("reading the registry: {e}"))),
-        };
-        let failed = |e: super::registry::RegistryError| Refusal::Failed(e.to_string());
-        if let Some(limit) = held.quota {
-            let bytes_held = self.registry.bytes_held(space).map_err(failed)?;
-            if bytes_held.saturating_add(bytes) > limit {
-                return Err(Refusal::Quota {
-                    held: bytes_held,
-                    limit,
-                });
-            }
-        }
-        self.registry
-            .agreement_room(&held.name, bytes)
-            .map_err(failed)??;
-        match disk_refusal(self.store.dir(), bytes, self.limits.keep_free_percent) {
-            Some(r) => Err(r),
-            None => Ok(()),
-        }
+        let pending = self.pending.lock();
+        self.room_with(space, bytes, &pending)
     }
 }
 
@@ -200,6 +201,10 @@ struct Reports {
     refused: std::collections::HashMap<NodeId, Vec<(FeedKey, Refusal)>>,
     /// Feeds whose writer forked, by the peer whose head showed it.
     forked: std::collections::HashMap<NodeId, Vec<FeedKey>>,
+    /// Feeds this device refused to take from a peer (its own disk full), and why.
+    refusing: std::collections::HashMap<NodeId, Vec<(FeedKey, Refusal)>>,
+    /// Feeds a peer could serve only up to an entry (its copy damaged there).
+    unavailable: std::collections::HashMap<NodeId, Vec<(FeedKey, u64)>>,
 }
 
 impl PeerReports {
@@ -222,6 +227,20 @@ impl PeerReports {
     /// Feeds whose heads from `peer` showed a fork.
     pub fn forked(&self, peer: &NodeId) -> Vec<FeedKey> {
         self.lock().forked.get(peer).cloned().unwrap_or_default()
+    }
+
+    /// What this device refused to take from `peer`, and why.
+    pub fn refusing(&self, peer: &NodeId) -> Vec<(FeedKey, Refusal)> {
+        self.lock().refusing.get(peer).cloned().unwrap_or_default()
+    }
+
+    /// Feeds `peer` could serve only up to an entry, and from which entry not.
+    pub fn unavailable(&self, peer: &NodeId) -> Vec<(FeedKey, u64)> {
+        self.lock()
+            .unavailable
+            .get(peer)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -298,9 +317,72 @@ impl Local for HomeLocal {
     }
 }
 
+impl SeederLocal {
+    /// The room check with `pending`'s bytes counted as stored already.
+    fn room_with(
+        &self,
+        space: &Address,
+        bytes: u64,
+        pending: &PendingBytes,
+    ) -> Result<(), Refusal> {
+        let held = match self.registry.space(space) {
+            Ok(Some(held)) => held,
+            Ok(None) => return Err(Refusal::NotHeld),
+            Err(e) => return Err(Refusal::Failed(format!("reading the registry: {e}"))),
+        };
+        let failed = |e: super::registry::RegistryError| Refusal::Failed(e.to_string());
+        let in_flight = pending.by_space.get(space).copied().unwrap_or(0);
+        let bytes = bytes.saturating_add(in_flight);
+        if let Some(limit) = held.quota {
+            let bytes_held = self.registry.bytes_held(space).map_err(failed)?;
+            if bytes_held.saturating_add(bytes) > limit {
+                return Err(Refusal::Quota {
+                    held: bytes_held,
+                    limit,
+                });
+            }
+        }
+        self.registry
+            .agreement_room(&held.name, bytes)
+            .map_err(failed)??;
+        let disk_bytes = pending
+            .total
+            .saturating_sub(in_flight)
+            .saturating_add(bytes);
+        match disk_refusal(self.store.dir(), disk_bytes, self.limits.keep_free_percent) {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
+    }
+
+    /// Admit `bytes` more of `space`, counted as pending until the returned reservation is
+    /// dropped (after they are stored, or not).
+    pub fn reserve_room(&self, space: &Address, bytes: u64) -> Result<Reservation, Refusal> {
+        let mut pending = self.pending.lock();
+        self.room_with(space, bytes, &pending)?;
+        *pending.by_space.entry(*space).or_default() += bytes;
+        pending.total += bytes;
+        let (shared, space) = (self.pending.clone(), *space);
+        Ok(Reservation::new(move || {
+            let mut p = shared.lock();
+            p.total = p.total.saturating_sub(bytes);
+            if let Some(n) = p.by_space.get_mut(&space) {
+                *n = n.saturating_sub(bytes);
+                if *n == 0 {
+                    p.by_space.remove(&space);
+                }
+            }
+        }))
+    }
+}
+
 impl Node for SeederLocal {
     fn store(&self) -> &Store {
         &self.store
+    }
+
+    fn reserve(&self, space: &Address, bytes: u64) -> Result<Reservation, Refusal> {
+        self.reserve_room(space, bytes)
     }
 
     fn add_feed(&self, space: &Address, cert: &MembershipCert) -> Result<(), String> {
@@ -381,6 +463,24 @@ impl Node for HomeLocal {
             if !list.contains(&feed) {
                 list.push(feed);
             }
+        }
+    }
+
+    fn refusing(&self, peer: NodeId, space: &Address, feed: FeedKey, reason: &Refusal) {
+        if *space == self.space {
+            let mut r = self.peers.lock();
+            let list = r.refusing.entry(peer).or_default();
+            list.retain(|(f, _)| *f != feed);
+            list.push((feed, reason.clone()));
+        }
+    }
+
+    fn unavailable(&self, peer: NodeId, space: &Address, feed: FeedKey, from: u64) {
+        if *space == self.space {
+            let mut r = self.peers.lock();
+            let list = r.unavailable.entry(peer).or_default();
+            list.retain(|(f, _)| *f != feed);
+            list.push((feed, from));
         }
     }
 
@@ -473,6 +573,7 @@ mod tests {
             registry: registry.clone(),
             limits: StoreLimits::default(),
             activity: Default::default(),
+            pending: Pending::default(),
         };
         assert_eq!(local.room(&address, 1000), Ok(()));
         assert_eq!(
@@ -523,6 +624,41 @@ mod tests {
         assert_eq!(offers.len(), 1);
         assert_eq!(offers[0].head.as_ref().map(|h| h.length), Some(2));
         assert_eq!(local.stored(&feed), (2, false));
+    }
+
+    #[test]
+    fn transfers_admitted_at_once_are_counted_together_against_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let registry = Registry::open(&store).unwrap();
+        let address = SpaceSecret::from_bytes([3; 32]).address();
+        registry
+            .add_space(&SeedCode::new(address), Some("office"), Some(5000), 0)
+            .unwrap();
+        let local = SeederLocal {
+            store,
+            registry,
+            limits: StoreLimits::default(),
+            activity: Default::default(),
+            pending: Pending::default(),
+        };
+        let first = local.reserve_room(&address, 3000).unwrap();
+        assert!(
+            matches!(
+                local.reserve_room(&address, 3000),
+                Err(Refusal::Quota { .. })
+            ),
+            "a second transfer can't take the same room"
+        );
+        assert!(local.room(&address, 2001).is_err(), "pending bytes count");
+        let second = local.reserve_room(&address, 2000).unwrap();
+        drop(first);
+        drop(second);
+        assert_eq!(
+            local.room(&address, 5000),
+            Ok(()),
+            "given back when dropped"
+        );
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub const IDENTITY_FILE: &str = "node.key";
 /// partners, and a bound on what strangers on the network can make us hold.
 pub const MAX_PEERS: usize = 64;
 
+/// How often the disk reserve is grown back if it was given up (see `store::reserve`).
+pub const RESERVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How often partner seeders that aren't connected are dialed again.
 pub const PARTNER_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -184,6 +187,7 @@ pub async fn run(
             keep_free_percent: config.keep_free_percent,
         },
         activity: activity.clone(),
+        pending: Default::default(),
     });
     let driver = crate::net::driver::Driver::new(node.clone(), node_id);
     let daemon = Arc::new(Daemon {
@@ -253,6 +257,26 @@ pub async fn run(
         registry,
         stop_tx.subscribe(),
     ));
+    let reserve = tokio::spawn({
+        let store = store.clone();
+        let mut stop = stop_tx.subscribe();
+        async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::pin!(stopped);
+            let mut tick = tokio::time::interval(RESERVE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tick.tick() => {
+                        let s = store.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.keep_reserve()).await;
+                    }
+                }
+            }
+        }
+    });
     // Finding us on the LAN is a convenience: a failure is logged, never fatal.
     let _advertisement = config.mdns.and_then(|opts| {
         crate::net::discovery::advertise(node_id, listen, opts)
@@ -295,6 +319,7 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), admin).await;
     let _ = peers.await;
     let _ = partners.await;
+    let _ = reserve.await;
     endpoint.close("shutting down");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), endpoint.wait_idle()).await;
     let _ = std::fs::remove_file(config.data.join(super::ctl::SOCKET_NAME));

@@ -53,9 +53,40 @@ const RELAY_QUEUE: usize = 1024;
 /// A control write that takes longer than this means the peer stopped reading.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Room admitted for a transfer's bytes until they are stored (or not): dropping it gives the
+/// room back. See [`Node::reserve`].
+#[must_use = "the room is given back when this is dropped"]
+pub struct Reservation(Option<Box<dyn FnOnce() + Send>>);
+
+impl Reservation {
+    /// A reservation that runs `release` when dropped.
+    pub fn new(release: impl FnOnce() + Send + 'static) -> Reservation {
+        Reservation(Some(Box::new(release)))
+    }
+
+    /// Nothing to give back.
+    pub fn none() -> Reservation {
+        Reservation(None)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
+    }
+}
+
 /// What the driver needs of this node beyond [`Local`].
 pub trait Node: Local + Send + Sync + 'static {
     fn store(&self) -> &Store;
+    /// Admit `bytes` more of `space` before they are read into an append: like
+    /// [`Local::room`], but the bytes count as taken until the reservation is dropped, so
+    /// transfers running at once can't together overrun a quota or the disk's reserve.
+    fn reserve(&self, space: &Address, bytes: u64) -> Result<Reservation, Refusal> {
+        self.room(space, bytes).map(|()| Reservation::none())
+    }
     /// Record a member feed of `space` whose certificate the session verified.
     fn add_feed(&self, space: &Address, cert: &MembershipCert) -> Result<(), String>;
     /// The certificate of `feed` in `space`, if it is a member here.
@@ -68,6 +99,10 @@ pub trait Node: Local + Send + Sync + 'static {
     fn forked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey) {}
     /// `count` damaged entries of `feed` were rewritten with the peer's good copies.
     fn repaired(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _count: u64) {}
+    /// This node does not take (more of) the peer's `feed`, for `reason`.
+    fn refusing(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _reason: &Refusal) {}
+    /// The peer can't serve `feed` from `from` on (its copy is damaged there).
+    fn unavailable(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _from: u64) {}
     /// Data received from a peer was stored: `feed` now holds `length` entries here.
     fn appended(&self, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// A peer offers `offered` entries of `feed`, of which `have` are here: fetching starts.
@@ -446,6 +481,7 @@ impl Driver {
                         } else {
                             tracing::info!(%space, %feed, %reason, "not taking new data");
                         }
+                        self.node.refusing(conn.peer, &space, feed, &reason);
                     }
                     Event::Forked { space, feed } => {
                         self.node.forked(conn.peer, &space, feed);
@@ -456,6 +492,7 @@ impl Driver {
                     }
                     Event::Unavailable { space, feed, from } => {
                         tracing::info!(peer = %conn.peer.short(), %space, %feed, from, "the peer can't serve the feed from there (damaged on its side)");
+                        self.node.unavailable(conn.peer, &space, feed, from);
                     }
                     Event::Refused {
                         space,
@@ -642,14 +679,16 @@ impl Driver {
             // is stored; they take no room.)
             let held = self.node.stored(&feed).0;
             let grows = |g: &DataMsg| g.end() > held;
-            let room = match grows(&group) {
-                true => self.node.room(&space, group.bytes as u64),
-                false => Ok(()),
-            };
-            if let Err(reason) = room {
-                let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
-                let _ = recv.stop(0u32.into());
-                break;
+            let mut reserved = Vec::new();
+            if grows(&group) {
+                match self.node.reserve(&space, group.bytes as u64) {
+                    Ok(r) => reserved.push(r),
+                    Err(reason) => {
+                        let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
+                        let _ = recv.stop(0u32.into());
+                        break;
+                    }
+                }
             }
             let mut refusal = None;
             // More of the same transfer is on its way: take it into this append.
@@ -664,14 +703,15 @@ impl Driver {
                             let _ = tx.send(Ev::Close("data stream out of order".into())).await;
                             return;
                         }
-                        let room = match grows(&next) {
-                            true => self.node.room(&space, (group.bytes + next.bytes) as u64),
-                            false => Ok(()),
-                        };
-                        if let Err(reason) = room {
-                            // Store what fits, then refuse the rest.
-                            refusal = Some(reason);
-                            break;
+                        if grows(&next) {
+                            match self.node.reserve(&space, next.bytes as u64) {
+                                Ok(r) => reserved.push(r),
+                                Err(reason) => {
+                                    // Store what fits, then refuse the rest.
+                                    refusal = Some(reason);
+                                    break;
+                                }
+                            }
                         }
                         group.bytes += next.bytes;
                         group.entries.extend(next.entries);
@@ -691,6 +731,8 @@ impl Driver {
             let stored =
                 tokio::task::spawn_blocking(move || store_batch(&store, group, peer.0)).await;
             drop(permit);
+            // Stored (or not): the bytes now count in the store's own figures.
+            drop(reserved);
             match stored {
                 Ok(Ok(Stored {
                     length,

@@ -648,14 +648,79 @@ impl Store {
                 f.sync_all().map_err(io_err("sync", &path))?;
             } else if file_len < meta.data_end {
                 tracing::error!(%feed, file_len, committed = meta.data_end, "data file is short");
-                self.record_damage(Damage {
-                    feed,
-                    kind: DamageKind::Truncated {
-                        file_len,
-                        committed: meta.data_end,
-                    },
-                })?;
+                self.record_lost_tail(&feed, file_len, meta.data_end)?;
+            } else {
+                // A short file repaired meanwhile: its record is history.
+                self.clear_truncated(&feed)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The data file of `feed` ends at `file_len`, before its committed end: record that, and
+    /// each entry it cut (the first [`MAX_DAMAGED_LISTED`]; reads find the rest), so peers are
+    /// asked for them like for any damaged entry.
+    fn record_lost_tail(&self, feed: &FeedKey, file_len: u64, committed: u64) -> Result<()> {
+        let mut damage_key = feed.0.to_vec();
+        damage_key.push(0);
+        let record = |d: &Damage| {
+            postcard::to_allocvec(d).map_err(|_| StoreError::Corrupt {
+                what: "damage record (encoding)".into(),
+            })
+        };
+        self.inner.damage.insert(
+            damage_key,
+            record(&Damage {
+                feed: *feed,
+                kind: DamageKind::Truncated {
+                    file_len,
+                    committed,
+                },
+            })?,
+        )?;
+        let mut listed = 0;
+        'records: for item in self
+            .inner
+            .feeds
+            .scan_prefix(feed_prefix(PREFIX_BATCH, feed))
+        {
+            let (_, v) = item?;
+            let Some(batch) = BatchRecord::decode(&v) else {
+                continue;
+            };
+            let mut offset = batch.offset;
+            for (i, (_, len)) in batch.leaves.iter().enumerate() {
+                let end = offset + u64::from(*len);
+                offset = end;
+                if end <= file_len {
+                    continue;
+                }
+                let index = batch.first + i as u64;
+                let mut key = feed.0.to_vec();
+                key.push(1);
+                key.extend_from_slice(&index.to_be_bytes());
+                self.inner.damage.insert(
+                    key,
+                    record(&Damage {
+                        feed: *feed,
+                        kind: DamageKind::BadEntry { index },
+                    })?,
+                )?;
+                listed += 1;
+                if listed >= MAX_DAMAGED_LISTED {
+                    break 'records;
+                }
+            }
+        }
+        self.commit()
+    }
+
+    /// Forget a feed's "data file is short" record once the file holds its committed end.
+    fn clear_truncated(&self, feed: &FeedKey) -> Result<()> {
+        let mut key = feed.0.to_vec();
+        key.push(0);
+        if self.inner.damage.remove(key)?.is_some() {
+            self.commit()?;
         }
         Ok(())
     }
@@ -853,20 +918,31 @@ impl Store {
         let mut leaf_hashes = batch.nodes().iter().filter(|(id, _)| id.level == 0);
         if !batch.entries().is_empty() {
             let file = self.open_for_append(&path)?;
-            for entry in batch.entries() {
-                debug_assert!(entry.len() <= MAX_ENTRY_LEN);
-                file.write_all_at(entry, offset)
-                    .map_err(io_err("write", &path))?;
-                let (_, hash) = leaf_hashes
-                    .next()
-                    .expect("a verified batch has one leaf node per entry");
-                record.leaves.push((
-                    *hash,
-                    u32::try_from(entry.len()).expect("entries are at most MAX_ENTRY_LEN bytes"),
-                ));
-                offset += entry.len() as u64;
+            let written = (|| {
+                for entry in batch.entries() {
+                    debug_assert!(entry.len() <= MAX_ENTRY_LEN);
+                    file.write_all_at(entry, offset)
+                        .map_err(io_err("write", &path))?;
+                    let (_, hash) = leaf_hashes
+                        .next()
+                        .expect("a verified batch has one leaf node per entry");
+                    record.leaves.push((
+                        *hash,
+                        u32::try_from(entry.len())
+                            .expect("entries are at most MAX_ENTRY_LEN bytes"),
+                    ));
+                    offset += entry.len() as u64;
+                }
+                file.sync_data().map_err(io_err("sync", &path))
+            })();
+            if let Err(e) = written {
+                // A full disk mid-batch: give back what was written past the committed end now,
+                // not at the next open.
+                if let Err(t) = file.set_len(meta.data_end) {
+                    tracing::warn!(%feed, error = %t, "cannot trim a failed append");
+                }
+                return Err(e);
             }
-            file.sync_data().map_err(io_err("sync", &path))?;
         }
         record
             .nodes
@@ -945,13 +1021,7 @@ impl Store {
                 // Only asked for feeds with entries: their bytes are gone.
                 let committed = self.meta(feed)?.map_or(0, |m| m.data_end);
                 tracing::error!(%feed, "data file is missing");
-                if let Err(e) = self.record_damage(Damage {
-                    feed: *feed,
-                    kind: DamageKind::Truncated {
-                        file_len: 0,
-                        committed,
-                    },
-                }) {
+                if let Err(e) = self.record_lost_tail(feed, 0, committed) {
                     tracing::error!(%feed, error = %e, "could not record damage");
                 }
                 Err(StoreError::Integrity {
@@ -1249,6 +1319,14 @@ impl Store {
         key.push(1);
         key.extend_from_slice(&index.to_be_bytes());
         self.inner.damage.remove(key)?;
+        let mut rest = feed.0.to_vec();
+        rest.push(1);
+        let file_len = file.metadata().map_err(io_err("inspect", &path))?.len();
+        if file_len >= meta.data_end && self.inner.damage.scan_prefix(rest).next().is_none() {
+            let mut truncated = feed.0.to_vec();
+            truncated.push(0);
+            self.inner.damage.remove(truncated)?;
+        }
         let mut rkey = feed.0.to_vec();
         rkey.extend_from_slice(&index.to_be_bytes());
         let record = Repair {

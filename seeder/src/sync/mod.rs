@@ -805,11 +805,20 @@ impl Session {
                 self.want_if_behind(id, address, feed, local);
             }
         }
-        // Damaged there: the peer really holds what comes before, until it says otherwise.
+        // Damaged there: the peer really holds what comes before, until it says otherwise; if
+        // we lack what comes after, whoever syncs should know it can't come from this peer now.
         if let Some(d) = offer.damaged_from {
             let s = self.open.get_mut(&id).expect("checked open");
             let remote = s.remote.entry(feed).or_insert(0);
+            let offered = *remote;
             *remote = (*remote).min(d);
+            if local.stored(&feed).0 < offered {
+                self.events.push_back(Event::Unavailable {
+                    space: address,
+                    feed,
+                    from: d,
+                });
+            }
         }
         Ok(())
     }

@@ -102,6 +102,8 @@ pub enum Refusal {
     AgreementQuota { organisation: String, limit: u64 },
     /// The feed's writer signed two histories; nothing more of it is taken.
     Frozen,
+    /// The space is not (or no longer) held there.
+    NotHeld,
     /// Storing failed here (a disk error, say); the text says what.
     Failed(String),
 }
@@ -152,6 +154,7 @@ impl std::fmt::Display for Refusal {
                 human(*limit)
             ),
             Refusal::Frozen => f.write_str("the feed is frozen: its writer signed two histories"),
+            Refusal::NotHeld => f.write_str("this space is not held there (any more)"),
             Refusal::Failed(why) => write!(f, "storing failed: {why}"),
         }
     }
