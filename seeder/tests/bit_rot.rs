@@ -45,22 +45,6 @@ fn flip(file: &Path, count: usize, rng: &mut impl Rng) {
     std::fs::write(file, bytes).unwrap();
 }
 
-fn sync(m: &Member, peer: &str) -> (i32, String) {
-    let out = m.run(&[
-        "sync",
-        "office",
-        "--peer",
-        peer,
-        "--once",
-        "--timeout",
-        "60",
-    ]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn same_files(m: &Member, files: &[(String, Vec<u8>)]) {
     for (path, content) in files {
         let out = m.run(&["get", "office", path, "-"]);
@@ -97,7 +81,7 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
         a.ok(&["put", "office", local.to_str().unwrap(), &path]);
         files.push((path, content));
     }
-    let (code, said) = sync(&a, &peer);
+    let (code, said) = a.sync_once("office", &peer, 60);
     assert_eq!(code, 0, "{said}");
 
     // Bit rot on the seeder's disk, found by its scrub.
@@ -124,7 +108,7 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
         "--name",
         "office",
     ]);
-    let (code, said) = sync(&b, &peer);
+    let (code, said) = b.sync_once("office", &peer, 60);
     assert_eq!(
         code, 11,
         "sync exits 11 when a seeder could serve only part: {said}"
@@ -132,7 +116,7 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
     assert!(said.contains("damaged"), "{said}");
 
     // The writer syncs: its copies heal the seeder.
-    let (code, said) = sync(&a, &peer);
+    let (code, said) = a.sync_once("office", &peer, 60);
     assert_eq!(code, 0, "{said}");
     let status = seeder.status();
     assert!(
@@ -163,7 +147,7 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
     );
 
     // The new member now gets the rest, every file identical.
-    let (code, said) = sync(&b, &peer);
+    let (code, said) = b.sync_once("office", &peer, 60);
     assert_eq!(code, 0, "{said}");
     same_files(&b, &files);
 
@@ -173,7 +157,7 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
     let out = a.run(&["check", "office"]);
     assert_eq!(out.status.code(), Some(3), "check exits 3 on damage");
     assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"));
-    let (code, said) = sync(&a, &peer);
+    let (code, said) = a.sync_once("office", &peer, 60);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("repaired"), "the member is told: {said}");
     let out = a.run(&["check", "office"]);

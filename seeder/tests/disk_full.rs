@@ -16,17 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{free_udp_port, http, Member, Seeder};
-
-fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{free_udp_port, http, is_root, tool, Member, Seeder};
 
 /// A loop device over an image file, mounted; undone on drop (also when the test fails).
 struct Disk {
@@ -107,15 +97,6 @@ fn files(dir: &Path, count: usize, mib: usize, seed: u8) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `sync --once` with the seeder: exit code and what it said on stderr.
-fn sync(member: &Member, name: &str, peer: &str) -> (i32, String) {
-    let out = member.run(&["sync", name, "--peer", peer, "--once", "--timeout", "120"]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn admin_answers(seeder: &Seeder) {
     let status = seeder.status();
     let admin = status["admin"].as_str().unwrap().to_string();
@@ -128,9 +109,8 @@ fn admin_answers(seeder: &Seeder) {
 
 #[test]
 fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is_room() {
-    let is_root = tool("id", &["-u"]).trim() == "0";
     let tmp = tempfile::tempdir().unwrap();
-    let Some(disk) = is_root.then(|| Disk::new(tmp.path(), 64)).flatten() else {
+    let Some(disk) = is_root().then(|| Disk::new(tmp.path(), 64)).flatten() else {
         if std::env::var_os("CI").is_some() {
             panic!("the disk-full test needs root and loop devices");
         }
@@ -166,7 +146,7 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
 
     // 200 MiB offered to a 64 MiB disk: stored up to the reserve, the rest refused with why.
     for m in [&a, &b] {
-        let (code, said) = sync(m, "office", &peer);
+        let (code, said) = m.sync_once("office", &peer, 120);
         assert_eq!(
             code, 7,
             "sync exits 7 when the seeder's disk is full: {said}"
@@ -193,7 +173,7 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
     // Full, it keeps serving everything it holds: a new member gets the files it has whole.
     let early = Member(tmp.path().join("early"));
     early.ok(&["space", "join", &invite, "--name", "office"]);
-    let (code, said) = sync(&early, "office", &peer);
+    let (code, said) = early.sync_once("office", &peer, 120);
     assert!(code == 0 || code == 7, "{said}");
     let listed = early.ok(&["ls", "office", "--recursive"]);
     let named = |prefix: &str, f: &PathBuf| {
@@ -233,7 +213,7 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
     seeder = Seeder::start(&data, port);
     admin_answers(&seeder);
     assert_eq!(seeder.entries(), held, "nothing lost at 0 bytes free");
-    let (code, said) = sync(&a, "office", &peer);
+    let (code, said) = a.sync_once("office", &peer, 120);
     assert_eq!(code, 7, "still refused, not a crash: {said}");
     assert!(
         seeder.child.try_wait().unwrap().is_none(),
@@ -270,12 +250,12 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
     disk.grow(320);
     let seeder = Seeder::start(&data, port);
     for m in [&a, &b] {
-        let (code, said) = sync(m, "office", &peer);
+        let (code, said) = m.sync_once("office", &peer, 120);
         assert_eq!(code, 0, "with room the rest is taken: {said}");
     }
     let c = Member(tmp.path().join("c"));
     c.ok(&["space", "join", &invite, "--name", "office"]);
-    let (code, said) = sync(&c, "office", &peer);
+    let (code, said) = c.sync_once("office", &peer, 120);
     assert_eq!(code, 0, "{said}");
     for (prefix, list) in [("a", &a_files), ("b", &b_files)] {
         for f in list {
@@ -305,7 +285,7 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
         tmp.path().join("q-files").to_str().unwrap(),
         "q",
     ]);
-    let (code, said) = sync(&q, "small", &peer);
+    let (code, said) = q.sync_once("small", &peer, 120);
     assert_eq!(code, 8, "sync exits 8 on a quota: {said}");
     assert!(
         said.contains("quota of \"small\" reached (5.0 MiB)"),

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::seeder;
+use common::{seeder, tool};
 
 struct Loop {
     device: String,
@@ -26,16 +26,6 @@ impl Drop for Loop {
         }
         let _ = Command::new("losetup").args(["-d", &self.device]).status();
     }
-}
-
-fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn attach(image: &Path) -> Option<Loop> {

@@ -18,22 +18,6 @@ fn feed_length(dir: &Path, feed: &seeder::feed::FeedKey) -> u64 {
     home.store().feed(feed).unwrap().map_or(0, |s| s.length)
 }
 
-fn sync(m: &Member, peer: &str) -> (i32, String) {
-    let out = m.run(&[
-        "sync",
-        "office",
-        "--peer",
-        peer,
-        "--once",
-        "--timeout",
-        "60",
-    ]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_verified_prefix_of_an_unfinished_upload_is_served_at_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -54,7 +38,7 @@ fn a_verified_prefix_of_an_unfinished_upload_is_served_at_once() {
         a.ok(&["put", "office", local.to_str().unwrap(), &path]);
         files.push((path, std::fs::read(&local).unwrap()));
     }
-    let (code, said) = sync(&a, &peer);
+    let (code, said) = a.sync_once("office", &peer, 60);
     assert_eq!(code, 8, "the quota stops the upload part-way: {said}");
     let a_feed = {
         let home = seeder::fs::home::Home::open(&a.0).unwrap();
@@ -85,7 +69,7 @@ fn a_verified_prefix_of_an_unfinished_upload_is_served_at_once() {
         "--name",
         "office",
     ]);
-    let (code, said) = sync(&b, &peer);
+    let (code, said) = b.sync_once("office", &peer, 60);
     assert!(code == 0 || code == 8, "{said}");
     assert_eq!(
         feed_length(&b.0, &a_feed),
@@ -111,9 +95,9 @@ fn a_verified_prefix_of_an_unfinished_upload_is_served_at_once() {
     // The quota lifted, the rest follows, to the seeder and on to the second member.
     seeder.ctl(&["space", "remove", "office"]);
     seeder.ctl(&["space", "add", &seed_code, "--name", "office"]);
-    let (code, said) = sync(&a, &peer);
+    let (code, said) = a.sync_once("office", &peer, 60);
     assert_eq!(code, 0, "{said}");
-    let (code, said) = sync(&b, &peer);
+    let (code, said) = b.sync_once("office", &peer, 60);
     assert_eq!(code, 0, "{said}");
     for (path, content) in &files {
         assert!(

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_udp_port, Member, Seeder};
+use common::{free_udp_port, tool, Member, Seeder};
 use cut_disk::CutDisk;
 use rand::{Rng, SeedableRng};
 
@@ -33,7 +33,7 @@ const ROUNDS: usize = 16;
 const RANDOM_CUT_MS: std::ops::Range<u64> = 150..600;
 
 fn usable() -> Result<(), String> {
-    if run_ok("id", &["-u"]).trim() != "0" {
+    if !common::is_root() {
         return Err("needs root (loop devices, mounts)".into());
     }
     for tool in ["losetup", "mkfs.ext4", "e2fsck", "fusermount3"] {
@@ -49,24 +49,6 @@ fn usable() -> Result<(), String> {
         return Err("needs /dev/fuse".into());
     }
     Ok(())
-}
-
-fn run_ok(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// What had been acknowledged when a cut was taken.
@@ -127,14 +109,14 @@ fn nothing_acknowledged_is_lost_when_the_power_is_cut() {
 
     let mounted = CutDisk::mount(&t.join("fuse"), DISK_BYTES, seed);
     let disk = mounted.disk.clone();
-    let loop_dev = run(
+    let loop_dev = tool(
         "losetup",
         &["--find", "--show", mounted.file.to_str().unwrap()],
     )
     .trim()
     .to_string();
     let mut mounts = Mounts(Vec::new(), Some(loop_dev.clone()));
-    run(
+    tool(
         "mkfs.ext4",
         &[
             "-q",
@@ -146,7 +128,7 @@ fn nothing_acknowledged_is_lost_when_the_power_is_cut() {
     );
     let mnt = t.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
-    run("mount", &[&loop_dev, mnt.to_str().unwrap()]);
+    tool("mount", &[&loop_dev, mnt.to_str().unwrap()]);
     mounts.0.push(mnt.clone());
 
     let port = free_udp_port();
@@ -217,17 +199,7 @@ fn nothing_acknowledged_is_lost_when_the_power_is_cut() {
             "--timeout",
             "60",
         ]);
-        let stored = out
-            .lines()
-            .find(|l| l.starts_with("stored on "))
-            .unwrap_or_else(|| panic!("no storage acknowledgement in {out:?}"));
-        let entries: u64 = stored
-            .rsplit(", ")
-            .next()
-            .and_then(|s| s.strip_suffix(" entries"))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("cannot read {stored:?}"));
-        acked.lock().unwrap().entries = entries;
+        acked.lock().unwrap().entries = common::stored_entries(&out);
         take_cut("after the seeder acknowledged");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -267,7 +239,7 @@ fn check_cut(n: usize, cut: &Cut, mnt: &Path) -> u64 {
         String::from_utf8_lossy(&fsck.stdout),
         String::from_utf8_lossy(&fsck.stderr)
     );
-    run("mount", &["-o", "loop", image, mnt.to_str().unwrap()]);
+    tool("mount", &["-o", "loop", image, mnt.to_str().unwrap()]);
     let _unmount = Mounts(vec![mnt.to_path_buf()], None);
     let mut lost = 0;
 

@@ -52,22 +52,6 @@ fn write_up_to(m: &Member, dir: &Path, target: u64, tag: &str) {
     }
 }
 
-fn sync(m: &Member, peer: &str) -> (i32, String) {
-    let out = m.run(&[
-        "sync",
-        "office",
-        "--peer",
-        peer,
-        "--once",
-        "--timeout",
-        "60",
-    ]);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_restored_home_catches_up_or_its_fork_is_caught_at_equal_and_greater_length() {
     let tmp = tempfile::tempdir().unwrap();
@@ -94,7 +78,7 @@ fn a_restored_home_catches_up_or_its_fork_is_caught_at_equal_and_greater_length(
     // Restored, then synced before writing: its own entries come back, writing goes on.
     let caught = Member(t.join("caught"));
     copy_home(&backup, &caught.0);
-    let (code, said) = sync(&caught, &p1);
+    let (code, said) = caught.sync_once("office", &p1, 60);
     assert_eq!(code, 0, "{said}");
     assert!(
         said.contains("restored from an older copy"),
@@ -104,7 +88,7 @@ fn a_restored_home_catches_up_or_its_fork_is_caught_at_equal_and_greater_length(
     let listed = caught.ok(&["ls", "office"]);
     assert!(listed.contains("second.txt") && listed.contains("third.txt"));
     put(&caught, &files, "fourth.txt", b"written after catching up");
-    let (code, said) = sync(&caught, &p1);
+    let (code, said) = caught.sync_once("office", &p1, 60);
     assert_eq!(
         code, 0,
         "writing on from the fetched length is no fork: {said}"
@@ -115,7 +99,7 @@ fn a_restored_home_catches_up_or_its_fork_is_caught_at_equal_and_greater_length(
     let equal = Member(t.join("equal"));
     copy_home(&backup, &equal.0);
     write_up_to(&equal, &files, s1_len, "equal");
-    let (code, said) = sync(&equal, &p1);
+    let (code, said) = equal.sync_once("office", &p1, 60);
     assert_eq!(code, 10, "sync exits 10 on a fork: {said}");
     assert!(
         said.contains("two histories") && said.contains("join the space again as a new device"),
@@ -127,7 +111,7 @@ fn a_restored_home_catches_up_or_its_fork_is_caught_at_equal_and_greater_length(
     let longer = Member(t.join("longer"));
     copy_home(&backup, &longer.0);
     write_up_to(&longer, &files, held + 3, "longer");
-    let (code, said) = sync(&longer, &p2);
+    let (code, said) = longer.sync_once("office", &p2, 60);
     assert_eq!(code, 10, "{said}");
     assert_eq!(s2.status()["forks"], 1);
     // The first history is what the seeder keeps serving.
@@ -139,7 +123,7 @@ fn a_restored_home_catches_up_or_its_fork_is_caught_at_equal_and_greater_length(
         "--name",
         "office",
     ]);
-    let (code, said) = sync(&fresh, &p2);
+    let (code, said) = fresh.sync_once("office", &p2, 60);
     assert_eq!(code, 0, "{said}");
     let out = fresh.run(&["get", "office", "third.txt", "-"]);
     assert_eq!(out.stdout, b"after the backup, too");

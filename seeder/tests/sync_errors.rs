@@ -116,17 +116,7 @@ fn a_seeder_restarted_mid_transfer_is_dialed_again_and_status_shows_what_sync_pr
         "the sync redialed and finished: {said}"
     );
     assert!(said.contains("reconnecting"), "{said}");
-    let stored = printed
-        .lines()
-        .find(|l| l.starts_with("stored on "))
-        .unwrap_or_else(|| panic!("no acknowledgement printed: {printed}"))
-        .to_string();
-    let entries: u64 = stored
-        .rsplit(", ")
-        .next()
-        .and_then(|s| s.strip_suffix(" entries"))
-        .and_then(|s| s.parse().ok())
-        .unwrap();
+    let entries = common::stored_entries(&printed);
     assert_eq!(
         seeder.entries(),
         entries,
@@ -137,6 +127,6 @@ fn a_seeder_restarted_mid_transfer_is_dialed_again_and_status_shows_what_sync_pr
     let status = m.ok(&["status", "office"]);
     assert!(
         status.contains(&format!("{entries} of {entries} entries stored")),
-        "status shows what sync printed ({stored}): {status}"
+        "status shows what sync printed ({entries} entries): {status}"
     );
 }

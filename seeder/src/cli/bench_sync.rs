@@ -108,17 +108,11 @@ impl Local for BareMember {
     }
 
     fn damaged(&self, feed: &FeedKey) -> Vec<u64> {
-        self.store.damaged_entries(feed).unwrap_or_default()
+        crate::daemon::local::damaged_in(&self.store, feed)
     }
 
     fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
-        match self.store.contradiction(head) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(feed = %head.feed(), error = %e, "cannot compare a head with the stored tree");
-                None
-            }
-        }
+        crate::daemon::local::contradiction_in(&self.store, head)
     }
 
     fn room(&self, space: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {

@@ -58,6 +58,25 @@ pub fn offer(store: &Store, cert: MembershipCert) -> FeedOffer {
     }
 }
 
+/// The damaged entries of `feed` in `store` (none if they can't be read: logged).
+pub fn damaged_in(store: &Store, feed: &FeedKey) -> Vec<u64> {
+    store.damaged_entries(feed).unwrap_or_else(|e| {
+        tracing::warn!(%feed, error = %e, "cannot read damage records");
+        Vec::new()
+    })
+}
+
+/// Whether `head` contradicts the tree stored in `store` (a fork), for [`Local::contradicts`].
+pub fn contradiction_in(
+    store: &Store,
+    head: &crate::feed::VerifiedHead,
+) -> Option<crate::feed::ForkEvidence> {
+    store.contradiction(head).unwrap_or_else(|e| {
+        tracing::warn!(feed = %head.feed(), error = %e, "cannot compare a head with the stored tree");
+        None
+    })
+}
+
 /// Free and total bytes of the file system holding `path`.
 pub fn disk_room(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
     let st = rustix::fs::statvfs(path)?;
@@ -153,17 +172,11 @@ impl Local for SeederLocal {
     }
 
     fn damaged(&self, feed: &FeedKey) -> Vec<u64> {
-        self.store.damaged_entries(feed).unwrap_or_default()
+        damaged_in(&self.store, feed)
     }
 
     fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
-        match self.store.contradiction(head) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(feed = %head.feed(), error = %e, "cannot compare a head with the stored tree");
-                None
-            }
-        }
+        contradiction_in(&self.store, head)
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
@@ -291,17 +304,11 @@ impl Local for HomeLocal {
     }
 
     fn damaged(&self, feed: &FeedKey) -> Vec<u64> {
-        self.home.store().damaged_entries(feed).unwrap_or_default()
+        damaged_in(self.home.store(), feed)
     }
 
     fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
-        match self.home.store().contradiction(head) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(feed = %head.feed(), error = %e, "cannot compare a head with the stored tree");
-                None
-            }
-        }
+        contradiction_in(self.home.store(), head)
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {

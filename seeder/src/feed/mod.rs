@@ -680,6 +680,44 @@ impl VerifiedBatch {
     }
 }
 
+/// `entries` hashed onto a copy of `frontier`: what a batch's checks compare with.
+struct Grown {
+    start: u64,
+    end: u64,
+    base_root: Hash,
+    nodes: Vec<(NodeId, Hash)>,
+    root: Hash,
+}
+
+/// Hash `entries` onto `frontier`, refusing oversized entries and a batch ending past `limit`.
+fn grow(
+    frontier: &Frontier,
+    entries: &[Vec<u8>],
+    limit: u64,
+    past_limit: &'static str,
+) -> Result<Grown, FeedError> {
+    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
+        return Err(FeedError::EntryTooLarge { len: e.len() });
+    }
+    let start = frontier.len();
+    let end = start + entries.len() as u64;
+    if end > limit {
+        return Err(FeedError::Sizes(past_limit));
+    }
+    let mut tree = frontier.clone();
+    let mut nodes = Vec::with_capacity(entries.len() * 2);
+    for leaf in leaf_hashes(entries) {
+        tree.push(leaf, |id, h| nodes.push((id, h)));
+    }
+    Ok(Grown {
+        start,
+        end,
+        base_root: frontier.root(),
+        nodes,
+        root: tree.root(),
+    })
+}
+
 /// Check `entries`, appended to the tree `frontier` describes, against `head`.
 ///
 /// If the batch ends at `head.length()` the new root must equal the head's; if it ends earlier,
@@ -692,21 +730,18 @@ pub fn verify_batch(
     entries: Vec<Vec<u8>>,
     proof: Option<&ConsistencyProof>,
 ) -> Result<VerifiedBatch, FeedError> {
-    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
-        return Err(FeedError::EntryTooLarge { len: e.len() });
-    }
-    let start = frontier.len();
-    let end = start + entries.len() as u64;
-    if end > head.length() {
-        return Err(FeedError::Sizes("batch ends past its head"));
-    }
-    let base_root = frontier.root();
-    let mut tree = frontier.clone();
-    let mut nodes = Vec::with_capacity(entries.len() * 2);
-    for leaf in leaf_hashes(&entries) {
-        tree.push(leaf, |id, h| nodes.push((id, h)));
-    }
-    let root = tree.root();
+    let Grown {
+        start,
+        end,
+        base_root,
+        nodes,
+        root,
+    } = grow(
+        frontier,
+        &entries,
+        head.length(),
+        "batch ends past its head",
+    )?;
     if end == head.length() {
         if &root != head.root() {
             return Err(FeedError::RootMismatch {
@@ -746,21 +781,18 @@ pub fn verify_batch_to_prefix(
     entries: Vec<Vec<u8>>,
     proof: Option<&ConsistencyProof>,
 ) -> Result<VerifiedBatch, FeedError> {
-    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
-        return Err(FeedError::EntryTooLarge { len: e.len() });
-    }
-    let start = frontier.len();
-    let end = start + entries.len() as u64;
-    if end > prefix.length {
-        return Err(FeedError::Sizes("batch ends past its prefix"));
-    }
-    let base_root = frontier.root();
-    let mut tree = frontier.clone();
-    let mut nodes = Vec::with_capacity(entries.len() * 2);
-    for leaf in leaf_hashes(&entries) {
-        tree.push(leaf, |id, h| nodes.push((id, h)));
-    }
-    let root = tree.root();
+    let Grown {
+        start,
+        end,
+        base_root,
+        nodes,
+        root,
+    } = grow(
+        frontier,
+        &entries,
+        prefix.length,
+        "batch ends past its prefix",
+    )?;
     let feed = prefix.head.feed();
     if end == prefix.length {
         if root != prefix.root {

@@ -1195,14 +1195,7 @@ impl Store {
 
     /// Every fork on record.
     pub fn forks(&self) -> Result<Vec<ForkEvidence>> {
-        let mut out = Vec::new();
-        for item in self.inner.forks.iter() {
-            let (_, v) = item?;
-            out.push(postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt {
-                what: "fork evidence".into(),
-            })?);
-        }
-        Ok(out)
+        decode_all(&self.inner.forks, "fork evidence")
     }
 
     fn record_damage(&self, damage: Damage) -> Result<()> {
@@ -1224,14 +1217,7 @@ impl Store {
 
     /// Every damaged feed and entry found so far, for the admin page.
     pub fn damage(&self) -> Result<Vec<Damage>> {
-        let mut out = Vec::new();
-        for item in self.inner.damage.iter() {
-            let (_, v) = item?;
-            out.push(postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt {
-                what: "damage record".into(),
-            })?);
-        }
-        Ok(out)
+        decode_all(&self.inner.damage, "damage record")
     }
 
     /// Damaged entries of `feed` on record, in order (at most [`MAX_DAMAGED_LISTED`]).
@@ -1346,14 +1332,7 @@ impl Store {
 
     /// Every repair on record, in feed and entry order.
     pub fn repairs(&self) -> Result<Vec<Repair>> {
-        let mut out = Vec::new();
-        for item in self.inner.repairs.iter() {
-            let (_, v) = item?;
-            out.push(postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt {
-                what: "repair record".into(),
-            })?);
-        }
-        Ok(out)
+        decode_all(&self.inner.repairs, "repair record")
     }
 
     /// Entries `[start, end)` of `feed` that read back good, stopping at `max_bytes` or
@@ -1583,6 +1562,18 @@ impl Table {
 fn table_item(item: sled::Result<(sled::IVec, sled::IVec)>) -> TableItem {
     let (k, v) = item?;
     Ok((k.to_vec(), v.to_vec()))
+}
+
+/// Every record of a tree of postcard values, in key order.
+fn decode_all<T: for<'de> Deserialize<'de>>(tree: &sled::Tree, what: &str) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (_, v) = item?;
+        out.push(postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt {
+            what: what.to_string(),
+        })?);
+    }
+    Ok(out)
 }
 
 fn key_feed(k: &[u8]) -> Result<FeedKey> {

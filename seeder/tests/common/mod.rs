@@ -244,3 +244,56 @@ pub fn claim(admin: &str, code: &str) -> (String, String) {
         .to_string();
     (session_cookie(&head), csrf)
 }
+
+impl Member {
+    /// `seeder sync NAME --peer PEER --once --timeout SECS`: its exit code and what it said on
+    /// stderr.
+    pub fn sync_once(&self, name: &str, peer: &str, timeout_secs: u32) -> (i32, String) {
+        let timeout = timeout_secs.to_string();
+        let out = self.run(&[
+            "sync",
+            name,
+            "--peer",
+            peer,
+            "--once",
+            "--timeout",
+            &timeout,
+        ]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// The entry count of the first `stored on …: F feeds, N entries` line `sync` printed.
+pub fn stored_entries(printed: &str) -> u64 {
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("stored on "))
+        .unwrap_or_else(|| panic!("no storage acknowledgement in {printed:?}"));
+    line.rsplit(", ")
+        .next()
+        .and_then(|s| s.strip_suffix(" entries"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line:?}"))
+}
+
+/// Run a system tool; its stdout. Fails the test, with the tool's stderr, if it fails.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether this test runs as root (loop devices, mounts).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
