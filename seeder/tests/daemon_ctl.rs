@@ -372,3 +372,26 @@ fn switches_from_the_environment_read_as_systemd_units_write_them() {
         stop(daemon);
     }
 }
+
+#[test]
+fn idle_control_connections_do_not_lock_out_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let child = start(&data);
+    let socket = data.join(seeder::daemon::ctl::SOCKET_NAME);
+    // More idle clients than the daemon serves at once, each sending nothing at all, and one
+    // sending half a request line and stopping.
+    let mut idle: Vec<std::os::unix::net::UnixStream> = (0..200)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    let mut half = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    std::io::Write::write_all(&mut half, b"{\"Status").unwrap();
+    idle.push(half);
+    // The person's command still answers (the command gives up after a minute, so a daemon
+    // held by idle clients fails this).
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    assert!(status["spaces"].is_array(), "{status}");
+    drop(idle);
+    stop(child);
+}

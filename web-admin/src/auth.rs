@@ -322,6 +322,15 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// Start an attempt of `client`: `Err(wait)` if it must wait, else the attempt is counted
+    /// now, as if it fails (a success clears it), so that attempts made at once can't all pass
+    /// the check before the first of them is counted.
+    pub fn begin(&mut self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.check(client, now)?;
+        self.failed(client, now);
+        Ok(())
+    }
+
     /// `Err(wait)` if `client` must wait before trying again.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
         match self.clients.get(&client) {

@@ -115,7 +115,13 @@ pub struct App {
     /// Serialises read-modify-write of the stored settings.
     settings_lock: tokio::sync::Mutex<()>,
     streams: Arc<tokio::sync::Semaphore>,
+    /// Password hashes being computed (see [`MAX_HASHING`]).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
+
+/// argon2 runs at once: each takes 19 MiB and about half a second on the board, and anyone who
+/// reaches the page can ask for one. Another attempt meanwhile is answered 429 at once.
+pub const MAX_HASHING: usize = 1;
 
 pub type Shared = Arc<App>;
 
@@ -130,7 +136,16 @@ impl App {
             history: Mutex::default(),
             settings_lock: tokio::sync::Mutex::new(()),
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
+            hashing: Arc::new(tokio::sync::Semaphore::new(MAX_HASHING)),
         })
+    }
+
+    /// A turn at argon2, or 429 at once if one runs (see [`MAX_HASHING`]).
+    fn hash_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
+        self.hashing
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Fail::TooMany(std::time::Duration::from_secs(1)))
     }
 
     fn settings(&self) -> Result<SiteSettings, Fail> {
@@ -174,20 +189,18 @@ impl App {
             .collect()
     }
 
-    fn limited(&self, client: IpAddr) -> Result<(), Fail> {
+    /// Start a password or setup-code attempt: 429 if the client must wait, else it is counted
+    /// now, before any hashing (a success clears it).
+    fn begin_attempt(&self, client: IpAddr) -> Result<(), Fail> {
         self.limiter
             .lock()
             .expect("limiter lock")
-            .check(client, Instant::now())
+            .begin(client, Instant::now())
             .map_err(Fail::TooMany)
     }
 
     fn attempt_failed(&self, client: IpAddr) {
         tracing::warn!(%client, "failed admin login or claim attempt");
-        self.limiter
-            .lock()
-            .expect("limiter lock")
-            .failed(client, Instant::now());
     }
 
     fn attempt_succeeded(&self, client: IpAddr) {

@@ -426,7 +426,7 @@ pub(crate) async fn claim_inner(
     if ctx.settings.claimed() {
         return Err(Fail::Invalid("this seeder is already claimed".into()));
     }
-    app.limited(ctx.client)?;
+    app.begin_attempt(ctx.client)?;
     let proven = if f.method == "button" {
         button_state(app, ctx.pre.as_deref()) == "pressed"
     } else {
@@ -445,10 +445,14 @@ pub(crate) async fn claim_inner(
     auth::check_new_password(&f.password, &f.password_again)
         .map_err(|e| Fail::Invalid(e.to_string()))?;
     let password = f.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| Fail::internal(e.to_string()))?
-        .map_err(|e| Fail::internal(e.to_string()))?;
+    let turn = app.hash_turn()?;
+    let hash = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        auth::hash_password(&password)
+    })
+    .await
+    .map_err(|e| Fail::internal(e.to_string()))?
+    .map_err(|e| Fail::internal(e.to_string()))?;
     let generation = app
         .update_settings(|s| {
             if s.claimed() {
@@ -536,11 +540,15 @@ pub(crate) async fn login_inner(
     let Some(hash) = ctx.settings.password_hash.clone() else {
         return Err(Fail::Unclaimed);
     };
-    app.limited(ctx.client)?;
+    let turn = app.hash_turn()?;
+    app.begin_attempt(ctx.client)?;
     let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-        .await
-        .map_err(|e| Fail::internal(e.to_string()))?;
+    let ok = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        auth::verify_password(&password, &hash)
+    })
+    .await
+    .map_err(|e| Fail::internal(e.to_string()))?;
     if !ok {
         app.attempt_failed(ctx.client);
         return Err(Fail::Invalid("wrong password".into()));
@@ -1433,22 +1441,31 @@ pub(crate) async fn change_password(
     new: &str,
     again: &str,
 ) -> Result<(), Fail> {
-    app.limited(ctx.client)?;
     let hash = ctx.settings.password_hash.clone().ok_or(Fail::Unclaimed)?;
+    let turn = app.hash_turn()?;
+    app.begin_attempt(ctx.client)?;
     let current = current.to_string();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&current, &hash))
-        .await
-        .map_err(|e| Fail::internal(e.to_string()))?;
+    let ok = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        auth::verify_password(&current, &hash)
+    })
+    .await
+    .map_err(|e| Fail::internal(e.to_string()))?;
     if !ok {
         app.attempt_failed(ctx.client);
         return Err(Fail::Invalid("the current password is wrong".into()));
     }
+    app.attempt_succeeded(ctx.client);
     auth::check_new_password(new, again).map_err(|e| Fail::Invalid(e.to_string()))?;
     let new = new.to_string();
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&new))
-        .await
-        .map_err(|e| Fail::internal(e.to_string()))?
-        .map_err(|e| Fail::internal(e.to_string()))?;
+    let turn = app.hash_turn()?;
+    let hash = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        auth::hash_password(&new)
+    })
+    .await
+    .map_err(|e| Fail::internal(e.to_string()))?
+    .map_err(|e| Fail::internal(e.to_string()))?;
     app.update_settings(|s| {
         s.password_hash = Some(hash);
         s.generation += 1;

@@ -1127,3 +1127,60 @@ async fn ssh_is_turned_on_with_a_pasted_public_key_only_from_a_session_and_off_a
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(s.backend.ssh().unwrap().keys.is_empty());
 }
+
+#[tokio::test]
+async fn password_and_setup_code_attempts_made_at_once_are_answered_429_without_hashing() {
+    // 100 wrong setup codes at once from one address: the first few are counted before any
+    // answer, so the rest wait (429) instead of all passing the back-off check together.
+    let s = site();
+    let claims: Vec<_> = (0..100)
+        .map(|_| {
+            let router = s.router.clone();
+            let req = Request::builder()
+                .method("POST")
+                .uri("/api/v1/claim")
+                .header(header::HOST, "seeder.local")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    r#"{"setup_code":"0000-0000-0000-0000-0000","password":"a long enough one"}"#,
+                ))
+                .unwrap();
+            async move { router.oneshot(req).await.unwrap().status() }
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in claims {
+        statuses.push(tokio::spawn(c));
+    }
+    let mut too_many = 0;
+    for st in statuses {
+        if st.await.unwrap() == StatusCode::TOO_MANY_REQUESTS {
+            too_many += 1;
+        }
+    }
+    assert!(too_many >= 95, "{too_many} of 100 setup codes answered 429");
+
+    // 100 wrong passwords at once: one argon2 at a time, the others 429 at once.
+    let s = site();
+    let _admin = s.claimed().await;
+    let logins: Vec<_> = (0..100)
+        .map(|_| {
+            let router = s.router.clone();
+            let req = Request::builder()
+                .method("POST")
+                .uri("/api/v1/session")
+                .header(header::HOST, "seeder.local")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"password":"not the password"}"#))
+                .unwrap();
+            tokio::spawn(async move { router.oneshot(req).await.unwrap().status() })
+        })
+        .collect();
+    let mut too_many = 0;
+    for l in logins {
+        if l.await.unwrap() == StatusCode::TOO_MANY_REQUESTS {
+            too_many += 1;
+        }
+    }
+    assert!(too_many >= 95, "{too_many} of 100 logins answered 429");
+}

@@ -24,8 +24,17 @@ pub const SOCKET_NAME: &str = "control.sock";
 /// from a client is refused before it is buffered.
 pub const MAX_LINE: usize = 1 << 20;
 
-/// Concurrent control connections; more wait. Control is for a person and a few scripts.
-const MAX_CONNECTIONS: usize = 16;
+/// Control connections open at once; more wait to be accepted. Each is a task and a file
+/// descriptor, held at most [`REQUEST_WAIT`] while idle, so idle clients can't lock a person
+/// out: with this many, a new one is taken within that time.
+const MAX_CONNECTIONS: usize = 128;
+
+/// Requests being answered at once (each on the blocking pool): control is for a person and a
+/// few scripts.
+const MAX_ANSWERING: usize = 16;
+
+/// How long a connection may take to send its (next) request line before it is closed.
+pub const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `seeder ctl` can ask.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +137,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let answering = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERING));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -144,9 +154,9 @@ pub async fn serve(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let backend = backend.clone();
+        let (backend, answering) = (backend.clone(), answering.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, backend).await {
+            if let Err(e) = connection(stream, backend, answering).await {
                 tracing::debug!(error = %e, "control connection ended");
             }
             drop(permit);
@@ -154,13 +164,21 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: UnixStream, backend: Arc<dyn CtlBackend>) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    backend: Arc<dyn CtlBackend>,
+    answering: Arc<tokio::sync::Semaphore>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read).take(MAX_LINE as u64 + 1);
     let mut line = String::new();
     loop {
         line.clear();
-        let n = read.read_line(&mut line).await?;
+        let n = match tokio::time::timeout(REQUEST_WAIT, read.read_line(&mut line)).await {
+            Ok(n) => n?,
+            // Idle (or a request trickling in): closed, the slot goes to someone else.
+            Err(_) => return Ok(()),
+        };
         if n == 0 {
             return Ok(());
         }
@@ -176,12 +194,20 @@ async fn connection(stream: UnixStream, backend: Arc<dyn CtlBackend>) -> std::io
         let response = match serde_json::from_str::<CtlRequest>(line.trim_end()) {
             Ok(req) => {
                 let backend = backend.clone();
-                tokio::task::spawn_blocking(move || backend.handle(req))
+                let turn = answering
+                    .clone()
+                    .acquire_owned()
                     .await
-                    .unwrap_or_else(|_| CtlResponse::Error {
-                        message: "the daemon failed to answer; see its log".into(),
-                        not_found: false,
-                    })
+                    .map_err(std::io::Error::other)?;
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    backend.handle(req)
+                })
+                .await
+                .unwrap_or_else(|_| CtlResponse::Error {
+                    message: "the daemon failed to answer; see its log".into(),
+                    not_found: false,
+                })
             }
             Err(e) => CtlResponse::Error {
                 message: format!("request not understood: {e}"),
@@ -222,6 +248,16 @@ pub fn request(dir: &Path, req: &CtlRequest) -> Result<CtlResponse, CtlError> {
         path: path.clone(),
         source,
     };
+    // A daemon that stops answering must not hang the command: a scrub reads every entry,
+    // anything else answers at once.
+    let wait = match req {
+        CtlRequest::Scrub => std::time::Duration::from_secs(3600),
+        _ => std::time::Duration::from_secs(60),
+    };
+    stream.set_read_timeout(Some(wait)).map_err(io)?;
+    stream
+        .set_write_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| CtlError::BadResponse(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
