@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use seeder::feed::{write_batch, ConsistencyProof, FeedKey, Frontier, SignedHead};
-use seeder::net::{recv_message, send_message, Connection, Endpoint, NodeIdentity};
+use seeder::net::frames::node_budget;
+use seeder::net::{send_message, Budget, Connection, Endpoint, Frames, NodeIdentity};
 use seeder::space::{Address, Capability, MembershipCert, Role, SeedCode, SpaceSecret};
 use seeder::store::{Store, StoreConfig};
 use seeder::wire::{FeedOffer, Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
@@ -99,7 +100,7 @@ fn entries(tag: &str, range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
 struct Peer {
     conn: Connection,
     send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    recv: Frames,
     /// Everything the seeder said on the control stream.
     heard: Vec<Message>,
 }
@@ -118,7 +119,7 @@ impl Peer {
         Peer {
             conn,
             send,
-            recv,
+            recv: Frames::new(recv, Budget::new(node_budget(), true)),
             heard: Vec::new(),
         }
     }
@@ -133,7 +134,7 @@ impl Peer {
 
     /// The next control message, or `None` once the seeder closed the connection.
     async fn next(&mut self) -> Option<Message> {
-        match tokio::time::timeout(REPLY_BOUND, recv_message(&mut self.recv)).await {
+        match tokio::time::timeout(REPLY_BOUND, self.recv.message()).await {
             Ok(Ok(Some(m))) => {
                 self.heard.push(m.clone());
                 Some(m)

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::daemon::registry::Registry;
 use crate::feed::{write_batch, FeedKey, Frontier, SignedHead};
-use crate::net::driver::{Driver, Node};
+use crate::net::driver::{Admit, Driver, Node};
 use crate::net::{Endpoint, NodeId, NodeIdentity};
 use crate::space::{Address, DiscoveryKey, MembershipCert, SeedCode, SpaceSecret};
 use crate::store::{Store, StoreConfig};
@@ -310,7 +310,7 @@ pub fn run(args: SyncArgs) -> Result<()> {
         let conn = endpoint.connect(seeder.addr, Some(seeder.node)).await?;
         let (done_tx, mut done) = watch::channel(false);
         let (_stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(driver.run(conn, vec![address], Some(done_tx), stop));
+        let task = tokio::spawn(driver.run(conn, Admit::Open, vec![address], Some(done_tx), stop));
         done.wait_for(|d| *d).await?;
         let secs = t.elapsed().as_secs_f64();
         task.abort();
@@ -379,7 +379,7 @@ async fn relay(
         tokio::spawn(
             driver
                 .clone()
-                .run(conn, vec![address], Some(tx), stop.clone()),
+                .run(conn, Admit::Open, vec![address], Some(tx), stop.clone()),
         );
         caught_up.wait_for(|d| *d).await?;
         endpoints.push(endpoint);

@@ -16,7 +16,7 @@ use clap::Args;
 use crate::daemon::local::{HomeLocal, PeerReports, SyncObserver};
 use crate::feed::FeedKey;
 use crate::fs::home::Home;
-use crate::net::driver::Driver;
+use crate::net::driver::{Admit, Driver};
 use crate::net::{Endpoint, NodeId, NodeIdentity};
 use crate::wire::Refusal;
 
@@ -161,7 +161,15 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             eprintln!("listening on {l} as {}", identity.node_id());
             tokio::spawn(async move {
                 while let Some(Ok(conn)) = endpoint.accept().await {
-                    tokio::spawn(driver.clone().run(conn, vec![address], None, stop.clone()));
+                    // A peer that dials this member proves it knows the space before it may send data.
+                    let admit = Admit::Unproven(Box::new(|| true));
+                    tokio::spawn(driver.clone().run(
+                        conn,
+                        admit,
+                        vec![address],
+                        None,
+                        stop.clone(),
+                    ));
                 }
             });
         }
@@ -293,6 +301,7 @@ impl PeerCtx {
             let (tx, mut rx) = tokio::sync::watch::channel(false);
             let mut run = tokio::spawn(self.driver.clone().run(
                 conn,
+                Admit::Open,
                 vec![self.address],
                 Some(tx),
                 self.stop.clone(),

@@ -5,6 +5,8 @@ and shut down cleanly on SIGTERM or Ctrl-C: peers are told goodbye, every acknow
 is already durable, the store is flushed last.
 */
 
+use crate::net::admission::{Admission, PROVE_WITHIN};
+use crate::net::driver::Admit;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -101,10 +103,6 @@ async fn wait_for_data_disk(
 
 /// The node identity's file in the data folder.
 pub const IDENTITY_FILE: &str = "node.key";
-
-/// Peers connected at once; more wait to be accepted. Far more than an office's devices and
-/// partners, and a bound on what strangers on the network can make us hold.
-pub const MAX_PEERS: usize = 64;
 
 /// How often the disk reserve is grown back if it was given up (see `store::reserve`).
 pub const RESERVE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -327,37 +325,96 @@ pub async fn run(
     Ok(())
 }
 
-/// Accept peers until stopped, each on its own task, at most [`MAX_PEERS`] at once.
+/// Connections accepted and not yet ended, by admission id: how to push each out.
+#[derive(Default)]
+struct Door {
+    admission: Admission,
+    push_out: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Accept peers until stopped, each on its own task, let in as [`Admission`] says: strangers
+/// crowd only each other, and must prove a capability within [`PROVE_WITHIN`].
 async fn accept_loop(
     endpoint: Arc<crate::net::Endpoint>,
     driver: Arc<crate::net::driver::Driver>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_PEERS));
+    let door: Arc<std::sync::Mutex<Door>> = Arc::default();
     loop {
-        let permit = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let incoming = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             c = endpoint.accept_incoming() => c,
         };
         let Some(incoming) = incoming else { return };
+        let deadline = tokio::time::Instant::now() + PROVE_WITHIN;
+        let (pushed_out, id) = {
+            let mut d = door.lock().expect("door lock");
+            let admitted = d.admission.admit(incoming.remote_address().ip());
+            if let Some(old) = admitted.evict {
+                if let Some(tx) = d.push_out.remove(&old) {
+                    let _ = tx.send(());
+                }
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            d.push_out.insert(admitted.id, tx);
+            (rx, admitted.id)
+        };
         let driver = driver.clone();
         let stop = stop.clone();
+        let door = door.clone();
         tokio::spawn(async move {
-            match incoming.handshake().await {
-                Ok(conn) => {
-                    tracing::info!(peer = %conn.peer.short(), "peer connected");
-                    let _ = driver.run(conn, Vec::new(), None, stop).await;
+            let proven = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // Fires once: pushed out by newer strangers, or out of time to prove itself.
+            let unwelcome = async move {
+                tokio::select! {
+                    _ = pushed_out => "pushed out by newer connections",
+                    _ = tokio::time::sleep_until(deadline) => "did not prove a capability in time",
                 }
-                Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
+            };
+            tokio::pin!(unwelcome);
+            let handshake = tokio::select! {
+                r = incoming.handshake() => Some(r),
+                why = &mut unwelcome => {
+                    tracing::debug!(why, "incoming connection dropped during its handshake");
+                    None
+                }
+            };
+            match handshake {
+                Some(Ok(conn)) => {
+                    let prove = {
+                        let (door, proven) = (door.clone(), proven.clone());
+                        Box::new(move || {
+                            let mut d = door.lock().expect("door lock");
+                            let ok = d.admission.prove(id);
+                            if ok {
+                                d.push_out.remove(&id);
+                                proven.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            ok
+                        })
+                    };
+                    let quic = conn.conn.clone();
+                    let peer = conn.peer.short();
+                    let run = driver.run(conn, Admit::Unproven(prove), Vec::new(), None, stop);
+                    tokio::pin!(run);
+                    tokio::select! {
+                        _ = &mut run => {}
+                        why = &mut unwelcome => {
+                            if !proven.load(std::sync::atomic::Ordering::Relaxed) {
+                                tracing::debug!(%peer, why, "closing an unproven connection");
+                                quic.close(4u32.into(), b"unproven");
+                            }
+                            let _ = run.await;
+                        }
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "incoming connection failed"),
+                None => {}
             }
-            drop(permit);
+            let mut d = door.lock().expect("door lock");
+            d.push_out.remove(&id);
+            d.admission
+                .leave(id, proven.load(std::sync::atomic::Ordering::Relaxed));
         });
     }
 }
@@ -411,7 +468,7 @@ async fn dial_partners(
                             .lock()
                             .expect("partner set lock")
                             .insert(p.node_id);
-                        let _ = driver.run(conn, spaces, None, stop).await;
+                        let _ = driver.run(conn, Admit::Open, spaces, None, stop).await;
                         connected
                             .lock()
                             .expect("partner set lock")

@@ -12,11 +12,16 @@ Per connection:
 - the main loop polls the session (actions first, as its contract says), writes its control
   messages, and turns events into acknowledgements and relays.
 
-Bounds: batches being verified at once across all connections ([`MAX_BATCHES_IN_FLIGHT`],
-each at most one frame), QUIC's windows per stream and connection (see the module above),
-a timeout on every control write so a peer that stops reading is dropped instead of stalling
-us. A failed verification is the peer's fault: the connection is closed and nothing of that
-batch is stored.
+Bounds: every frame read is charged to the connection's and the node's byte budgets before
+its body is buffered, and must arrive within a deadline once begun (see `frames`); groups
+being verified and stored at once across all connections ([`MAX_BATCHES_IN_FLIGHT`], taken
+only once a group is wholly read, so a stalled stream holds no one else up); QUIC's windows
+per stream and connection (see the module above); a timeout on every control write so a peer
+that stops reading is dropped instead of stalling us. A failed verification is the peer's
+fault: the connection is closed and nothing of that batch is stored.
+
+A connection we accepted starts unproven ([`Admit::Unproven`]): small windows, no data
+streams, tiny frames, until the peer proves a capability for a space held here.
 */
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,17 +30,23 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
-use super::{recv_message, send_message, Connection, NetError, NodeId};
+use super::frames::{Budget, Charge, Frames, Next};
+use super::{send_message, Connection, NetError, NodeId};
 use crate::feed::{verify_batch, FeedKey, SignedHead};
 use crate::space::{Address, MembershipCert};
 use crate::store::Store;
 use crate::sync::{Action, Event, Local, Session, SyncError, Transmit};
 use crate::wire::{Message, Refusal, MAX_DATA_BYTES, MAX_ENTRIES_PER_DATA};
 
-/// Data batches being read or verified at once, over all connections: each holds at most
-/// [`COALESCE_BYTES`] plus one message, so this bounds that memory to about 40 MiB however
-/// many peers and feeds.
+/// Received groups being verified and stored at once, over all connections: the blocking
+/// pool's share for ingest (each is at most [`COALESCE_BYTES`] plus one message, already
+/// charged to the frame budgets).
 pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// How long gathering a group waits for the transfer's next frame to begin: frames already
+/// on their way arrive in well under this on any link fast enough to be worth gathering for;
+/// otherwise what is in hand is stored at once.
+const GATHER_WAIT: Duration = Duration::from_millis(20);
 
 /// Entries of one transfer gathered into one append: fdatasync per 4 MiB runs the disk near
 /// its sequential speed (one per 1 MiB message costs half of it), and 4 MiB is what a
@@ -49,6 +60,21 @@ const EVENT_QUEUE: usize = 64;
 /// New heads waiting to be relayed to each connection; a connection that falls further
 /// behind re-announces every feed instead.
 const RELAY_QUEUE: usize = 1024;
+
+/// Spaces to open with connected peers waiting to be taken up by their connections (a space
+/// was just added here); one that falls further behind gets them at its next connection.
+const OPEN_QUEUE: usize = 256;
+
+/// How a connection is let in.
+pub enum Admit {
+    /// We dialed the peer, or trust it otherwise: full windows at once.
+    Open,
+    /// A connection we accepted: small windows, no data streams and frames of at most
+    /// [`UNPROVEN_FRAME_LEN`](super::frames::UNPROVEN_FRAME_LEN) until the peer proves it
+    /// knows a space held here. Then `prove` is asked for a proven peer's slot; `false`
+    /// closes the connection as busy.
+    Unproven(Box<dyn FnOnce() -> bool + Send>),
+}
 
 /// A control write that takes longer than this means the peer stopped reading.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -138,14 +164,18 @@ struct Relay {
 pub struct Driver {
     node: Arc<dyn Node>,
     relay: broadcast::Sender<Relay>,
+    opens: broadcast::Sender<(NodeId, Address)>,
     batches: Arc<Semaphore>,
+    /// The node-wide budget of received frames (see `frames`).
+    frame_budget: Arc<Semaphore>,
     next_id: AtomicU64,
     node_id: NodeId,
 }
 
 enum Ev {
-    /// A control message, boxed: messages are large and most events are small.
-    Control(Result<Option<Box<Message>>, NetError>),
+    /// A control message, boxed (messages are large and most events are small), with the
+    /// budget it holds until handled.
+    Control(Result<Option<(Box<Message>, Charge)>, NetError>),
     Appended {
         id: u32,
         feed: FeedKey,
@@ -180,10 +210,13 @@ enum Ev {
 impl Driver {
     pub fn new(node: Arc<dyn Node>, node_id: NodeId) -> Arc<Driver> {
         let (relay, _) = broadcast::channel(RELAY_QUEUE);
+        let (opens, _) = broadcast::channel(OPEN_QUEUE);
         Arc::new(Driver {
             node,
             relay,
+            opens,
             batches: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
+            frame_budget: super::frames::node_budget(),
             next_id: AtomicU64::new(1),
             node_id,
         })
@@ -199,11 +232,17 @@ impl Driver {
         });
     }
 
+    /// Ask every connection to `peer` to open `space` with it (a space just added here).
+    pub fn open_with(&self, peer: NodeId, space: Address) {
+        let _ = self.opens.send((peer, space));
+    }
+
     /// Run `conn` until it closes or `shutdown` turns true. `open` lists the spaces to ask
     /// the peer for; `caught_up`, if given, is kept up to date for `sync --once`.
     pub async fn run(
         self: Arc<Self>,
         conn: Connection,
+        admit: Admit,
         open: Vec<Address>,
         caught_up: Option<watch::Sender<bool>>,
         shutdown: watch::Receiver<bool>,
@@ -214,6 +253,14 @@ impl Driver {
         let _ended = Ended(self.node.as_ref(), conn_id);
         let peer = conn.peer;
         let secret = conn.capability_secret()?;
+        let mut gate = match admit {
+            Admit::Open => {
+                conn.open_up();
+                None
+            }
+            Admit::Unproven(prove) => Some(prove),
+        };
+        let budget = Budget::new(self.frame_budget.clone(), gate.is_none());
         let session = Arc::new(Mutex::new(Session::new(conn.role, self.node_id.0, secret)));
         let (mut ctl_send, ctl_recv) = match conn.role {
             crate::space::Role::Dialer => conn.conn.open_bi().await,
@@ -222,39 +269,42 @@ impl Driver {
         .map_err(NetError::Connection)?;
         let (tx, mut rx) = mpsc::channel::<Ev>(EVENT_QUEUE);
         let mut relay = self.relay.subscribe();
+        let mut opens = self.opens.subscribe();
         let tasks = task_set::Tasks::default();
 
         // Control stream reader.
         {
             let tx = tx.clone();
-            let mut recv = ctl_recv;
+            let mut frames = Frames::new(ctl_recv, budget.clone());
             tasks.spawn(async move {
                 loop {
-                    let r = recv_message(&mut recv).await;
+                    let r = match frames.next().await {
+                        Ok(Next::Message(m, charge)) => Ok(Some((m, charge))),
+                        Ok(Next::End) => Ok(None),
+                        Ok(Next::NotYet) => continue,
+                        Err(e) => Err(e),
+                    };
                     let end = !matches!(r, Ok(Some(_)));
-                    if tx
-                        .send(Ev::Control(r.map(|m| m.map(Box::new))))
-                        .await
-                        .is_err()
-                        || end
-                    {
+                    if tx.send(Ev::Control(r)).await.is_err() || end {
                         return;
                     }
                 }
             });
         }
-        // Incoming data streams.
+        // Incoming data streams (none until the connection is open: see `Admit`).
         {
             let tx = tx.clone();
             let c = conn.conn.clone();
             let this = self.clone();
             let session = session.clone();
             let inner = tasks.clone();
+            let budget = budget.clone();
             tasks.spawn(async move {
                 while let Ok(recv) = c.accept_uni().await {
+                    let frames = Frames::new(recv, budget.clone());
                     inner.spawn(
                         this.clone()
-                            .receive(recv, session.clone(), tx.clone(), peer),
+                            .receive(frames, session.clone(), tx.clone(), peer),
                     );
                 }
             });
@@ -283,6 +333,7 @@ impl Driver {
                     &tasks,
                     caught_up.as_ref(),
                     &tx,
+                    (&mut gate, &budget),
                 )
                 .await
             {
@@ -299,7 +350,8 @@ impl Driver {
                     let Some(ev) = ev else { break Ok(()) };
                     let mut s = session.lock().expect("session lock");
                     match ev {
-                        Ev::Control(Ok(Some(msg))) => s.handle_message(*msg, &*self.node),
+                        // The message's budget is given back once it is handled.
+                        Ev::Control(Ok(Some((msg, _charge)))) => s.handle_message(*msg, &*self.node),
                         Ev::Control(Ok(None)) => break Ok(()),
                         Ev::Control(Err(e)) => break Err(e),
                         Ev::Appended { id, feed, length, head } => {
@@ -342,6 +394,20 @@ impl Driver {
                         Err(broadcast::error::RecvError::Closed) => break Ok(()),
                     }
                 }
+                o = opens.recv() => {
+                    match o {
+                        Ok((to, space)) if to == peer => {
+                            if session.lock().expect("session lock").open(space).is_none() {
+                                tracing::warn!(%space, "too many spaces on one connection");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(lagged = n, "spaces to open were missed; they open at the next connection");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break Ok(()),
+                    }
+                }
             }
         };
         match &result {
@@ -371,10 +437,24 @@ impl Driver {
         tasks: &task_set::Tasks,
         caught_up: Option<&watch::Sender<bool>>,
         ev_tx: &mpsc::Sender<Ev>,
+        (gate, budget): (&mut Option<Box<dyn FnOnce() -> bool + Send>>, &Budget),
     ) -> Result<(), NetError> {
         loop {
             let (actions, transmits, events) = {
                 let mut s = session.lock().expect("session lock");
+                // The peer proved it knows a space held here: open the connection up before
+                // anything is said back, so whatever it sends next is let in.
+                if gate.is_some() && s.open_spaces().next().is_some() {
+                    if let Some(prove) = gate.take() {
+                        if !prove() {
+                            tracing::warn!(peer = %conn.peer.short(), "too many peers connected: closing");
+                            conn.conn.close(3u32.into(), b"busy");
+                            return Err(NetError::Stream("too many peers connected".into()));
+                        }
+                        budget.prove();
+                        conn.open_up();
+                    }
+                }
                 let mut a = Vec::new();
                 while let Some(x) = s.poll_action() {
                     a.push(x);
@@ -630,11 +710,13 @@ impl Driver {
     }
 
     /// Read, verify and store the batches of one incoming data stream. Consecutive messages
-    /// of the transfer are gathered into one append of up to [`COALESCE_BYTES`], so the disk
-    /// sees one fdatasync per few MiB instead of one per message.
+    /// of the transfer already on their way are gathered into one append of up to
+    /// [`COALESCE_BYTES`], so the disk sees one fdatasync per few MiB instead of one per
+    /// message. A group takes one of the [`MAX_BATCHES_IN_FLIGHT`] turns only once it is
+    /// wholly read.
     async fn receive(
         self: Arc<Self>,
-        mut recv: quinn::RecvStream,
+        mut frames: Frames,
         session: Arc<Mutex<Session>>,
         tx: mpsc::Sender<Ev>,
         peer: NodeId,
@@ -642,10 +724,7 @@ impl Driver {
         let mut current: Option<(u32, FeedKey)> = None;
         let mut ended = false;
         while !ended {
-            let Ok(permit) = self.batches.clone().acquire_owned().await else {
-                return;
-            };
-            let mut group = match read_data(&mut recv).await {
+            let (mut group, charge) = match read_data(frames.next().await) {
                 Ok(Some(d)) => d,
                 Ok(None) => break,
                 Err(e) => {
@@ -653,6 +732,7 @@ impl Driver {
                     return;
                 }
             };
+            let mut charges = vec![charge];
             if current.is_some_and(|c| c != (group.id, group.feed)) {
                 let _ = tx
                     .send(Ev::Close("two feeds on one data stream".into()))
@@ -685,54 +765,65 @@ impl Driver {
                     Ok(r) => reserved.push(r),
                     Err(reason) => {
                         let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
-                        let _ = recv.stop(0u32.into());
+                        frames.stop(0);
                         break;
                     }
                 }
             }
             let mut refusal = None;
-            // More of the same transfer is on its way: take it into this append.
+            // More of the same transfer on its way: take it into this append, without waiting
+            // for a sender that has nothing more yet or for budget held elsewhere.
             while group.bytes < COALESCE_BYTES && group.end() < group.head.length {
-                match read_data(&mut recv).await {
-                    Ok(Some(next)) => {
-                        if (next.id, next.feed) != (id, feed)
-                            || next.start != group.end()
-                            || next.head != group.head
-                            || next.checkpoint != group.checkpoint
-                        {
-                            let _ = tx.send(Ev::Close("data stream out of order".into())).await;
-                            return;
-                        }
-                        if grows(&next) {
-                            match self.node.reserve(&space, next.bytes as u64) {
-                                Ok(r) => reserved.push(r),
-                                Err(reason) => {
-                                    // Store what fits, then refuse the rest.
-                                    refusal = Some(reason);
-                                    break;
+                let by = tokio::time::Instant::now() + GATHER_WAIT;
+                match frames.next_if_ready(by).await {
+                    Ok(Next::NotYet) => break,
+                    r => match read_data(r) {
+                        Ok(Some((next, charge))) => {
+                            if (next.id, next.feed) != (id, feed)
+                                || next.start != group.end()
+                                || next.head != group.head
+                                || next.checkpoint != group.checkpoint
+                            {
+                                let _ = tx.send(Ev::Close("data stream out of order".into())).await;
+                                return;
+                            }
+                            charges.push(charge);
+                            if grows(&next) {
+                                match self.node.reserve(&space, next.bytes as u64) {
+                                    Ok(r) => reserved.push(r),
+                                    Err(reason) => {
+                                        // Store what fits, then refuse the rest.
+                                        refusal = Some(reason);
+                                        break;
+                                    }
                                 }
                             }
+                            group.bytes += next.bytes;
+                            group.entries.extend(next.entries);
+                            group.proof = next.proof;
                         }
-                        group.bytes += next.bytes;
-                        group.entries.extend(next.entries);
-                        group.proof = next.proof;
-                    }
-                    Ok(None) => {
-                        ended = true;
-                        break;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Ev::Close(e)).await;
-                        return;
-                    }
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Ev::Close(e)).await;
+                            return;
+                        }
+                    },
                 }
             }
+            let Ok(permit) = self.batches.clone().acquire_owned().await else {
+                return;
+            };
             let store = self.node.store().clone();
             let stored =
                 tokio::task::spawn_blocking(move || store_batch(&store, group, peer.0)).await;
             drop(permit);
-            // Stored (or not): the bytes now count in the store's own figures.
+            // Stored (or not): the bytes now count in the store's own figures, and the
+            // frames' memory is free.
             drop(reserved);
+            drop(charges);
             match stored {
                 Ok(Ok(Stored {
                     length,
@@ -768,7 +859,7 @@ impl Driver {
                     }
                     if let Some(reason) = refusal {
                         let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
-                        let _ = recv.stop(0u32.into());
+                        frames.stop(0);
                         break;
                     }
                 }
@@ -781,7 +872,7 @@ impl Driver {
                     // Tell the sender why and to stop, instead of leaving its stream blocked.
                     let reason = Refusal::Failed(e.chars().take(200).collect());
                     let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
-                    let _ = recv.stop(0u32.into());
+                    frames.stop(0);
                     break;
                 }
                 Ok(Err(StoreOutcome::Forked)) => {
@@ -792,7 +883,7 @@ impl Driver {
                             reason: Refusal::Frozen,
                         })
                         .await;
-                    let _ = recv.stop(0u32.into());
+                    frames.stop(0);
                     break;
                 }
                 Err(e) => {
@@ -827,31 +918,37 @@ impl DataMsg {
     }
 }
 
-/// The next message of a data stream, which must be `Data`; `None` at its clean end.
-async fn read_data(recv: &mut quinn::RecvStream) -> Result<Option<DataMsg>, String> {
-    match recv_message(recv).await {
-        Ok(Some(Message::Data {
-            space,
-            feed,
-            start,
-            entries,
-            head,
-            proof,
-            prefix,
-            checkpoint,
-        })) => Ok(Some(DataMsg {
-            id: space,
-            feed,
-            start,
-            bytes: entries.iter().map(Vec::len).sum(),
-            entries,
-            head,
-            proof,
-            prefix,
-            checkpoint,
-        })),
-        Ok(Some(_)) => Err("not data on a data stream".into()),
-        Ok(None) => Ok(None),
+/// A read data stream frame taken apart: it must be `Data`; `None` at the stream's clean end.
+fn read_data(next: Result<Next, NetError>) -> Result<Option<(DataMsg, Charge)>, String> {
+    match next {
+        Ok(Next::Message(msg, charge)) => match *msg {
+            Message::Data {
+                space,
+                feed,
+                start,
+                entries,
+                head,
+                proof,
+                prefix,
+                checkpoint,
+            } => Ok(Some((
+                DataMsg {
+                    id: space,
+                    feed,
+                    start,
+                    bytes: entries.iter().map(Vec::len).sum(),
+                    entries,
+                    head,
+                    proof,
+                    prefix,
+                    checkpoint,
+                },
+                charge,
+            ))),
+            _ => Err("not data on a data stream".into()),
+        },
+        Ok(Next::End) => Ok(None),
+        Ok(Next::NotYet) => Err("data stream: no frame".into()),
         Err(e) => Err(format!("data stream: {e}")),
     }
 }

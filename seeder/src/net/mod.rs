@@ -6,8 +6,10 @@ they mean is the `sync` state machine's business.
 Not here: the protocol logic (sync), storage (store), LAN discovery (to come).
 */
 
+pub mod admission;
 pub mod discovery;
 pub mod driver;
+pub mod frames;
 pub mod identity;
 pub mod tls;
 
@@ -18,7 +20,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::VarInt;
 
-use crate::wire::{Message, WireError, MAX_FRAME_LEN};
+use crate::wire::{Message, WireError};
 pub use identity::{NodeId, NodeIdentity};
 
 /// Errors of the network layer.
@@ -64,19 +66,27 @@ pub enum NetError {
 /// Bytes a peer may send on one stream before we read them: what the driver gathers into
 /// one append (4 MiB), so the sender keeps sending while the previous group is written.
 pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
-/// Bytes all streams of one connection may have in flight towards us: two streams' worth,
-/// so a second feed moves while one group is on its way to disk. With [`MAX_PEERS`] peers
-/// that bounds buffered input at 512 MiB in the worst case where every peer fills its window
-/// and we read none of it; in practice every stream is read as fast as the disk takes it
-/// (quinn's default is sized for fast WANs and gigabytes of memory).
+/// Bytes all streams of one proven connection may have in flight towards us: two streams'
+/// worth, so a second feed moves while one group is on its way to disk. With
+/// [`MAX_PEERS`] peers that bounds buffered input at 512 MiB in the worst case where every
+/// peer fills its window and we read none of it; in practice every stream is read as fast as
+/// the disk takes it (quinn's default is sized for fast WANs and gigabytes of memory).
 ///
-/// [`MAX_PEERS`]: crate::daemon::serve::MAX_PEERS
+/// [`MAX_PEERS`]: admission::MAX_PEERS
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
+/// The connection window of a connection we accepted, until its peer proves it knows a space
+/// held here ([`Connection::open_up`]): enough for `Hello` and a few `OpenSpace`s. With
+/// [`MAX_UNPROVEN`] strangers connected this bounds what they can make us buffer to 16 MiB.
+///
+/// [`MAX_UNPROVEN`]: admission::MAX_UNPROVEN
+pub const UNPROVEN_RECEIVE_WINDOW: u32 = 64 << 10;
 /// Bytes we keep unacknowledged towards one peer: the same 8 MiB.
 pub const SEND_WINDOW: u64 = 8 << 20;
-/// Bidirectional streams a peer may open: the one control stream, with slack.
-pub const MAX_BIDI_STREAMS: u32 = 4;
-/// Unidirectional streams a peer may have open: one per feed being transferred.
+/// Bidirectional streams a peer may open: the one control stream. Another would only be
+/// buffered, never read.
+pub const MAX_BIDI_STREAMS: u32 = 1;
+/// Unidirectional streams a proven peer may have open: one per feed being transferred. An
+/// unproven one may open none ([`Connection::open_up`]).
 pub const MAX_UNI_STREAMS: u32 = 64;
 /// Keep-alive: well under the idle timeout and under common NAT mapping lifetimes (30 s).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -86,11 +96,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Transport settings for every connection.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
+    // Every connection starts closed down; each side opens up once it trusts the other (a
+    // dialer at once, a listener when the peer proves a capability).
     t.stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
-        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(UNPROVEN_RECEIVE_WINDOW))
         .send_window(SEND_WINDOW)
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_BIDI_STREAMS))
-        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
             IDLE_TIMEOUT
@@ -220,7 +232,10 @@ impl Endpoint {
             addr,
             reason: e.to_string(),
         })?;
-        Connection::new(conn, crate::space::Role::Dialer)
+        let conn = Connection::new(conn, crate::space::Role::Dialer)?;
+        // We chose this peer: it may send at full speed from the start.
+        conn.open_up();
+        Ok(conn)
     }
 
     /// The next incoming connection, `None` once the endpoint is closed.
@@ -249,6 +264,12 @@ impl Endpoint {
 pub struct Incoming(quinn::Incoming);
 
 impl Incoming {
+    /// Where the attempt comes from (not yet validated: it may be spoofed until the
+    /// handshake completes).
+    pub fn remote_address(&self) -> SocketAddr {
+        self.0.remote_address()
+    }
+
     /// Finish the handshake (bounded by the transport's idle timeout).
     pub async fn handshake(self) -> Result<Connection, NetError> {
         let conn = self.0.await?;
@@ -285,6 +306,15 @@ impl Connection {
         })
     }
 
+    /// Give the peer full windows and data streams: it proved it knows a space held here, or
+    /// we dialed it.
+    pub fn open_up(&self) {
+        self.conn
+            .set_receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
+        self.conn
+            .set_max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
+    }
+
     /// The secret both ends derive from this connection's TLS session, for capabilities.
     pub fn capability_secret(&self) -> Result<Vec<u8>, NetError> {
         let mut out = vec![0u8; 32];
@@ -295,46 +325,14 @@ impl Connection {
     }
 }
 
+pub use frames::{Budget, Frames, Next};
+
 /// Write one message as a frame.
 pub async fn send_message(send: &mut quinn::SendStream, msg: &Message) -> Result<(), NetError> {
     let frame = msg.encode()?;
     send.write_all(&frame)
         .await
         .map_err(|e| NetError::Stream(e.to_string()))
-}
-
-/// Read one message. `Ok(None)` at a clean end of stream (between frames); a length over the
-/// limit is refused before its body is read.
-pub async fn recv_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, NetError> {
-    let mut header = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match recv
-            .read(&mut header[got..])
-            .await
-            .map_err(|e| NetError::Stream(e.to_string()))?
-        {
-            Some(n) => got += n,
-            None if got == 0 => return Ok(None),
-            None => return Err(WireError::UnexpectedEof { buffered: got }.into()),
-        }
-    }
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(WireError::FrameTooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        }
-        .into());
-    }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(n) => {
-            NetError::Wire(WireError::UnexpectedEof { buffered: 4 + n })
-        }
-        quinn::ReadExactError::ReadError(e) => NetError::Stream(e.to_string()),
-    })?;
-    Ok(Some(Message::decode_body(&body)?))
 }
 
 #[cfg(test)]

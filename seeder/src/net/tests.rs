@@ -1,6 +1,7 @@
 //! Real QUIC over UDP on 127.0.0.1, bounded by timeouts.
 
 use super::*;
+use crate::wire::WireError;
 use std::time::Duration;
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -15,7 +16,9 @@ async fn pair() -> (Endpoint, Endpoint, Connection, Connection) {
     let addr = b.local_addr().unwrap();
     let expected = b.node_id();
     let (dialed, accepted) = tokio::join!(a.connect(addr, Some(expected)), b.accept());
-    (a, b, dialed.unwrap(), accepted.unwrap().unwrap())
+    let accepted = accepted.unwrap().unwrap();
+    accepted.open_up();
+    (a, b, dialed.unwrap(), accepted)
 }
 
 #[tokio::test]
@@ -75,9 +78,10 @@ async fn messages_cross_a_stream_and_an_oversized_frame_is_refused_unread() {
         send_message(&mut send, &hello).await.unwrap();
         // Then a length prefix far over the limit, and no body at all.
         send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
-        let (_, mut recv) = cb.conn.accept_bi().await.unwrap();
-        assert_eq!(recv_message(&mut recv).await.unwrap(), Some(hello));
-        let err = recv_message(&mut recv).await.unwrap_err();
+        let (_, recv) = cb.conn.accept_bi().await.unwrap();
+        let mut frames = Frames::new(recv, Budget::new(frames::node_budget(), true));
+        assert_eq!(frames.message().await.unwrap(), Some(hello));
+        let err = frames.message().await.unwrap_err();
         assert!(matches!(
             err,
             NetError::Wire(WireError::FrameTooLarge { .. })
@@ -104,6 +108,124 @@ async fn sixteen_mib_cross_one_stream_within_the_windows() {
         let data = recv.read_to_end(32 << 20).await.unwrap();
         assert_eq!(data.len(), 16 << 20);
         let _ = writer.await.unwrap();
+    })
+    .await
+    .expect("bounded");
+}
+
+fn hello() -> Message {
+    Message::Hello {
+        version: crate::wire::PROTOCOL_VERSION,
+        node_id: [1; 32],
+        features: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_frame_is_charged_to_both_budgets_until_its_message_is_dropped() {
+    tokio::time::timeout(BOUND, async {
+        let (_a, _b, ca, cb) = pair().await;
+        let (mut send, _) = ca.conn.open_bi().await.unwrap();
+        send_message(&mut send, &hello()).await.unwrap();
+        let (_, recv) = cb.conn.accept_bi().await.unwrap();
+        let node = frames::node_budget();
+        let budget = Budget::new(node.clone(), true);
+        let mut frames = Frames::new(recv, budget.clone());
+        let Next::Message(msg, charge) = frames.next().await.unwrap() else {
+            panic!("no message")
+        };
+        assert_eq!(*msg, hello());
+        let bytes = charge.bytes();
+        assert!(bytes > 4);
+        assert_eq!(
+            budget.connection_room(),
+            frames::CONNECTION_FRAME_BYTES - bytes
+        );
+        assert_eq!(node.available_permits(), frames::NODE_FRAME_BYTES - bytes);
+        drop(charge);
+        assert_eq!(budget.connection_room(), frames::CONNECTION_FRAME_BYTES);
+        assert_eq!(node.available_permits(), frames::NODE_FRAME_BYTES);
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn an_unproven_peer_may_send_only_small_frames() {
+    tokio::time::timeout(BOUND, async {
+        let (_a, _b, ca, cb) = pair().await;
+        let (mut send, _) = ca.conn.open_bi().await.unwrap();
+        let big = Message::Goodbye {
+            reason: "x".repeat(400),
+        };
+        send_message(&mut send, &big).await.unwrap();
+        // A header announcing 64 KiB, then nothing: refused on the header alone.
+        send.write_all(&(64u32 << 10).to_le_bytes()).await.unwrap();
+        let (_, recv) = cb.conn.accept_bi().await.unwrap();
+        let budget = Budget::new(frames::node_budget(), false);
+        let mut frames = Frames::new(recv, budget.clone());
+        assert_eq!(frames.message().await.unwrap(), Some(big));
+        let err = frames.message().await.unwrap_err();
+        assert!(
+            matches!(err, NetError::Wire(WireError::FrameTooLarge { max, .. }) if max == frames::UNPROVEN_FRAME_LEN),
+            "{err}"
+        );
+        assert_eq!(budget.connection_room(), frames::CONNECTION_FRAME_BYTES);
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn a_half_sent_frame_is_given_up_and_its_budget_returned() {
+    tokio::time::timeout(BOUND, async {
+        let (_a, _b, ca, cb) = pair().await;
+        let (mut send, _) = ca.conn.open_bi().await.unwrap();
+        // A 1 MiB frame of which a quarter is sent.
+        send.write_all(&(1u32 << 20).to_le_bytes()).await.unwrap();
+        send.write_all(&vec![0u8; 256 << 10]).await.unwrap();
+        let (_, recv) = cb.conn.accept_bi().await.unwrap();
+        let budget =
+            Budget::new(frames::node_budget(), true).with_frame_wait(Duration::from_millis(300));
+        let mut frames = Frames::new(recv, budget.clone());
+        let started = std::time::Instant::now();
+        let err = frames.next().await.unwrap_err();
+        assert!(err.to_string().contains("did not arrive"), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(budget.connection_room(), frames::CONNECTION_FRAME_BYTES);
+        drop(send);
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn gathering_takes_only_frames_already_on_their_way() {
+    tokio::time::timeout(BOUND, async {
+        let (_a, _b, ca, cb) = pair().await;
+        let (mut send, _) = ca.conn.open_bi().await.unwrap();
+        send_message(&mut send, &hello()).await.unwrap();
+        let (_, recv) = cb.conn.accept_bi().await.unwrap();
+        let mut frames = Frames::new(recv, Budget::new(frames::node_budget(), true));
+        assert!(matches!(frames.next().await.unwrap(), Next::Message(..)));
+        // Nothing more sent: not waited for.
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(matches!(
+            frames.next_if_ready(soon).await.unwrap(),
+            Next::NotYet
+        ));
+        // Half a header, then the rest: the half is kept.
+        let frame = hello().encode().unwrap();
+        send.write_all(&frame[..2]).await.unwrap();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(matches!(
+            frames.next_if_ready(soon).await.unwrap(),
+            Next::NotYet
+        ));
+        send.write_all(&frame[2..]).await.unwrap();
+        send.finish().unwrap();
+        assert_eq!(frames.message().await.unwrap(), Some(hello()));
+        assert_eq!(frames.message().await.unwrap(), None);
     })
     .await
     .expect("bounded");

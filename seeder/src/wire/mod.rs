@@ -361,6 +361,9 @@ impl Message {
     }
 }
 
+/// Buffer capacity a [`Decoder`] keeps between frames; larger buffers are freed.
+const IDLE_BUFFER: usize = 64 << 10;
+
 /// Turns a byte stream into messages. Feed bytes with [`Decoder::extend`], take messages with
 /// [`Decoder::decode`]. Holds at most one frame plus what arrived after it.
 #[derive(Debug, Default)]
@@ -400,15 +403,39 @@ impl Decoder {
         Ok((4 + len).saturating_sub(self.buf.len()))
     }
 
+    /// The body length of the next frame once its header is in (`None` before), checked
+    /// against [`MAX_FRAME_LEN`].
+    pub fn frame_len(&self) -> Result<Option<usize>, WireError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        self.needed()?;
+        Ok(Some(
+            u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize,
+        ))
+    }
+
+    /// Make room for the rest of the next frame at once (its header must be in and checked),
+    /// so the buffer grows once to the frame's size instead of doubling past it.
+    pub fn reserve_frame(&mut self) {
+        if let Ok(need) = self.needed() {
+            self.buf.reserve_exact(need);
+        }
+    }
+
     /// The next message, `Ok(None)` if a whole frame isn't buffered yet.
     pub fn decode(&mut self) -> Result<Option<Message>, WireError> {
         if self.needed()? > 0 {
             return Ok(None);
         }
         let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        let msg = Message::decode_body(&self.buf[4..4 + len])?;
+        let msg = Message::decode_body(&self.buf[4..4 + len]);
         self.buf.drain(..4 + len);
-        Ok(Some(msg))
+        // A stream between frames holds no memory: a large frame's buffer is given back.
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+            self.buf = Vec::new();
+        }
+        msg.map(Some)
     }
 
     /// At end of stream: fine if nothing is buffered, an error mid-frame.
