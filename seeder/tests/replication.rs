@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{free_udp_port, random_file, seeder, Member, Seeder};
+use common::{claim, free_udp_port, http, random_file, seeder, Member, Seeder};
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -341,4 +341,102 @@ fn a_member_finds_the_seeder_on_the_lan_and_the_seeder_reads_its_settings_file()
         stderr.contains("seeder.toml") && stderr.contains("listne"),
         "{stderr}"
     );
+}
+
+/// Poll `seeder`'s status until `done` holds; how long it took. Bounded by `limit`.
+fn wait_status(
+    seeder: &Seeder,
+    limit: std::time::Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let status = seeder.status();
+        if done(&status) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "not within {limit:?}: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn space_entries(status: &serde_json::Value, name: &str) -> u64 {
+    status["spaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == name)
+        .map(|s| s["entries"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_space_added_on_a_seeder_opens_at_once_with_its_connected_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    // B backs up two spaces of a member; A is given B as its partner and stays connected.
+    let b = Seeder::start(&dir.path().join("b"), free_udp_port());
+    let member = Member(dir.path().join("m"));
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, "kept on two seeders").unwrap();
+    let mut codes = Vec::new();
+    for name in ["by-socket", "by-page"] {
+        member.ok(&["space", "create", name]);
+        member.ok(&["put", name, note.to_str().unwrap()]);
+        let code = member.last(&["space", "seed-code", name]);
+        b.ctl(&["space", "add", &code, "--name", name]);
+        member.ok(&["sync", name, "--peer", &b.peer(), "--once"]);
+        codes.push(code);
+    }
+    let held = space_entries(&b.status(), "by-socket");
+    assert!(held > 0);
+    let a = Seeder::start(&dir.path().join("a"), free_udp_port());
+    a.ctl(&["peer", "add", &b.peer()]);
+    let b_id = b.status()["node_id"].as_str().unwrap().to_string();
+    let connected = |s: &serde_json::Value| {
+        s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["node_id"] == b_id.as_str())
+    };
+    // A new partner is dialed when it is added, not at the next round of dials.
+    let dialed = wait_status(&a, std::time::Duration::from_secs(10), connected);
+    println!("partner_dialed_after_add_s {:.2}", dialed.as_secs_f64());
+    let since = a.status()["peers"][0]["since"].clone();
+
+    // Through the control socket.
+    a.ctl(&["space", "add", &codes[0], "--name", "by-socket"]);
+    let took = wait_status(&a, std::time::Duration::from_secs(2), |s| {
+        space_entries(s, "by-socket") == held
+    });
+    println!(
+        "partner_space_replicating_after_ctl_add_s {:.2}",
+        took.as_secs_f64()
+    );
+
+    // Through the admin page.
+    let status = a.status();
+    let admin = status["admin"].as_str().unwrap().to_string();
+    let (cookie, csrf) = claim(&admin, a.ctl(&["setup-code"]).trim());
+    let (code, _, body) = http(
+        &admin,
+        "POST",
+        "/api/v1/spaces",
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+        &format!(r#"{{"seed_code":"{}","name":"by-page"}}"#, codes[1]),
+    );
+    assert!(code == 200 || code == 201, "{code}: {body}");
+    let took = wait_status(&a, std::time::Duration::from_secs(2), |s| {
+        space_entries(s, "by-page") == held
+    });
+    println!(
+        "partner_space_replicating_after_page_add_s {:.2}",
+        took.as_secs_f64()
+    );
+
+    // Both over the connection that was there before: no redial.
+    let peers = a.status()["peers"].clone();
+    assert_eq!(peers.as_array().unwrap().len(), 1, "{peers}");
+    assert_eq!(peers[0]["since"], since, "{peers}");
+    assert_eq!(peers[0]["spaces"].as_array().unwrap().len(), 2, "{peers}");
 }

@@ -89,6 +89,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
             board: Default::default(),
             keep_free_percent: 5,
             activity: Default::default(),
+            links: Default::default(),
         };
         daemon.setup_code()?
     };

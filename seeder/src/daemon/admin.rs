@@ -21,6 +21,7 @@ use super::activity::Activity;
 use super::backend::{parse_partner, Daemon};
 use super::local::{disk_room, SeederLocal};
 use super::logring::LogRing;
+use super::ops::OpsError;
 use super::registry::{AgreementRecord, RegistryError};
 use crate::space::SeedCode;
 use crate::sync::Local;
@@ -82,6 +83,14 @@ fn registry_error(e: RegistryError) -> BackendError {
             BackendError::Invalid(e.to_string())
         }
         other => BackendError::Internal(other.to_string()),
+    }
+}
+
+fn ops_error(e: OpsError) -> BackendError {
+    match e {
+        OpsError::Invalid(m) => BackendError::Invalid(m),
+        OpsError::NotFound(m) => BackendError::NotFound(m),
+        OpsError::Registry(e) => BackendError::Internal(e.to_string()),
     }
 }
 
@@ -410,13 +419,10 @@ impl AdminBackend for AdminDaemon {
             let first = c.next().map(|f| f.to_uppercase().collect::<String>());
             BackendError::Invalid(format!("{}{}.", first.unwrap_or_default(), c.as_str()))
         })?;
-        let name = r.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
         let held = self
             .daemon
-            .registry
-            .add_space(&code, name, r.quota_bytes, now_unix())
-            .map_err(registry_error)?;
-        tracing::info!(space = %held.name, "space added");
+            .add_space(&code, r.name.as_deref(), r.quota_bytes)
+            .map_err(ops_error)?;
         self.held()?
             .into_iter()
             .find(|s| s.name == held.name)
@@ -425,11 +431,9 @@ impl AdminBackend for AdminDaemon {
 
     fn remove_space(&self, name: &str, purge: bool) -> Result<(), BackendError> {
         self.daemon
-            .registry
             .remove_space(name, purge)
-            .map_err(registry_error)?;
-        tracing::info!(space = %name, purge, "space removed");
-        Ok(())
+            .map(drop)
+            .map_err(ops_error)
     }
 
     fn peers(&self) -> Result<Peers, BackendError> {
@@ -484,16 +488,7 @@ impl AdminBackend for AdminDaemon {
 
     fn add_partner(&self, spec: &str) -> Result<PartnerInfo, BackendError> {
         let p = parse_partner(spec).map_err(BackendError::Invalid)?;
-        if p.node_id == self.daemon.node_id.0 {
-            return Err(BackendError::Invalid(
-                "that is this seeder's own node id".into(),
-            ));
-        }
-        self.daemon
-            .registry
-            .add_partner(&p)
-            .map_err(registry_error)?;
-        tracing::info!(partner = %p.address, "partner seeder added");
+        self.daemon.add_partner(&p).map_err(ops_error)?;
         Ok(PartnerInfo {
             address: p.address,
             node_id: hex::encode(p.node_id),
@@ -507,15 +502,7 @@ impl AdminBackend for AdminDaemon {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| BackendError::NotFound(format!("no partner {node_id:?}")))?;
-        if !self
-            .daemon
-            .registry
-            .remove_partner(&id)
-            .map_err(registry_error)?
-        {
-            return Err(BackendError::NotFound(format!("no partner {node_id}")));
-        }
-        Ok(())
+        self.daemon.remove_partner(&id).map_err(ops_error)
     }
 
     fn agreements(&self) -> Result<Vec<Agreement>, BackendError> {

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use serde_json::json;
 
 use super::ctl::{CtlBackend, CtlRequest, CtlResponse};
+use super::ops::{Links, OpsError};
 use super::registry::{Partner, Registry, RegistryError};
 use crate::space::SeedCode;
 use crate::store::Store;
@@ -61,6 +62,8 @@ pub struct Daemon {
     pub keep_free_percent: u8,
     /// Connections, arrivals and scrub results, shared with the admin page.
     pub activity: std::sync::Arc<super::activity::Activity>,
+    /// Who hears about registry changes: live connections, the partner dialer.
+    pub links: Links,
 }
 
 /// Repairs on record, by the peer whose copies they came from: `(peer, entries, last time)`.
@@ -97,6 +100,13 @@ fn err(message: impl Into<String>) -> CtlResponse {
     }
 }
 
+fn ops_err(e: OpsError) -> CtlResponse {
+    CtlResponse::Error {
+        not_found: matches!(e, OpsError::NotFound(_)),
+        message: e.to_string(),
+    }
+}
+
 fn registry_err(e: RegistryError) -> CtlResponse {
     let not_found = matches!(e, RegistryError::UnknownSpace(_));
     CtlResponse::Error {
@@ -105,31 +115,73 @@ fn registry_err(e: RegistryError) -> CtlResponse {
     }
 }
 
-/// Parse `HOST:PORT#NODEID` (node id: 64 hex characters).
+/// The longest host name DNS can carry (RFC 1035: 255 octets on the wire, 253 as text).
+const MAX_HOST_NAME: usize = 253;
+
+/// The longest label between dots in a host name (RFC 1035).
+const MAX_HOST_LABEL: usize = 63;
+
+/// Whether `host` is an IPv4 address, a bracketed IPv6 address, or a DNS host name of
+/// letters, digits and hyphens within DNS's lengths.
+fn valid_host(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= MAX_HOST_NAME
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= MAX_HOST_LABEL
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Parse `HOST:PORT#NODEID` (node id: 64 hex characters). The host is an IP address
+/// (`[…]` for IPv6) or a DNS name; anything else is refused without being echoed in full.
 pub fn parse_partner(s: &str) -> Result<Partner, String> {
+    /// How much of a refused input an error message repeats: enough to recognise it.
+    const SHOWN: usize = 80;
+    let shown = |t: &str| -> String {
+        let mut out: String = t.chars().take(SHOWN).collect();
+        if t.chars().count() > SHOWN {
+            out.push('…');
+        }
+        format!("{out:?}")
+    };
     let (addr, id) = s
         .rsplit_once('#')
-        .ok_or_else(|| format!("{s:?}: expected HOST:PORT#NODEID"))?;
-    if !addr.contains(':') || addr.starts_with(':') || addr.ends_with(':') {
-        return Err(format!("{addr:?}: expected HOST:PORT"));
+        .ok_or_else(|| format!("{}: expected HOST:PORT#NODEID", shown(s)))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && !p.is_empty())
+        .ok_or_else(|| format!("{}: expected HOST:PORT", shown(addr)))?;
+    if !valid_host(host) {
+        return Err(format!(
+            "{}: not a host name or IP address (a name is at most {MAX_HOST_NAME} characters of \
+             letters, digits, '-' and '.'; IPv6 goes in brackets)",
+            shown(host)
+        ));
     }
-    let port = addr.rsplit(':').next().unwrap_or("");
-    port.parse::<u16>()
-        .map_err(|_| format!("{port:?} is not a port number"))?;
-    let bytes = hex::decode(id).map_err(|_| format!("node id {id:?} is not hex"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("{} is not a port number", shown(port))),
+    }
+    let bytes = hex::decode(id).map_err(|_| format!("node id {} is not hex", shown(id)))?;
     let node_id: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| format!("node id {id:?} should be 64 hex characters"))?;
+        .map_err(|_| format!("node id {} should be 64 hex characters", shown(id)))?;
     Ok(Partner {
         address: addr.to_string(),
         node_id,
     })
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Daemon {
@@ -280,6 +332,13 @@ impl CtlBackend for Daemon {
                         "damaged": damage,
                         "repaired": repaired,
                         "forks": forks,
+                        "peers": self.activity.peers().into_iter().map(|p| json!({
+                            "node_id": p.node_id.to_hex(),
+                            "address": p.address.to_string(),
+                            "since": p.since,
+                            "partner": p.dialed,
+                            "spaces": p.spaces.iter().map(|a| a.to_hex()).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
                     })),
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         err(format!("reading the store: {e}"))
@@ -291,20 +350,15 @@ impl CtlBackend for Daemon {
                     Ok(c) => c,
                     Err(e) => return err(e.to_string()),
                 };
-                match self
-                    .registry
-                    .add_space(&code, name.as_deref(), quota, now_secs())
-                {
+                match self.add_space(&code, name.as_deref(), quota) {
                     Ok(held) => ok(json!({"name": held.name, "address": held.address.to_hex()})),
-                    Err(e) => registry_err(e),
+                    Err(e) => ops_err(e),
                 }
             }
-            CtlRequest::SpaceRemove { name, purge } => {
-                match self.registry.remove_space(&name, purge) {
-                    Ok(purged) => ok(json!({"name": name, "purged_feeds": purged})),
-                    Err(e) => registry_err(e),
-                }
-            }
+            CtlRequest::SpaceRemove { name, purge } => match self.remove_space(&name, purge) {
+                Ok(purged) => ok(json!({"name": name, "purged_feeds": purged})),
+                Err(e) => ops_err(e),
+            },
             CtlRequest::Scrub => {
                 let never = std::sync::atomic::AtomicBool::new(false);
                 let findings =
@@ -322,9 +376,9 @@ impl CtlBackend for Daemon {
                 Err(e) => registry_err(e),
             },
             CtlRequest::PeerAdd { peer } => match parse_partner(&peer) {
-                Ok(p) => match self.registry.add_partner(&p) {
+                Ok(p) => match self.add_partner(&p) {
                     Ok(()) => ok(json!({"address": p.address, "node_id": hex::encode(p.node_id)})),
-                    Err(e) => registry_err(e),
+                    Err(e) => ops_err(e),
                 },
                 Err(m) => err(m),
             },
@@ -375,8 +429,22 @@ mod tests {
             format!("host:port#{id}"),
             "host:7428#abcd".to_string(),
             format!("host:99999#{id}"),
+            format!("host:0#{id}"),
+            format!("{}:7428#{id}", "a".repeat(3000)),
+            format!("{}.example:7428#{id}", "a".repeat(64)),
+            format!("bad\nhost:7428#{id}"),
+            format!("-host:7428#{id}"),
+            format!("[not-v6]:7428#{id}"),
+            format!(":7428#{id}"),
         ] {
-            assert!(parse_partner(&bad).is_err(), "{bad}");
+            let e = parse_partner(&bad).expect_err(&bad);
+            assert!(e.len() < 400, "the error repeats a bounded part: {e}");
+            assert!(
+                !e.contains('\n'),
+                "the error prints no raw control characters: {e}"
+            );
         }
+        assert!(parse_partner(&format!("192.0.2.7:7428#{id}")).is_ok());
+        assert!(parse_partner(&format!("seeder.local.:7428#{id}")).is_ok());
     }
 }

@@ -188,6 +188,7 @@ pub async fn run(
         pending: Default::default(),
     });
     let driver = crate::net::driver::Driver::new(node.clone(), node_id);
+    let partners_changed = Arc::new(tokio::sync::Notify::new());
     let daemon = Arc::new(Daemon {
         store: store.clone(),
         registry: registry.clone(),
@@ -201,6 +202,10 @@ pub async fn run(
         },
         keep_free_percent: config.keep_free_percent,
         activity: activity.clone(),
+        links: super::ops::Links {
+            driver: Some(driver.clone()),
+            partners_changed: partners_changed.clone(),
+        },
     });
     // The setup code exists from the first start, so the console and the SD card can show it.
     if let Err(e) = daemon.setup_code() {
@@ -253,6 +258,7 @@ pub async fn run(
         endpoint.clone(),
         driver.clone(),
         registry,
+        partners_changed,
         stop_tx.subscribe(),
     ));
     let reserve = tokio::spawn({
@@ -424,6 +430,7 @@ async fn dial_partners(
     endpoint: Arc<crate::net::Endpoint>,
     driver: Arc<crate::net::driver::Driver>,
     registry: Registry,
+    partners_changed: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let connected: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
@@ -483,6 +490,7 @@ async fn dial_partners(
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(PARTNER_RETRY) => {}
+            _ = partners_changed.notified() => {}
         }
     }
 }

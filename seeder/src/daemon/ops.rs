@@ -1,0 +1,115 @@
+/*!
+The daemon's operations: the typed changes the control socket and the admin page both ask
+for (hold or drop a space, add or remove a partner seeder). Each one writes the registry and
+then tells the connection layer, so a change takes effect on live connections at once
+instead of at the next dial.
+
+Not for presentation: the callers turn results and [`OpsError`] into JSON lines or HTTP
+answers. Reading state (status, lists) stays with the callers too.
+*/
+
+use std::sync::Arc;
+
+use super::backend::Daemon;
+use super::registry::{HeldSpace, Partner, RegistryError};
+use crate::net::NodeId;
+use crate::space::SeedCode;
+
+/// Why an operation was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The request itself is wrong; the message says how to put it right.
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing it names is not here.
+    #[error("{0}")]
+    NotFound(String),
+    /// The registry could not be read or written.
+    #[error("the registry: {0}")]
+    Registry(RegistryError),
+}
+
+impl From<RegistryError> for OpsError {
+    fn from(e: RegistryError) -> OpsError {
+        match e {
+            RegistryError::UnknownSpace(_) | RegistryError::UnknownAgreement(_) => {
+                OpsError::NotFound(e.to_string())
+            }
+            RegistryError::AlreadyHeld(_)
+            | RegistryError::NameTaken(_)
+            | RegistryError::BadName(_) => OpsError::Invalid(e.to_string()),
+            other => OpsError::Registry(other),
+        }
+    }
+}
+
+/// What the connection layer must hear about the registry's changes.
+#[derive(Default)]
+pub struct Links {
+    /// The driver of every live connection, once the node is listening.
+    pub driver: Option<Arc<crate::net::driver::Driver>>,
+    /// Wakes the partner dialer, so a new partner is dialed now rather than at its next round.
+    pub partners_changed: Arc<tokio::sync::Notify>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Daemon {
+    /// Hold the space of `code`, and open it with every partner seeder connected now.
+    pub fn add_space(
+        &self,
+        code: &SeedCode,
+        name: Option<&str>,
+        quota: Option<u64>,
+    ) -> Result<HeldSpace, OpsError> {
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        let held = self.registry.add_space(code, name, quota, now_secs())?;
+        tracing::info!(space = %held.name, "space added");
+        if let Some(driver) = &self.links.driver {
+            for p in self.registry.partners()? {
+                let id = NodeId(p.node_id);
+                if self.activity.is_connected(&id) {
+                    driver.open_with(id, held.address);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    /// Stop holding the space named `name`; with `purge`, delete its feeds too. Returns the
+    /// number of feeds deleted.
+    pub fn remove_space(&self, name: &str, purge: bool) -> Result<usize, OpsError> {
+        let purged = self.registry.remove_space(name, purge)?;
+        tracing::info!(space = %name, purge, "space removed");
+        Ok(purged)
+    }
+
+    /// Keep `partner` connected and open every held space with it.
+    pub fn add_partner(&self, partner: &Partner) -> Result<(), OpsError> {
+        if partner.node_id == self.node_id.0 {
+            return Err(OpsError::Invalid(
+                "that is this seeder's own node id".into(),
+            ));
+        }
+        self.registry.add_partner(partner)?;
+        tracing::info!(partner = %partner.address, "partner seeder added");
+        self.links.partners_changed.notify_one();
+        Ok(())
+    }
+
+    /// Stop dialing the partner with `node_id`.
+    pub fn remove_partner(&self, node_id: &[u8; 32]) -> Result<(), OpsError> {
+        if !self.registry.remove_partner(node_id)? {
+            return Err(OpsError::NotFound(format!(
+                "no partner {}",
+                hex::encode(node_id)
+            )));
+        }
+        tracing::info!(partner = %hex::encode(node_id), "partner seeder removed");
+        Ok(())
+    }
+}
