@@ -395,3 +395,54 @@ fn idle_control_connections_do_not_lock_out_a_person() {
     drop(idle);
     stop(child);
 }
+
+#[test]
+fn a_seeder_keeps_its_files_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Started the way a shell with a permissive umask would start it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000 && exec \"$0\" serve --no-mdns --listen 127.0.0.1:0 --admin 127.0.0.1:0 --data \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_seeder"))
+        .arg(&data)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("seeder ready") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("daemon ended before it was ready: {other:?}"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    // A space and a claimed admin page: the password's hash is written too.
+    let home = dir.path().join("home");
+    let code = seed_code(&home);
+    ok(&data, &["space", "add", &code]);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    let admin = status["admin"].as_str().unwrap().to_string();
+    common::claim(&admin, ok(&data, &["setup-code"]).trim());
+    let mut seen = 0;
+    let mut stack = vec![data.clone()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        seen += 1;
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    assert!(seen > 5, "only {seen} files");
+    stop(child);
+}

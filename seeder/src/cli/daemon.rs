@@ -164,6 +164,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
+    // Everything the daemon creates is its own: the store, the admin password's hash, the
+    // node key. Files 0600 and folders 0700 whatever umask it was started with; the few
+    // files meant for others (the ssh keys for root's helper) set their mode explicitly.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let file = match &args.config {
         Some(path) => read_config(path)?,
         None => FileConfig::default(),

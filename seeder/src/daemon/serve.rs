@@ -164,6 +164,15 @@ pub async fn run(
     let mut sc = StoreConfig::default();
     sc.cache_bytes(config.cache_bytes);
     let store = Store::open(&config.data, &sc)?;
+    // A data folder made by an older version, or by hand, may be open to others: it holds the
+    // admin password's hash and the node key.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o700);
+        if let Err(e) = std::fs::set_permissions(&config.data, private) {
+            tracing::warn!(data = %config.data.display(), error = %e, "cannot make the data folder private");
+        }
+    }
     let registry = Registry::open(&store)?;
     let identity = Arc::new(crate::net::NodeIdentity::load_or_create(
         &config.data.join(IDENTITY_FILE),

@@ -29,6 +29,9 @@ impl AtomicFile {
             .prefix(".tmp-")
             .permissions(Permissions::from_mode(mode))
             .tempfile_in(dir)?;
+        // Created with at most `mode` (the umask may take more away); set exactly `mode`.
+        tmp.as_file()
+            .set_permissions(Permissions::from_mode(mode))?;
         Ok(AtomicFile {
             path: path.to_path_buf(),
             tmp,
