@@ -172,6 +172,33 @@ fn a_folder_is_put_recursively() {
 }
 
 #[test]
+fn names_with_control_characters_are_refused_before_anything_is_written() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let dir = root.path().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "A").unwrap();
+    std::fs::write(dir.join("two\nlines.txt"), "B").unwrap();
+    let err = a.fails(2, &["put", "office", dir.to_str().unwrap()]);
+    assert!(err.contains("control character"), "{err}");
+    assert!(
+        err.contains("two\\nlines.txt"),
+        "the name is shown escaped: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(a.ls("office"), "", "nothing of the folder was written");
+    // A name typed with an escape sequence in it is refused too.
+    let one = root.path().join("one.txt");
+    std::fs::write(&one, "C").unwrap();
+    let err = a.fails(
+        2,
+        &["put", "office", one.to_str().unwrap(), "x\u{1b}[2J.txt"],
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
+
+#[test]
 fn concurrent_edits_converge_and_the_loser_stays_readable() {
     let root = tempfile::tempdir().unwrap();
     let (a, b, c) = three(root.path());

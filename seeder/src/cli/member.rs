@@ -197,6 +197,12 @@ pub fn put(home: &Home, mut args: PutArgs, io: &mut Io) -> Result<()> {
     } else {
         files.push((args.local.clone(), base));
     }
+    // Every name is checked before anything is written: a folder holding one file whose name
+    // can't be a path (a newline in it, say) is refused whole, with that name.
+    let files = files
+        .into_iter()
+        .map(|(local, path)| Ok((local, parse_path(&path)?)))
+        .collect::<Result<Vec<(PathBuf, Path)>>>()?;
     // Entries once written stay in the feed (it is append-only and signed): a put that runs out
     // of disk half-way leaves its chunks behind for good. So the room is checked first.
     let needed: u64 = files
@@ -222,14 +228,13 @@ pub fn put(home: &Home, mut args: PutArgs, io: &mut Io) -> Result<()> {
     let mut small: Vec<(Path, Vec<u8>, FileMeta)> = Vec::new();
     let mut small_bytes = 0usize;
     for (local, path) in files {
-        let path = parse_path(&path)?;
         let md = std::fs::metadata(&local)
             .with_context(|| format!("cannot read {}", local.display()))?;
         if md.len() <= CHUNK_SIZE as u64 {
             let content = std::fs::read(&local)
                 .with_context(|| format!("cannot read {}", local.display()))?;
             small_bytes += content.len();
-            writeln!(io.out, "{path}\t{} bytes", content.len())?;
+            writeln!(io.out, "{}\t{} bytes", path.shown(), content.len())?;
             small.push((path, content, file_meta(&md)));
             if small_bytes >= SMALL_GROUP_BYTES || small.len() >= SMALL_GROUP_FILES {
                 space
@@ -246,7 +251,7 @@ pub fn put(home: &Home, mut args: PutArgs, io: &mut Io) -> Result<()> {
             .put(&path, &mut f, file_meta(&md), &mut |n| bar.set_position(n))
             .map_err(home_err)?;
         bar.finish_and_clear();
-        writeln!(io.out, "{}\t{} bytes", state.path, state.meta.size)?;
+        writeln!(io.out, "{}\t{} bytes", state.path.shown(), state.meta.size)?;
     }
     if !small.is_empty() {
         space.put_small(small).map_err(home_err)?;
@@ -299,13 +304,13 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
             view.version(&id)
                 .and_then(|v| v.file_at(&path))
                 .cloned()
-                .ok_or_else(|| HomeError::NotFound(format!("{path} in version {spec}")))
+                .ok_or_else(|| HomeError::NotFound(format!("{} in version {spec}", path.shown())))
                 .map_err(home_err)?
         }
         None => view
             .get(&path)
             .cloned()
-            .ok_or_else(|| HomeError::NotFound(path.to_string()))
+            .ok_or_else(|| HomeError::NotFound(path.shown().to_string()))
             .map_err(home_err)?,
     };
     match args.local.as_deref() {
@@ -334,7 +339,7 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
             writeln!(
                 io.err,
                 "{} → {} ({} bytes)",
-                file.path,
+                file.path.shown(),
                 target.display(),
                 file.meta.size
             )?;
@@ -366,7 +371,7 @@ pub fn ls(home: &Home, args: LsArgs, io: &mut Io) -> Result<()> {
     }
     for entry in entries {
         match entry {
-            ListEntry::Dir(path) => writeln!(io.out, "{path}/")?,
+            ListEntry::Dir(path) => writeln!(io.out, "{}/", path.shown())?,
             ListEntry::File { file, conflicted } => {
                 // Plain listings stay bare names for scripts; the long one flags conflicts.
                 let mark = if conflicted && args.long {
@@ -374,7 +379,13 @@ pub fn ls(home: &Home, args: LsArgs, io: &mut Io) -> Result<()> {
                 } else {
                     ""
                 };
-                print_file(&view, file, args.long, &format!("{}{mark}", file.path), io)?;
+                print_file(
+                    &view,
+                    file,
+                    args.long,
+                    &format!("{}{mark}", file.path.shown()),
+                    io,
+                )?;
             }
         }
     }
@@ -384,7 +395,7 @@ pub fn ls(home: &Home, args: LsArgs, io: &mut Io) -> Result<()> {
 /// A device as people see it: its name and its feed's short id (names can repeat).
 fn device(view: &View, feed: &crate::feed::FeedKey) -> String {
     match view.device_name(feed) {
-        Some(name) => format!("{name}({})", feed.short()),
+        Some(name) => format!("{}({})", crate::fs::Path::escape(name), feed.short()),
         None => feed.short(),
     }
 }
@@ -428,9 +439,9 @@ pub fn log(home: &Home, name: &str, io: &mut Io) -> Result<()> {
     let view = space.view().map_err(home_err)?;
     for v in view.history(None) {
         let what = match &v.change {
-            Change::Put(f) => format!("put {} ({} bytes)", f.path, f.meta.size),
-            Change::Delete(p) => format!("rm {p}"),
-            Change::Rename { from, file } => format!("mv {from} {}", file.path),
+            Change::Put(f) => format!("put {} ({} bytes)", f.path.shown(), f.meta.size),
+            Change::Delete(p) => format!("rm {}", p.shown()),
+            Change::Rename { from, file } => format!("mv {} {}", from.shown(), file.path.shown()),
         };
         writeln!(
             io.out,
@@ -458,7 +469,7 @@ pub fn conflicts(home: &Home, name: &str, path: Option<&str>, io: &mut Io) -> Re
                 io.out,
                 "{}\t{}\t{}\tby {}\t(kept: {} by {})",
                 loser.id,
-                c.path,
+                c.path.shown(),
                 what,
                 device(&view, &loser.id.feed),
                 c.winner.id,

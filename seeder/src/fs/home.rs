@@ -710,7 +710,7 @@ impl SpaceHandle<'_> {
     /// Delete the file at `path`.
     pub fn remove(&self, path: &Path) -> Result<()> {
         if self.view()?.get(path).is_none() {
-            return Err(HomeError::NotFound(path.to_string()));
+            return Err(HomeError::NotFound(path.shown().to_string()));
         }
         self.write_op(|clock| Record::Delete {
             path: path.clone(),
@@ -724,7 +724,7 @@ impl SpaceHandle<'_> {
             .view()?
             .get(from)
             .cloned()
-            .ok_or_else(|| HomeError::NotFound(from.to_string()))?;
+            .ok_or_else(|| HomeError::NotFound(from.shown().to_string()))?;
         if from == to {
             return Ok(());
         }

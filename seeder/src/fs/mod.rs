@@ -46,7 +46,7 @@ mod view;
 mod tests;
 
 pub use clock::{Causality, VectorClock, MAX_CLOCK_FEEDS};
-pub use path::{Path, MAX_COMPONENT_LEN, MAX_PATH_LEN};
+pub use path::{Path, Shown, MAX_COMPONENT_LEN, MAX_PATH_LEN};
 pub use record::{
     chunk_count, ContentRef, FileMeta, Mtime, Record, CHUNK_SIZE, FORMAT_VERSION,
     MAX_DEVICE_NAME_LEN, MODE_MASK,

@@ -12,6 +12,12 @@ Invariants of every `Path` value, checked by [`Path::new`] and by deserialisatio
 - no component is `.` or `..`, none is longer than [`MAX_COMPONENT_LEN`] bytes;
 - no NUL byte anywhere.
 
+A path a person gives ([`Path::new`], [`FromStr`]) also holds no control character (a newline,
+a tab, an escape sequence): such a name would print as two lines or recolour a terminal.
+Records from other members are read with the rules above only, so a name written by an older
+or foreign client is still shown and can still be fetched, renamed or deleted; anything that
+prints a path to a person uses [`Path::shown`], which escapes control characters.
+
 So every path is already in its one canonical spelling: two `Path`s name the same file iff their
 strings are equal, and the byte order of the strings keeps every directory's contents together
 (all paths below `a/b/` form one contiguous range), which the view's listings rely on.
@@ -41,7 +47,25 @@ impl Path {
     /// `./a`, `a/`) is refused with the reason, so a path has exactly one spelling.
     pub fn new(s: &str) -> Result<Path, FsError> {
         check(s)?;
+        if s.chars().any(char::is_control) {
+            // The message quotes it with `{:?}`, which escapes the control characters.
+            return Err(bad(
+                s,
+                "contains a control character (a newline, tab or escape)",
+            ));
+        }
         Ok(Path(s.to_owned()))
+    }
+
+    /// The path for a person to read: as it is, but with control characters escaped (`\n`,
+    /// `\u{1b}`), so a name can neither break a listing into lines nor drive a terminal.
+    pub fn shown(&self) -> Shown<'_> {
+        shown(&self.0)
+    }
+
+    /// Any text from a member (a device name, say) escaped the way [`Path::shown`] does.
+    pub fn escape(text: &str) -> Shown<'_> {
+        shown(text)
     }
 
     /// The path as a string, `/`-separated.
@@ -83,6 +107,26 @@ impl Path {
     /// Whether `self` is `dir` itself or lies below it.
     pub fn is_at_or_below(&self, dir: &Path) -> bool {
         self == dir || self.is_below(dir)
+    }
+}
+
+/// A path as printed for a person; see [`Path::shown`].
+pub struct Shown<'a>(&'a str);
+
+fn shown(s: &str) -> Shown<'_> {
+    Shown(s)
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -219,6 +263,32 @@ mod tests {
         for s in [".", "..", "./a", "a/.", "a/../b", "../etc/passwd", "a/.."] {
             assert!(reason(s).contains("'..'"), "{s}");
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_from_people_and_escaped_when_shown() {
+        for s in [
+            "a\nb.txt",
+            "tab\there",
+            "esc\u{1b}[31mred",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
+            assert!(reason(s).contains("control character"), "{s:?}");
+        }
+        let err = Path::new("a\nb.txt").expect_err("refused").to_string();
+        assert!(!err.contains('\n'), "the message is one line: {err}");
+        // A member's record may still carry one (an older client wrote it): it is read, and
+        // shown escaped.
+        let old: Path = serde_json::from_str("\"notes\\n\\u001b[2Jx.txt\"").expect("read");
+        assert_eq!(old.as_str(), "notes\n\u{1b}[2Jx.txt");
+        let shown = old.shown().to_string();
+        assert_eq!(shown, "notes\\n\\u{1b}[2Jx.txt");
+        assert!(!shown.chars().any(char::is_control));
+        assert_eq!(
+            Path::new("plain é.txt").expect("valid").shown().to_string(),
+            "plain é.txt"
+        );
     }
 
     #[test]
