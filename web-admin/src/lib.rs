@@ -7,12 +7,12 @@ It knows nothing of QUIC, sled or the board: everything it shows or changes goes
 [`AdminBackend`], which the daemon implements. Handlers are thin: check who is asking, parse,
 call the backend, render.
 
-Security, in order of a request's path: the `Host` header must name this device (stops DNS
-rebinding), every response carries a strict CSP and frame/sniffing denial, bodies are capped,
-an unclaimed device shows only the claim page, sessions are HttpOnly + SameSite=Strict
-cookies, every state-changing request carries the session's CSRF token (forms: a hidden
-field; API: the `X-CSRF-Token` header) or an API token, and password and setup-code attempts
-are rate limited per client.
+Security, in order of a request's path: a request must carry exactly one valid `Host` header
+and it must name this device (stops DNS rebinding), every response carries a strict CSP and
+frame/sniffing denial, bodies are capped, an unclaimed device shows only the claim page,
+sessions are HttpOnly + SameSite=Strict cookies, every state-changing request carries the
+session's CSRF token (forms: a hidden field; API: the `X-CSRF-Token` header) or an API token,
+and password and setup-code attempts are rate limited per client.
 */
 #![forbid(unsafe_code)]
 
@@ -429,16 +429,83 @@ pub fn host_allowed(config: &AdminConfig, host: &str) -> bool {
     config.hosts.iter().any(|h| h.eq_ignore_ascii_case(&name))
 }
 
+/// Why a request's `Host` can't even be compared with this device's names. RFC 9112 §3.2 asks
+/// for 400 in each case: two servers that each pick a different one of two `Host` headers (a
+/// cache and this one, say) would disagree on what the request is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostError {
+    #[error("the request has {0} Host headers; send exactly one")]
+    Several(usize),
+    #[error("the request has no Host header; send one naming this seeder")]
+    Missing,
+    #[error("the Host header {0:?} is not a host name or address with an optional port")]
+    Invalid(String),
+}
+
+/// Longest part of a bad `Host` value quoted back in the error.
+const QUOTED_HOST_CHARS: usize = 64;
+
+/// The host a request is for: its one `Host` header, or the authority of an absolute request
+/// target, which RFC 9112 §3.2.2 says wins over the header.
+pub fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Result<String, HostError> {
+    let values: Vec<&HeaderValue> = headers.get_all(header::HOST).iter().collect();
+    if values.len() > 1 {
+        return Err(HostError::Several(values.len()));
+    }
+    let invalid = |raw: &[u8]| {
+        HostError::Invalid(
+            String::from_utf8_lossy(raw)
+                .chars()
+                .take(QUOTED_HOST_CHARS)
+                .collect(),
+        )
+    };
+    let header = match values.first() {
+        Some(v) => match v.to_str() {
+            Ok(text) if valid_host(text) => Some(text.to_string()),
+            _ => return Err(invalid(v.as_bytes())),
+        },
+        None => None,
+    };
+    match (uri.authority(), header) {
+        (Some(a), _) if valid_host(a.as_str()) => Ok(a.as_str().to_string()),
+        (Some(a), _) => Err(invalid(a.as_str().as_bytes())),
+        (None, Some(h)) => Ok(h),
+        (None, None) => Err(HostError::Missing),
+    }
+}
+
+/// Whether `text` is `host[:port]` as a `Host` header may carry it: a bracketed IPv6 address
+/// or a name of letters, digits, `-`, `_` and `.` (which covers IPv4 addresses), then at most
+/// a decimal port. Stricter than RFC 3986's reg-name, which also allows percent escapes and
+/// punctuation that no name of this device has.
+fn valid_host(text: &str) -> bool {
+    let port_ok =
+        |port: &str| port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
+    if let Some(rest) = text.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return false;
+        };
+        return address.parse::<std::net::Ipv6Addr>().is_ok()
+            && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (name, port) = match text.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (text, None),
+    };
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && port.is_none_or(port_ok)
+}
+
 /// Host check, cross-site check, security headers: around every request.
 async fn guard(State(app): State<Shared>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let host = request_host(request.headers(), request.uri());
     let mut response = match host {
-        Some(h) if host_allowed(&app.config, &h) => {
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Ok(h) if host_allowed(&app.config, &h) => {
             if is_state_changing(request.method()) && !same_origin(request.headers(), &h) {
                 (
                     StatusCode::FORBIDDEN,
@@ -449,7 +516,7 @@ async fn guard(State(app): State<Shared>, request: Request, next: Next) -> Respo
                 next.run(request).await
             }
         }
-        _ => (
+        Ok(_) => (
             StatusCode::MISDIRECTED_REQUEST,
             "this seeder answers only to its own names (seeder.local, its IP address)",
         )

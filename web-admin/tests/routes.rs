@@ -579,10 +579,11 @@ async fn other_host_names_and_cross_site_posts_are_refused_and_headers_are_stric
         .unwrap();
     let r = s.send(&mut b, req).await;
     assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
-    let req = Site::request(&b, "GET", "/")
-        .header(header::HOST, "192.168.1.20:8080")
-        .body(Body::empty())
-        .unwrap();
+    let mut req = Site::request(&b, "GET", "/").body(Body::empty()).unwrap();
+    req.headers_mut().insert(
+        header::HOST,
+        header::HeaderValue::from_static("192.168.1.20:8080"),
+    );
     assert_eq!(s.send(&mut b, req).await.status, StatusCode::OK);
 
     let csrf = b.csrf.clone().unwrap();
@@ -611,6 +612,71 @@ async fn other_host_names_and_cross_site_posts_are_refused_and_headers_are_stric
             !r.body.contains("<script>") && !r.body.contains(" style="),
             "{p}"
         );
+    }
+}
+
+#[tokio::test]
+async fn two_host_headers_or_an_invalid_host_get_400() {
+    let s = site();
+    let mut b = Browser::default();
+    for hosts in [
+        &["seeder.local", "attacker.example"][..],
+        &["attacker.example", "seeder.local"],
+        &["seeder.local", "seeder.local"],
+    ] {
+        let mut req = Request::builder().uri("/claim");
+        for h in hosts {
+            req = req.header(header::HOST, *h);
+        }
+        let r = s.send(&mut b, req.body(Body::empty()).unwrap()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{hosts:?}");
+        assert_eq!(r.body, "the request has 2 Host headers; send exactly one");
+    }
+    for bad in [
+        "",
+        "seeder.local:http",
+        "seeder.local:99999",
+        "admin@seeder.local",
+        "seeder.local/x",
+        "seeder local",
+        "[::1",
+        "[not-v6]:80",
+        "a:b:80",
+    ] {
+        let req = Request::builder()
+            .uri("/claim")
+            .header(header::HOST, bad)
+            .body(Body::empty())
+            .unwrap();
+        let r = s.send(&mut b, req).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(r.body.starts_with("the Host header"), "{bad:?}: {}", r.body);
+    }
+    let req = Request::builder()
+        .uri("/claim")
+        .header(header::HOST, b"seeder.local\xff".as_slice())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(s.send(&mut b, req).await.status, StatusCode::BAD_REQUEST);
+    let req = Request::builder()
+        .uri("/claim")
+        .body(Body::empty())
+        .unwrap();
+    let r = s.send(&mut b, req).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("no Host header"), "{}", r.body);
+    for good in [
+        "seeder.local",
+        "SEEDER.local:8080",
+        "[::1]:80",
+        "192.168.1.20",
+    ] {
+        let req = Request::builder()
+            .uri("/claim")
+            .header(header::HOST, good)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(s.send(&mut b, req).await.status, StatusCode::OK, "{good}");
     }
 }
 
