@@ -11,7 +11,8 @@ is made from, so the two can't drift apart.
 Not for: HTML.
 */
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
@@ -50,6 +51,36 @@ impl IntoResponse for ApiFail {
 
 type ApiResult<T> = Result<Json<T>, ApiFail>;
 
+/// Proof that a request may use the admin operations: a valid API token, or a session with,
+/// for a change, its CSRF token in `X-CSRF-Token`. Only its extractor makes one, and axum runs
+/// a handler's extractors in order with the body's last, so a handler that takes a `Caller`
+/// before its body answers a stranger 401 (or 403, 409) before anything reads or parses what
+/// they sent: only callers who may use an operation learn how its body should look.
+pub struct Caller(Ctx);
+
+/// The same for operations a session only may do (see [`authorize_session`]).
+pub struct SessionCaller(Ctx);
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiFail;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Caller, ApiFail> {
+        let ctx = Ctx::from_request_parts(parts, app).await?;
+        authorize(&ctx, &parts.method, &parts.headers)?;
+        Ok(Caller(ctx))
+    }
+}
+
+impl FromRequestParts<Shared> for SessionCaller {
+    type Rejection = ApiFail;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<SessionCaller, ApiFail> {
+        let ctx = Ctx::from_request_parts(parts, app).await?;
+        authorize_session(&ctx, &parts.method, &parts.headers)?;
+        Ok(SessionCaller(ctx))
+    }
+}
+
 /// Who may call: a token, or a session (plus its CSRF token for changes).
 fn authorize(ctx: &Ctx, method: &Method, headers: &HeaderMap) -> Result<(), Fail> {
     if !ctx.settings.claimed() {
@@ -61,7 +92,7 @@ fn authorize(ctx: &Ctx, method: &Method, headers: &HeaderMap) -> Result<(), Fail
     authorize_session(ctx, method, headers)
 }
 
-/// A session only (tokens can't change the password or make more tokens).
+/// A session only (tokens can't change the password, make more tokens or set root's SSH keys).
 fn authorize_session(ctx: &Ctx, method: &Method, headers: &HeaderMap) -> Result<(), Fail> {
     if !ctx.settings.claimed() {
         return Err(Fail::Unclaimed);
@@ -236,15 +267,7 @@ async fn session_get(ctx: Ctx) -> ApiResult<SessionInfo> {
     }))
 }
 
-async fn session_delete(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(e) = authorize_session(&ctx, &method, &headers) {
-        return ApiFail(e).into_response();
-    }
+async fn session_delete(State(app): State<Shared>, SessionCaller(ctx): SessionCaller) -> Response {
     if let Some(c) = &ctx.cookie {
         app.sessions.lock().expect("sessions lock").remove(c);
     }
@@ -263,13 +286,7 @@ pub struct Status {
     pub overview: Overview,
 }
 
-async fn status(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Status> {
-    authorize(&ctx, &method, &headers)?;
+async fn status(State(app): State<Shared>, Caller(ctx): Caller) -> ApiResult<Status> {
     let overview = app.backend.overview().map_err(Fail::backend)?;
     Ok(Json(Status {
         device_name: ctx.settings.device_name.clone(),
@@ -277,24 +294,15 @@ async fn status(
     }))
 }
 
-async fn spaces(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Vec<SpaceInfo>> {
-    authorize(&ctx, &method, &headers)?;
+async fn spaces(State(app): State<Shared>, _: Caller) -> ApiResult<Vec<SpaceInfo>> {
     Ok(Json(app.backend.spaces().map_err(Fail::backend)?))
 }
 
 async fn space_add(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Json(b): Json<AddSpace>,
 ) -> Result<(StatusCode, Json<SpaceInfo>), ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     let s = app.backend.add_space(&b).map_err(Fail::backend)?;
     tracing::info!(space = %s.name, "space added through the API");
     Ok((StatusCode::CREATED, Json(s)))
@@ -308,37 +316,25 @@ pub struct PurgeQuery {
 
 async fn space_remove(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Path(name): Path<String>,
     Query(q): Query<PurgeQuery>,
 ) -> Result<StatusCode, ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     app.backend
         .remove_space(&name, q.purge)
         .map_err(Fail::backend)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn agreements(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Vec<Agreement>> {
-    authorize(&ctx, &method, &headers)?;
+async fn agreements(State(app): State<Shared>, _: Caller) -> ApiResult<Vec<Agreement>> {
     Ok(Json(app.backend.agreements().map_err(Fail::backend)?))
 }
 
 async fn agreement_create(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Json(mut a): Json<Agreement>,
 ) -> Result<(StatusCode, Json<Agreement>), ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     a.id = 0;
     pages::check_agreement(&a)?;
     let saved = app.backend.save_agreement(&a).map_err(Fail::backend)?;
@@ -347,13 +343,10 @@ async fn agreement_create(
 
 async fn agreement_update(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Path(id): Path<u64>,
     Json(mut a): Json<Agreement>,
 ) -> ApiResult<Agreement> {
-    authorize(&ctx, &method, &headers)?;
     if id == 0 {
         return Err(Fail::NotFound("no agreement 0".into()).into());
     }
@@ -364,23 +357,14 @@ async fn agreement_update(
 
 async fn agreement_delete(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     app.backend.remove_agreement(id).map_err(Fail::backend)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn peers(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Peers> {
-    authorize(&ctx, &method, &headers)?;
+async fn peers(State(app): State<Shared>, _: Caller) -> ApiResult<Peers> {
     Ok(Json(app.backend.peers().map_err(Fail::backend)?))
 }
 
@@ -391,12 +375,9 @@ pub struct PartnerBody {
 
 async fn partner_add(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Json(b): Json<PartnerBody>,
 ) -> Result<(StatusCode, Json<PartnerInfo>), ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     let p = app
         .backend
         .add_partner(b.address.trim())
@@ -406,23 +387,14 @@ async fn partner_add(
 
 async fn partner_remove(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Path(node): Path<String>,
 ) -> Result<StatusCode, ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     app.backend.remove_partner(&node).map_err(Fail::backend)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn disks(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<DiskReport> {
-    authorize(&ctx, &method, &headers)?;
+async fn disks(State(app): State<Shared>, _: Caller) -> ApiResult<DiskReport> {
     Ok(Json(app.backend.disks().map_err(Fail::backend)?))
 }
 
@@ -434,12 +406,9 @@ pub struct PrepareBody {
 
 async fn disk_prepare(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Json(b): Json<PrepareBody>,
 ) -> Result<StatusCode, ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     app.backend
         .prepare_disk(&b.device, b.confirm.trim())
         .map_err(Fail::backend)?;
@@ -454,12 +423,9 @@ pub struct LogsQuery {
 
 async fn logs(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Vec<LogLine>> {
-    authorize(&ctx, &method, &headers)?;
     let level = match q.level.as_deref() {
         None => Level::Info,
         Some(l) => Level::parse(l).ok_or_else(|| {
@@ -477,8 +443,7 @@ pub struct SettingsBody {
     pub device_name: String,
 }
 
-async fn settings_get(ctx: Ctx, method: Method, headers: HeaderMap) -> ApiResult<SettingsBody> {
-    authorize(&ctx, &method, &headers)?;
+async fn settings_get(Caller(ctx): Caller) -> ApiResult<SettingsBody> {
     Ok(Json(SettingsBody {
         device_name: ctx.settings.device_name.clone(),
     }))
@@ -486,12 +451,9 @@ async fn settings_get(ctx: Ctx, method: Method, headers: HeaderMap) -> ApiResult
 
 async fn settings_put(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Json(b): Json<SettingsBody>,
 ) -> ApiResult<SettingsBody> {
-    authorize(&ctx, &method, &headers)?;
     let name = pages::check_device_name(&b.device_name)?;
     app.update_settings(|s| {
         s.device_name = name.clone();
@@ -501,13 +463,7 @@ async fn settings_put(
     Ok(Json(SettingsBody { device_name: name }))
 }
 
-async fn ssh_get(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<SshAccess> {
-    authorize(&ctx, &method, &headers)?;
+async fn ssh_get(State(app): State<Shared>, _: Caller) -> ApiResult<SshAccess> {
     Ok(Json(app.backend.ssh().map_err(Fail::backend)?))
 }
 
@@ -519,12 +475,9 @@ pub struct SshBody {
 /// Root's SSH keys: a session only (a monitoring token must not open a root shell).
 async fn ssh_put(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: SessionCaller,
     Json(b): Json<SshBody>,
 ) -> ApiResult<SshAccess> {
-    authorize_session(&ctx, &method, &headers)?;
     let keys = crate::ssh::parse_keys(&b.keys.join("\n")).map_err(Fail::Invalid)?;
     pages::set_ssh(&app, &keys)?;
     Ok(Json(app.backend.ssh().map_err(Fail::backend)?))
@@ -538,12 +491,9 @@ pub struct PasswordBody {
 
 async fn password_change(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    SessionCaller(ctx): SessionCaller,
     Json(b): Json<PasswordBody>,
 ) -> Result<StatusCode, ApiFail> {
-    authorize_session(&ctx, &method, &headers)?;
     pages::change_password(&app, &ctx, &b.current, &b.password, &b.password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -561,12 +511,9 @@ pub struct NewToken {
 
 async fn token_create(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: SessionCaller,
     Json(b): Json<TokenBody>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiFail> {
-    authorize_session(&ctx, &method, &headers)?;
     let (id, token) = app
         .update_settings(|s| {
             let t = s
@@ -580,12 +527,9 @@ async fn token_create(
 
 async fn token_revoke(
     State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
+    _: Caller,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiFail> {
-    authorize(&ctx, &method, &headers)?;
     app.update_settings(|s| {
         let before = s.tokens.len();
         s.tokens.retain(|t| t.id != id);
@@ -599,15 +543,7 @@ async fn token_revoke(
 }
 
 /// Prometheus text exposition of the dashboard's numbers. Needs a token or a session.
-pub async fn metrics(
-    State(app): State<Shared>,
-    ctx: Ctx,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(e) = authorize(&ctx, &method, &headers) {
-        return ApiFail(e).into_response();
-    }
+pub async fn metrics(State(app): State<Shared>, _: Caller) -> Response {
     let o = match app.backend.overview() {
         Ok(o) => o,
         Err(e) => return ApiFail(Fail::backend(e)).into_response(),

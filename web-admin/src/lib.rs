@@ -10,9 +10,10 @@ call the backend, render.
 Security, in order of a request's path: a request must carry exactly one valid `Host` header
 and it must name this device (stops DNS rebinding), every response carries a strict CSP and
 frame/sniffing denial, bodies are capped, an unclaimed device shows only the claim page,
-sessions are HttpOnly + SameSite=Strict cookies, every state-changing request carries the
-session's CSRF token (forms: a hidden field; API: the `X-CSRF-Token` header) or an API token,
-and password and setup-code attempts are rate limited per client.
+sessions are HttpOnly + SameSite=Strict cookies, who is asking is settled before anything reads
+or parses a request's body (the `Caller` and `SignedIn` extractors), every state-changing
+request carries the session's CSRF token (forms: a hidden field; API: the `X-CSRF-Token`
+header) or an API token, and password and setup-code attempts are rate limited per client.
 */
 #![forbid(unsafe_code)]
 

@@ -11,7 +11,8 @@ are `<progress>`/SVG attributes and behaviour lives in `/static/app.js`.
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -121,6 +122,24 @@ fn need_session(ctx: &Ctx) -> Result<&Session, Fail> {
         return Err(Fail::Unclaimed);
     }
     ctx.session.as_ref().ok_or(Fail::Unauthenticated)
+}
+
+/// A page request from a logged-in browser. Only its extractor makes one, and axum runs a
+/// handler's extractors in order with the form's last, so a handler that takes a `SignedIn`
+/// sends a stranger to the login (or claim) page before anything reads or parses the form.
+/// The form's CSRF token is checked after, with [`need_csrf`]: it travels in the form.
+pub struct SignedIn(Ctx);
+
+impl FromRequestParts<Shared> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<SignedIn, Response> {
+        let ctx = Ctx::from_request_parts(parts, app)
+            .await
+            .map_err(fail_page)?;
+        need_session(&ctx).map_err(fail_page)?;
+        Ok(SignedIn(ctx))
+    }
 }
 
 /// For a form's POST: a session and its CSRF token.
@@ -564,7 +583,11 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(app): State<Shared>, ctx: Ctx, Form(f): Form<CsrfForm>) -> Response {
+async fn logout(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Form(f): Form<CsrfForm>,
+) -> Response {
     if let Err(e) = need_csrf(&ctx, &f.csrf) {
         return fail_page(e);
     }
@@ -796,7 +819,11 @@ pub struct SpaceForm {
     quota: String,
 }
 
-async fn space_add(State(app): State<Shared>, ctx: Ctx, Form(f): Form<SpaceForm>) -> Response {
+async fn space_add(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Form(f): Form<SpaceForm>,
+) -> Response {
     let result = (|| {
         need_csrf(&ctx, &f.csrf)?;
         let quota = format::parse_size(&f.quota).map_err(Fail::Invalid)?;
@@ -827,7 +854,7 @@ pub struct RemoveForm {
 
 async fn space_remove(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Path(name): Path<String>,
     Form(f): Form<RemoveForm>,
 ) -> Response {
@@ -862,7 +889,7 @@ pub struct EditQuery {
 
 async fn agreements_page(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Query(q): Query<EditQuery>,
 ) -> Response {
     let inner = || -> Result<Markup, Fail> {
@@ -977,7 +1004,7 @@ pub(crate) fn check_agreement(a: &Agreement) -> Result<(), Fail> {
 
 async fn agreement_save(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let result = (|| {
@@ -992,7 +1019,7 @@ async fn agreement_save(
 
 async fn agreement_remove(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Path(id): Path<u64>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
@@ -1088,7 +1115,11 @@ pub struct PartnerForm {
     address: String,
 }
 
-async fn partner_add(State(app): State<Shared>, ctx: Ctx, Form(f): Form<PartnerForm>) -> Response {
+async fn partner_add(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Form(f): Form<PartnerForm>,
+) -> Response {
     let result = (|| {
         need_csrf(&ctx, &f.csrf)?;
         let p = app
@@ -1102,7 +1133,7 @@ async fn partner_add(State(app): State<Shared>, ctx: Ctx, Form(f): Form<PartnerF
 
 async fn partner_remove(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Path(node): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
@@ -1172,7 +1203,11 @@ pub struct PrepareForm {
     confirm: String,
 }
 
-async fn disk_prepare(State(app): State<Shared>, ctx: Ctx, Form(f): Form<PrepareForm>) -> Response {
+async fn disk_prepare(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Form(f): Form<PrepareForm>,
+) -> Response {
     let result = (|| {
         need_csrf(&ctx, &f.csrf)?;
         app.backend
@@ -1191,7 +1226,11 @@ pub struct LogQuery {
     level: Option<String>,
 }
 
-async fn logs_page(State(app): State<Shared>, ctx: Ctx, Query(q): Query<LogQuery>) -> Response {
+async fn logs_page(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Query(q): Query<LogQuery>,
+) -> Response {
     let inner = || -> Result<Markup, Fail> {
         let session = need_session(&ctx)?;
         let level = q
@@ -1341,7 +1380,11 @@ pub(crate) fn set_ssh(app: &Shared, keys: &[String]) -> Result<String, Fail> {
     })
 }
 
-async fn settings_ssh(State(app): State<Shared>, ctx: Ctx, Form(f): Form<SshForm>) -> Response {
+async fn settings_ssh(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Form(f): Form<SshForm>,
+) -> Response {
     let result = (|| {
         need_csrf(&ctx, &f.csrf)?;
         let keys = crate::ssh::parse_keys(&f.keys).map_err(Fail::Invalid)?;
@@ -1357,7 +1400,7 @@ async fn settings_ssh(State(app): State<Shared>, ctx: Ctx, Form(f): Form<SshForm
 
 async fn settings_ssh_off(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let result = need_csrf(&ctx, &f.csrf).and_then(|_| set_ssh(&app, &[]));
@@ -1382,7 +1425,11 @@ pub(crate) fn check_device_name(name: &str) -> Result<String, Fail> {
     Ok(n.to_string())
 }
 
-async fn settings_name(State(app): State<Shared>, ctx: Ctx, Form(f): Form<NameForm>) -> Response {
+async fn settings_name(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Form(f): Form<NameForm>,
+) -> Response {
     let result = async {
         need_csrf(&ctx, &f.csrf)?;
         let name = check_device_name(&f.device_name)?;
@@ -1408,7 +1455,7 @@ pub struct PasswordForm {
 
 async fn settings_password(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Form(f): Form<PasswordForm>,
 ) -> Response {
     let result = async {
@@ -1478,7 +1525,7 @@ pub(crate) async fn change_password(
 
 async fn settings_sessions(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let result = (|| {
@@ -1500,7 +1547,11 @@ pub struct TokenForm {
     name: String,
 }
 
-async fn token_create(State(app): State<Shared>, ctx: Ctx, Form(f): Form<TokenForm>) -> Response {
+async fn token_create(
+    State(app): State<Shared>,
+    SignedIn(ctx): SignedIn,
+    Form(f): Form<TokenForm>,
+) -> Response {
     let result = async {
         need_csrf(&ctx, &f.csrf)?;
         let token = app
@@ -1517,7 +1568,7 @@ async fn token_create(State(app): State<Shared>, ctx: Ctx, Form(f): Form<TokenFo
 
 async fn token_revoke(
     State(app): State<Shared>,
-    ctx: Ctx,
+    SignedIn(ctx): SignedIn,
     Path(id): Path<u64>,
     Form(f): Form<CsrfForm>,
 ) -> Response {
