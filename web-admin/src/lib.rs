@@ -7,13 +7,15 @@ It knows nothing of QUIC, sled or the board: everything it shows or changes goes
 [`AdminBackend`], which the daemon implements. Handlers are thin: check who is asking, parse,
 call the backend, render.
 
-Security, in order of a request's path: a request must carry exactly one valid `Host` header
-and it must name this device (stops DNS rebinding), every response carries a strict CSP and
-frame/sniffing denial, bodies are capped, an unclaimed device shows only the claim page,
-sessions are HttpOnly + SameSite=Strict cookies, who is asking is settled before anything reads
-or parses a request's body (the `Caller` and `SignedIn` extractors), every state-changing
-request carries the session's CSRF token (forms: a hidden field; API: the `X-CSRF-Token`
-header) or an API token, and password and setup-code attempts are rate limited per client.
+Security, in order of a request's path: every connection, request head and body has a time
+limit and connections are limited in number (see [`server`]), a request must carry exactly one
+valid `Host` header and it must name this device (stops DNS rebinding), every response carries
+a strict CSP and frame/sniffing denial, bodies are capped, an unclaimed device shows only the
+claim page, sessions are HttpOnly + SameSite=Strict cookies, who is asking is settled before
+anything reads or parses a request's body (the `Caller` and `SignedIn` extractors), every
+state-changing request carries the session's CSRF token (forms: a hidden field; API: the
+`X-CSRF-Token` header) or an API token, and password and setup-code attempts are rate limited
+per client.
 */
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,7 @@ pub mod format;
 pub mod memory;
 pub mod openapi;
 pub mod pages;
+pub mod server;
 pub mod ssh;
 
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +41,7 @@ use axum::Router;
 
 pub use auth::{unclaim_blob, SiteSettings};
 pub use backend::*;
+pub use server::Limits;
 
 /// Request bodies above this are refused: the largest form is an agreement's notes.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -583,15 +587,26 @@ pub fn router(app: Shared) -> Router {
         .nest("/api/v1", api::routes())
         .route("/metrics", axum::routing::get(api::metrics))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .layer(axum::middleware::from_fn(server::body_deadline))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
 
-/// Serve the site on `listener` until `shutdown` resolves, sampling the transfer counters for
-/// the dashboard's graph meanwhile.
+/// Serve the site on `listener` until `shutdown` resolves, within the default [`Limits`],
+/// sampling the transfer counters for the dashboard's graph meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, app, Limits::default(), shutdown).await
+}
+
+/// [`serve`] within the given `limits`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Shared,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sampler = {
@@ -604,10 +619,7 @@ pub async fn serve(
             }
         })
     };
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = server::run(listener, router(app), limits, shutdown).await;
     sampler.abort();
     result
 }

@@ -729,6 +729,26 @@ async fn two_host_headers_or_an_invalid_host_get_400() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_finishes_is_refused_at_the_deadline() {
+    use futures_util::StreamExt;
+    let s = site();
+    let mut b = Browser::default();
+    let started = tokio::time::Instant::now();
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+        axum::body::Bytes::from_static(b"{\"password\": \"cor"),
+    )])
+    .chain(futures_util::stream::pending());
+    let req = Site::request(&b, "POST", "/api/v1/session")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(body))
+        .unwrap();
+    let r = s.send(&mut b, req).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("did not arrive within 10 s"), "{}", r.body);
+    assert_eq!(started.elapsed(), web_admin::server::BODY_DEADLINE);
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
     let s = site();
