@@ -122,6 +122,30 @@ pub struct App {
     streams: Arc<tokio::sync::Semaphore>,
     /// Password hashes being computed (see [`MAX_HASHING`]).
     hashing: Arc<tokio::sync::Semaphore>,
+    /// The one thread argon2 runs on (see [`App::hash`]).
+    hasher: std::sync::mpsc::SyncSender<HashJob>,
+}
+
+/// Work for the argon2 thread.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Start the thread [`App::hash`] runs jobs on; it ends when the app is dropped.
+fn hash_thread() -> std::sync::mpsc::SyncSender<HashJob> {
+    // The turn (a permit of `hashing`) is taken before a job is queued, so the queue never
+    // holds more than the one job that has it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<HashJob>(MAX_HASHING);
+    let spawned = std::thread::Builder::new()
+        .name("argon2".into())
+        .spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+    if let Err(e) = spawned {
+        // Every hash then answers "the password hashing thread stopped".
+        tracing::error!(error = %e, "cannot start the password hashing thread");
+    }
+    tx
 }
 
 /// argon2 runs at once: each takes 19 MiB and about half a second on the board, and anyone who
@@ -142,11 +166,35 @@ impl App {
             settings_lock: tokio::sync::Mutex::new(()),
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
             hashing: Arc::new(tokio::sync::Semaphore::new(MAX_HASHING)),
+            hasher: hash_thread(),
         })
     }
 
+    /// Run `f` (an argon2 hash or check) on the hashing thread with the `turn` taken from
+    /// [`App::hash_turn`]. One thread for every hash, not a pool's: the allocator keeps
+    /// the 19 MiB a hash used in the freeing thread's arena for reuse, so hashes spread over
+    /// a blocking pool's threads would each leave their own 19 MiB resident.
+    async fn hash<T: Send + 'static>(
+        &self,
+        turn: tokio::sync::OwnedSemaphorePermit,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Fail> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let out = f();
+            // The turn is given back before the caller hears, so its next attempt finds it free.
+            drop(turn);
+            let _ = tx.send(out);
+        });
+        self.hasher
+            .try_send(job)
+            .map_err(|_| Fail::TooMany(std::time::Duration::from_secs(1)))?;
+        rx.await
+            .map_err(|_| Fail::internal("the password hashing thread stopped"))
+    }
+
     /// A turn at argon2, or 429 at once if one runs (see [`MAX_HASHING`]).
-    fn hash_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
+    pub(crate) fn hash_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
         self.hashing
             .clone()
             .try_acquire_owned()

@@ -465,13 +465,10 @@ pub(crate) async fn claim_inner(
         .map_err(|e| Fail::Invalid(e.to_string()))?;
     let password = f.password;
     let turn = app.hash_turn()?;
-    let hash = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        auth::hash_password(&password)
-    })
-    .await
-    .map_err(|e| Fail::internal(e.to_string()))?
-    .map_err(|e| Fail::internal(e.to_string()))?;
+    let hash = app
+        .hash(turn, move || auth::hash_password(&password))
+        .await?
+        .map_err(|e| Fail::internal(e.to_string()))?;
     let generation = app
         .update_settings(|s| {
             if s.claimed() {
@@ -562,12 +559,9 @@ pub(crate) async fn login_inner(
     let turn = app.hash_turn()?;
     app.begin_attempt(ctx.client)?;
     let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        auth::verify_password(&password, &hash)
-    })
-    .await
-    .map_err(|e| Fail::internal(e.to_string()))?;
+    let ok = app
+        .hash(turn, move || auth::verify_password(&password, &hash))
+        .await?;
     if !ok {
         app.attempt_failed(ctx.client);
         return Err(Fail::Invalid("wrong password".into()));
@@ -1492,12 +1486,9 @@ pub(crate) async fn change_password(
     let turn = app.hash_turn()?;
     app.begin_attempt(ctx.client)?;
     let current = current.to_string();
-    let ok = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        auth::verify_password(&current, &hash)
-    })
-    .await
-    .map_err(|e| Fail::internal(e.to_string()))?;
+    let ok = app
+        .hash(turn, move || auth::verify_password(&current, &hash))
+        .await?;
     if !ok {
         app.attempt_failed(ctx.client);
         return Err(Fail::Invalid("the current password is wrong".into()));
@@ -1506,13 +1497,10 @@ pub(crate) async fn change_password(
     auth::check_new_password(new, again).map_err(|e| Fail::Invalid(e.to_string()))?;
     let new = new.to_string();
     let turn = app.hash_turn()?;
-    let hash = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        auth::hash_password(&new)
-    })
-    .await
-    .map_err(|e| Fail::internal(e.to_string()))?
-    .map_err(|e| Fail::internal(e.to_string()))?;
+    let hash = app
+        .hash(turn, move || auth::hash_password(&new))
+        .await?
+        .map_err(|e| Fail::internal(e.to_string()))?;
     app.update_settings(|s| {
         s.password_hash = Some(hash);
         s.generation += 1;
