@@ -30,6 +30,10 @@ pub enum Bench {
     /// The admin page of a real `seeder serve` holding 1,000 feeds: render time of the
     /// dashboard and the spaces page over loopback HTTP, and the page weight.
     Admin(super::bench_admin::AdminArgs),
+    /// A real `seeder serve` attacked while a member uploads: idle strangers, half-sent
+    /// frames, stalled streams of a proven peer, floods of wrong logins; the member's upload
+    /// time under each and the seeder's peak memory.
+    Attack(super::bench_attack::AttackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +75,7 @@ pub fn run(which: Bench) -> Result<()> {
         Bench::Fs(args) => fs(args),
         Bench::Sync(args) => super::bench_sync::run(args),
         Bench::Admin(args) => super::bench_admin::run(args),
+        Bench::Attack(args) => super::bench_attack::run(args),
     }
 }
 

@@ -30,7 +30,7 @@ pub struct AdminArgs {
 }
 
 /// One HTTP/1.1 request; returns the status, the response head and the body.
-fn http(
+pub(super) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,

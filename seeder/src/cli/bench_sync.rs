@@ -58,8 +58,8 @@ pub struct SyncArgs {
 }
 
 /// A member device reduced to what replication needs: one store, one space, its members.
-struct BareMember {
-    store: Store,
+pub(super) struct BareMember {
+    pub(super) store: Store,
     space: Address,
     members: Mutex<Vec<MembershipCert>>,
     /// Entries stored of each feed, for waiting on arrivals.
@@ -67,7 +67,7 @@ struct BareMember {
 }
 
 impl BareMember {
-    fn new(dir: &Path, space: Address) -> Result<Arc<BareMember>> {
+    pub(super) fn new(dir: &Path, space: Address) -> Result<Arc<BareMember>> {
         Ok(Arc::new(BareMember {
             store: Store::open(dir, &StoreConfig::default())?,
             space,
@@ -159,14 +159,14 @@ impl Node for BareMember {
 }
 
 /// A feed this process writes.
-struct OwnFeed {
+pub(super) struct OwnFeed {
     key: SigningKey,
     frontier: Frontier,
     cert: MembershipCert,
 }
 
 impl OwnFeed {
-    fn new(secret: &SpaceSecret, member: &BareMember) -> Result<OwnFeed> {
+    pub(super) fn new(secret: &SpaceSecret, member: &BareMember) -> Result<OwnFeed> {
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let cert = MembershipCert::issue(secret, FeedKey::from(&key));
         member
@@ -179,7 +179,7 @@ impl OwnFeed {
         })
     }
 
-    fn append(&mut self, store: &Store, entries: Vec<Vec<u8>>) -> Result<SignedHead> {
+    pub(super) fn append(&mut self, store: &Store, entries: Vec<Vec<u8>>) -> Result<SignedHead> {
         let batch = write_batch(&self.key, &mut self.frontier, entries)?;
         let head = batch.head().signed().clone();
         store.append(batch)?;
@@ -189,9 +189,9 @@ impl OwnFeed {
 
 /// A `seeder serve` child process; killed on drop.
 pub(super) struct SeederProcess {
-    child: Child,
-    addr: SocketAddr,
-    node: NodeId,
+    pub(super) child: Child,
+    pub(super) addr: SocketAddr,
+    pub(super) node: NodeId,
     /// Where its admin page answers (from its ready line).
     pub(super) admin: Option<SocketAddr>,
 }
@@ -256,7 +256,7 @@ pub(super) fn start_seeder(data: &Path) -> Result<(SeederProcess, Duration)> {
 }
 
 /// Peak resident memory of process `pid`, in MiB.
-fn peak_rss_of(pid: u32) -> Result<f64> {
+pub(super) fn peak_rss_of(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
@@ -267,7 +267,7 @@ fn peak_rss_of(pid: u32) -> Result<f64> {
 }
 
 /// Hold `secret`'s space in the seeder data folder `data` (before the daemon starts).
-fn hold_space(data: &Path, address: Address) -> Result<Store> {
+pub(super) fn hold_space(data: &Path, address: Address) -> Result<Store> {
     let store = Store::open(data, &StoreConfig::default())?;
     let registry = Registry::open(&store)?;
     registry.add_space(&SeedCode::new(address), Some("bench"), None, 0)?;
