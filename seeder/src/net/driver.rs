@@ -207,6 +207,56 @@ enum Ev {
     Close(String),
 }
 
+/// The next data message of a transfer of `feed` from `from` to `end`, starting at `pos`:
+/// as many entries as fit [`MAX_DATA_BYTES`] (plus the one that crosses it) and at most
+/// [`MAX_ENTRIES_PER_DATA`] — the limits the receiver's decoder enforces, so every message
+/// built here is one it takes — with the proofs the receiver needs. Returns the message and
+/// its entry count (`None` if the entry at `pos` is damaged here), and the index of a damaged
+/// entry that ended the batch early.
+pub(crate) fn data_message(
+    store: &crate::store::Store,
+    target: &crate::store::ServeTarget,
+    id: u32,
+    feed: FeedKey,
+    from: u64,
+    pos: u64,
+    end: u64,
+) -> Result<(Option<(Message, u64)>, Option<u64>), crate::store::StoreError> {
+    let (entries, damaged) =
+        store.read_range_good(&feed, pos, end, MAX_DATA_BYTES, MAX_ENTRIES_PER_DATA)?;
+    if entries.is_empty() {
+        return Ok((None, damaged));
+    }
+    let after = pos + entries.len() as u64;
+    let proof = if after < target.length {
+        Some(store.consistency_proof(&feed, after, target.length)?)
+    } else {
+        None
+    };
+    // The first batch also proves our tree at `from` extends to the head, so the receiver
+    // can tell a writer's fork from a bad batch.
+    let prefix = if pos == from && pos > 0 && target.prefix.is_none() {
+        Some((
+            store.root_at(&feed, pos)?,
+            store.consistency_proof(&feed, pos, target.length)?,
+        ))
+    } else {
+        None
+    };
+    let n = entries.len() as u64;
+    let msg = Message::Data {
+        space: id,
+        feed,
+        start: pos,
+        entries,
+        head: target.head.clone(),
+        proof,
+        prefix,
+        checkpoint: target.prefix.clone().map(Box::new),
+    };
+    Ok((Some((msg, n)), damaged))
+}
+
 impl Driver {
     pub fn new(node: Arc<dyn Node>, node_id: NodeId) -> Arc<Driver> {
         let (relay, _) = broadcast::channel(RELAY_QUEUE);
@@ -634,56 +684,19 @@ impl Driver {
             let mut send: Option<quinn::SendStream> = None;
             let mut pos = from;
             while pos < end {
-                let store = store.clone();
-                let length = target.length;
-                let checked_prefix = target.prefix.is_none();
-                let first = pos == from;
-                let (entries, damaged, proof, prefix) = tokio::task::spawn_blocking(move || {
-                    let (entries, damaged) = store.read_range_good(
-                        &feed,
-                        pos,
-                        end,
-                        MAX_DATA_BYTES,
-                        MAX_ENTRIES_PER_DATA,
-                    )?;
-                    let after = pos + entries.len() as u64;
-                    let proof = if !entries.is_empty() && after < length {
-                        Some(store.consistency_proof(&feed, after, length)?)
-                    } else {
-                        None
-                    };
-                    // The first batch also proves our tree at `from` extends to the head, so
-                    // the receiver can tell a writer's fork from a bad batch.
-                    let prefix = if first && pos > 0 && checked_prefix && !entries.is_empty() {
-                        Some((
-                            store.root_at(&feed, pos)?,
-                            store.consistency_proof(&feed, pos, length)?,
-                        ))
-                    } else {
-                        None
-                    };
-                    Ok::<_, crate::store::StoreError>((entries, damaged, proof, prefix))
+                let (store, target_now) = (store.clone(), target.clone());
+                let (msg, damaged) = tokio::task::spawn_blocking(move || {
+                    data_message(&store, &target_now, id, feed, from, pos, end)
                 })
                 .await
                 .map_err(|e| NetError::Stream(e.to_string()))?
                 .map_err(|e| NetError::Stream(e.to_string()))?;
-                if entries.is_empty() {
+                let Some((msg, n)) = msg else {
                     // Damaged right here: nothing more to send.
                     if send.is_none() {
                         unservable().await;
                     }
                     break;
-                }
-                let n = entries.len() as u64;
-                let msg = Message::Data {
-                    space: id,
-                    feed,
-                    start: pos,
-                    entries,
-                    head: target.head.clone(),
-                    proof,
-                    prefix,
-                    checkpoint: target.prefix.clone().map(Box::new),
                 };
                 if send.is_none() {
                     send = Some(conn.open_uni().await.map_err(NetError::Connection)?);

@@ -230,3 +230,69 @@ async fn gathering_takes_only_frames_already_on_their_way() {
     .await
     .expect("bounded");
 }
+
+mod sender_meets_receiver {
+    //! Whatever a feed holds, every data message the sender builds is one the receiver's
+    //! decoder takes: the limits are one definition used by both.
+
+    use crate::feed::{write_batch, FeedKey, Frontier, MAX_ENTRY_LEN};
+    use crate::net::driver::data_message;
+    use crate::store::{Store, StoreConfig};
+    use crate::wire::{Decoder, Message, MAX_ENTRIES_PER_DATA, MAX_FRAME_LEN};
+    use proptest::prelude::*;
+
+    /// Entry sizes as feeds hold them: file operations of a few bytes, small files, chunks,
+    /// and the largest entry allowed.
+    fn entry_len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            80 => 0usize..64,
+            15 => 64usize..1024,
+            4 => 1024usize..(64 << 10),
+            1 => Just(MAX_ENTRY_LEN),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn every_message_the_sender_builds_decodes_at_the_receiver(
+            lens in proptest::collection::vec(entry_len(), 1..3000),
+            from_share in 0.0f64..1.0,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+            let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+            let feed = FeedKey(key.verifying_key().to_bytes());
+            store.create_feed(feed).unwrap();
+            let mut frontier = Frontier::new();
+            for group in lens.chunks(256) {
+                let entries = group
+                    .iter()
+                    .enumerate()
+                    .map(|(i, len)| vec![i as u8; *len])
+                    .collect();
+                store.append(write_batch(&key, &mut frontier, entries).unwrap()).unwrap();
+            }
+            let target = store.serve_target(&feed).unwrap().unwrap();
+            let length = target.length;
+            prop_assert_eq!(length, lens.len() as u64);
+            let from = ((length as f64) * from_share) as u64;
+            let mut pos = from;
+            let mut decoder = Decoder::new();
+            while pos < length {
+                let (msg, damaged) = data_message(&store, &target, 0, feed, from, pos, length).unwrap();
+                prop_assert!(damaged.is_none());
+                let (msg, n) = msg.unwrap();
+                let frame = msg.encode().unwrap();
+                prop_assert!(frame.len() - 4 <= MAX_FRAME_LEN, "frame of {} bytes", frame.len());
+                prop_assert!(n as usize <= MAX_ENTRIES_PER_DATA);
+                decoder.extend(&frame);
+                let got = decoder.decode();
+                prop_assert!(matches!(got, Ok(Some(Message::Data { .. }))), "{:?}", got.map(|m| m.is_some()));
+                pos += n;
+            }
+            prop_assert_eq!(pos, length);
+        }
+    }
+}
