@@ -207,6 +207,10 @@ enum Ev {
     Close(String),
 }
 
+/// A data message with its entry count (`None`: nothing sendable at its start), and the index
+/// of a damaged entry that ended it early.
+pub(crate) type DataBatch = (Option<(Message, u64)>, Option<u64>);
+
 /// The next data message of a transfer of `feed` from `from` to `end`, starting at `pos`:
 /// as many entries as fit [`MAX_DATA_BYTES`] (plus the one that crosses it) and at most
 /// [`MAX_ENTRIES_PER_DATA`] — the limits the receiver's decoder enforces, so every message
@@ -221,7 +225,7 @@ pub(crate) fn data_message(
     from: u64,
     pos: u64,
     end: u64,
-) -> Result<(Option<(Message, u64)>, Option<u64>), crate::store::StoreError> {
+) -> Result<DataBatch, crate::store::StoreError> {
     let (entries, damaged) =
         store.read_range_good(&feed, pos, end, MAX_DATA_BYTES, MAX_ENTRIES_PER_DATA)?;
     if entries.is_empty() {
