@@ -168,8 +168,38 @@ pub struct Driver {
     batches: Arc<Semaphore>,
     /// The node-wide budget of received frames (see `frames`).
     frame_budget: Arc<Semaphore>,
+    /// Proven connections, and the receive window each gets (see [`super::window_share`]).
+    windows: Arc<Windows>,
     next_id: AtomicU64,
     node_id: NodeId,
+}
+
+/// The proven connections sharing [`super::NODE_RECEIVE_WINDOWS`].
+struct Windows {
+    proven: std::sync::atomic::AtomicUsize,
+    size: watch::Sender<u32>,
+}
+
+/// A proven connection's place among those sharing the windows; gives it back when dropped.
+struct WindowShare(Arc<Windows>);
+
+impl Windows {
+    fn join(self: &Arc<Self>) -> WindowShare {
+        let n = self.proven.fetch_add(1, Ordering::SeqCst) + 1;
+        self.size.send_replace(super::window_share(n));
+        WindowShare(self.clone())
+    }
+}
+
+impl Drop for WindowShare {
+    fn drop(&mut self) {
+        let n = self
+            .0
+            .proven
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
+        self.0.size.send_replace(super::window_share(n));
+    }
 }
 
 enum Ev {
@@ -271,6 +301,10 @@ impl Driver {
             opens,
             batches: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
             frame_budget: super::frames::node_budget(),
+            windows: Arc::new(Windows {
+                proven: Default::default(),
+                size: watch::Sender::new(super::CONNECTION_RECEIVE_WINDOW),
+            }),
             next_id: AtomicU64::new(1),
             node_id,
         })
@@ -307,9 +341,12 @@ impl Driver {
         let _ended = Ended(self.node.as_ref(), conn_id);
         let peer = conn.peer;
         let secret = conn.capability_secret()?;
+        let mut window = self.windows.size.subscribe();
+        let mut share = None;
         let mut gate = match admit {
             Admit::Open => {
-                conn.open_up();
+                share = Some(self.windows.join());
+                conn.open_up_with(*window.borrow_and_update());
                 None
             }
             Admit::Unproven(prove) => Some(prove),
@@ -387,13 +424,18 @@ impl Driver {
                     &tasks,
                     caught_up.as_ref(),
                     &tx,
-                    (&mut gate, &budget),
+                    (&mut gate, &budget, &mut share),
                 )
                 .await
             {
                 break Err(e);
             }
             tokio::select! {
+                // More or fewer proven peers: this connection's share of the windows.
+                Ok(()) = window.changed(), if share.is_some() => {
+                    let size = *window.borrow_and_update();
+                    conn.conn.set_receive_window(quinn::VarInt::from_u32(size));
+                }
                 _ = &mut stopped => {
                     let bye = Message::Goodbye { reason: "shutting down".into() };
                     let _ = tokio::time::timeout(Duration::from_secs(2), send_message(&mut ctl_send, &bye)).await;
@@ -491,7 +533,11 @@ impl Driver {
         tasks: &task_set::Tasks,
         caught_up: Option<&watch::Sender<bool>>,
         ev_tx: &mpsc::Sender<Ev>,
-        (gate, budget): (&mut Option<Box<dyn FnOnce() -> bool + Send>>, &Budget),
+        (gate, budget, share): (
+            &mut Option<Box<dyn FnOnce() -> bool + Send>>,
+            &Budget,
+            &mut Option<WindowShare>,
+        ),
     ) -> Result<(), NetError> {
         loop {
             let (actions, transmits, events) = {
@@ -506,7 +552,8 @@ impl Driver {
                             return Err(NetError::Stream("too many peers connected".into()));
                         }
                         budget.prove();
-                        conn.open_up();
+                        *share = Some(self.windows.join());
+                        conn.open_up_with(*self.windows.size.borrow());
                     }
                 }
                 let mut a = Vec::new();

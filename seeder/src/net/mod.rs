@@ -66,14 +66,30 @@ pub enum NetError {
 /// Bytes a peer may send on one stream before we read them: what the driver gathers into
 /// one append (4 MiB), so the sender keeps sending while the previous group is written.
 pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
-/// Bytes all streams of one proven connection may have in flight towards us: two streams'
-/// worth, so a second feed moves while one group is on its way to disk. With
-/// [`MAX_PEERS`] peers that bounds buffered input at 512 MiB in the worst case where every
-/// peer fills its window and we read none of it; in practice every stream is read as fast as
-/// the disk takes it (quinn's default is sized for fast WANs and gigabytes of memory).
-///
-/// [`MAX_PEERS`]: admission::MAX_PEERS
+/// Bytes all streams of one proven connection may have in flight towards us, while few peers
+/// are connected: two streams' worth, so a second feed moves while one group is on its way to
+/// disk (quinn's default is sized for fast WANs and gigabytes of memory). With more proven
+/// peers each gets a share of [`NODE_RECEIVE_WINDOWS`] instead, never less than
+/// [`MIN_RECEIVE_WINDOW`].
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
+/// Bytes all proven connections together may have in flight towards us (unread, in quinn's
+/// buffers): sixteen connections at the full [`CONNECTION_RECEIVE_WINDOW`]. With the frame
+/// budget ([`frames::NODE_FRAME_BYTES`]) and the strangers' windows this bounds what peers can
+/// make the node buffer at about 208 MiB whatever they do, under the board's 384 MiB service
+/// limit.
+pub const NODE_RECEIVE_WINDOWS: u64 = 128 << 20;
+/// The smallest window a proven connection is given: one largest frame and then some, so a
+/// transfer still streams when [`admission::MAX_PEERS`] peers share [`NODE_RECEIVE_WINDOWS`].
+pub const MIN_RECEIVE_WINDOW: u32 = 2 << 20;
+
+/// The receive window each of `proven` connections gets.
+pub fn window_share(proven: usize) -> u32 {
+    let share = NODE_RECEIVE_WINDOWS / proven.max(1) as u64;
+    share.clamp(
+        u64::from(MIN_RECEIVE_WINDOW),
+        u64::from(CONNECTION_RECEIVE_WINDOW),
+    ) as u32
+}
 /// The connection window of a connection we accepted, until its peer proves it knows a space
 /// held here ([`Connection::open_up`]): enough for `Hello` and a few `OpenSpace`s. With
 /// [`MAX_UNPROVEN`] strangers connected this bounds what they can make us buffer to 16 MiB.
@@ -309,8 +325,12 @@ impl Connection {
     /// Give the peer full windows and data streams: it proved it knows a space held here, or
     /// we dialed it.
     pub fn open_up(&self) {
-        self.conn
-            .set_receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW));
+        self.open_up_with(CONNECTION_RECEIVE_WINDOW);
+    }
+
+    /// As [`Connection::open_up`], with a receive window of `window` bytes.
+    pub fn open_up_with(&self, window: u32) {
+        self.conn.set_receive_window(VarInt::from_u32(window));
         self.conn
             .set_max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
     }

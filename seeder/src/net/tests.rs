@@ -296,3 +296,21 @@ mod sender_meets_receiver {
         }
     }
 }
+
+#[test]
+fn proven_peers_share_the_node_receive_windows() {
+    assert_eq!(window_share(1), CONNECTION_RECEIVE_WINDOW);
+    assert_eq!(window_share(16), CONNECTION_RECEIVE_WINDOW);
+    assert_eq!(window_share(64), MIN_RECEIVE_WINDOW);
+    for n in 1..=admission::MAX_PEERS {
+        let share = u64::from(window_share(n));
+        assert!(
+            share * n as u64 <= NODE_RECEIVE_WINDOWS,
+            "{n} peers × {share} bytes"
+        );
+        assert!(
+            share as usize > crate::wire::MAX_FRAME_LEN / 2,
+            "a transfer still streams"
+        );
+    }
+}
