@@ -174,6 +174,9 @@ pub struct Driver {
     node_id: NodeId,
 }
 
+/// Asks the node whether an accepted connection that just proved itself may stay.
+type Prove = Box<dyn FnOnce() -> bool + Send>;
+
 /// The proven connections sharing [`super::NODE_RECEIVE_WINDOWS`].
 struct Windows {
     proven: std::sync::atomic::AtomicUsize,
@@ -533,11 +536,7 @@ impl Driver {
         tasks: &task_set::Tasks,
         caught_up: Option<&watch::Sender<bool>>,
         ev_tx: &mpsc::Sender<Ev>,
-        (gate, budget, share): (
-            &mut Option<Box<dyn FnOnce() -> bool + Send>>,
-            &Budget,
-            &mut Option<WindowShare>,
-        ),
+        (gate, budget, share): (&mut Option<Prove>, &Budget, &mut Option<WindowShare>),
     ) -> Result<(), NetError> {
         loop {
             let (actions, transmits, events) = {
