@@ -10,8 +10,10 @@ HTTP/2 would be surface that no visitor uses.
 Not for: what a request means (the router in `lib.rs` and the pages and API behind it).
 */
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -38,6 +40,11 @@ use tower::ServiceExt;
 /// a task, a socket and at most [`MAX_BUF`] of buffer: about 256 × 40 KiB = 10 MiB at worst on
 /// the 1 GiB board, and 256 descriptors, well inside the daemon's 1024.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Default of [`Limits::per_client`]. A browser holds at most six connections to a site plus
+/// an event stream per tab; 32 covers a few tabs and a script, and keeps one machine on the
+/// LAN from taking every one of [`MAX_CONNECTIONS`] with connections that each ask something
+/// now and then (which no timeout ends).
+pub const PER_CLIENT: usize = 32;
 /// Default of [`Limits::header_read`]. A browser sends its request line and headers in one
 /// packet right after it connects (milliseconds on a LAN); 5 s leaves room for a phone whose
 /// Wi-Fi radio was asleep, and makes a client that holds a slot without asking anything give
@@ -80,6 +87,10 @@ pub struct Limits {
     /// instead would turn every burst into errors on the admin's screen. Each slot costs up to
     /// about 40 KiB. Default [`MAX_CONNECTIONS`] (256).
     pub max_connections: usize,
+    /// Most connections open at once from one address. A connection over this is closed at
+    /// once (its client holds others, so it is not left waiting for nothing). Default
+    /// [`PER_CLIENT`] (32).
+    pub per_client: usize,
     /// Time a client has to send a request's line and headers, counted from when the server
     /// starts waiting for them: from the accept, and on a kept-alive connection from the end of
     /// the previous response. So it is also how long a kept-alive connection may sit idle
@@ -97,6 +108,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: MAX_CONNECTIONS,
+            per_client: PER_CLIENT,
             header_read: HEADER_READ,
             write_stall: WRITE_STALL,
             shutdown_grace: SHUTDOWN_GRACE,
@@ -128,6 +140,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut warned_full: Option<Instant> = None;
+    let clients = Arc::new(std::sync::Mutex::new(HashMap::new()));
     loop {
         // Finished connections are collected here, so the set holds at most one entry per
         // connection accepted since the last accept.
@@ -175,6 +188,10 @@ pub async fn run(
                 }
             },
         };
+        let Some(held) = Held::take(&clients, peer.ip(), limits.per_client) else {
+            tracing::debug!(%peer, "closed: that client holds all the connections it may");
+            continue;
+        };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -185,6 +202,7 @@ pub async fn run(
         let mut stopped = stopped.clone();
         tasks.spawn(async move {
             let _slot = slot;
+            let _held = held;
             let mut conn = std::pin::pin!(conn);
             let mut stopping = false;
             let result = loop {
@@ -218,6 +236,43 @@ pub async fn run(
         tasks.shutdown().await;
     }
     Ok(())
+}
+
+/// Open connections by client address, at most [`Limits::max_connections`] entries.
+type Clients = Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>;
+
+/// One open connection of a client, counted in [`Clients`] until dropped.
+struct Held {
+    clients: Clients,
+    ip: IpAddr,
+}
+
+impl Held {
+    /// Count a new connection of `ip`, unless it already has `max` open.
+    fn take(clients: &Clients, ip: IpAddr, max: usize) -> Option<Held> {
+        let mut open = clients.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            clients: clients.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Errors of one incoming connection, not of the listener: skip to the next.

@@ -151,6 +151,7 @@ async fn half_sent_requests_are_closed_after_the_header_timeout_while_a_new_clie
     let mut server = site(Limits {
         // Room for all of them, so that only the header timeout is at work here.
         max_connections: 1024,
+        per_client: 1024,
         header_read,
         ..Limits::default()
     })
@@ -239,6 +240,78 @@ async fn connections_beyond_the_cap_wait_and_are_answered_once_the_others_are_go
         let reply = timeout(PATIENCE, t).await.unwrap().unwrap();
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     }
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_every_connection() {
+    let mut server = site(Limits {
+        max_connections: 64,
+        per_client: 8,
+        // Long enough that only the per-client cap is at work here.
+        header_read: Duration::from_secs(120),
+        ..Limits::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The ones over the cap are closed at once; the first eight stay open.
+    let deadline = Instant::now() + PATIENCE;
+    let mut closed = 0;
+    for s in held.iter_mut().skip(8) {
+        closed += usize::from(closed_by_server(s, deadline).await);
+    }
+    assert_eq!(closed, 4);
+    let mut open = 0;
+    let held: Vec<TcpStream> = held
+        .into_iter()
+        .take(8)
+        .map(|s| {
+            let (s, is_open) = still_open(s);
+            open += usize::from(is_open);
+            s
+        })
+        .collect();
+    assert_eq!(open, 8);
+    // Another machine is answered meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = timeout(PATIENCE, socket.connect(server.addr))
+        .await
+        .unwrap()
+        .unwrap();
+    other.write_all(SMALL_REQUEST).await.unwrap();
+    let mut reply = Vec::new();
+    timeout(PATIENCE, other.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // And the first machine's slots come back as its connections close.
+    drop(held);
+    let reply = timeout(PATIENCE, async {
+        loop {
+            let mut s = TcpStream::connect(server.addr).await.unwrap();
+            let mut reply = Vec::new();
+            // Refused (closed at once) while its old connections are still being let go.
+            if s.write_all(SMALL_REQUEST).await.is_ok()
+                && s.read_to_end(&mut reply).await.is_ok()
+                && !reply.is_empty()
+            {
+                return String::from_utf8_lossy(&reply).into_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     server.shut_down().await;
 }
 
