@@ -415,6 +415,8 @@ async fn quinn_baseline(bytes: u64, chunk: usize) -> Result<f64> {
     let addr = server.local_addr()?;
     let receiver = tokio::spawn(async move {
         let conn = server.accept().await.context("no connection")??;
+        // The windows and streams of a proven peer, as the seeder's data transfers have.
+        conn.open_up();
         let mut recv = conn.conn.accept_uni().await?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
