@@ -340,11 +340,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Connections accepted and not yet ended, by admission id: how to push each out.
-#[derive(Default)]
+/// Connections accepted and not yet ended, by admission id: how to push each out; and the
+/// rate handshakes may start at.
 struct Door {
     admission: Admission,
     push_out: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>,
+    handshakes: crate::net::admission::HandshakeRate,
 }
 
 /// Accept peers until stopped, each on its own task, let in as [`Admission`] says: strangers
@@ -354,13 +355,31 @@ async fn accept_loop(
     driver: Arc<crate::net::driver::Driver>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let door: Arc<std::sync::Mutex<Door>> = Arc::default();
+    let door = Arc::new(std::sync::Mutex::new(Door {
+        admission: Admission::default(),
+        push_out: Default::default(),
+        handshakes: crate::net::admission::HandshakeRate::new(std::time::Instant::now()),
+    }));
     loop {
         let incoming = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             c = endpoint.accept_incoming() => c,
         };
         let Some(incoming) = incoming else { return };
+        // See `net::admission`: a real source address first, then a handshake rate.
+        if !incoming.validated() {
+            incoming.retry();
+            continue;
+        }
+        if !door
+            .lock()
+            .expect("door lock")
+            .handshakes
+            .take(std::time::Instant::now())
+        {
+            incoming.ignore();
+            continue;
+        }
         let deadline = tokio::time::Instant::now() + PROVE_WITHIN;
         let (pushed_out, id) = {
             let mut d = door.lock().expect("door lock");

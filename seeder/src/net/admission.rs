@@ -13,7 +13,13 @@ self-made certificate will do), so connections are let in in two classes:
   and a proven peer is never pushed out for a newcomer; when they are full, a newly proven
   connection is closed as busy.
 
-Pure bookkeeping, no clock or sockets: the caller passes ids and addresses and closes what it
+Before any of that, an attempt must show its source address is real: the first Initial of an
+attempt is answered with a stateless QUIC Retry, so a flood of Initials from addresses that
+never answer costs no connection state at all; and validated attempts start their handshakes
+at most at [`HANDSHAKES_PER_SECOND`] ([`HandshakeRate`]), the rest dropped for the client to
+try again, so a flood can't spend the node's CPU and memory on handshakes.
+
+Pure bookkeeping, no sockets: the caller passes ids, addresses and times and closes what it
 is told to. Connections this node dials itself are not admitted here (we chose the peer).
 */
 
@@ -35,6 +41,43 @@ pub const MAX_UNPROVEN_PER_NETWORK: usize = 64;
 /// Time from the first packet to a proven capability. A member or partner proves itself one
 /// round trip after its handshake; ten seconds leaves room for a slow link and a busy board.
 pub const PROVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Handshakes started per second, steady: an office's devices reconnect a few times a minute;
+/// each handshake costs a signature, key exchanges and some tens of KiB while it runs.
+pub const HANDSHAKES_PER_SECOND: f64 = 100.0;
+
+/// Handshakes that may start at once after a quiet spell: every device of an office
+/// reconnecting together after the board restarts.
+pub const HANDSHAKE_BURST: f64 = 200.0;
+
+/// A token bucket of handshakes: [`HANDSHAKE_BURST`] at once, then [`HANDSHAKES_PER_SECOND`].
+#[derive(Debug)]
+pub struct HandshakeRate {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl HandshakeRate {
+    pub fn new(now: std::time::Instant) -> HandshakeRate {
+        HandshakeRate {
+            tokens: HANDSHAKE_BURST,
+            last: now,
+        }
+    }
+
+    /// Whether a handshake may start at `now` (and count it if so).
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let idle = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + idle * HANDSHAKES_PER_SECOND).min(HANDSHAKE_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// Connections by class.
 #[derive(Debug, Default)]
@@ -199,5 +242,20 @@ mod tests {
         let later = a.admit(ip("192.0.2.2"));
         assert!(a.prove(later.id));
         assert_eq!(a.unproven(), 0);
+    }
+
+    #[test]
+    fn handshakes_start_in_a_burst_and_then_at_the_steady_rate() {
+        let t0 = std::time::Instant::now();
+        let mut rate = HandshakeRate::new(t0);
+        let burst = (0..1000).filter(|_| rate.take(t0)).count();
+        assert_eq!(burst, HANDSHAKE_BURST as usize);
+        let later = t0 + Duration::from_secs(2);
+        let more = (0..1000).filter(|_| rate.take(later)).count();
+        assert_eq!(more, 2 * HANDSHAKES_PER_SECOND as usize);
+        // A long quiet spell refills the burst, not more.
+        let much_later = later + Duration::from_secs(3600);
+        let refilled = (0..1000).filter(|_| rate.take(much_later)).count();
+        assert_eq!(refilled, HANDSHAKE_BURST as usize);
     }
 }

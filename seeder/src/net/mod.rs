@@ -286,6 +286,28 @@ impl Incoming {
         self.0.remote_address()
     }
 
+    /// Whether the attempt came back with a Retry token: its source address is real.
+    pub fn validated(&self) -> bool {
+        self.0.remote_address_validated()
+    }
+
+    /// Answer with a stateless Retry: nothing is kept, and only a client that receives it at
+    /// its address and tries again with the token gets further.
+    pub fn retry(self) {
+        if self.0.may_retry() {
+            if let Err(e) = self.0.retry() {
+                e.into_incoming().ignore();
+            }
+        } else {
+            self.0.ignore();
+        }
+    }
+
+    /// Drop the attempt without a word (the client tries again later).
+    pub fn ignore(self) {
+        self.0.ignore();
+    }
+
     /// Finish the handshake (bounded by the transport's idle timeout).
     pub async fn handshake(self) -> Result<Connection, NetError> {
         let conn = self.0.await?;
