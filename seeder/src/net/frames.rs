@@ -97,6 +97,11 @@ impl Budget {
 
     /// Charge `bytes`, waiting for room. Room comes back as other frames are stored or their
     /// streams time out, so the wait is bounded by [`FRAME_WAIT`] plus a store's time.
+    ///
+    /// A small frame (at most [`UNPROVEN_FRAME_LEN`]: `Hello`, `OpenSpace`, `Want`, `Head`,
+    /// `Stored` …) is charged to its connection only, never the node: however many connections
+    /// sit on the node's budget with stalled data, every peer can still prove itself and ask
+    /// for what it wants. What small frames can hold is bounded by the connection budgets.
     async fn charge(&self, bytes: usize) -> Result<Charge, NetError> {
         let n = permits(bytes);
         // The connection's first: a connection waits on its own frames before it takes any of
@@ -107,6 +112,13 @@ impl Budget {
             .acquire_many_owned(n)
             .await
             .map_err(|_| NetError::Stream("connection budget closed".into()))?;
+        if bytes <= UNPROVEN_FRAME_LEN {
+            return Ok(Charge {
+                bytes,
+                _connection: Some(connection),
+                _node: None,
+            });
+        }
         let node = self
             .node
             .clone()
@@ -124,6 +136,13 @@ impl Budget {
     fn try_charge(&self, bytes: usize) -> Option<Charge> {
         let n = permits(bytes);
         let connection = self.connection.clone().try_acquire_many_owned(n).ok()?;
+        if bytes <= UNPROVEN_FRAME_LEN {
+            return Some(Charge {
+                bytes,
+                _connection: Some(connection),
+                _node: None,
+            });
+        }
         let node = self.node.clone().try_acquire_many_owned(n).ok()?;
         Some(Charge {
             bytes,

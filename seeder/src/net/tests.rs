@@ -121,28 +121,58 @@ fn hello() -> Message {
     }
 }
 
+fn large_data() -> Message {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+    Message::Data {
+        space: 0,
+        feed: crate::feed::FeedKey(key.verifying_key().to_bytes()),
+        start: 0,
+        entries: vec![vec![7u8; 64 << 10]],
+        head: crate::feed::SignedHead::sign(&key, 1, [5; 32]).into_signed(),
+        proof: None,
+        prefix: None,
+        checkpoint: None,
+    }
+}
+
 #[tokio::test]
-async fn a_frame_is_charged_to_both_budgets_until_its_message_is_dropped() {
+async fn a_frame_is_charged_until_its_message_is_dropped_and_small_ones_never_to_the_node() {
     tokio::time::timeout(BOUND, async {
         let (_a, _b, ca, cb) = pair().await;
         let (mut send, _) = ca.conn.open_bi().await.unwrap();
         send_message(&mut send, &hello()).await.unwrap();
+        send_message(&mut send, &large_data()).await.unwrap();
         let (_, recv) = cb.conn.accept_bi().await.unwrap();
         let node = frames::node_budget();
         let budget = Budget::new(node.clone(), true);
         let mut frames = Frames::new(recv, budget.clone());
-        let Next::Message(msg, charge) = frames.next().await.unwrap() else {
+        // A small frame: its connection's budget only, so a node budget held by others never
+        // stops a peer from saying hello or proving itself.
+        let Next::Message(msg, small) = frames.next().await.unwrap() else {
             panic!("no message")
         };
         assert_eq!(*msg, hello());
-        let bytes = charge.bytes();
-        assert!(bytes > 4);
+        assert!(small.bytes() > 4);
         assert_eq!(
             budget.connection_room(),
-            frames::CONNECTION_FRAME_BYTES - bytes
+            frames::CONNECTION_FRAME_BYTES - small.bytes()
         );
-        assert_eq!(node.available_permits(), frames::NODE_FRAME_BYTES - bytes);
-        drop(charge);
+        assert_eq!(node.available_permits(), frames::NODE_FRAME_BYTES);
+        // A large one: both.
+        let Next::Message(msg, large) = frames.next().await.unwrap() else {
+            panic!("no message")
+        };
+        assert_eq!(*msg, large_data());
+        assert!(large.bytes() > 64 << 10);
+        assert_eq!(
+            budget.connection_room(),
+            frames::CONNECTION_FRAME_BYTES - small.bytes() - large.bytes()
+        );
+        assert_eq!(
+            node.available_permits(),
+            frames::NODE_FRAME_BYTES - large.bytes()
+        );
+        drop((small, large));
         assert_eq!(budget.connection_room(), frames::CONNECTION_FRAME_BYTES);
         assert_eq!(node.available_permits(), frames::NODE_FRAME_BYTES);
     })
