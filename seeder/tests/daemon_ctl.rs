@@ -393,6 +393,29 @@ fn idle_control_connections_do_not_lock_out_a_person() {
         serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
     assert!(status["spaces"].is_array(), "{status}");
     drop(idle);
+    // Clients that ask and ask and never read the answers: each is closed once an answer
+    // can't be written, and a person still gets in.
+    let mut deaf = Vec::new();
+    for _ in 0..140 {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.set_nonblocking(true).unwrap();
+        for _ in 0..10_000 {
+            if std::io::Write::write_all(&mut s, b"{\"op\":\"status\"}\n").is_err() {
+                break;
+            }
+        }
+        deaf.push(s);
+    }
+    let asked = std::time::Instant::now();
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&data, &["status", "--json"])).unwrap();
+    assert!(status["spaces"].is_array(), "{status}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(20),
+        "answered only after {:?}",
+        asked.elapsed()
+    );
+    drop(deaf);
     stop(child);
 }
 

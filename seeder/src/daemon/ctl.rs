@@ -4,8 +4,9 @@ to the running daemon. A Unix socket `control.sock` in the data folder, mode 060
 permissions are the authentication. One JSON request per line, one JSON response per line.
 
 The server side is [`serve`], which takes any [`CtlBackend`] (the daemon implements it over its
-registry and store); the client side is [`request`]. Requests and responses are bounded
-([`MAX_LINE`]) and every connection is handled on its own task, so a stuck client holds up
+registry and store); the client side is [`request`]. Requests ([`MAX_REQUEST`]) and responses
+([`MAX_LINE`]) are bounded, and so is every wait on a client ([`REQUEST_WAIT`],
+[`ANSWER_WAIT`]); every connection is handled on its own task, so a stuck client holds up
 nobody.
 */
 
@@ -20,9 +21,17 @@ use tokio::net::{UnixListener, UnixStream};
 /// The socket's file name in the data folder.
 pub const SOCKET_NAME: &str = "control.sock";
 
-/// Longest request or response line: a status with thousands of spaces fits; anything larger
-/// from a client is refused before it is buffered.
+/// Longest response line the client reads: a status with thousands of spaces fits.
 pub const MAX_LINE: usize = 1 << 20;
+
+/// Longest request line the daemon reads: the longest request is a space add with a seed code
+/// and a name, a few hundred bytes. With [`MAX_CONNECTIONS`] clients this bounds what they can
+/// make the daemon buffer to 8 MiB.
+pub const MAX_REQUEST: usize = 64 << 10;
+
+/// How long writing an answer may take before the connection is closed: `seeder ctl` reads it
+/// at once; a client that doesn't read must not keep its slot.
+pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Control connections open at once; more wait to be accepted. Each is a task and a file
 /// descriptor, held at most [`REQUEST_WAIT`] while idle, so idle clients can't lock a person
@@ -96,7 +105,7 @@ pub enum CtlError {
     NotRunning(PathBuf),
     #[error("the daemon's answer is not understood: {0}")]
     BadResponse(String),
-    #[error("request or response over {MAX_LINE} bytes")]
+    #[error("response over {MAX_LINE} bytes")]
     TooLong,
 }
 
@@ -170,7 +179,7 @@ async fn connection(
     answering: Arc<tokio::sync::Semaphore>,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read).take(MAX_LINE as u64 + 1);
+    let mut read = BufReader::new(read).take(MAX_REQUEST as u64 + 1);
     let mut line = String::new();
     loop {
         line.clear();
@@ -182,14 +191,14 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
-        if n > MAX_LINE {
+        if n > MAX_REQUEST {
             let refusal = CtlResponse::Error {
-                message: format!("request over {MAX_LINE} bytes"),
+                message: format!("request over {MAX_REQUEST} bytes"),
                 not_found: false,
             };
             let mut out = serde_json::to_vec(&refusal).map_err(std::io::Error::other)?;
             out.push(b'\n');
-            return write.write_all(&out).await;
+            return answer(&mut write, &out).await;
         }
         let response = match serde_json::from_str::<CtlRequest>(line.trim_end()) {
             Ok(req) => {
@@ -216,9 +225,16 @@ async fn connection(
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
         out.push(b'\n');
-        write.write_all(&out).await?;
-        read.set_limit(MAX_LINE as u64 + 1);
+        answer(&mut write, &out).await?;
+        read.set_limit(MAX_REQUEST as u64 + 1);
     }
+}
+
+/// Write an answer within [`ANSWER_WAIT`].
+async fn answer(write: &mut tokio::net::unix::OwnedWriteHalf, out: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(ANSWER_WAIT, write.write_all(out))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing"))?
 }
 
 /// Send one request to the daemon whose data folder is `dir` (blocking; for the CLI).
