@@ -77,6 +77,9 @@ impl Daemon {
                 }
             }
         }
+        // Partners not connected now (a partner that held nothing in common with us closed an
+        // idle link) are dialed at once; a new connection opens every held space.
+        self.links.partners_changed.notify_one();
         Ok(held)
     }
 
