@@ -47,11 +47,11 @@ impl Path {
     /// `./a`, `a/`) is refused with the reason, so a path has exactly one spelling.
     pub fn new(s: &str) -> Result<Path, FsError> {
         check(s)?;
-        if s.chars().any(char::is_control) {
+        if s.chars().any(misleads) {
             // The message quotes it with `{:?}`, which escapes the control characters.
             return Err(bad(
                 s,
-                "contains a control character (a newline, tab or escape)",
+                "contains a control character (a newline, tab or escape) or a text-direction override",
             ));
         }
         Ok(Path(s.to_owned()))
@@ -110,6 +110,18 @@ impl Path {
     }
 }
 
+/// Characters a name may not hold when a person gives it, and that are escaped when shown:
+/// control characters (a newline breaks a listing into lines, an escape sequence drives the
+/// terminal) and the bidirectional overrides and isolates, which make `invoice\u{202e}fdp.exe`
+/// read as `invoiceexe.pdf`.
+fn misleads(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// A path as printed for a person; see [`Path::shown`].
 pub struct Shown<'a>(&'a str);
 
@@ -120,7 +132,7 @@ fn shown(s: &str) -> Shown<'_> {
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() {
+            if misleads(c) {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 write!(f, "{c}")?;
@@ -285,6 +297,8 @@ mod tests {
         let shown = old.shown().to_string();
         assert_eq!(shown, "notes\\n\\u{1b}[2Jx.txt");
         assert!(!shown.chars().any(char::is_control));
+        let rtl: Path = serde_json::from_str("\"invoice\\u202efdp.exe\"").expect("read");
+        assert_eq!(rtl.shown().to_string(), "invoice\\u{202e}fdp.exe");
         assert_eq!(
             Path::new("plain é.txt").expect("valid").shown().to_string(),
             "plain é.txt"
