@@ -321,6 +321,21 @@ pub struct Limiter {
     clients: HashMap<IpAddr, Attempts>,
 }
 
+/// Whose attempts count together: an IPv4 address, or an IPv6 /64 (one host can use every
+/// address of its /64, so counting them apart would give it billions of free tries).
+fn client_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 impl Limiter {
     /// Start an attempt of `client`: `Err(wait)` if it must wait, else the attempt is counted
     /// now, as if it fails (a success clears it), so that attempts made at once can't all pass
@@ -333,13 +348,14 @@ impl Limiter {
 
     /// `Err(wait)` if `client` must wait before trying again.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        match self.clients.get(&client) {
+        match self.clients.get(&client_key(client)) {
             Some(a) if a.not_before > now => Err(a.not_before - now),
             _ => Ok(()),
         }
     }
 
     pub fn failed(&mut self, client: IpAddr, now: Instant) {
+        let client = client_key(client);
         if !self.clients.contains_key(&client) && self.clients.len() >= MAX_TRACKED_CLIENTS {
             let quietest = self
                 .clients
@@ -365,7 +381,7 @@ impl Limiter {
     }
 
     pub fn succeeded(&mut self, client: IpAddr) {
-        self.clients.remove(&client);
+        self.clients.remove(&client_key(client));
     }
 }
 
@@ -376,6 +392,23 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn one_ipv6_host_is_one_client_whatever_its_interface_id() {
+        let mut l = Limiter::default();
+        let now = Instant::now();
+        for i in 0..=FREE_FAILURES {
+            let addr: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            l.begin(addr, now).unwrap();
+        }
+        let another: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(l.check(another, now).is_err(), "the same /64 waits");
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(l.check(elsewhere, now).is_ok());
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        l.failed(ip(1), now);
+        assert_eq!(l.check(mapped, now), l.check(ip(1), now));
     }
 
     #[test]
