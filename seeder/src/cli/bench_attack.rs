@@ -15,9 +15,11 @@ member's upload took, so the cost of each attack reads against the quiet baselin
   within `half_frames_closed_s`.
 - `member_sync_s_under_stalled_streams`: the same while one peer that did prove it knows the
   space holds `--stalled-streams` data streams with half-sent maximum frames.
-- `wrong_logins_429`, `wrong_setup_codes_429`: of 100 concurrent wrong attempts each, how many
-  were turned away before any password hash ran; `right_password_after_backoff` is 1 when the
-  right one then works. `admin_login_flood_s` is the whole login case.
+- `wrong_logins_429`, `wrong_setup_codes_429`: of 100 concurrent wrong attempts each from one
+  address, how many were answered 429 before any password hash ran; `…_closed`, how many were
+  closed unanswered, over the page's connections for one address (also before any hash);
+  `right_password_after_backoff` is 1 when the right one then works. `admin_login_flood_s` is
+  the whole login case.
 - `seeder_peak_rss_mib`: the seeder's peak resident memory over all of it, and
   `seeder_peak_rss_mib_after_…` after each case (the peak only grows).
 
@@ -161,7 +163,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let wrong_codes = flood(admin, args.logins, "/api/v1/claim", |i| {
         format!(r#"{{"setup_code":"0000-0000-0000-0000-{i:04x}","password":"a wrong password"}}"#)
     });
-    println!("wrong_setup_codes_429 {wrong_codes} count");
+    println!("wrong_setup_codes_429 {} count", wrong_codes.too_many);
+    println!("wrong_setup_codes_closed {} count", wrong_codes.closed);
     let password = "the right admin password";
     let claim = format!(
         r#"{{"setup_code":"{}","password":"{password}"}}"#,
@@ -171,7 +174,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let wrong_logins = flood(admin, args.logins, "/api/v1/session", |i| {
         format!(r#"{{"password":"wrong password {i}"}}"#)
     });
-    println!("wrong_logins_429 {wrong_logins} count");
+    println!("wrong_logins_429 {} count", wrong_logins.too_many);
+    println!("wrong_logins_closed {} count", wrong_logins.closed);
     let right = retry_after_backoff(
         admin,
         "/api/v1/session",
@@ -338,9 +342,13 @@ async fn stall(seeder: &SeederProcess, space: Address, streams: u32) -> Result<S
         let mut uni = tokio::time::timeout(HANDSHAKE_LIMIT, conn.conn.open_uni())
             .await
             .context("no data stream granted to a proven peer")??;
-        uni.write_all(&(MAX_FRAME_LEN as u32).to_le_bytes()).await?;
-        uni.write_all(&vec![0u8; MAX_FRAME_LEN / 2]).await?;
-        std::mem::forget(uni);
+        // Each stream sends on its own: what the seeder's windows hold back waits there, and
+        // all of it ends when the seeder gives the stalled frames up and closes.
+        tokio::spawn(async move {
+            let _ = uni.write_all(&(MAX_FRAME_LEN as u32).to_le_bytes()).await;
+            let _ = uni.write_all(&vec![0u8; MAX_FRAME_LEN / 2]).await;
+            std::mem::forget(uni);
+        });
     }
     Ok(Stranger {
         _endpoint: endpoint,
@@ -348,8 +356,16 @@ async fn stall(seeder: &SeederProcess, space: Address, streams: u32) -> Result<S
     })
 }
 
-/// `n` concurrent POSTs of `body(i)` to `path`; how many were answered 429.
-fn flood(admin: SocketAddr, n: u32, path: &str, body: impl Fn(u32) -> String) -> u32 {
+/// How a flood of requests was answered.
+struct Flood {
+    /// Answered 429 (too many attempts, or a password hash already running).
+    too_many: u32,
+    /// Closed before any answer: over the page's connections for one address.
+    closed: u32,
+}
+
+/// `n` concurrent POSTs of `body(i)` to `path`, from one address.
+fn flood(admin: SocketAddr, n: u32, path: &str, body: impl Fn(u32) -> String) -> Flood {
     let threads: Vec<_> = (0..n)
         .map(|i| {
             let body = body(i);
@@ -357,11 +373,11 @@ fn flood(admin: SocketAddr, n: u32, path: &str, body: impl Fn(u32) -> String) ->
             std::thread::spawn(move || http(admin, "POST", &path, &[], &body).map(|r| r.0))
         })
         .collect();
-    threads
-        .into_iter()
-        .filter_map(|t| t.join().ok())
-        .filter(|r| matches!(r, Ok(429)))
-        .count() as u32
+    let answers: Vec<_> = threads.into_iter().filter_map(|t| t.join().ok()).collect();
+    Flood {
+        too_many: answers.iter().filter(|r| matches!(r, Ok(429))).count() as u32,
+        closed: answers.iter().filter(|r| r.is_err()).count() as u32,
+    }
 }
 
 /// POST `body` to `path`, waiting out the back-off it is told (`Retry-After`), a few times.
