@@ -24,7 +24,8 @@ fn start_with(data: &Path, extra: &[&str]) -> Child {
 }
 
 fn start_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut child = seeder()
+    let mut serve = seeder();
+    serve
         .args([
             "serve",
             "--no-mdns",
@@ -36,7 +37,13 @@ fn start_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
         ])
         .arg(data)
         .args(extra)
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    start_command(serve)
+}
+
+/// Run `command` (a `seeder serve`, perhaps wrapped) and return once it is ready.
+fn start_command(mut command: Command) -> Child {
+    let mut child = command
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -425,26 +432,13 @@ fn a_seeder_keeps_its_files_private_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Started the way a shell with a permissive umask would start it.
-    let mut child = Command::new("sh")
+    let mut wrapped = Command::new("sh");
+    wrapped
         .arg("-c")
         .arg("umask 000 && exec \"$0\" serve --no-mdns --listen 127.0.0.1:0 --admin 127.0.0.1:0 --data \"$1\"")
         .arg(env!("CARGO_BIN_EXE_seeder"))
-        .arg(&data)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("seeder ready") => break,
-            Some(Ok(_)) => continue,
-            other => panic!("daemon ended before it was ready: {other:?}"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+        .arg(&data);
+    let child = start_command(wrapped);
     // A space and a claimed admin page: the password's hash is written too.
     let home = dir.path().join("home");
     let code = seed_code(&home);

@@ -69,6 +69,24 @@ pub struct StoreArgs {
     batch: usize,
 }
 
+/// A temporary folder for a benchmark inside `dir` (the disk to measure; default the system's
+/// temporary folder), removed when dropped.
+pub(super) fn work_dir(dir: Option<&std::path::Path>, prefix: &str) -> Result<tempfile::TempDir> {
+    let base = dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot make a folder in {}", base.display()))
+}
+
+/// The runtime the network benchmarks drive their side on: two workers, as the board has.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 pub fn run(which: Bench) -> Result<()> {
     match which {
         Bench::Store(args) => store(args),
@@ -192,11 +210,7 @@ fn store_append(
 }
 
 fn store(args: StoreArgs) -> Result<()> {
-    let base = args.dir.unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix("seeder-bench-")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot make a folder in {}", base.display()))?;
+    let tmp = work_dir(args.dir.as_deref(), "seeder-bench-")?;
     let entry_len = args.entry_kib * 1024;
     anyhow::ensure!(
         entry_len > 0 && entry_len <= crate::feed::MAX_ENTRY_LEN,
@@ -257,11 +271,7 @@ fn fs(args: FsArgs) -> Result<()> {
     use crate::fs::home::{FileMeta, Home, Rng};
     use crate::fs::{Mtime, Path as SpacePath};
 
-    let base = args.dir.unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix("seeder-bench-")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot make a folder in {}", base.display()))?;
+    let tmp = work_dir(args.dir.as_deref(), "seeder-bench-")?;
     anyhow::ensure!(args.devices > 0, "--devices must be at least 1");
     let meta = FileMeta {
         mode: 0o644,

@@ -70,11 +70,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(args: AdminArgs) -> Result<()> {
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix("seeder-bench-admin-")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot work in {}", base.display()))?;
+    let tmp = super::bench::work_dir(args.dir.as_deref(), "seeder-bench-admin-")?;
     let data = tmp.path().join("seeder");
     super::bench_sync::populate(&data, args.feeds)?;
     let code = {

@@ -82,15 +82,8 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 const ENTRY_LEN: usize = 64 * 1024;
 
 pub fn run(args: AttackArgs) -> Result<()> {
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix("seeder-bench-attack")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot work in {}", base.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let tmp = super::bench::work_dir(args.dir.as_deref(), "seeder-bench-attack")?;
+    let runtime = super::bench::runtime()?;
     let secret = SpaceSecret::generate(&mut rand::rngs::OsRng);
     let address = secret.address();
     drop(hold_space(&tmp.path().join("seeder"), address)?);

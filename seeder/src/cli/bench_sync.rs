@@ -275,15 +275,8 @@ pub(super) fn hold_space(data: &Path, address: Address) -> Result<Store> {
 }
 
 pub fn run(args: SyncArgs) -> Result<()> {
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix("seeder-bench-sync")
-        .tempdir_in(&base)
-        .with_context(|| format!("cannot work in {}", base.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let tmp = super::bench::work_dir(args.dir.as_deref(), "seeder-bench-sync")?;
+    let runtime = super::bench::runtime()?;
     let entry_len = args.entry_kib * 1024;
     let count = args.mib * 1024 * 1024 / entry_len as u64;
     let bytes = count * entry_len as u64;
