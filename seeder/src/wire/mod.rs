@@ -193,6 +193,7 @@ pub enum Message {
         space: u32,
         feed: FeedKey,
         start: u64,
+        #[serde(with = "entry_bytes")]
         entries: Vec<Vec<u8>>,
         head: SignedHead,
         proof: Option<ConsistencyProof>,
@@ -326,7 +327,14 @@ impl Message {
     /// One whole frame: length prefix and body.
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         self.check_limits()?;
-        let out = vec![0u8; 4];
+        // Room for the entries at once (a data frame is mostly them), so the buffer is not
+        // grown and copied over and over on its way to a megabyte.
+        let entries = match self {
+            Message::Data { entries, .. } => entries.iter().map(|e| e.len() + 5).sum(),
+            _ => 0,
+        };
+        let mut out = Vec::with_capacity(4 + entries + 4096);
+        out.extend_from_slice(&[0u8; 4]);
         let mut out =
             postcard::to_extend(self, out).map_err(|e| WireError::Malformed(e.to_string()))?;
         let len = out.len() - 4;
@@ -447,6 +455,45 @@ impl Decoder {
                 buffered: self.buf.len(),
             })
         }
+    }
+}
+
+/// A data message's entries as byte strings: each one length and its bytes copied whole,
+/// instead of a sequence of single bytes serialised one by one (the same bytes on the wire).
+/// Reading stops at [`MAX_ENTRIES_PER_DATA`] entries: a frame of a million empty entries would
+/// otherwise cost tens of MiB before the limits are checked.
+mod entry_bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    use super::MAX_ENTRIES_PER_DATA;
+
+    pub fn serialize<S: Serializer>(entries: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(entries.iter().map(|e| serde_bytes::Bytes::new(e)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Vec<Vec<u8>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "at most {MAX_ENTRIES_PER_DATA} byte strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let hint = seq.size_hint().unwrap_or(0).min(MAX_ENTRIES_PER_DATA);
+                let mut out = Vec::with_capacity(hint);
+                while let Some(e) = seq.next_element::<serde_bytes::ByteBuf>()? {
+                    if out.len() == MAX_ENTRIES_PER_DATA {
+                        return Err(A::Error::custom(format!(
+                            "more than {MAX_ENTRIES_PER_DATA} entries in a data message"
+                        )));
+                    }
+                    out.push(e.into_vec());
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Entries)
     }
 }
 
