@@ -34,17 +34,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tokio::sync::watch;
 
 use super::bench::{mb_s, Entries};
 use super::bench_admin::http;
 use super::bench_sync::{
-    hold_space, peak_rss_of, start_seeder, BareMember, OwnFeed, SeederProcess,
+    fill, hold_space, peak_rss_of, start_seeder, upload, BareMember, OwnFeed, SeederProcess,
 };
-use crate::net::driver::{Admit, Driver};
 use crate::net::{send_message, Connection, Endpoint, NodeIdentity};
 use crate::space::{Address, Capability, Role, SpaceSecret};
-use crate::wire::{Message, MAX_DATA_BYTES, MAX_FRAME_LEN, PROTOCOL_VERSION};
+use crate::wire::{Message, MAX_FRAME_LEN, PROTOCOL_VERSION};
 
 #[derive(Debug, Args)]
 pub struct AttackArgs {
@@ -93,7 +91,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let mut upload = |label: &str| -> Result<f64> {
         uploads += 1;
         let dir = tmp.path().join(format!("member-{uploads}"));
-        let secs = runtime.block_on(upload(&dir, &secret, &seeder, args.mib, &entries))?;
+        let secs = runtime.block_on(upload_new_feed(&dir, &secret, &seeder, args.mib, &entries))?;
         println!("{label} {secs:.2} s");
         println!(
             "seeder_peak_rss_mib_after_{} {:.1} MiB",
@@ -188,7 +186,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
 
 /// A member uploads `mib` MiB as a new feed: seconds from dialing until the seeder
 /// acknowledged all of it as stored.
-async fn upload(
+async fn upload_new_feed(
     dir: &std::path::Path,
     secret: &SpaceSecret,
     seeder: &SeederProcess,
@@ -197,36 +195,14 @@ async fn upload(
 ) -> Result<f64> {
     let member = BareMember::new(dir, secret.address())?;
     let mut own = OwnFeed::new(secret, &member)?;
-    let count = (mib << 20) / ENTRY_LEN as u64;
-    let per_batch = (4 * MAX_DATA_BYTES / ENTRY_LEN).max(1) as u64;
-    let mut i = 0;
-    while i < count {
-        let n = per_batch.min(count - i);
-        own.append(&member.store, (i..i + n).map(|j| entries.get(j)).collect())?;
-        i += n;
-    }
-    let endpoint = Endpoint::bind("127.0.0.1:0".parse()?, Arc::new(NodeIdentity::generate()))?;
-    let driver = Driver::new(member.clone(), endpoint.node_id());
-    let t = Instant::now();
-    let conn = endpoint.connect(seeder.addr, Some(seeder.node)).await?;
-    let (done_tx, mut done) = watch::channel(false);
-    let (_stop_tx, stop) = watch::channel(false);
-    let task = tokio::spawn(driver.run(
-        conn,
-        Admit::Open,
-        vec![secret.address()],
-        Some(done_tx),
-        stop,
-    ));
-    let finished = tokio::time::timeout(UPLOAD_LIMIT, done.wait_for(|d| *d)).await;
-    let secs = t.elapsed().as_secs_f64();
-    task.abort();
-    endpoint.close("done");
-    match finished {
-        Ok(Ok(_)) => Ok(secs),
-        Ok(Err(_)) => anyhow::bail!("the member's upload ended without being stored"),
-        Err(_) => anyhow::bail!("the member's upload was not stored within {UPLOAD_LIMIT:?}"),
-    }
+    fill(
+        &mut own,
+        &member.store,
+        entries,
+        (mib << 20) / ENTRY_LEN as u64,
+        ENTRY_LEN,
+    )?;
+    upload(&member, seeder, secret.address(), UPLOAD_LIMIT).await
 }
 
 /// A stranger: its endpoint (its own address and identity) and its connection.

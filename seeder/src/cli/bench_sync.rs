@@ -288,28 +288,9 @@ pub fn run(args: SyncArgs) -> Result<()> {
     drop(hold_space(&tmp.path().join("seeder"), address)?);
     let member = BareMember::new(&tmp.path().join("member"), address)?;
     let mut own = OwnFeed::new(&secret, &member)?;
-    let per_batch = (MAX_DATA_BYTES / entry_len).max(1) as u64;
-    let mut i = 0;
-    while i < count {
-        let n = (4 * per_batch).min(count - i);
-        own.append(&member.store, (i..i + n).map(|j| entries.get(j)).collect())?;
-        i += n;
-    }
+    fill(&mut own, &member.store, &entries, count, entry_len)?;
     let (seeder, _) = start_seeder(&tmp.path().join("seeder"))?;
-    let sync_secs = runtime.block_on(async {
-        let endpoint = Endpoint::bind("127.0.0.1:0".parse()?, Arc::new(NodeIdentity::generate()))?;
-        let driver = Driver::new(member.clone(), endpoint.node_id());
-        let t = Instant::now();
-        let conn = endpoint.connect(seeder.addr, Some(seeder.node)).await?;
-        let (done_tx, mut done) = watch::channel(false);
-        let (_stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(driver.run(conn, Admit::Open, vec![address], Some(done_tx), stop));
-        done.wait_for(|d| *d).await?;
-        let secs = t.elapsed().as_secs_f64();
-        task.abort();
-        endpoint.close("done");
-        anyhow::Ok(secs)
-    })?;
+    let sync_secs = runtime.block_on(upload(&member, &seeder, address, UPLOAD_LIMIT))?;
     let seeder_rss = peak_rss_of(seeder.child.id())?;
 
     // Relay: A and B both connected to the seeder; A writes one entry, B stores it.
@@ -347,6 +328,53 @@ pub fn run(args: SyncArgs) -> Result<()> {
     println!("sync_mib {} MiB", args.mib);
     println!("restart_feeds {} count", args.feeds);
     Ok(())
+}
+
+/// Longest the bench waits for an upload to be acknowledged before it fails.
+pub(super) const UPLOAD_LIMIT: Duration = Duration::from_secs(600);
+
+/// Append `count` entries of `entry_len` bytes to `own`, in batches of four data messages.
+pub(super) fn fill(
+    own: &mut OwnFeed,
+    store: &Store,
+    entries: &Entries,
+    count: u64,
+    entry_len: usize,
+) -> Result<()> {
+    let per_batch = (4 * MAX_DATA_BYTES / entry_len).max(1) as u64;
+    let mut i = 0;
+    while i < count {
+        let n = per_batch.min(count - i);
+        own.append(store, (i..i + n).map(|j| entries.get(j)).collect())?;
+        i += n;
+    }
+    Ok(())
+}
+
+/// `member` dials `seeder` and opens `space`: seconds until the seeder acknowledged storing
+/// everything the member holds; an error if it didn't within `limit`.
+pub(super) async fn upload(
+    member: &Arc<BareMember>,
+    seeder: &SeederProcess,
+    space: Address,
+    limit: Duration,
+) -> Result<f64> {
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse()?, Arc::new(NodeIdentity::generate()))?;
+    let driver = Driver::new(member.clone(), endpoint.node_id());
+    let t = Instant::now();
+    let conn = endpoint.connect(seeder.addr, Some(seeder.node)).await?;
+    let (done_tx, mut done) = watch::channel(false);
+    let (_stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(driver.run(conn, Admit::Open, vec![space], Some(done_tx), stop));
+    let finished = tokio::time::timeout(limit, done.wait_for(|d| *d)).await;
+    let secs = t.elapsed().as_secs_f64();
+    task.abort();
+    endpoint.close("done");
+    match finished {
+        Ok(Ok(_)) => Ok(secs),
+        Ok(Err(_)) => anyhow::bail!("the member's upload ended without being stored"),
+        Err(_) => anyhow::bail!("the member's upload was not stored within {limit:?}"),
+    }
 }
 
 /// Relay latencies in ms, sorted.
