@@ -1047,7 +1047,7 @@ fn store_batch(store: &Store, group: DataMsg, peer: [u8; 32]) -> Result<Stored, 
     let DataMsg {
         feed,
         start,
-        entries,
+        mut entries,
         head,
         proof,
         prefix,
@@ -1114,7 +1114,8 @@ fn store_batch(store: &Store, group: DataMsg, peer: [u8; 32]) -> Result<Stored, 
             grew: false,
         });
     }
-    let rest = entries[skip..].to_vec();
+    // Moves the entries, not their bytes.
+    let rest = entries.split_off(skip);
     let batch = match checkpoint {
         Some(prefix) => {
             crate::feed::verify_batch_to_prefix(&frontier, prefix, rest, proof.as_ref())

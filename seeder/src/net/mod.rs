@@ -371,8 +371,9 @@ pub use frames::{Budget, Frames, Next};
 
 /// Write one message as a frame.
 pub async fn send_message(send: &mut quinn::SendStream, msg: &Message) -> Result<(), NetError> {
-    let frame = msg.encode()?;
-    send.write_all(&frame)
+    // Handed to QUIC as it is: a chunk is queued without copying it again.
+    let frame = bytes::Bytes::from(msg.encode()?);
+    send.write_chunk(frame)
         .await
         .map_err(|e| NetError::Stream(e.to_string()))
 }

@@ -1040,14 +1040,23 @@ impl Store {
     }
 
     fn read_at(&self, feed: &FeedKey, file: &File, index: u64, leaf: Leaf) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; leaf.len as usize];
-        match file.read_exact_at(&mut buf, leaf.offset) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(self.damaged(*feed, index, "data file ends before the entry"));
+        let len = leaf.len as usize;
+        let mut buf = Vec::with_capacity(len);
+        // Read into the spare capacity: the bytes are not zeroed first only to be overwritten
+        // (on a transfer's path that is a pass over every byte sent).
+        while buf.len() < len {
+            let at = leaf.offset + buf.len() as u64;
+            match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(0) => {
+                    return Err(self.damaged(*feed, index, "data file ends before the entry"));
+                }
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(io_err("read", &self.data_path(feed))(e.into())),
             }
-            Err(e) => return Err(io_err("read", &self.data_path(feed))(e)),
         }
+        // The capacity may be larger than asked: anything read past the entry is not its.
+        buf.truncate(len);
         if feed::leaf_hash(&buf) != leaf.hash {
             return Err(self.damaged(*feed, index, "bytes do not match the stored hash"));
         }
