@@ -6,9 +6,10 @@ Per connection:
 - one bidirectional control stream (the dialer opens it), read by a task that forwards
   messages to the main loop, written by the main loop;
 - one unidirectional stream per feed transfer each way: [`Action::Serve`] opens one and sends
-  `Data` batches of at most [`MAX_DATA_BYTES`]; each incoming one is read by a task that
-  verifies every batch against its signed head and appends it (on the blocking pool) before
-  reading the next;
+  `Data` batches of at most [`MAX_DATA_BYTES`]; each incoming one is read by a task that feeds
+  its frames to a [`Transfer`] (the pure state machine that admits, gathers and judges them)
+  and carries out the stores it asks for: verify every batch against its signed head and
+  append it, on the blocking pool, while the next group is read;
 - the main loop polls the session (actions first, as its contract says), writes its control
   messages, and turns events into acknowledgements and relays.
 
@@ -35,6 +36,9 @@ use super::{send_message, Connection, NetError, NodeId};
 use crate::feed::{verify_batch, FeedKey, SignedHead};
 use crate::space::{Address, MembershipCert};
 use crate::store::Store;
+use crate::sync::transfer::{
+    DataMsg, Ingest, Limits, Read, StoreOutcome, Stored, Transfer, TransferEvent,
+};
 use crate::sync::{Action, Event, Local, Session, SyncError, Transmit};
 use crate::wire::{Message, Refusal, MAX_DATA_BYTES, MAX_ENTRIES_PER_DATA};
 
@@ -772,11 +776,10 @@ impl Driver {
         }
     }
 
-    /// Read, verify and store the batches of one incoming data stream. Consecutive messages
-    /// of the transfer already on their way are gathered into one append of up to
-    /// [`COALESCE_BYTES`], so the disk sees one fdatasync per few MiB instead of one per
-    /// message. A group takes one of the [`MAX_BATCHES_IN_FLIGHT`] turns only once it is
-    /// wholly read.
+    /// Read, verify and store the batches of one incoming data stream: frames in, stores
+    /// out, as its [`Transfer`] decides (admission, room, coalescing, outcomes). One group is
+    /// stored while the next is read; a group takes one of the [`MAX_BATCHES_IN_FLIGHT`]
+    /// turns only once it is wholly read.
     async fn receive(
         self: Arc<Self>,
         mut frames: Frames,
@@ -784,258 +787,147 @@ impl Driver {
         tx: mpsc::Sender<Ev>,
         peer: NodeId,
     ) {
-        let mut current: Option<(u32, FeedKey)> = None;
-        let mut ended = false;
-        while !ended {
-            let (mut group, charge) = match read_data(frames.next().await) {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.send(Ev::Close(e)).await;
-                    return;
+        let ingest = ConnIngest {
+            session: &session,
+            node: &*self.node,
+        };
+        let mut transfer: Transfer<Charge, Reservation> = Transfer::new(TRANSFER_LIMITS);
+        let mut storing: Option<tokio::task::JoinHandle<StoreResult>> = None;
+        loop {
+            if storing.is_none() {
+                if let Some(op) = transfer.poll_store() {
+                    let (batches, store) = (self.batches.clone(), self.node.store().clone());
+                    storing = Some(tokio::spawn(async move {
+                        let Ok(_permit) = batches.acquire_owned().await else {
+                            return Err(StoreOutcome::Local("shutting down".into()));
+                        };
+                        tokio::task::spawn_blocking(move || store_batch(&store, op.group, peer.0))
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "storing task failed");
+                                Err(StoreOutcome::Local("storing failed".into()))
+                            })
+                    }));
                 }
-            };
-            let mut charges = vec![charge];
-            if current.is_some_and(|c| c != (group.id, group.feed)) {
-                let _ = tx
-                    .send(Ev::Close("two feeds on one data stream".into()))
-                    .await;
-                return;
             }
-            let (id, feed) = (group.id, group.feed);
-            current = Some((id, feed));
-            let space = session.lock().expect("session lock").space_of(id);
-            let Some(space) = space else {
-                let _ = tx
-                    .send(Ev::Close(format!("data for space {id}, not open")))
-                    .await;
-                return;
-            };
-            if group.head.feed != feed || self.node.member(&space, &feed).is_none() {
-                let _ = tx
-                    .send(Ev::Close(format!("data for feed {feed}, not a member")))
-                    .await;
-                return;
-            }
-            // Room is checked before anything is written, per message: one transfer can't
-            // overrun the disk's reserve or a quota by more than nothing. (Repairs rewrite what
-            // is stored; they take no room.)
-            let held = self.node.stored(&feed).0;
-            let grows = |g: &DataMsg| g.end() > held;
-            let mut reserved = Vec::new();
-            if grows(&group) {
-                match self.node.reserve(&space, group.bytes as u64) {
-                    Ok(r) => reserved.push(r),
-                    Err(reason) => {
-                        let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
+            while let Some(event) = transfer.poll_event() {
+                let ev = match event {
+                    TransferEvent::Appended {
+                        id,
+                        feed,
+                        length,
+                        head,
+                    } => Ev::Appended {
+                        id,
+                        feed,
+                        length,
+                        head,
+                    },
+                    TransferEvent::Repaired { id, feed, count } => Ev::Repaired { id, feed, count },
+                    TransferEvent::Refusing { id, feed, reason } => {
                         frames.stop(0);
-                        break;
+                        Ev::Refusing { id, feed, reason }
+                    }
+                    TransferEvent::Close(reason) => Ev::Close(reason),
+                    TransferEvent::Ended { id, feed } => Ev::TransferEnded { id, feed },
+                };
+                if tx.send(ev).await.is_err() {
+                    transfer.handle_store_failed();
+                    break;
+                }
+            }
+            if transfer.is_finished() {
+                break;
+            }
+            let read = transfer.wants_frame();
+            if read.is_none() && storing.is_none() {
+                // Nothing to read and nothing being stored: cannot happen while unfinished.
+                tracing::error!("a data stream stalled with nothing to do");
+                break;
+            }
+            let gather_by = match read {
+                Some(Read::Gather(by)) => Some(tokio::time::Instant::from_std(by)),
+                _ => None,
+            };
+            tokio::select! {
+                done = async {
+                    match storing.as_mut() {
+                        Some(h) => h.await,
+                        None => std::future::pending().await,
+                    }
+                }, if storing.is_some() => {
+                    storing = None;
+                    match done {
+                        Ok(outcome) => transfer.handle_stored(outcome),
+                        Err(e) => {
+                            tracing::error!(error = %e, "storing task failed");
+                            transfer.handle_store_failed();
+                        }
                     }
                 }
-            }
-            let mut refusal = None;
-            // More of the same transfer on its way: take it into this append, without waiting
-            // for a sender that has nothing more yet or for budget held elsewhere.
-            while group.bytes < COALESCE_BYTES && group.end() < group.head.length {
-                let by = tokio::time::Instant::now() + GATHER_WAIT;
-                match frames.next_if_ready(by).await {
-                    Ok(Next::NotYet) => break,
-                    r => match read_data(r) {
-                        Ok(Some((next, charge))) => {
-                            if (next.id, next.feed) != (id, feed)
-                                || next.start != group.end()
-                                || next.head != group.head
-                                || next.checkpoint != group.checkpoint
-                            {
-                                let _ = tx.send(Ev::Close("data stream out of order".into())).await;
-                                return;
-                            }
-                            charges.push(charge);
-                            if grows(&next) {
-                                match self.node.reserve(&space, next.bytes as u64) {
-                                    Ok(r) => reserved.push(r),
-                                    Err(reason) => {
-                                        // Store what fits, then refuse the rest.
-                                        refusal = Some(reason);
-                                        break;
-                                    }
-                                }
-                            }
-                            group.bytes += next.bytes;
-                            group.entries.extend(next.entries);
-                            group.proof = next.proof;
-                        }
-                        Ok(None) => {
-                            ended = true;
+                next = async {
+                    match gather_by {
+                        Some(by) => frames.next_if_ready(by).await,
+                        None => frames.next().await,
+                    }
+                }, if read.is_some() => match next {
+                    Ok(Next::Message(msg, charge)) => match DataMsg::from_message(*msg) {
+                        Some(data) => transfer.handle_data(data, charge, &ingest, tokio::time::Instant::now().into_std()),
+                        None => {
+                            let _ = tx.send(Ev::Close("not data on a data stream".into())).await;
                             break;
                         }
-                        Err(e) => {
-                            let _ = tx.send(Ev::Close(e)).await;
-                            return;
-                        }
                     },
-                }
-            }
-            let Ok(permit) = self.batches.clone().acquire_owned().await else {
-                return;
-            };
-            let store = self.node.store().clone();
-            let stored =
-                tokio::task::spawn_blocking(move || store_batch(&store, group, peer.0)).await;
-            drop(permit);
-            // Stored (or not): the bytes now count in the store's own figures, and the
-            // frames' memory is free.
-            drop(reserved);
-            drop(charges);
-            match stored {
-                Ok(Ok(Stored {
-                    length,
-                    complete: head,
-                    repaired,
-                    grew,
-                })) => {
-                    if repaired > 0
-                        && tx
-                            .send(Ev::Repaired {
-                                id,
-                                feed,
-                                count: repaired,
-                            })
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                    // Only new entries are acknowledged; a repair is answered when it is done.
-                    if grew
-                        && tx
-                            .send(Ev::Appended {
-                                id,
-                                feed,
-                                length,
-                                head,
-                            })
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                    if let Some(reason) = refusal {
-                        let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
-                        frames.stop(0);
+                    Ok(Next::End) => transfer.handle_end(),
+                    Ok(Next::NotYet) => match gather_by {
+                        Some(by) if tokio::time::Instant::now() >= by => {
+                            transfer.handle_timeout(tokio::time::Instant::now().into_std());
+                        }
+                        _ => transfer.handle_not_ready(),
+                    },
+                    Err(e) => {
+                        let _ = tx.send(Ev::Close(format!("data stream: {e}"))).await;
                         break;
                     }
-                }
-                Ok(Err(StoreOutcome::PeerFault(e))) => {
-                    let _ = tx.send(Ev::Close(format!("feed {feed}: {e}"))).await;
-                    return;
-                }
-                Ok(Err(StoreOutcome::Local(e))) => {
-                    tracing::warn!(%feed, error = %e, "cannot store received data");
-                    // Tell the sender why and to stop, instead of leaving its stream blocked.
-                    let reason = Refusal::Failed(e.chars().take(200).collect());
-                    let _ = tx.send(Ev::Refusing { id, feed, reason }).await;
-                    frames.stop(0);
-                    break;
-                }
-                Ok(Err(StoreOutcome::Forked)) => {
-                    let _ = tx
-                        .send(Ev::Refusing {
-                            id,
-                            feed,
-                            reason: Refusal::Frozen,
-                        })
-                        .await;
-                    frames.stop(0);
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "storing task failed");
-                    break;
-                }
+                },
             }
         }
-        if let Some((id, feed)) = current {
-            let _ = tx.send(Ev::TransferEnded { id, feed }).await;
+        // A store under way finishes before what it holds is given back with the transfer.
+        if let Some(s) = storing {
+            let _ = s.await;
         }
     }
 }
 
-/// One `Data` message, taken apart.
-struct DataMsg {
-    id: u32,
-    feed: FeedKey,
-    start: u64,
-    entries: Vec<Vec<u8>>,
-    /// Bytes of entries.
-    bytes: usize,
-    head: SignedHead,
-    proof: Option<crate::feed::ConsistencyProof>,
-    prefix: Option<(crate::feed::Hash, crate::feed::ConsistencyProof)>,
-    checkpoint: Option<Box<crate::feed::PrefixHead>>,
+/// What a store step gives back.
+type StoreResult = Result<Stored, StoreOutcome>;
+
+/// The sizes and waits of every incoming transfer.
+const TRANSFER_LIMITS: Limits = Limits {
+    coalesce_bytes: COALESCE_BYTES,
+    gather_wait: GATHER_WAIT,
+};
+
+/// What a transfer asks of its connection and this node.
+struct ConnIngest<'a> {
+    session: &'a Mutex<Session>,
+    node: &'a dyn Node,
 }
 
-impl DataMsg {
-    fn end(&self) -> u64 {
-        self.start + self.entries.len() as u64
+impl Ingest for ConnIngest<'_> {
+    type Room = Reservation;
+    fn space_of(&self, id: u32) -> Option<Address> {
+        self.session.lock().expect("session lock").space_of(id)
     }
-}
-
-/// A read data stream frame taken apart: it must be `Data`; `None` at the stream's clean end.
-fn read_data(next: Result<Next, NetError>) -> Result<Option<(DataMsg, Charge)>, String> {
-    match next {
-        Ok(Next::Message(msg, charge)) => match *msg {
-            Message::Data {
-                space,
-                feed,
-                start,
-                entries,
-                head,
-                proof,
-                prefix,
-                checkpoint,
-            } => Ok(Some((
-                DataMsg {
-                    id: space,
-                    feed,
-                    start,
-                    bytes: entries.iter().map(Vec::len).sum(),
-                    entries,
-                    head,
-                    proof,
-                    prefix,
-                    checkpoint,
-                },
-                charge,
-            ))),
-            _ => Err("not data on a data stream".into()),
-        },
-        Ok(Next::End) => Ok(None),
-        Ok(Next::NotYet) => Err("data stream: no frame".into()),
-        Err(e) => Err(format!("data stream: {e}")),
+    fn is_member(&self, space: &Address, feed: &FeedKey) -> bool {
+        self.node.member(space, feed).is_some()
     }
-}
-
-enum StoreOutcome {
-    /// The data doesn't verify: the peer's fault.
-    PeerFault(String),
-    /// Our side can't take it (disk, frozen feed): not the peer's fault.
-    Local(String),
-    /// The writer forked: the evidence is recorded and the feed frozen. The peer only
-    /// passed on what the writer signed.
-    Forked,
-}
-
-/// What storing one received group did.
-struct Stored {
-    /// Entries stored now.
-    length: u64,
-    /// The head the group completed, if it did.
-    complete: Option<SignedHead>,
-    /// Damaged entries rewritten with the group's copies.
-    repaired: u64,
-    /// Whether new entries were appended.
-    grew: bool,
+    fn stored(&self, feed: &FeedKey) -> u64 {
+        self.node.stored(feed).0
+    }
+    fn reserve(&self, space: &Address, bytes: u64) -> Result<Reservation, Refusal> {
+        self.node.reserve(space, bytes)
+    }
 }
 
 /// Verify a received group on top of what is stored and append it. Entries already stored are

@@ -201,6 +201,10 @@ pub struct Frames {
     recv: quinn::RecvStream,
     decoder: Decoder,
     budget: Budget,
+    /// The charge of the frame being read and when its body must be in, kept here so that a
+    /// read given up half-way (a `select!` that took another branch) neither loses the charge
+    /// nor restarts the frame's deadline.
+    pending: Option<(Charge, Instant)>,
 }
 
 impl Frames {
@@ -209,10 +213,14 @@ impl Frames {
             recv,
             decoder: Decoder::new(),
             budget,
+            pending: None,
         }
     }
 
     /// The next message, waiting as long as it takes for the next frame to begin.
+    ///
+    /// Both reads are cancel-safe: dropped half-way, nothing read is lost, and the frame being
+    /// read keeps its charge and its deadline for the next call.
     pub async fn next(&mut self) -> Result<Next, NetError> {
         self.read(None).await
     }
@@ -266,21 +274,40 @@ impl Frames {
             return Err(WireError::FrameTooLarge { len, max }.into());
         }
         // Charged before a byte of the body is buffered.
-        let charge = match by {
-            Some(_) => match self.budget.try_charge(4 + len) {
-                Some(c) => c,
-                None => return Ok(Next::NotYet),
-            },
-            None => self.budget.charge(4 + len).await?,
+        if self.pending.is_none() {
+            let charge = match by {
+                Some(_) => match self.budget.try_charge(4 + len) {
+                    Some(c) => c,
+                    None => return Ok(Next::NotYet),
+                },
+                None => self.budget.charge(4 + len).await?,
+            };
+            self.decoder.reserve_frame();
+            self.pending = Some((charge, Instant::now() + self.budget.frame_wait));
+        }
+        if let Err(e) = self.read_body(len).await {
+            // A stream that failed is not read again: its frame's charge goes back now.
+            self.pending = None;
+            return Err(e);
+        }
+        let Some((charge, _)) = self.pending.take() else {
+            return Err(NetError::Stream("frame read without its charge".into()));
         };
-        self.decoder.reserve_frame();
+        match self.decoder.decode()? {
+            Some(msg) => Ok(Next::Message(Box::new(msg), charge)),
+            None => Err(NetError::Stream("frame incomplete after reading it".into())),
+        }
+    }
+
+    /// The rest of the frame of `len` bytes whose charge is pending, by its deadline.
+    async fn read_body(&mut self, len: usize) -> Result<(), NetError> {
         let wait = self.budget.frame_wait;
-        let deadline = Instant::now() + wait;
         loop {
             let need = self.decoder.needed()?;
             if need == 0 {
                 break;
             }
+            let deadline = self.pending.as_ref().map_or_else(Instant::now, |(_, d)| *d);
             let chunk = tokio::time::timeout_at(deadline, self.recv.read_chunk(need, true))
                 .await
                 .map_err(|_| {
@@ -300,9 +327,6 @@ impl Frames {
                 }
             }
         }
-        match self.decoder.decode()? {
-            Some(msg) => Ok(Next::Message(Box::new(msg), charge)),
-            None => Err(NetError::Stream("frame incomplete after reading it".into())),
-        }
+        Ok(())
     }
 }

@@ -61,6 +61,7 @@ use crate::wire::{
 
 #[cfg(test)]
 mod tests;
+pub mod transfer;
 
 /// Failed `OpenSpace` attempts tolerated on one connection before it is closed: enough for a
 /// peer with a few stale spaces, far too few to probe for spaces by discovery key.
