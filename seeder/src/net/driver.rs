@@ -26,7 +26,7 @@ streams, tiny frames, until the peer proves a capability for a space held here.
 */
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
@@ -359,7 +359,10 @@ impl Driver {
             Admit::Unproven(prove) => Some(prove),
         };
         let budget = Budget::new(self.frame_budget.clone(), gate.is_none());
-        let session = Arc::new(Mutex::new(Session::new(conn.role, self.node_id.0, secret)));
+        // The session has one owner, this loop; data stream readers see only which spaces are
+        // open, published after every input (before anything is said that could bring data).
+        let mut session = Session::new(conn.role, self.node_id.0, secret);
+        let (spaces, spaces_rx) = watch::channel(Vec::<(u32, Address)>::new());
         let (mut ctl_send, ctl_recv) = match conn.role {
             crate::space::Role::Dialer => conn.conn.open_bi().await,
             crate::space::Role::Listener => conn.conn.accept_bi().await,
@@ -394,7 +397,7 @@ impl Driver {
             let tx = tx.clone();
             let c = conn.conn.clone();
             let this = self.clone();
-            let session = session.clone();
+            let spaces = spaces_rx.clone();
             let inner = tasks.clone();
             let budget = budget.clone();
             tasks.spawn(async move {
@@ -402,17 +405,14 @@ impl Driver {
                     let frames = Frames::new(recv, budget.clone());
                     inner.spawn(
                         this.clone()
-                            .receive(frames, session.clone(), tx.clone(), peer),
+                            .receive(frames, spaces.clone(), tx.clone(), peer),
                     );
                 }
             });
         }
-        {
-            let mut s = session.lock().expect("session lock");
-            for space in open {
-                if s.open(space).is_none() {
-                    tracing::warn!(%space, "too many spaces on one connection");
-                }
+        for space in open {
+            if session.open(space).is_none() {
+                tracing::warn!(%space, "too many spaces on one connection");
             }
         }
 
@@ -426,7 +426,8 @@ impl Driver {
                 .pump(
                     &conn,
                     conn_id,
-                    &session,
+                    &mut session,
+                    &spaces,
                     &mut ctl_send,
                     &tasks,
                     caught_up.as_ref(),
@@ -451,7 +452,7 @@ impl Driver {
                 }
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break Ok(()) };
-                    let mut s = session.lock().expect("session lock");
+                    let s = &mut session;
                     match ev {
                         // The message's budget is given back once it is handled.
                         Ev::Control(Ok(Some((msg, _charge)))) => s.handle_message(*msg, &*self.node),
@@ -479,7 +480,7 @@ impl Driver {
                     }
                 }
                 r = relay.recv() => {
-                    let mut s = session.lock().expect("session lock");
+                    let s = &mut session;
                     match r {
                         Ok(r) if r.origin != conn_id => s.handle_local_head(&r.space, &r.cert, &r.head),
                         Ok(_) => {}
@@ -500,7 +501,7 @@ impl Driver {
                 o = opens.recv() => {
                     match o {
                         Ok((to, space)) if to == peer => {
-                            if session.lock().expect("session lock").open(space).is_none() {
+                            if session.open(space).is_none() {
                                 tracing::warn!(%space, "too many spaces on one connection");
                             }
                         }
@@ -528,14 +529,14 @@ impl Driver {
     }
 
     /// Carry out the session's actions, then send its messages, then look at its events.
-    // The connection's parts come separately so that their borrows stay disjoint from the
-    // session's lock.
+    // The connection's parts come separately so that their borrows stay disjoint.
     #[allow(clippy::too_many_arguments)]
     async fn pump(
         self: &Arc<Self>,
         conn: &Connection,
         conn_id: u64,
-        session: &Arc<Mutex<Session>>,
+        s: &mut Session,
+        spaces: &watch::Sender<Vec<(u32, Address)>>,
         ctl_send: &mut quinn::SendStream,
         tasks: &task_set::Tasks,
         caught_up: Option<&watch::Sender<bool>>,
@@ -544,7 +545,12 @@ impl Driver {
     ) -> Result<(), NetError> {
         loop {
             let (actions, transmits, events) = {
-                let mut s = session.lock().expect("session lock");
+                let open: Vec<(u32, Address)> = s.open_spaces().map(|(i, a)| (i, *a)).collect();
+                spaces.send_if_modified(|v| {
+                    let changed = *v != open;
+                    *v = open;
+                    changed
+                });
                 // The peer proved it knows a space held here: open the connection up before
                 // anything is said back, so whatever it sends next is let in.
                 if gate.is_some() && s.open_spaces().next().is_some() {
@@ -690,10 +696,7 @@ impl Driver {
             }
         }
         if let Some(c) = caught_up {
-            let done = session
-                .lock()
-                .expect("session lock")
-                .is_caught_up(&*self.node);
+            let done = s.is_caught_up(&*self.node);
             let _ = c.send(done);
         }
         Ok(())
@@ -783,12 +786,12 @@ impl Driver {
     async fn receive(
         self: Arc<Self>,
         mut frames: Frames,
-        session: Arc<Mutex<Session>>,
+        spaces: watch::Receiver<Vec<(u32, Address)>>,
         tx: mpsc::Sender<Ev>,
         peer: NodeId,
     ) {
         let ingest = ConnIngest {
-            session: &session,
+            spaces: &spaces,
             node: &*self.node,
         };
         let mut transfer: Transfer<Charge, Reservation> = Transfer::new(TRANSFER_LIMITS);
@@ -910,14 +913,16 @@ const TRANSFER_LIMITS: Limits = Limits {
 
 /// What a transfer asks of its connection and this node.
 struct ConnIngest<'a> {
-    session: &'a Mutex<Session>,
+    /// The spaces open on the connection, by id.
+    spaces: &'a watch::Receiver<Vec<(u32, Address)>>,
     node: &'a dyn Node,
 }
 
 impl Ingest for ConnIngest<'_> {
     type Room = Reservation;
     fn space_of(&self, id: u32) -> Option<Address> {
-        self.session.lock().expect("session lock").space_of(id)
+        let open = self.spaces.borrow();
+        open.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
     }
     fn is_member(&self, space: &Address, feed: &FeedKey) -> bool {
         self.node.member(space, feed).is_some()
