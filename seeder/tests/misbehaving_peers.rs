@@ -214,7 +214,7 @@ fn data(
         space: 0,
         feed,
         start,
-        entries,
+        entries: entries.into_iter().map(Into::into).collect(),
         head,
         proof,
         prefix: None,
@@ -372,7 +372,7 @@ fn a_writers_fork_is_recorded_and_the_feed_frozen() {
             space: 0,
             feed,
             start: 10,
-            entries: b.entries(10, 15),
+            entries: b.entries(10, 15).into_iter().map(Into::into).collect(),
             head: b.head(),
             proof: None,
             prefix: Some((

@@ -17,6 +17,7 @@ Tree node naming: a *perfect subtree* of `2^level` leaves starting at leaf `inde
 `log2(n)` of them, so a store that keeps every perfect node can produce any proof.
 */
 
+use bytes::Bytes;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -131,14 +132,14 @@ const MAX_HASH_THREADS: usize = 4;
 
 /// [`leaf_hash`] of every entry, in order. Large batches are split over a few threads so a
 /// writer or verifier isn't held to one core's hashing speed while the disk waits.
-pub fn leaf_hashes(entries: &[Vec<u8>]) -> Vec<Hash> {
-    let bytes: usize = entries.iter().map(Vec::len).sum();
+pub fn leaf_hashes<E: AsRef<[u8]> + Sync>(entries: &[E]) -> Vec<Hash> {
+    let bytes: usize = entries.iter().map(|e| e.as_ref().len()).sum();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_HASH_THREADS)
         .min(entries.len());
     if bytes < PARALLEL_HASH_BYTES || threads < 2 {
-        return entries.iter().map(|e| leaf_hash(e)).collect();
+        return entries.iter().map(|e| leaf_hash(e.as_ref())).collect();
     }
     let per = entries.len().div_ceil(threads);
     let mut out = vec![[0u8; 32]; entries.len()];
@@ -146,7 +147,7 @@ pub fn leaf_hashes(entries: &[Vec<u8>]) -> Vec<Hash> {
         for (chunk, hashes) in entries.chunks(per).zip(out.chunks_mut(per)) {
             scope.spawn(move || {
                 for (e, h) in chunk.iter().zip(hashes.iter_mut()) {
-                    *h = leaf_hash(e);
+                    *h = leaf_hash(e.as_ref());
                 }
             });
         }
@@ -636,7 +637,9 @@ pub struct VerifiedBatch {
     /// with its own before appending, so a batch checked against a stale frontier is refused.
     base_root: Hash,
     start: u64,
-    entries: Vec<Vec<u8>>,
+    /// Entries as shared byte strings: a received batch's are slices of the frame they came in,
+    /// never copied on their way to the disk.
+    entries: Vec<Bytes>,
     /// Every perfect node the batch completes, level 0 included, in creation order.
     nodes: Vec<(NodeId, Hash)>,
     /// The head the batch was verified against; its length is >= the batch's end.
@@ -660,7 +663,7 @@ impl VerifiedBatch {
     pub fn end(&self) -> u64 {
         self.start + self.entries.len() as u64
     }
-    pub fn entries(&self) -> &[Vec<u8>] {
+    pub fn entries(&self) -> &[Bytes] {
         &self.entries
     }
     pub fn nodes(&self) -> &[(NodeId, Hash)] {
@@ -690,14 +693,16 @@ struct Grown {
 }
 
 /// Hash `entries` onto `frontier`, refusing oversized entries and a batch ending past `limit`.
-fn grow(
+fn grow<E: AsRef<[u8]> + Sync>(
     frontier: &Frontier,
-    entries: &[Vec<u8>],
+    entries: &[E],
     limit: u64,
     past_limit: &'static str,
 ) -> Result<Grown, FeedError> {
-    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
-        return Err(FeedError::EntryTooLarge { len: e.len() });
+    if let Some(e) = entries.iter().find(|e| e.as_ref().len() > MAX_ENTRY_LEN) {
+        return Err(FeedError::EntryTooLarge {
+            len: e.as_ref().len(),
+        });
     }
     let start = frontier.len();
     let end = start + entries.len() as u64;
@@ -724,10 +729,10 @@ fn grow(
 /// `proof` must be the consistency proof from the batch's end to the head's length. Either way
 /// the whole stored prefix is then proven to be a prefix of the signed tree. Entries larger than
 /// [`MAX_ENTRY_LEN`] are refused.
-pub fn verify_batch(
+pub fn verify_batch<E: Into<Bytes> + AsRef<[u8]> + Sync>(
     frontier: &Frontier,
     head: VerifiedHead,
-    entries: Vec<Vec<u8>>,
+    entries: Vec<E>,
     proof: Option<&ConsistencyProof>,
 ) -> Result<VerifiedBatch, FeedError> {
     let Grown {
@@ -765,7 +770,7 @@ pub fn verify_batch(
         feed: head.feed(),
         base_root,
         start,
-        entries,
+        entries: into_bytes(entries),
         nodes,
         tail_proof: (end < head.length()).then(|| proof.cloned()).flatten(),
         head,
@@ -775,10 +780,10 @@ pub fn verify_batch(
 /// Check `entries`, appended to the tree `frontier` describes, against the prefix a longer
 /// signed head vouches for: ending at the prefix's length the new root must be the prefix's,
 /// ending earlier `proof` must be the consistency proof from the batch's end to the prefix.
-pub fn verify_batch_to_prefix(
+pub fn verify_batch_to_prefix<E: Into<Bytes> + AsRef<[u8]> + Sync>(
     frontier: &Frontier,
     prefix: VerifiedPrefix,
-    entries: Vec<Vec<u8>>,
+    entries: Vec<E>,
     proof: Option<&ConsistencyProof>,
 ) -> Result<VerifiedBatch, FeedError> {
     let Grown {
@@ -817,7 +822,7 @@ pub fn verify_batch_to_prefix(
         feed,
         base_root,
         start,
-        entries,
+        entries: into_bytes(entries),
         nodes,
         tail_proof,
         head: prefix.head,
@@ -826,13 +831,15 @@ pub fn verify_batch_to_prefix(
 
 /// The writer's own append: hash `entries` onto `frontier` (which it advances), sign the new
 /// head, and return the batch ready for the store.
-pub fn write_batch(
+pub fn write_batch<E: Into<Bytes> + AsRef<[u8]> + Sync>(
     key: &SigningKey,
     frontier: &mut Frontier,
-    entries: Vec<Vec<u8>>,
+    entries: Vec<E>,
 ) -> Result<VerifiedBatch, FeedError> {
-    if let Some(e) = entries.iter().find(|e| e.len() > MAX_ENTRY_LEN) {
-        return Err(FeedError::EntryTooLarge { len: e.len() });
+    if let Some(e) = entries.iter().find(|e| e.as_ref().len() > MAX_ENTRY_LEN) {
+        return Err(FeedError::EntryTooLarge {
+            len: e.as_ref().len(),
+        });
     }
     let base_root = frontier.root();
     let start = frontier.len();
@@ -845,11 +852,16 @@ pub fn write_batch(
         feed: head.feed(),
         base_root,
         start,
-        entries,
+        entries: into_bytes(entries),
         nodes,
         tail_proof: None,
         head,
     })
+}
+
+/// Entries as shared byte strings (moved, not copied, when they already are).
+fn into_bytes<E: Into<Bytes>>(entries: Vec<E>) -> Vec<Bytes> {
+    entries.into_iter().map(Into::into).collect()
 }
 
 /// Proof that a writer signed two histories that cannot both be true: `older` and `newer` are

@@ -387,7 +387,8 @@ pub fn import(
                 return Ok(());
             }
             let skip = state.length.saturating_sub(batch.start()) as usize;
-            let entries: Vec<Vec<u8>> = batch.entries()[skip..].to_vec();
+            // Shared byte strings: the entries are not copied again.
+            let entries = batch.entries()[skip..].to_vec();
             let frontier = store.frontier(feed)?;
             let ours = verify_batch(&frontier, head, entries, proof)
                 .map_err(|_| BundleError::Fork { feed: *feed })?;

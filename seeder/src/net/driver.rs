@@ -289,7 +289,7 @@ pub(crate) fn data_message(
         space: id,
         feed,
         start: pos,
-        entries,
+        entries: entries.into_iter().map(bytes::Bytes::from).collect(),
         head: target.head.clone(),
         proof,
         prefix,

@@ -127,7 +127,7 @@ fn large_data() -> Message {
         space: 0,
         feed: crate::feed::FeedKey(key.verifying_key().to_bytes()),
         start: 0,
-        entries: vec![vec![7u8; 64 << 10]],
+        entries: vec![vec![7u8; 64 << 10].into()],
         head: crate::feed::SignedHead::sign(&key, 1, [5; 32]).into_signed(),
         proof: None,
         prefix: None,

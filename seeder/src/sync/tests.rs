@@ -17,7 +17,7 @@ const BATCH: usize = 3;
 #[derive(Clone, Default)]
 struct MemFeed {
     cert: Option<MembershipCert>,
-    entries: Vec<Vec<u8>>,
+    entries: Vec<bytes::Bytes>,
     frontier: Frontier,
     nodes: HashMap<NodeId, Hash>,
     head: Option<SignedHead>,

@@ -29,6 +29,8 @@ driver's store step, whose outcome comes back as [`StoreOutcome`]).
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::feed::{ConsistencyProof, FeedKey, Hash, PrefixHead, SignedHead};
 use crate::space::Address;
 use crate::wire::{Message, Refusal};
@@ -39,7 +41,8 @@ pub struct DataMsg {
     pub id: u32,
     pub feed: FeedKey,
     pub start: u64,
-    pub entries: Vec<Vec<u8>>,
+    /// Slices of the frames they came in.
+    pub entries: Vec<Bytes>,
     /// Bytes of entries.
     pub bytes: usize,
     pub head: SignedHead,
@@ -65,7 +68,7 @@ impl DataMsg {
                 id: space,
                 feed,
                 start,
-                bytes: entries.iter().map(Vec::len).sum(),
+                bytes: entries.iter().map(Bytes::len).sum(),
                 entries,
                 head,
                 proof,

@@ -15,6 +15,9 @@ This module knows nothing of sockets, QUIC streams, stores or the sync state mac
 says what may be said and how it is spelled.
 */
 
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::feed::{ConsistencyProof, FeedKey, Hash, PrefixHead, SignedHead};
@@ -194,7 +197,7 @@ pub enum Message {
         feed: FeedKey,
         start: u64,
         #[serde(with = "entry_bytes")]
-        entries: Vec<Vec<u8>>,
+        entries: Vec<Bytes>,
         head: SignedHead,
         proof: Option<ConsistencyProof>,
         /// The sender's root at `start`, with a consistency proof to `head`, when the
@@ -376,7 +379,7 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// [`Decoder::decode`]. Holds at most one frame plus what arrived after it.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    buf: Vec<u8>,
+    buf: BytesMut,
 }
 
 impl Decoder {
@@ -427,7 +430,7 @@ impl Decoder {
     /// so the buffer grows once to the frame's size instead of doubling past it.
     pub fn reserve_frame(&mut self) {
         if let Ok(need) = self.needed() {
-            self.buf.reserve_exact(need);
+            self.buf.reserve(need);
         }
     }
 
@@ -437,11 +440,18 @@ impl Decoder {
             return Ok(None);
         }
         let len = u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        let msg = Message::decode_body(&self.buf[4..4 + len]);
-        self.buf.drain(..4 + len);
+        // The frame leaves the buffer as shared bytes: a data message's entries are slices of
+        // it, not copies.
+        let body = self.buf.split_to(4 + len).freeze().slice(4..);
+        let msg = FRAME.with(|frame| {
+            *frame.borrow_mut() = Some(body.clone());
+            let msg = Message::decode_body(&body);
+            *frame.borrow_mut() = None;
+            msg
+        });
         // A stream between frames holds no memory: a large frame's buffer is given back.
         if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
-            self.buf = Vec::new();
+            self.buf = BytesMut::new();
         }
         msg.map(Some)
     }
@@ -458,37 +468,85 @@ impl Decoder {
     }
 }
 
-/// A data message's entries as byte strings: each one length and its bytes copied whole,
-/// instead of a sequence of single bytes serialised one by one (the same bytes on the wire).
+thread_local! {
+    /// The frame [`Decoder::decode`] is decoding on this thread: entries borrowed from it are
+    /// taken as slices of it rather than copied.
+    static FRAME: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// A data message's entries as byte strings: each one length and its bytes whole, instead of
+/// a sequence of single bytes serialised one by one (the same bytes on the wire). Decoded from
+/// a frame (see [`FRAME`]), an entry is a slice of the frame; from anything else, a copy.
 /// Reading stops at [`MAX_ENTRIES_PER_DATA`] entries: a frame of a million empty entries would
 /// otherwise cost tens of MiB before the limits are checked.
 mod entry_bytes {
+    use bytes::Bytes;
     use serde::de::{Error, SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
-    use super::MAX_ENTRIES_PER_DATA;
+    use super::{FRAME, MAX_ENTRIES_PER_DATA};
 
-    pub fn serialize<S: Serializer>(entries: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(entries: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(entries.iter().map(|e| serde_bytes::Bytes::new(e)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+    /// One entry as the decoder has it: borrowed from the input, or made for us.
+    struct Entry(Bytes);
+
+    impl<'de> Deserialize<'de> for Entry {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Entry, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Entry;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    write!(f, "a byte string")
+                }
+                fn visit_borrowed_bytes<E: Error>(self, v: &'de [u8]) -> Result<Entry, E> {
+                    Ok(Entry(slice_of_frame(v)))
+                }
+                fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Entry, E> {
+                    Ok(Entry(Bytes::copy_from_slice(v)))
+                }
+                fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Entry, E> {
+                    Ok(Entry(Bytes::from(v)))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+
+    /// `v` as a slice of the frame being decoded when it lies within it, else a copy.
+    fn slice_of_frame(v: &[u8]) -> Bytes {
+        FRAME.with(|frame| match &*frame.borrow() {
+            Some(f) => {
+                let (base, at) = (f.as_ptr() as usize, v.as_ptr() as usize);
+                if at >= base && at + v.len() <= base + f.len() {
+                    f.slice(at - base..at - base + v.len())
+                } else {
+                    Bytes::copy_from_slice(v)
+                }
+            }
+            None => Bytes::copy_from_slice(v),
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Bytes>, D::Error> {
         struct Entries;
         impl<'de> Visitor<'de> for Entries {
-            type Value = Vec<Vec<u8>>;
+            type Value = Vec<Bytes>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 write!(f, "at most {MAX_ENTRIES_PER_DATA} byte strings")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let hint = seq.size_hint().unwrap_or(0).min(MAX_ENTRIES_PER_DATA);
                 let mut out = Vec::with_capacity(hint);
-                while let Some(e) = seq.next_element::<serde_bytes::ByteBuf>()? {
+                while let Some(Entry(e)) = seq.next_element::<Entry>()? {
                     if out.len() == MAX_ENTRIES_PER_DATA {
                         return Err(A::Error::custom(format!(
                             "more than {MAX_ENTRIES_PER_DATA} entries in a data message"
                         )));
                     }
-                    out.push(e.into_vec());
+                    out.push(e);
                 }
                 Ok(out)
             }

@@ -50,7 +50,7 @@ fn every_message() -> Vec<Message> {
             space: 1,
             feed,
             start: 2,
-            entries: vec![b"x".to_vec(), vec![0; 1000]],
+            entries: vec![Bytes::from_static(b"x"), Bytes::from(vec![0; 1000])],
             head: head(),
             proof: Some(proof.clone()),
             prefix: Some(([8; 32], proof)),
@@ -264,4 +264,36 @@ proptest! {
         }
         let _ = Message::decode_body(&bytes);
     }
+}
+
+#[test]
+fn decoded_entries_are_slices_of_their_frame_not_copies() {
+    let key = SigningKey::from_bytes(&[4; 32]);
+    let head = SignedHead::sign(&key, 2, [0; 32]).signed().clone();
+    let msg = Message::Data {
+        space: 0,
+        feed: head.feed,
+        start: 0,
+        entries: vec![Bytes::from(vec![1; 1000]), Bytes::from(vec![2; 1000])],
+        head,
+        proof: None,
+        prefix: None,
+        checkpoint: None,
+    };
+    let frame = msg.encode().unwrap();
+    let mut decoder = Decoder::new();
+    decoder.extend(&frame);
+    let Some(Message::Data { entries, .. }) = decoder.decode().unwrap() else {
+        panic!("not data");
+    };
+    assert_eq!(entries, vec![vec![1u8; 1000], vec![2u8; 1000]]);
+    // Postcard puts a 2-byte length before each: the second begins right after the first's
+    // bytes and its length, in the same buffer.
+    let gap = entries[1].as_ptr() as usize - (entries[0].as_ptr() as usize + 1000);
+    assert_eq!(gap, 2);
+    // Decoded from anything else, entries are copies and just as right.
+    let Message::Data { entries, .. } = Message::decode_body(&frame[4..]).unwrap() else {
+        panic!("not data");
+    };
+    assert_eq!(entries[1], vec![2u8; 1000]);
 }

@@ -84,7 +84,7 @@ fn data(start: u64, n: usize, length: u64) -> DataMsg {
         id: 0,
         feed: FEED,
         start,
-        entries: vec![vec![0; 16 * KIB]; n],
+        entries: vec![Bytes::from(vec![0; 16 * KIB]); n],
         bytes: n * 16 * KIB,
         head: head(length),
         proof: None,
