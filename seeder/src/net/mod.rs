@@ -371,9 +371,10 @@ pub use frames::{Budget, Frames, Next};
 
 /// Write one message as a frame.
 pub async fn send_message(send: &mut quinn::SendStream, msg: &Message) -> Result<(), NetError> {
-    // Handed to QUIC as it is: a chunk is queued without copying it again.
-    let frame = bytes::Bytes::from(msg.encode()?);
-    send.write_chunk(frame)
+    // Handed to QUIC as chunks it queues without copying them again; a data message's
+    // entries go as the bytes read from the store.
+    let mut chunks = msg.encode_chunks()?;
+    send.write_all_chunks(&mut chunks)
         .await
         .map_err(|e| NetError::Stream(e.to_string()))
 }

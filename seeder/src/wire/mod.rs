@@ -351,6 +351,56 @@ impl Message {
         Ok(out)
     }
 
+    /// One whole frame as chunks to send one after another, the same bytes as
+    /// [`Message::encode`]: a data message's larger entries go as the shared bytes they are,
+    /// not copied into the frame; everything else is encoded into the chunks between them.
+    pub fn encode_chunks(&self) -> Result<Vec<Bytes>, WireError> {
+        let Message::Data {
+            space,
+            feed,
+            start,
+            entries,
+            head,
+            proof,
+            prefix,
+            checkpoint,
+        } = self
+        else {
+            return Ok(vec![Bytes::from(self.encode()?)]);
+        };
+        self.check_limits()?;
+        let malformed = |e: postcard::Error| WireError::Malformed(e.to_string());
+        // postcard writes a variant as its index, then its fields in order; a tuple as its
+        // parts in order; a sequence and a byte string as their length, then their items.
+        // The first chunk is the frame's 4-byte header, known once the rest is.
+        let mut chunks = vec![Bytes::new()];
+        let mut buf = postcard::to_extend(
+            &(DATA_VARIANT, space, feed, start, entries.len()),
+            Vec::with_capacity(128),
+        )
+        .map_err(malformed)?;
+        for e in entries {
+            buf = postcard::to_extend(&e.len(), buf).map_err(malformed)?;
+            if e.len() < SHARED_ENTRY {
+                buf.extend_from_slice(e);
+            } else {
+                chunks.push(Bytes::from(std::mem::take(&mut buf)));
+                chunks.push(e.clone());
+            }
+        }
+        buf = postcard::to_extend(&(head, proof, prefix, checkpoint), buf).map_err(malformed)?;
+        chunks.push(Bytes::from(buf));
+        let len: usize = chunks.iter().map(Bytes::len).sum();
+        if len > MAX_FRAME_LEN {
+            return Err(WireError::FrameTooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        chunks[0] = Bytes::copy_from_slice(&(len as u32).to_le_bytes());
+        Ok(chunks)
+    }
+
     /// Decode one frame body (no length prefix): strict, limits checked.
     pub fn decode_body(body: &[u8]) -> Result<Message, WireError> {
         if body.len() > MAX_FRAME_LEN {
@@ -371,6 +421,13 @@ impl Message {
         Ok(msg)
     }
 }
+
+/// The index postcard writes for [`Message::Data`]: its place in the enum.
+const DATA_VARIANT: u32 = 5;
+
+/// Entries at least this long are sent as their own chunk by [`Message::encode_chunks`];
+/// shorter ones cost less to copy than to queue apart.
+const SHARED_ENTRY: usize = 4 << 10;
 
 /// Buffer capacity a [`Decoder`] keeps between frames; larger buffers are freed.
 const IDLE_BUFFER: usize = 64 << 10;

@@ -297,3 +297,54 @@ fn decoded_entries_are_slices_of_their_frame_not_copies() {
     };
     assert_eq!(entries[1], vec![2u8; 1000]);
 }
+
+#[test]
+fn every_message_sent_in_chunks_is_the_same_bytes_as_one_frame() {
+    for msg in every_message() {
+        let chunks = msg.encode_chunks().unwrap();
+        assert_eq!(chunks.concat(), msg.encode().unwrap(), "{msg:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn data_sent_in_chunks_is_the_same_bytes_as_one_frame(
+        sizes in proptest::collection::vec(
+            prop_oneof![0usize..200, 4000usize..5000, 60_000usize..66_000], 0..20),
+        start in any::<u64>(),
+        space in 0u32..MAX_SPACES_PER_CONNECTION,
+        with_proof in any::<bool>(),
+    ) {
+        let entries: Vec<Bytes> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Bytes::from(vec![i as u8; *n]))
+            .collect();
+        let proof = with_proof.then(|| ConsistencyProof {
+            old_size: 2,
+            new_size: 3,
+            path: vec![[6; 32]; 3],
+        });
+        let msg = Message::Data {
+            space,
+            feed: head().feed,
+            start,
+            entries,
+            head: head(),
+            proof,
+            prefix: None,
+            checkpoint: None,
+        };
+        let chunks = msg.encode_chunks().unwrap();
+        let frame = msg.encode().unwrap();
+        prop_assert_eq!(chunks.concat(), frame.clone());
+        // And it decodes back to the message.
+        let mut d = Decoder::new();
+        for c in &chunks {
+            d.extend(c);
+        }
+        prop_assert_eq!(d.decode().unwrap(), Some(msg));
+    }
+}
