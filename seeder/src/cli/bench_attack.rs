@@ -1,7 +1,9 @@
 /*!
 `seeder bench attack`: a real `seeder serve` on loopback, attacked the ways a stranger on the
 network (or a member gone bad) can, while a member uploads to it. Each case prints how long the
-member's upload took, so the cost of each attack reads against the quiet baseline:
+member's upload took, so the cost of each attack reads against the quiet baseline. Each case's
+member is new and uploads to a space of its own, so each time is its own upload and nothing
+else (in one shared space a new member would first fetch every earlier member's feed):
 
 - `member_sync_s`: a member uploads `--mib` MiB and waits for the seeder's durable
   acknowledgement, nobody else connected.
@@ -76,22 +78,41 @@ const CLOSE_LIMIT: Duration = Duration::from_secs(60);
 /// Longest a QUIC handshake from one attacker may take before it counts as refused.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
+/// Uploads made: quiet, then under each of the three network attacks.
+const CASES: usize = 4;
+
 /// Entry size of the uploads: the size files are cut into.
 const ENTRY_LEN: usize = 64 * 1024;
 
 pub fn run(args: AttackArgs) -> Result<()> {
     let tmp = super::bench::work_dir(args.dir.as_deref(), "seeder-bench-attack")?;
     let runtime = super::bench::runtime()?;
-    let secret = SpaceSecret::generate(&mut rand::rngs::OsRng);
-    let address = secret.address();
-    drop(hold_space(&tmp.path().join("seeder"), address)?);
+    // A space of its own for each case, so that each member uploads its 64 MiB and fetches
+    // nothing the earlier cases' members left on the seeder.
+    let secrets: Vec<SpaceSecret> = (0..CASES)
+        .map(|_| SpaceSecret::generate(&mut rand::rngs::OsRng))
+        .collect();
+    {
+        let store = hold_space(&tmp.path().join("seeder"), secrets[0].address())?;
+        let registry = crate::daemon::registry::Registry::open(&store)?;
+        for (i, s) in secrets.iter().enumerate().skip(1) {
+            let name = format!("bench-{i}");
+            registry.add_space(
+                &crate::space::SeedCode::new(s.address()),
+                Some(&name),
+                None,
+                0,
+            )?;
+        }
+    }
     let (seeder, _) = start_seeder(&tmp.path().join("seeder"))?;
     let entries = Entries::new(ENTRY_LEN);
     let mut uploads = 0;
     let mut upload = |label: &str| -> Result<f64> {
+        let secret = &secrets[uploads];
         uploads += 1;
         let dir = tmp.path().join(format!("member-{uploads}"));
-        let secs = runtime.block_on(upload_new_feed(&dir, &secret, &seeder, args.mib, &entries))?;
+        let secs = runtime.block_on(upload_new_feed(&dir, secret, &seeder, args.mib, &entries))?;
         println!("{label} {secs:.2} s");
         println!(
             "seeder_peak_rss_mib_after_{} {:.1} MiB",
@@ -136,7 +157,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
     drop(half);
 
     // 3. A peer that proved it knows the space, holding stalled data streams.
-    let stalled = runtime.block_on(stall(&seeder, address, args.stalled_streams))?;
+    let stalled = runtime.block_on(stall(&seeder, secrets[3].address(), args.stalled_streams))?;
     upload("member_sync_s_under_stalled_streams")?;
     drop(stalled);
 
