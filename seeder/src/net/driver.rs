@@ -739,15 +739,19 @@ impl Driver {
                 return Ok(());
             }
             let mut send: Option<quinn::SendStream> = None;
-            let mut pos = from;
-            while pos < end {
-                let (store, target_now) = (store.clone(), target.clone());
-                let (msg, damaged) = tokio::task::spawn_blocking(move || {
-                    data_message(&store, &target_now, id, feed, from, pos, end)
+            let read = |pos: u64| {
+                let (store, target) = (store.clone(), target.clone());
+                tokio::task::spawn_blocking(move || {
+                    data_message(&store, &target, id, feed, from, pos, end)
                 })
-                .await
-                .map_err(|e| NetError::Stream(e.to_string()))?
-                .map_err(|e| NetError::Stream(e.to_string()))?;
+            };
+            let mut pos = from;
+            let mut next = Some(read(pos));
+            while let Some(reading) = next.take() {
+                let (msg, damaged) = reading
+                    .await
+                    .map_err(|e| NetError::Stream(e.to_string()))?
+                    .map_err(|e| NetError::Stream(e.to_string()))?;
                 let Some((msg, n)) = msg else {
                     // Damaged right here: nothing more to send.
                     if send.is_none() {
@@ -755,6 +759,11 @@ impl Driver {
                     }
                     break;
                 };
+                // The next message is read (and checked) while this one is sent: at most one
+                // message ahead, so a transfer holds two in memory at most.
+                if damaged.is_none() && pos + n < end {
+                    next = Some(read(pos + n));
+                }
                 if send.is_none() {
                     send = Some(conn.open_uni().await.map_err(NetError::Connection)?);
                 }
