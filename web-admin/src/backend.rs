@@ -167,6 +167,12 @@ pub struct Peers {
     pub node_id: String,
     /// Addresses this device is reached at (`HOST:PORT`).
     pub addresses: Vec<String>,
+    /// The one string to give others: node id and every address it may be dialed at.
+    #[serde(default)]
+    pub peer_code: String,
+    /// What the router did with the port mapping request, in words.
+    #[serde(default)]
+    pub port_mapping: String,
     pub connected: Vec<ConnectedPeer>,
     pub partners: Vec<PartnerInfo>,
 }

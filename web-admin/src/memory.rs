@@ -189,6 +189,8 @@ impl AdminBackend for MemoryBackend {
         Ok(Peers {
             node_id: "ab".repeat(32),
             addresses: vec!["192.0.2.10:7428".into()],
+            peer_code: format!("seeder:{}@192.0.2.10:7428", "ab".repeat(32)),
+            port_mapping: "off".into(),
             connected: vec![ConnectedPeer {
                 node_id: "cd".repeat(32),
                 address: "192.0.2.11:50000".into(),

@@ -224,9 +224,10 @@ fn schemas() -> Value {
         "Agreement": agreement.clone(),
         "AgreementList": { "type": "array", "items": agreement },
         "Partner": partner.clone(),
-        "AddPartner": obj(&["address"], json!({ "address": { "type": "string", "description": "HOST:PORT#NODEID" } })),
-        "Peers": obj(&["node_id", "addresses", "connected", "partners"], json!({
+        "AddPartner": obj(&["address"], json!({ "address": { "type": "string", "description": "a peer code (seeder:NODEID@ADDRESS:PORT,…) or HOST:PORT#NODEID" } })),
+        "Peers": obj(&["node_id", "addresses", "peer_code", "port_mapping", "connected", "partners"], json!({
             "node_id": s(), "addresses": { "type": "array", "items": s() },
+            "peer_code": s(), "port_mapping": s(),
             "connected": { "type": "array", "items": connected },
             "partners": { "type": "array", "items": partner },
         })),

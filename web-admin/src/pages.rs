@@ -1028,7 +1028,7 @@ async fn agreement_remove(
 // ---------------------------------------------------------------------------------------------
 // Peers
 
-/// `HOST:PORT#NODEID` as an SVG QR code.
+/// A peer code as an SVG QR code.
 fn qr_svg(text: &str) -> Option<String> {
     let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
     Some(
@@ -1048,13 +1048,25 @@ async fn peers_page(State(app): State<Shared>, ctx: Ctx) -> Response {
             .iter()
             .map(|a| format!("{a}#{}", p.node_id))
             .collect();
-        let qr = own.first().and_then(|s| qr_svg(s));
+        let qr = Some(&p.peer_code)
+            .filter(|c| !c.is_empty())
+            .or(own.first())
+            .and_then(|s| qr_svg(s));
         let body = html! {
             h1 { "Peers" }
             h2 { "This seeder" }
-            p { "Give a partner organisation this address so their seeder backs up with yours:" }
-            @for a in &own { p { code.id { (a) } } }
+            @if !p.peer_code.is_empty() {
+                p { "Give a partner organisation, or a member away from the office, this peer code: it holds every address this seeder is reached at." }
+                p { code.id.peer-code { (p.peer_code) } }
+            }
             @if let Some(svg) = qr { div.qr { (PreEscaped(svg)) } }
+            @if !p.port_mapping.is_empty() {
+                p { "Port mapping: " (p.port_mapping) }
+            }
+            @if !own.is_empty() {
+                p { "On the LAN it is also reached at:" }
+                @for a in &own { p { code.id { (a) } } }
+            }
             h2 { "Connected now" }
             @if p.connected.is_empty() { p.empty { "Nobody is connected." } }
             @else {
@@ -1090,7 +1102,7 @@ async fn peers_page(State(app): State<Shared>, ctx: Ctx) -> Response {
             h2 { "Add a partner seeder" }
             form method="post" action="/peers" {
                 (csrf_field(session))
-                label { "Address (HOST:PORT#NODEID)" input name="address" required autocomplete="off"; }
+                label { "Peer code (seeder:…) or HOST:PORT#NODEID" input name="address" required autocomplete="off"; }
                 button type="submit" { "Add" }
             }
         };

@@ -86,6 +86,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
             keep_free_percent: 5,
             activity: Default::default(),
             links: Default::default(),
+            mapping: tokio::sync::watch::channel(crate::net::reach::Mapping::Off).1,
         };
         daemon.setup_code()?
     };

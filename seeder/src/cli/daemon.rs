@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Don't announce this seeder on the LAN over mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Don't ask the router to forward the QUIC port (UPnP-IGD, NAT-PMP, PCP). It is never
+    /// asked when listening on a loopback address.
+    #[arg(long)]
+    no_port_mapping: bool,
     /// The board has a claim button (`seeder board` reports its presses): the admin page
     /// offers claiming by a press.
     #[arg(long, env = "SEEDER_CLAIM_BUTTON", value_parser = BoolishValueParser::new())]
@@ -70,6 +74,8 @@ struct FileConfig {
     cache_mib: Option<u64>,
     /// Announce on the LAN over mDNS.
     mdns: Option<bool>,
+    /// Ask the router to forward the QUIC port.
+    port_mapping: Option<bool>,
     /// The data folder must be a mounted disk (see `--require-data-disk`).
     require_data_disk: Option<bool>,
     /// Where the admin page writes root's SSH keys (see `--ssh-keys-file`).
@@ -150,7 +156,8 @@ enum SpaceCmd {
 
 #[derive(Debug, Subcommand)]
 enum PeerCmd {
-    /// Dial a partner seeder: HOST:PORT#NODEID.
+    /// Dial a partner seeder: its peer code (seeder:NODEID@ADDRESS:PORT,…, shown by its
+    /// `ctl status` and Peers page) or HOST:PORT#NODEID.
     Add {
         peer: String,
     },
@@ -202,6 +209,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 loopback_only: args.mdns_loopback,
             },
         ),
+        port_mapping: !args.no_port_mapping && file.port_mapping.unwrap_or(true),
         data,
         require_data_disk: args.require_data_disk || file.require_data_disk.unwrap_or(false),
         ssh_keys_file: args.ssh_keys_file.or(file.ssh_keys_file),
@@ -260,6 +268,21 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                     v["node_id"].as_str().unwrap_or("?"),
                     v["listen"].as_str().unwrap_or("?")
                 );
+                if let Some(code) = v["peer_code"].as_str() {
+                    println!("peer code: {code}");
+                }
+                match v["port_mapping"]["state"].as_str() {
+                    Some("mapped") => println!(
+                        "port mapping: the router forwards {}",
+                        v["port_mapping"]["external"].as_str().unwrap_or("?")
+                    ),
+                    Some("unavailable") => println!(
+                        "port mapping: {}",
+                        v["port_mapping"]["what"].as_str().unwrap_or("unavailable")
+                    ),
+                    Some(state) => println!("port mapping: {state}"),
+                    None => {}
+                }
                 let free = v["disk_free_bytes"].as_u64().unwrap_or(0);
                 let total = v["disk_total_bytes"].as_u64().unwrap_or(0);
                 println!("disk: {} free of {}", human(free), human(total));

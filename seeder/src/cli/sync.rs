@@ -29,8 +29,10 @@ const IDENTITY_FILE: &str = "node.key";
 pub struct SyncArgs {
     /// Space name.
     name: String,
-    /// A seeder or member to sync with: HOST:PORT, optionally #NODEID to pin its identity.
-    #[arg(long = "peer", value_name = "HOST:PORT[#NODEID]")]
+    /// A seeder or member to sync with: its peer code (seeder:NODEID@ADDRESS:PORT,…, from
+    /// the seeder's Peers page or `seeder ctl status`), or HOST:PORT, optionally #NODEID to
+    /// pin its identity.
+    #[arg(long = "peer", value_name = "CODE|HOST:PORT[#NODEID]")]
     peers: Vec<String>,
     /// Return once both sides hold each other's data and every peer acknowledged storage.
     #[arg(long, conflicts_with = "watch")]
@@ -56,8 +58,23 @@ pub struct SyncArgs {
 const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 const DISCOVERY_SETTLE: Duration = Duration::from_millis(500);
 
-/// `HOST:PORT[#NODEID]`.
+/// A peer code, or `HOST:PORT[#NODEID]`: the `host:port`s to dial (comma-separated) and the
+/// node id to expect there.
 fn parse_peer(s: &str) -> Result<(String, Option<NodeId>)> {
+    if crate::net::reach::PeerCode::looks_like(s) {
+        let code: crate::net::reach::PeerCode = s
+            .parse()
+            .map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))?;
+        if code.addrs.is_empty() {
+            return Err(anyhow::anyhow!(
+                "the peer code names no address: copy the whole code from the seeder's Peers \
+                 page (seeder:NODEID@ADDRESS:PORT,…)"
+            )
+            .context(Failure::BadInput));
+        }
+        let hosts: Vec<String> = code.addrs.iter().map(|a| a.to_string()).collect();
+        return Ok((hosts.join(","), Some(code.node)));
+    }
     match s.rsplit_once('#') {
         Some((addr, id)) => Ok((
             addr.to_string(),
@@ -269,15 +286,13 @@ impl PeerCtx {
                 };
             }
             let attempt = async {
-                let addr = tokio::net::lookup_host(&host)
-                    .await
-                    .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                    .next()
-                    .ok_or_else(|| format!("{host} has no address"))?;
+                let addrs = crate::daemon::serve::resolve_all(&host).await;
+                if addrs.is_empty() {
+                    return Err(format!("cannot resolve {host}"));
+                }
                 self.endpoint
-                    .connect(addr, id)
+                    .connect_any(&addrs, id)
                     .await
-                    .map(|c| (c, addr))
                     .map_err(|e| format!("cannot reach {host}: {e}"))
             };
             let connected = match remaining {

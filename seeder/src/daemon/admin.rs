@@ -481,6 +481,8 @@ impl AdminBackend for AdminDaemon {
         Ok(Peers {
             node_id: self.daemon.node_id.to_hex(),
             addresses,
+            peer_code: self.daemon.peer_code().to_string(),
+            port_mapping: self.daemon.mapping.borrow().describe(),
             connected,
             partners,
         })

@@ -64,6 +64,28 @@ pub struct Daemon {
     pub activity: std::sync::Arc<super::activity::Activity>,
     /// Who hears about registry changes: live connections, the partner dialer.
     pub links: Links,
+    /// What the router did with our port mapping request.
+    pub mapping: tokio::sync::watch::Receiver<crate::net::reach::Mapping>,
+}
+
+impl Daemon {
+    /// The peer code to give others: this node and every address it may be dialed at, LAN
+    /// ones first (a member in the office connects at once), then the router's forward.
+    pub fn peer_code(&self) -> crate::net::reach::PeerCode {
+        use crate::net::reach::{lan_addrs, Mapping, MAX_CODE_ADDRS};
+        let mut addrs = lan_addrs(self.listen);
+        addrs.truncate(MAX_CODE_ADDRS - 1);
+        if let Mapping::Mapped { external, .. } = &*self.mapping.borrow() {
+            let external = std::net::SocketAddr::V4(*external);
+            if !addrs.contains(&external) {
+                addrs.push(external);
+            }
+        }
+        crate::net::reach::PeerCode {
+            node: self.node_id,
+            addrs,
+        }
+    }
 }
 
 /// Repairs on record, by the peer whose copies they came from: `(peer, entries, last time)`.
@@ -144,9 +166,34 @@ fn valid_host(host: &str) -> bool {
         })
 }
 
-/// Parse `HOST:PORT#NODEID` (node id: 64 hex characters). The host is an IP address
-/// (`[…]` for IPv6) or a DNS name; anything else is refused without being echoed in full.
+/// Parse a peer code (`seeder:NODEID@ADDR,…`: its addresses are kept comma-separated and
+/// dialed together) or `HOST:PORT#NODEID` (node id: 64 hex characters). The host is an IP
+/// address (`[…]` for IPv6) or a DNS name; anything else is refused without being echoed in
+/// full.
 pub fn parse_partner(s: &str) -> Result<Partner, String> {
+    if crate::net::reach::PeerCode::looks_like(s) {
+        let code: crate::net::reach::PeerCode = s.parse().map_err(|e| format!("{e}"))?;
+        if code.addrs.is_empty() {
+            return Err(
+                "this peer code has no address: ask for the code from the partner's Peers page, \
+                 which lists where it is reached"
+                    .into(),
+            );
+        }
+        return Ok(Partner {
+            address: code
+                .addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            node_id: code.node.0,
+        });
+    }
+    parse_host_partner(s)
+}
+
+fn parse_host_partner(s: &str) -> Result<Partner, String> {
     /// How much of a refused input an error message repeats: enough to recognise it.
     const SHOWN: usize = 80;
     let shown = |t: &str| -> String {
@@ -323,6 +370,18 @@ impl CtlBackend for Daemon {
                         "version": env!("CARGO_PKG_VERSION"),
                         "node_id": self.node_id.to_hex(),
                         "listen": self.listen.to_string(),
+                        "peer_code": self.peer_code().to_string(),
+                        "port_mapping": match &*self.mapping.borrow() {
+                            crate::net::reach::Mapping::Mapped { external, since } => json!({
+                                "state": "mapped", "external": external.to_string(), "since": since,
+                            }),
+                            crate::net::reach::Mapping::Unavailable { since } => json!({
+                                "state": "unavailable", "since": since,
+                                "what": self.mapping.borrow().describe(),
+                            }),
+                            crate::net::reach::Mapping::Off => json!({"state": "off"}),
+                            crate::net::reach::Mapping::Trying => json!({"state": "trying"}),
+                        },
                         "admin": self.admin.map(|a| a.to_string()),
                         "uptime_secs": self.started.elapsed().as_secs(),
                         "data": self.store.dir().display().to_string(),
@@ -415,6 +474,18 @@ impl CtlBackend for Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partner_given_by_peer_code_is_dialed_at_all_its_addresses() {
+        let id = "ab".repeat(32);
+        let p = parse_partner(&format!("seeder:{id}@10.0.1.10:7428,203.0.113.1:40000")).unwrap();
+        assert_eq!(p.address, "10.0.1.10:7428,203.0.113.1:40000");
+        assert_eq!(p.node_id, [0xab; 32]);
+        let e = parse_partner(&format!("seeder:{id}")).expect_err("no address");
+        assert!(e.contains("no address"), "{e}");
+        let e = parse_partner(&format!("seeder:{id}@host.example:7428")).expect_err("a name");
+        assert!(e.contains("not an IP address"), "{e}");
+    }
 
     #[test]
     fn partners_are_parsed_strictly() {

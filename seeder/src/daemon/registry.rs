@@ -65,7 +65,8 @@ pub struct HeldSpace {
 /// A partner seeder to dial.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partner {
-    /// `host:port`, as given.
+    /// `host:port`, as given; or several, comma-separated (from a peer code), dialed
+    /// together.
     pub address: String,
     pub node_id: [u8; 32],
 }

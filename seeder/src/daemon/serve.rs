@@ -34,6 +34,8 @@ pub struct ServeConfig {
     /// The data folder must be a mounted file system (the appliance's data disk): without
     /// it the daemon serves only the admin page, saying so, and waits.
     pub require_data_disk: bool,
+    /// Ask the router to forward our UDP port (UPnP-IGD, NAT-PMP, PCP).
+    pub port_mapping: bool,
     /// Where the admin page writes the public keys allowed to log in as root over SSH, for
     /// the device's root-side helper to apply (the appliance image); `None`: the page doesn't
     /// manage SSH.
@@ -180,6 +182,11 @@ pub async fn run(
     let node_id = identity.node_id();
     let endpoint = Arc::new(crate::net::Endpoint::bind(config.listen, identity)?);
     let listen = endpoint.local_addr()?;
+    // A node listening on loopback only can't be forwarded to: nothing is asked.
+    let mapper = crate::net::reach::PortMapper::start(
+        listen.port(),
+        config.port_mapping && !listen.ip().is_loopback(),
+    );
     let admin_listener = tokio::net::TcpListener::bind(config.admin)
         .await
         .map_err(|e| ServeError::Admin(config.admin, e))?;
@@ -215,6 +222,7 @@ pub async fn run(
             driver: Some(driver.clone()),
             partners_changed: partners_changed.clone(),
         },
+        mapping: mapper.watch(),
     });
     // The setup code exists from the first start, so the console and the SD card can show it.
     if let Err(e) = daemon.setup_code() {
@@ -333,6 +341,7 @@ pub async fn run(
     let _ = peers.await;
     let _ = partners.await;
     let _ = reserve.await;
+    mapper.stop().await;
     endpoint.close("shutting down");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), endpoint.wait_idle()).await;
     let _ = std::fs::remove_file(config.data.join(super::ctl::SOCKET_NAME));
@@ -453,6 +462,22 @@ async fn accept_loop(
     }
 }
 
+/// Every address of `hosts` (comma-separated `host:port`s, as a peer code gives them), in
+/// order, without repeats; names that don't resolve are left out.
+pub async fn resolve_all(hosts: &str) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        if let Ok(addrs) = tokio::net::lookup_host(host).await {
+            for a in addrs {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Keep partner seeders connected, opening every held space with them.
 async fn dial_partners(
     endpoint: Arc<crate::net::Endpoint>,
@@ -478,16 +503,11 @@ async fn dial_partners(
             {
                 continue;
             }
-            let addr = match tokio::net::lookup_host(&p.address)
-                .await
-                .map(|mut a| a.next())
-            {
-                Ok(Some(a)) => a,
-                _ => {
-                    tracing::warn!(partner = %p.address, "cannot resolve partner");
-                    continue;
-                }
-            };
+            let addrs = resolve_all(&p.address).await;
+            if addrs.is_empty() {
+                tracing::warn!(partner = %p.address, "cannot resolve partner");
+                continue;
+            }
             let (endpoint, driver, stop, connected, spaces) = (
                 endpoint.clone(),
                 driver.clone(),
@@ -497,8 +517,8 @@ async fn dial_partners(
             );
             tokio::spawn(async move {
                 let id = crate::net::NodeId(p.node_id);
-                match endpoint.connect(addr, Some(id)).await {
-                    Ok(conn) => {
+                match endpoint.connect_any(&addrs, Some(id)).await {
+                    Ok((conn, _)) => {
                         connected
                             .lock()
                             .expect("partner set lock")

@@ -175,7 +175,7 @@ fn subtree<E>(
     nodes: &mut impl FnMut(NodeId) -> Result<Hash, E>,
 ) -> Result<Hash, E> {
     debug_assert!(len >= 1);
-    if len.is_power_of_two() && start % len == 0 {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
         let level = len.trailing_zeros() as u8;
         return nodes(NodeId {
             level,

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod driver;
 pub mod frames;
 pub mod identity;
+pub mod reach;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -22,6 +23,10 @@ use quinn::VarInt;
 
 use crate::wire::{Message, WireError};
 pub use identity::{NodeId, NodeIdentity};
+
+/// Head start each address of a node gets before the next one is dialed too (RFC 8305
+/// recommends 250 ms).
+pub const DIAL_STAGGER: Duration = Duration::from_millis(250);
 
 /// Errors of the network layer.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +193,8 @@ impl quinn::ConnectionIdGenerator for RestartProofCids {
     }
 }
 
-/// A QUIC endpoint that accepts and dials, as this node.
+/// A QUIC endpoint that accepts and dials, as this node. Clones share the one socket.
+#[derive(Clone)]
 pub struct Endpoint {
     endpoint: quinn::Endpoint,
     identity: Arc<NodeIdentity>,
@@ -252,6 +258,56 @@ impl Endpoint {
         // We chose this peer: it may send at full speed from the start.
         conn.open_up();
         Ok(conn)
+    }
+
+    /// Connect to the node at any of `addrs`, tried in order with a head start of
+    /// [`DIAL_STAGGER`] each (RFC 8305's "happy eyeballs"): a LAN address that answers wins at
+    /// once, one that is unreachable from here costs a quarter second, not a handshake
+    /// timeout. The first handshake to finish is kept, the others dropped.
+    pub async fn connect_any(
+        &self,
+        addrs: &[SocketAddr],
+        expected: Option<NodeId>,
+    ) -> Result<(Connection, SocketAddr), NetError> {
+        let Some(&first) = addrs.first() else {
+            return Err(NetError::Connect {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: "no address to dial".into(),
+            });
+        };
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut next = addrs.iter().copied();
+        let mut last_error = None;
+        let mut stagger = std::pin::pin!(tokio::time::sleep(std::time::Duration::ZERO));
+        loop {
+            tokio::select! {
+                _ = &mut stagger, if next.len() > 0 => {
+                    if let Some(addr) = next.next() {
+                        let this = self.clone();
+                        attempts.spawn(async move { (addr, this.connect(addr, expected).await) });
+                    }
+                    stagger.as_mut().reset(tokio::time::Instant::now() + DIAL_STAGGER);
+                }
+                done = attempts.join_next(), if !attempts.is_empty() => match done {
+                    Some(Ok((addr, Ok(conn)))) => return Ok((conn, addr)),
+                    Some(Ok((_, Err(e)))) => {
+                        last_error = Some(e);
+                        // Don't wait out the head start when this one has already failed.
+                        stagger.as_mut().reset(tokio::time::Instant::now());
+                    }
+                    Some(Err(e)) => {
+                        last_error = Some(NetError::Connect { addr: first, reason: e.to_string() })
+                    }
+                    None => {}
+                },
+                else => {
+                    return Err(last_error.unwrap_or(NetError::Connect {
+                        addr: first,
+                        reason: "no attempt finished".into(),
+                    }))
+                }
+            }
+        }
     }
 
     /// The next incoming connection, `None` once the endpoint is closed.

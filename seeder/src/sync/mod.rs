@@ -714,7 +714,7 @@ impl Session {
         }
         // A request. Ids of the peer's requests have the peer's parity.
         let theirs = match peer_role {
-            Role::Dialer => id % 2 == 0,
+            Role::Dialer => id.is_multiple_of(2),
             Role::Listener => id % 2 == 1,
         };
         if !theirs || id >= MAX_SPACES_PER_CONNECTION || self.open.contains_key(&id) {
