@@ -262,7 +262,7 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn remove_space(&self, name: &str, purge: bool) -> Result<(), BackendError>;
 
     fn peers(&self) -> Result<Peers, BackendError>;
-    /// Add a partner seeder given as `HOST:PORT#NODEID`.
+    /// Add a partner seeder given by its peer code or as `HOST:PORT#NODEID`.
     fn add_partner(&self, spec: &str) -> Result<PartnerInfo, BackendError>;
     /// Forget a partner seeder by node id (hex).
     fn remove_partner(&self, node_id: &str) -> Result<(), BackendError>;

@@ -76,7 +76,7 @@ pub const OPERATIONS: &[Operation] = &[
     op("updateAgreement", "put", "/agreements/{id}", "Replace an agreement", Admin, Some("Agreement"), (200, Some("Agreement"))),
     op("deleteAgreement", "delete", "/agreements/{id}", "Delete an agreement", Admin, None, (204, None)),
     op("peers", "get", "/peers", "Connected peers, partner seeders and this seeder's own address", Admin, None, (200, Some("Peers"))),
-    op("addPartner", "post", "/peers", "Add a partner seeder (HOST:PORT#NODEID)", Admin, Some("AddPartner"), (201, Some("Partner"))),
+    op("addPartner", "post", "/peers", "Add a partner seeder (peer code or HOST:PORT#NODEID)", Admin, Some("AddPartner"), (201, Some("Partner"))),
     op("removePartner", "delete", "/peers/{node_id}", "Forget a partner seeder", Admin, None, (204, None)),
     op("disks", "get", "/disks", "Block devices and the data disk's state", Admin, None, (200, Some("DiskReport"))),
     op("prepareDisk", "post", "/disks/prepare", "Erase a disk and make it the data disk (confirm with its serial)", Admin, Some("PrepareDisk"), (204, None)),
