@@ -16,10 +16,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_root, random_file, seeder};
+use common::{is_root, random_file, Seeder};
 
 const NET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nat/net");
 
@@ -99,80 +99,29 @@ impl Drop for Net {
     }
 }
 
-/// `seeder serve` inside a namespace; killed on drop.
-struct Daemon {
-    child: Child,
-    data: PathBuf,
+/// `seeder serve` inside `host`'s namespace, listening on 7428 on every address.
+fn start_seeder(net: &Net, host: &str, data: &Path, extra: &[&str]) -> Seeder {
+    let mut cmd = net.seeder(host);
+    cmd.args(["serve", "--no-mdns", "--admin", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(["--listen", "0.0.0.0:7428"])
+        .args(extra);
+    Seeder::spawn(cmd, data, 7428)
 }
 
-impl Daemon {
-    fn start(net: &Net, host: &str, data: &Path, extra: &[&str]) -> Daemon {
-        let mut child = net
-            .seeder(host)
-            .args(["serve", "--no-mdns", "--admin", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(["--listen", "0.0.0.0:7428"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("seeder ready") => break,
-                Some(Ok(_)) => {}
-                other => panic!("seeder ended before it was ready: {other:?}"),
-            }
+/// Stop `seeder` as systemd does (SIGTERM) and wait for the process to end.
+fn stop(mut seeder: Seeder) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &seeder.child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if seeder.child.try_wait().unwrap().is_some() {
+            return;
         }
-        std::thread::spawn(move || for _ in lines {});
-        Daemon {
-            child,
-            data: data.to_path_buf(),
-        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-
-    fn ctl(&self, args: &[&str]) -> String {
-        let out = seeder()
-            .args(["ctl", "--data"])
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ctl(&["status", "--json"])).unwrap()
-    }
-
-    /// Stop as systemd does (SIGTERM) and wait for the process to end.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the seeder did not stop within 20 s of SIGTERM");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    panic!("the seeder did not stop within 20 s of SIGTERM");
 }
 
 /// A member command inside `host`'s namespace: its stdout, failing the test if it fails.
@@ -267,7 +216,7 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
     net.run(&["upnp", &net.prefix, "ra", net.dir.to_str().unwrap(), "on"]);
 
     // Seeder A in office A asks the router for a forward and puts it in its peer code.
-    let seeder_a = Daemon::start(&net, "a", &tmp.path().join("seeder-a"), &[]);
+    let seeder_a = start_seeder(&net, "a", &tmp.path().join("seeder-a"), &[]);
     let (external, code) = wait_for("a port mapping", Duration::from_secs(30), || {
         let s = seeder_a.status();
         (s["port_mapping"]["state"] == "mapped").then(|| {
@@ -330,7 +279,7 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
     );
 
     // A stopping seeder takes its forward back.
-    seeder_a.stop();
+    stop(seeder_a);
     // The router takes the release as a notification and acts on it on its own time.
     wait_for(
         "the forward removed at shutdown",
@@ -339,7 +288,7 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
     );
 
     // Turned off with one setting: nothing asked.
-    let quiet = Daemon::start(
+    let quiet = start_seeder(
         &net,
         "a",
         &tmp.path().join("seeder-a"),

@@ -51,10 +51,15 @@ impl Seeder {
 
     /// As [`Seeder::start_with`], with extra environment variables for the daemon.
     pub fn start_with_env(args: &[&str], data: &Path, port: u16, env: &[(&str, &str)]) -> Seeder {
-        let mut child = seeder()
-            .arg("serve")
-            .args(args)
-            .envs(env.iter().copied())
+        let mut cmd = seeder();
+        cmd.arg("serve").args(args).envs(env.iter().copied());
+        Seeder::spawn(cmd, data, port)
+    }
+
+    /// Start `cmd` (a `seeder serve` that uses `data` and listens on `port`, perhaps wrapped
+    /// in another program) and return once it says it is ready.
+    pub fn spawn(mut cmd: Command, data: &Path, port: u16) -> Seeder {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
