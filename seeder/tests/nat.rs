@@ -326,3 +326,111 @@ fn the_namespace_internet_behaves_as_its_nat_kinds_say() {
     );
     assert!(said.contains(" passed, 0 failed"), "{said}");
 }
+
+/// Entries held of the space named `name`, from a seeder's status.
+fn entries_of(seeder: &Seeder, name: &str) -> u64 {
+    seeder.status()["spaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["entries"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The address `seeder` sees the peer `node` at, if it is connected.
+fn peer_address(seeder: &Seeder, node: &str) -> Option<String> {
+    seeder.status()["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["node_id"] == node)
+        .map(|p| p["address"].as_str().unwrap().to_string())
+}
+
+fn counted(net: &Net, host: &str) -> u64 {
+    net.run(&["counters", &net.prefix, host])
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn two_seeders_behind_port_restricted_nats_replicate_directly_after_an_introduction() {
+    if !(is_root() && have("nft") && have("conntrack")) {
+        if std::env::var_os("CI").is_some() {
+            panic!("the NAT test needs root, nftables and conntrack");
+        }
+        eprintln!("skipped: needs root, nftables and conntrack");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::up(tmp.path());
+    // No UPnP anywhere: office A and office B sit behind port-restricted NATs; the partner
+    // with a public address (pub) is the one both reach.
+    let off = ["--no-port-mapping"];
+    let public = start_seeder(&net, "pub", &tmp.path().join("pub"), &off);
+    let seeder_a = start_seeder(&net, "a", &tmp.path().join("seeder-a"), &off);
+    let seeder_b = start_seeder(&net, "b", &tmp.path().join("seeder-b"), &off);
+    let code = |s: &Seeder| s.status()["peer_code"].as_str().unwrap().to_string();
+    let node = |s: &Seeder| s.status()["node_id"].as_str().unwrap().to_string();
+
+    // A member in office A makes the office's space and the partners' space.
+    let home = tmp.path().join("laptop");
+    member(&net, "m", &home, &["space", "create", "office"]);
+    member(&net, "m", &home, &["space", "create", "partners"]);
+    let seed = |space: &str| {
+        member(&net, "m", &home, &["space", "seed-code", space])
+            .trim()
+            .to_string()
+    };
+    let (office, partners) = (seed("office"), seed("partners"));
+    public.ctl(&["space", "add", &partners, "--name", "partners"]);
+    for s in [&seeder_a, &seeder_b] {
+        s.ctl(&["space", "add", &office, "--name", "office"]);
+        s.ctl(&["space", "add", &partners, "--name", "partners"]);
+    }
+    let data = tmp.path().join("office.bin");
+    random_file(&data, 4, 9);
+    member(&net, "m", &home, &["put", "office", data.to_str().unwrap()]);
+    sync_with_code(&net, "m", &home, "office", &code(&seeder_a));
+    let held = entries_of(&seeder_a, "office");
+    assert!(held > 0);
+
+    // Both offices keep the public partner connected.
+    seeder_a.ctl(&["peer", "add", &code(&public)]);
+    seeder_b.ctl(&["peer", "add", &code(&public)]);
+    let (a_id, b_id) = (node(&seeder_a), node(&seeder_b));
+    wait_for(
+        "both offices at the public partner",
+        Duration::from_secs(60),
+        || {
+            (peer_address(&public, &a_id).is_some() && peer_address(&public, &b_id).is_some())
+                .then_some(())
+        },
+    );
+    let public_before = counted(&net, "pub");
+
+    // Office A is given office B's code: its only address is on B's LAN, out of reach.
+    let b_code = code(&seeder_b);
+    assert!(!b_code.contains("203.0.113."), "{b_code}");
+    let t = Instant::now();
+    seeder_a.ctl(&["peer", "add", &b_code]);
+    let seen_at = wait_for("A connected to B", Duration::from_secs(60), || {
+        peer_address(&seeder_b, &a_id)
+    });
+    let punched = t.elapsed();
+    assert!(
+        seen_at.starts_with("203.0.113.1:"),
+        "B sees A through A's NAT, directly: {seen_at}"
+    );
+    wait_for("the office space at B", Duration::from_secs(60), || {
+        (entries_of(&seeder_b, "office") == held).then_some(())
+    });
+    let through_public = counted(&net, "pub") - public_before;
+    assert!(
+        through_public < 256 << 10,
+        "the public partner carried {through_public} bytes of a 4 MiB replication"
+    );
+    println!("connect_ms_punched {:.0} ms", punched.as_secs_f64() * 1e3);
+    println!("public_partner_bytes_during_replication {through_public} bytes");
+}

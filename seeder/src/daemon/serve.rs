@@ -276,6 +276,12 @@ pub async fn run(
         driver.clone(),
         registry,
         partners_changed,
+        daemon.activity.clone(),
+        stop_tx.subscribe(),
+    ));
+    let punches = tokio::spawn(punch_when_asked(
+        endpoint.clone(),
+        driver.clone(),
         stop_tx.subscribe(),
     ));
     let reserve = tokio::spawn({
@@ -340,6 +346,7 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), admin).await;
     let _ = peers.await;
     let _ = partners.await;
+    let _ = punches.await;
     let _ = reserve.await;
     mapper.stop().await;
     endpoint.close("shutting down");
@@ -478,12 +485,90 @@ pub async fn resolve_all(hosts: &str) -> Vec<std::net::SocketAddr> {
     out
 }
 
-/// Keep partner seeders connected, opening every held space with them.
+/// Punch packets sent for each punch request (a peer we hold a space with introduced us to
+/// another node), [`PUNCH_GAP`] apart: the first opens our NAT for the other node's packets;
+/// the others cover a lost one.
+const PUNCH_PACKETS: usize = 3;
+const PUNCH_GAP: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How long a partner we can't reach directly is waited for through an introduction, asked
+/// again every [`INTRODUCE_EVERY`] (the peers that could introduce us may still be connecting).
+pub const PUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const INTRODUCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Send punch packets wherever a peer we hold a space with says a node we are being
+/// introduced to is (see `Message::Punch`; the driver lets each peer ask at most every
+/// `RENDEZVOUS_EVERY`).
+async fn punch_when_asked(
+    endpoint: Arc<crate::net::Endpoint>,
+    driver: Arc<crate::net::driver::Driver>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut punches = driver.punches();
+    loop {
+        let p = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            p = punches.recv() => p,
+        };
+        match p {
+            Ok(p) => {
+                tracing::debug!(node = %p.node.short(), addr = %p.addr, "punching");
+                let endpoint = endpoint.clone();
+                tokio::spawn(async move {
+                    for i in 0..PUNCH_PACKETS {
+                        if i > 0 {
+                            tokio::time::sleep(PUNCH_GAP).await;
+                        }
+                        endpoint.punch(p.addr);
+                    }
+                });
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Reach `node` through an introduction: ask the peers we hold a space with, then dial the
+/// address one of them sees it at (our punch request made it punch towards us).
+async fn dial_introduced(
+    endpoint: &crate::net::Endpoint,
+    driver: &crate::net::driver::Driver,
+    node: crate::net::NodeId,
+) -> Result<(crate::net::Connection, std::net::SocketAddr), String> {
+    let mut punches = driver.punches();
+    let found = tokio::time::timeout(PUNCH_WAIT, async {
+        let mut ask = tokio::time::interval(INTRODUCE_EVERY);
+        loop {
+            tokio::select! {
+                _ = ask.tick() => driver.introduce(node),
+                p = punches.recv() => match p {
+                    Ok(p) if p.node == node && p.dial => return Ok(p.addr),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err("shutting down".to_string())
+                    }
+                },
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no peer introduced us".to_string())??;
+    endpoint
+        .connect(found, Some(node))
+        .await
+        .map(|c| (c, found))
+        .map_err(|e| e.to_string())
+}
+
+/// Keep partner seeders connected, opening every held space with them: dialed at their
+/// addresses and, at the same time, through an introduction by a peer both of us reach.
 async fn dial_partners(
     endpoint: Arc<crate::net::Endpoint>,
     driver: Arc<crate::net::driver::Driver>,
     registry: Registry,
     partners_changed: Arc<tokio::sync::Notify>,
+    activity: Arc<super::activity::Activity>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let connected: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
@@ -496,18 +581,16 @@ async fn dial_partners(
             .map(|s| s.address)
             .collect();
         for p in partners {
+            // Connected either way (it may have dialed us, or been introduced to us).
             if connected
                 .lock()
                 .expect("partner set lock")
                 .contains(&p.node_id)
+                || activity.is_connected(&crate::net::NodeId(p.node_id))
             {
                 continue;
             }
             let addrs = resolve_all(&p.address).await;
-            if addrs.is_empty() {
-                tracing::warn!(partner = %p.address, "cannot resolve partner");
-                continue;
-            }
             let (endpoint, driver, stop, connected, spaces) = (
                 endpoint.clone(),
                 driver.clone(),
@@ -517,13 +600,42 @@ async fn dial_partners(
             );
             tokio::spawn(async move {
                 let id = crate::net::NodeId(p.node_id);
-                match endpoint.connect_any(&addrs, Some(id)).await {
-                    Ok((conn, _)) => {
+                // The first way that connects; if one fails, the other. The loser is dropped.
+                let reached = {
+                    let direct = async {
+                        if addrs.is_empty() {
+                            return Err(format!("cannot resolve {}", p.address));
+                        }
+                        endpoint
+                            .connect_any(&addrs, Some(id))
+                            .await
+                            .map_err(|e| e.to_string())
+                    };
+                    let introduced = dial_introduced(&endpoint, &driver, id);
+                    tokio::pin!(direct, introduced);
+                    let reached = tokio::select! {
+                        r = &mut direct => match r {
+                            Ok(c) => Ok((c, "direct")),
+                            Err(_) => (&mut introduced).await.map(|c| (c, "introduced")),
+                        },
+                        r = &mut introduced => match r {
+                            Ok(c) => Ok((c, "introduced")),
+                            Err(_) => (&mut direct).await.map(|c| (c, "direct")),
+                        },
+                    };
+                    reached
+                };
+                match reached {
+                    Ok(((conn, at), how)) => {
+                        tracing::info!(partner = %id.short(), %at, how, "partner connected");
                         connected
                             .lock()
                             .expect("partner set lock")
                             .insert(p.node_id);
-                        let _ = driver.run(conn, Admit::Open, spaces, None, stop).await;
+                        let _ = driver
+                            .clone()
+                            .run(conn, Admit::Open, spaces, None, stop)
+                            .await;
                         connected
                             .lock()
                             .expect("partner set lock")

@@ -83,6 +83,40 @@ pub enum Admit {
 /// A control write that takes longer than this means the peer stopped reading.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Introductions and punches waiting for connections to pass them on: a few per partner
+/// being dialed; a lagging connection misses some, and the asker asks again.
+const RENDEZVOUS_QUEUE: usize = 64;
+
+/// How often one peer may ask for an introduction or make us punch: each costs a few packets
+/// to an address the peer chose, so a peer can't turn us into a packet cannon.
+pub const RENDEZVOUS_EVERY: Duration = Duration::from_millis(500);
+
+/// Most peers whose last rendezvous time is kept (older ones are forgotten first); beyond
+/// this a flood of identities can't grow the table.
+const RENDEZVOUS_PEERS: usize = 1024;
+
+/// What connections pass on for hole punching (see `Message::Introduce` / `Punch`).
+#[derive(Clone, Debug)]
+enum Rendezvous {
+    /// Ask every peer we hold a space with to introduce us to `node`.
+    Introduce { node: NodeId },
+    /// Tell peer `to` that `node` is at `addr`.
+    Punch {
+        to: NodeId,
+        node: NodeId,
+        addr: std::net::SocketAddr,
+        dial: bool,
+    },
+}
+
+/// A peer we hold a space with told us `node` is at `addr`: punch there (and dial, `dial`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Punched {
+    pub node: NodeId,
+    pub addr: std::net::SocketAddr,
+    pub dial: bool,
+}
+
 /// Room admitted for a transfer's bytes until they are stored (or not): dropping it gives the
 /// room back. See [`Node::reserve`].
 #[must_use = "the room is given back when this is dropped"]
@@ -176,6 +210,12 @@ pub struct Driver {
     windows: Arc<Windows>,
     next_id: AtomicU64,
     node_id: NodeId,
+    rendezvous: broadcast::Sender<Rendezvous>,
+    punched: broadcast::Sender<Punched>,
+    /// Connections with at least one open space, by peer: the address each peer is seen at.
+    proven: std::sync::Mutex<std::collections::HashMap<NodeId, (u64, std::net::SocketAddr)>>,
+    /// When each peer last asked for an introduction or a punch.
+    rendezvous_at: std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>,
 }
 
 /// Asks the node whether an accepted connection that just proved itself may stay.
@@ -314,7 +354,41 @@ impl Driver {
             }),
             next_id: AtomicU64::new(1),
             node_id,
+            rendezvous: broadcast::channel(RENDEZVOUS_QUEUE).0,
+            punched: broadcast::channel(RENDEZVOUS_QUEUE).0,
+            proven: Default::default(),
+            rendezvous_at: Default::default(),
         })
+    }
+
+    /// Ask every peer we hold a space with to introduce us to `node` (we can't reach it
+    /// directly); answers come as [`Punched`] with `dial` set.
+    pub fn introduce(&self, node: NodeId) {
+        let _ = self.rendezvous.send(Rendezvous::Introduce { node });
+    }
+
+    /// Punch requests from peers we hold a space with.
+    pub fn punches(&self) -> broadcast::Receiver<Punched> {
+        self.punched.subscribe()
+    }
+
+    /// Whether `peer` may make us do rendezvous work now (see [`RENDEZVOUS_EVERY`]).
+    fn rendezvous_allowed(&self, peer: NodeId) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut at = self.rendezvous_at.lock().expect("rendezvous lock");
+        if at
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < RENDEZVOUS_EVERY)
+        {
+            return false;
+        }
+        if at.len() >= RENDEZVOUS_PEERS {
+            at.retain(|_, t| now.duration_since(*t) < RENDEZVOUS_EVERY);
+        }
+        if at.len() < RENDEZVOUS_PEERS {
+            at.insert(peer, now);
+        }
+        true
     }
 
     /// Tell every connection that `feed` of `space` grew here (a local write).
@@ -371,6 +445,7 @@ impl Driver {
         let (tx, mut rx) = mpsc::channel::<Ev>(EVENT_QUEUE);
         let mut relay = self.relay.subscribe();
         let mut opens = self.opens.subscribe();
+        let mut rendezvous = self.rendezvous.subscribe();
         let tasks = task_set::Tasks::default();
 
         // Control stream reader.
@@ -498,6 +573,17 @@ impl Driver {
                         Err(broadcast::error::RecvError::Closed) => break Ok(()),
                     }
                 }
+                r = rendezvous.recv() => {
+                    match r {
+                        Ok(Rendezvous::Introduce { node }) => session.introduce(node.0),
+                        Ok(Rendezvous::Punch { to, node, addr, dial }) if to == peer => {
+                            session.punch(node.0, addr, dial)
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => break Ok(()),
+                    }
+                }
                 o = opens.recv() => {
                     match o {
                         Ok((to, space)) if to == peer => {
@@ -519,6 +605,12 @@ impl Driver {
             Err(e) => {
                 tracing::info!(peer = %peer.short(), error = %e, "connection ended");
                 conn.conn.close(1u32.into(), b"error");
+            }
+        }
+        {
+            let mut proven = self.proven.lock().expect("proven lock");
+            if proven.get(&peer).is_some_and(|(id, _)| *id == conn_id) {
+                proven.remove(&peer);
             }
         }
         tasks.abort_all();
@@ -625,6 +717,38 @@ impl Driver {
                             }
                         }
                     }
+                    Action::Introduce { node } => {
+                        let node = NodeId(node);
+                        if node == conn.peer || !self.rendezvous_allowed(conn.peer) {
+                            continue;
+                        }
+                        let there = self
+                            .proven
+                            .lock()
+                            .expect("proven lock")
+                            .get(&node)
+                            .map(|(_, addr)| *addr);
+                        if let Some(there) = there {
+                            let here = conn.conn.remote_address();
+                            tracing::debug!(from = %conn.peer.short(), to = %node.short(), "introducing");
+                            let _ = self.rendezvous.send(Rendezvous::Punch {
+                                to: node,
+                                node: conn.peer,
+                                addr: here,
+                                dial: false,
+                            });
+                            s.punch(node.0, there, true);
+                        }
+                    }
+                    Action::Punch { node, addr, dial } => {
+                        if self.rendezvous_allowed(conn.peer) {
+                            let _ = self.punched.send(Punched {
+                                node: NodeId(node),
+                                addr,
+                                dial,
+                            });
+                        }
+                    }
                     Action::Close(e) => {
                         let code = match e {
                             SyncError::Goodbye(_) => return Err(NetError::Stream(e.to_string())),
@@ -650,6 +774,10 @@ impl Driver {
                     } => self.node.acked(conn.peer, &space, feed, length),
                     Event::SpaceOpened { space, .. } => {
                         tracing::info!(peer = %conn.peer.short(), %space, "space open");
+                        self.proven
+                            .lock()
+                            .expect("proven lock")
+                            .insert(conn.peer, (conn_id, conn.conn.remote_address()));
                         self.node.space_opened(conn_id, &space);
                     }
                     Event::Behind {

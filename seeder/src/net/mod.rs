@@ -199,7 +199,13 @@ pub struct Endpoint {
     endpoint: quinn::Endpoint,
     identity: Arc<NodeIdentity>,
     transport: Arc<quinn::TransportConfig>,
+    /// The endpoint's own socket, for hole punching: a packet sent from it opens our NAT
+    /// for the peer's QUIC packets to the same port.
+    punch: Arc<std::net::UdpSocket>,
 }
+
+/// What a punch packet carries: one byte, which a QUIC endpoint drops as not a packet.
+const PUNCH: [u8; 1] = [0];
 
 impl Endpoint {
     /// Listen on `addr` (port 0: any free port).
@@ -211,6 +217,11 @@ impl Endpoint {
         server.transport_config(transport.clone());
         let socket =
             std::net::UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
+        let punch = Arc::new(
+            socket
+                .try_clone()
+                .map_err(|source| NetError::Bind { addr, source })?,
+        );
         let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey::for_identity(&identity)));
         config.cid_generator(|| Box::new(RestartProofCids));
         let endpoint =
@@ -220,7 +231,16 @@ impl Endpoint {
             endpoint,
             identity,
             transport,
+            punch,
         })
+    }
+
+    /// Send one punch packet to `addr` from this endpoint's port (see [`PUNCH`]). A failure
+    /// (no route, a full buffer) is not an error: punching is best effort.
+    pub fn punch(&self, addr: SocketAddr) {
+        if let Err(e) = self.punch.send_to(&PUNCH, addr) {
+            tracing::debug!(%addr, error = %e, "punch not sent");
+        }
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {

@@ -129,6 +129,14 @@ pub enum Action {
         space: Address,
         evidence: Box<ForkEvidence>,
     },
+    /// The peer asks to be introduced to `node` (it holds a space with us).
+    Introduce { node: [u8; 32] },
+    /// A peer that holds a space with us says `node` is at `addr`: punch (and dial).
+    Punch {
+        node: [u8; 32],
+        addr: std::net::SocketAddr,
+        dial: bool,
+    },
     /// Close the connection.
     Close(SyncError),
 }
@@ -265,6 +273,21 @@ impl Session {
     }
 
     /// Open spaces by connection id.
+    /// Ask the peer to introduce us to `node`: only a peer we hold a space with is asked.
+    pub fn introduce(&mut self, node: [u8; 32]) {
+        if !self.open.is_empty() && self.peer != Some(node) {
+            self.send(Message::Introduce { node });
+        }
+    }
+
+    /// Tell the peer that `node` is at `addr` (see [`Message::Punch`]); only a peer we hold a
+    /// space with is told.
+    pub fn punch(&mut self, node: [u8; 32], addr: std::net::SocketAddr, dial: bool) {
+        if !self.open.is_empty() {
+            self.send(Message::Punch { node, addr, dial });
+        }
+    }
+
     pub fn open_spaces(&self) -> impl Iterator<Item = (u32, &Address)> {
         self.open.iter().map(|(id, s)| (*id, &s.address))
     }
@@ -635,6 +658,20 @@ impl Session {
                     feed,
                     length,
                 });
+                Ok(())
+            }
+            // Introductions are for peers that proved they hold a space with us; anyone else
+            // is told nothing and moves nothing.
+            Message::Introduce { node } => {
+                if !self.open.is_empty() {
+                    self.actions.push_back(Action::Introduce { node });
+                }
+                Ok(())
+            }
+            Message::Punch { node, addr, dial } => {
+                if !self.open.is_empty() {
+                    self.actions.push_back(Action::Punch { node, addr, dial });
+                }
                 Ok(())
             }
             Message::Goodbye { reason } => Err(SyncError::Goodbye(reason)),

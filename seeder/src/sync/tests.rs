@@ -367,6 +367,8 @@ impl Mesh {
                         .expect("the session records only real forks");
                     self.links[li].forks.push((me, *evidence));
                 }
+                // Rendezvous needs addresses; the NAT tests cover it with real sockets.
+                Action::Introduce { .. } | Action::Punch { .. } => {}
                 Action::Close(e) => {
                     self.links[li].closed.push((me, e));
                 }
@@ -847,4 +849,68 @@ fn two_histories_of_equal_length_are_a_fork_both_sides_record_and_refuse() {
         m.links[l].closed.is_empty(),
         "a fork is no misbehaviour of the peer"
     );
+}
+
+#[test]
+fn only_a_peer_holding_a_space_with_us_gets_introductions_and_punches() {
+    let (_, address, _, _) = setup();
+    let mut holder = Node::default();
+    holder.hold(address);
+    let addr: std::net::SocketAddr = "203.0.113.1:7428".parse().unwrap();
+
+    // A stranger that said hello but opened nothing: its asks are dropped, and nothing of
+    // ours goes to it.
+    let mut s = Session::new(Role::Listener, [2; 32], b"s".to_vec());
+    s.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [9; 32],
+            features: 0,
+        },
+        &holder,
+    );
+    while s.poll_transmit().is_some() {}
+    s.handle_message(Message::Introduce { node: [7; 32] }, &holder);
+    s.handle_message(
+        Message::Punch {
+            node: [7; 32],
+            addr,
+            dial: true,
+        },
+        &holder,
+    );
+    assert!(s.poll_action().is_none());
+    s.introduce([7; 32]);
+    s.punch([7; 32], addr, false);
+    assert_eq!(s.poll_transmit(), None);
+
+    // A peer with an open space: both become actions, and ours are sent.
+    let (mut a, mut b) = opened_pair(&holder, address);
+    b.handle_message(Message::Introduce { node: [7; 32] }, &holder);
+    assert_eq!(b.poll_action(), Some(Action::Introduce { node: [7; 32] }));
+    b.handle_message(
+        Message::Punch {
+            node: [7; 32],
+            addr,
+            dial: true,
+        },
+        &holder,
+    );
+    assert_eq!(
+        b.poll_action(),
+        Some(Action::Punch {
+            node: [7; 32],
+            addr,
+            dial: true
+        })
+    );
+    while a.poll_transmit().is_some() {}
+    a.introduce([7; 32]);
+    assert_eq!(
+        a.poll_transmit(),
+        Some(Transmit(Message::Introduce { node: [7; 32] }))
+    );
+    // Never asked to introduce a peer to itself.
+    a.introduce([2; 32]);
+    assert_eq!(a.poll_transmit(), None);
 }

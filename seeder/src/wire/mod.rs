@@ -239,6 +239,16 @@ pub enum Message {
         feed: FeedKey,
         from: u64,
     },
+    /// Please introduce me to `node`, if it is connected to you: both of us are behind NATs
+    /// and you reach us both. Asked only of a peer that holds a space with the asker.
+    Introduce { node: [u8; 32] },
+    /// `node` is seen at `addr` from here: send it a packet there now so that its packets get
+    /// through your NAT (`dial`: and dial it, you asked for this).
+    Punch {
+        node: [u8; 32],
+        addr: std::net::SocketAddr,
+        dial: bool,
+    },
 }
 
 impl Message {
