@@ -255,15 +255,68 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
     let (addr, lan_took, _) = sync_with_code(&net, "m", &home, "office", &code);
     assert_eq!(addr, "10.0.1.10:7428", "in the office, over the LAN");
 
-    // Carried home behind another NAT router: the same code, now through the forward.
+    // Carried home behind another NAT router while `sync --watch` runs: it notices, dials
+    // the same code's addresses again and goes on through the forward, with no command.
+    let mut watch = net
+        .seeder("m")
+        .arg("--home")
+        .arg(&home)
+        .args(["sync", "office", "--watch", "--peer", &code])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watch_err = watch.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(watch_err).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(l);
+        }
+    });
+    let connected_at = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if l.starts_with("connected to ") && l.ends_with(want) => return,
+                Ok(l) => said.push(l),
+                Err(_) => panic!("sync --watch never connected {want}: {said:?}"),
+            }
+        }
+    };
+    connected_at("at 10.0.1.10:7428");
+    let before = entries_of(&seeder_a, "office");
+    let moved = Instant::now();
     net.run(&["move", &net.prefix, "m", "rh", "10.0.3.20"]);
+    connected_at(&format!("at {external}"));
+    let roamed = moved.elapsed();
     let second = tmp.path().join("second.bin");
     random_file(&second, 2, 8);
+    // Typed while the watch runs: it goes out through the running sync.
     member(
         &net,
         "m",
         &home,
         &["put", "office", second.to_str().unwrap()],
+    );
+    wait_for(
+        "the file put at home reaching the seeder",
+        Duration::from_secs(30),
+        || (entries_of(&seeder_a, "office") > before).then_some(()),
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // And a one-off sync from home with the same code.
+    let third = tmp.path().join("third.bin");
+    random_file(&third, 1, 9);
+    member(
+        &net,
+        "m",
+        &home,
+        &["put", "office", third.to_str().unwrap()],
     );
     let (addr, direct_took, _) = sync_with_code(&net, "m", &home, "office", &code);
     assert_eq!(addr, external, "from home, through the router's forward");
@@ -273,6 +326,10 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
         "{status}"
     );
     println!("connect_ms_lan {:.0} ms", lan_took.as_secs_f64() * 1e3);
+    println!(
+        "roam_reconnect_ms {:.0} ms (moved LANs until connected again)",
+        roamed.as_secs_f64() * 1e3
+    );
     println!(
         "connect_ms_direct {:.0} ms (port-mapped, after the LAN address's head start)",
         direct_took.as_secs_f64() * 1e3

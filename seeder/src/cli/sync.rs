@@ -310,6 +310,7 @@ impl PeerCtx {
                 }
             };
             let peer = conn.peer;
+            let quic = conn.conn.clone();
             last_peer = Some(peer);
             eprintln!("connected to {peer} at {addr}");
             retry = FIRST_RETRY;
@@ -330,6 +331,9 @@ impl PeerCtx {
             };
             let open_by = tokio::time::Instant::now() + open_wait;
             let mut stop = self.stop.clone();
+            let addresses = local_ips();
+            let moved = network_changed(addresses);
+            tokio::pin!(moved);
             let outcome = loop {
                 let open_check = async {
                     if self.deadline.is_some() && !self.node.peers.opened(&peer) {
@@ -384,6 +388,19 @@ impl PeerCtx {
                     }
                     _ = give_up => break Some(Outcome::TimedOut(peer)),
                     _ = stop.changed() => {}
+                    // The laptop went elsewhere: the address it reached the peer at may be
+                    // gone. Dial again at every address now rather than wait out the idle
+                    // timeout.
+                    _ = &mut moved => {
+                        eprintln!("this device's network changed: reconnecting to {peer}");
+                        quic.close(0u32.into(), b"moved");
+                        // Closing ends the driver at once; the bound only guards a stuck task.
+                        if tokio::time::timeout(Duration::from_secs(2), &mut run).await.is_err() {
+                            run.abort();
+                        }
+                        last_error = "the network changed".into();
+                        break None;
+                    }
                 }
             };
             match outcome {
@@ -406,6 +423,35 @@ impl PeerCtx {
             _ = stop.changed() => {}
         }
         *retry = (*retry * 2).min(MAX_RETRY);
+    }
+}
+
+/// How often a connected device looks at its own addresses, to notice it moved (a laptop
+/// carried from the office LAN home): cheap, and well under the idle timeout it saves.
+const ROAM_POLL: Duration = Duration::from_secs(2);
+
+/// This device's addresses other than loopback, sorted.
+fn local_ips() -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Resolves once this device's addresses differ from `from`.
+async fn network_changed(from: Vec<std::net::IpAddr>) {
+    let mut tick = tokio::time::interval(ROAM_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if local_ips() != from {
+            return;
+        }
     }
 }
 
