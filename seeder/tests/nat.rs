@@ -292,6 +292,15 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
     net.run(&["move", &net.prefix, "m", "rh", "10.0.3.20"]);
     connected_at(&format!("at {external}"));
     let roamed = moved.elapsed();
+    let laptop = wait_for("the laptop at the seeder", Duration::from_secs(10), || {
+        seeder_a.status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"].as_str().unwrap().starts_with("203.0.113.3:"))
+            .cloned()
+    });
+    assert_eq!(laptop["reached"], "port-mapped", "{laptop}");
     let second = tmp.path().join("second.bin");
     random_file(&second, 2, 8);
     // Typed while the watch runs: it goes out through the running sync.
@@ -480,6 +489,19 @@ fn two_seeders_behind_port_restricted_nats_replicate_directly_after_an_introduct
         seen_at.starts_with("203.0.113.1:"),
         "B sees A through A's NAT, directly: {seen_at}"
     );
+    let reached = |s: &Seeder, id: &str| {
+        s.status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node_id"] == id)
+            .map(|p| p["reached"].as_str().unwrap().to_string())
+    };
+    assert_eq!(reached(&seeder_b, &a_id).as_deref(), Some("hole-punched"));
+    assert_eq!(reached(&seeder_a, &b_id).as_deref(), Some("hole-punched"));
+    assert!(seeder_a
+        .ctl(&["status"])
+        .contains("(partner) at 203.0.113.2:"));
     wait_for("the office space at B", Duration::from_secs(60), || {
         (entries_of(&seeder_b, "office") == held).then_some(())
     });

@@ -148,6 +148,9 @@ pub struct ConnectedPeer {
     pub bytes_out: u64,
     /// Dialed by us as a configured partner seeder.
     pub partner: bool,
+    /// How the connection reached us: `LAN`, `direct`, `port-mapped` or `hole-punched`.
+    #[serde(default)]
+    pub reached: String,
 }
 
 /// A partner seeder this device keeps connected.

@@ -198,6 +198,7 @@ impl AdminBackend for MemoryBackend {
                 bytes_in: 1000,
                 bytes_out: 2000,
                 partner: false,
+                reached: "LAN".into(),
             }],
             partners: self.lock().partners.clone(),
         })

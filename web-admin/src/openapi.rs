@@ -186,8 +186,9 @@ fn schemas() -> Value {
             "bytes_in",
             "bytes_out",
             "partner",
+            "reached",
         ],
-        json!({ "node_id": s(), "address": s(), "since": int(), "bytes_in": int(), "bytes_out": int(), "partner": { "type": "boolean" } }),
+        json!({ "node_id": s(), "address": s(), "since": int(), "bytes_in": int(), "bytes_out": int(), "partner": { "type": "boolean" }, "reached": s() }),
     );
     let disk = obj(
         &[

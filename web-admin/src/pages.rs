@@ -1071,12 +1071,13 @@ async fn peers_page(State(app): State<Shared>, ctx: Ctx) -> Response {
             @if p.connected.is_empty() { p.empty { "Nobody is connected." } }
             @else {
                 table {
-                    thead { tr { th { "Node" } th { "Address" } th { "Since" } th { "In" } th { "Out" } } }
+                    thead { tr { th { "Node" } th { "Address" } th { "Reached" } th { "Since" } th { "In" } th { "Out" } } }
                     tbody {
                         @for c in &p.connected {
                             tr {
                                 td { code { (&c.node_id[..c.node_id.len().min(16)]) } @if c.partner { " (partner)" } }
                                 td { (c.address) }
+                                td { (c.reached) }
                                 td { (format::ago(Some(c.since), now)) }
                                 td { (format::bytes(c.bytes_in)) }
                                 td { (format::bytes(c.bytes_out)) }

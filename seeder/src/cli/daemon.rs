@@ -283,6 +283,21 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                     Some(state) => println!("port mapping: {state}"),
                     None => {}
                 }
+                for p in v["peers"].as_array().into_iter().flatten() {
+                    let id = p["node_id"].as_str().unwrap_or("?");
+                    println!(
+                        "peer {}{} at {} ({}), connected since {}",
+                        id.get(..8).unwrap_or(id),
+                        if p["partner"] == true {
+                            " (partner)"
+                        } else {
+                            ""
+                        },
+                        p["address"].as_str().unwrap_or("?"),
+                        p["reached"].as_str().unwrap_or("?"),
+                        p["since"]
+                    );
+                }
                 let free = v["disk_free_bytes"].as_u64().unwrap_or(0);
                 let total = v["disk_total_bytes"].as_u64().unwrap_or(0);
                 println!("disk: {} free of {}", human(free), human(total));

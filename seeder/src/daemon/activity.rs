@@ -25,6 +25,7 @@ struct Live {
     conn: quinn::Connection,
     since: u64,
     dialed: bool,
+    introduced: bool,
     spaces: BTreeSet<Address>,
 }
 
@@ -38,7 +39,34 @@ pub struct PeerNow {
     pub bytes_out: u64,
     /// We dialed it (a seeder dials only its partners).
     pub dialed: bool,
+    /// The connection was hole-punched after an introduction by a third node.
+    pub introduced: bool,
     pub spaces: BTreeSet<Address>,
+}
+
+impl PeerNow {
+    /// How the connection reached us, in words: `hole-punched`, `LAN`, `port-mapped` (it came
+    /// from outside while the router forwards our port) or `direct`.
+    pub fn reached(&self, port_mapped: bool) -> &'static str {
+        let ip = self.address.ip().to_canonical();
+        let local = match ip {
+            std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback()
+                    || (v6.segments()[0] & 0xfe00) == 0xfc00
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        };
+        if self.introduced {
+            "hole-punched"
+        } else if local {
+            "LAN"
+        } else if !self.dialed && port_mapped {
+            "port-mapped"
+        } else {
+            "direct"
+        }
+    }
 }
 
 /// See the module comment. Bounded by the daemon's peer limit: one entry per live
@@ -68,6 +96,7 @@ impl Activity {
                 conn: conn.conn.clone(),
                 since: now,
                 dialed: conn.role == Role::Dialer,
+                introduced: conn.introduced,
                 spaces: BTreeSet::new(),
             },
         );
@@ -131,6 +160,7 @@ impl Activity {
                     bytes_in: stats.udp_rx.bytes,
                     bytes_out: stats.udp_tx.bytes,
                     dialed: l.dialed,
+                    introduced: l.introduced,
                     spaces: l.spaces.clone(),
                 }
             })

@@ -293,6 +293,15 @@ impl AdminDaemon {
                 )));
             }
         }
+        if let crate::net::reach::Mapping::Unavailable { .. } = *self.daemon.mapping.borrow() {
+            w.push(warn(format!(
+                "Not reachable from outside the LAN: the router answered neither UPnP, NAT-PMP \
+                 nor PCP. Partner seeders still reach this one through a partner seeder both \
+                 reach, but members away from the office don't: switch on UPnP or NAT-PMP in \
+                 the router, or forward UDP port {} to this seeder.",
+                self.daemon.listen.port()
+            )));
+        }
         for s in spaces.iter().filter(|s| s.full) {
             w.push(warn(format!(
                 "Space {} is at its quota: new data is refused.",
@@ -449,6 +458,10 @@ impl AdminBackend for AdminDaemon {
                 addresses.push(format!("{h}.local:{port}"));
             }
         }
+        let mapped = matches!(
+            *self.daemon.mapping.borrow(),
+            crate::net::reach::Mapping::Mapped { .. }
+        );
         let connected = self
             .activity
             .peers()
@@ -460,6 +473,7 @@ impl AdminBackend for AdminDaemon {
                 bytes_in: p.bytes_in,
                 bytes_out: p.bytes_out,
                 partner: p.dialed,
+                reached: p.reached(mapped).to_string(),
             })
             .collect();
         let partners = self

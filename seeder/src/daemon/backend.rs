@@ -393,6 +393,10 @@ impl CtlBackend for Daemon {
                         "forks": forks,
                         "peers": self.activity.peers().into_iter().map(|p| json!({
                             "node_id": p.node_id.to_hex(),
+                            "reached": p.reached(matches!(
+                                *self.mapping.borrow(),
+                                crate::net::reach::Mapping::Mapped { .. }
+                            )),
                             "address": p.address.to_string(),
                             "since": p.since,
                             "partner": p.dialed,

@@ -496,6 +496,9 @@ const PUNCH_GAP: std::time::Duration = std::time::Duration::from_millis(200);
 pub const PUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const INTRODUCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Handshakes started towards an introduced address (see `dial_introduced`).
+const PUNCHED_DIALS: usize = 4;
+
 /// Send punch packets wherever a peer we hold a space with says a node we are being
 /// introduced to is (see `Message::Punch`; the driver lets each peer ask at most every
 /// `RENDEZVOUS_EVERY`).
@@ -554,11 +557,15 @@ async fn dial_introduced(
     })
     .await
     .map_err(|_| "no peer introduced us".to_string())??;
-    endpoint
-        .connect(found, Some(node))
+    // Our first handshake packet may reach the other NAT before the other side's punch has
+    // opened it, and QUIC resends only after about a second: fresh attempts a head start
+    // apart get through as soon as the hole is open.
+    let (mut conn, at) = endpoint
+        .connect_any(&[found; PUNCHED_DIALS], Some(node))
         .await
-        .map(|c| (c, found))
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    conn.introduced = true;
+    Ok((conn, at))
 }
 
 /// Keep partner seeders connected, opening every held space with them: dialed at their

@@ -216,7 +216,13 @@ pub struct Driver {
     proven: std::sync::Mutex<std::collections::HashMap<NodeId, (u64, std::net::SocketAddr)>>,
     /// When each peer last asked for an introduction or a punch.
     rendezvous_at: std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>,
+    /// Nodes we were told to punch towards, and when (so their connection is known to be
+    /// hole-punched when it comes).
+    punched_at: std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>,
 }
+
+/// How long after a punch request an incoming connection from that node counts as punched.
+const PUNCHED_WITHIN: Duration = Duration::from_secs(30);
 
 /// Asks the node whether an accepted connection that just proved itself may stay.
 type Prove = Box<dyn FnOnce() -> bool + Send>;
@@ -358,6 +364,7 @@ impl Driver {
             punched: broadcast::channel(RENDEZVOUS_QUEUE).0,
             proven: Default::default(),
             rendezvous_at: Default::default(),
+            punched_at: Default::default(),
         })
     }
 
@@ -418,6 +425,16 @@ impl Driver {
     ) -> Result<(), NetError> {
         let mut shutdown = shutdown;
         let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut conn = conn;
+        if conn.role == crate::space::Role::Listener {
+            let now = tokio::time::Instant::now();
+            conn.introduced |= self
+                .punched_at
+                .lock()
+                .expect("punched lock")
+                .get(&conn.peer)
+                .is_some_and(|t| now.duration_since(*t) < PUNCHED_WITHIN);
+        }
         self.node.connected(conn_id, &conn);
         let _ended = Ended(self.node.as_ref(), conn_id);
         let peer = conn.peer;
@@ -742,6 +759,14 @@ impl Driver {
                     }
                     Action::Punch { node, addr, dial } => {
                         if self.rendezvous_allowed(conn.peer) {
+                            let now = tokio::time::Instant::now();
+                            let mut at = self.punched_at.lock().expect("punched lock");
+                            at.retain(|_, t| now.duration_since(*t) < PUNCHED_WITHIN);
+                            // Bounded like the rendezvous table: one entry per allowed ask.
+                            if at.len() < RENDEZVOUS_PEERS {
+                                at.insert(NodeId(node), now);
+                            }
+                            drop(at);
                             let _ = self.punched.send(Punched {
                                 node: NodeId(node),
                                 addr,

@@ -400,6 +400,8 @@ pub struct Connection {
     pub conn: quinn::Connection,
     pub role: crate::space::Role,
     pub peer: NodeId,
+    /// Reached through an introduction (hole punching), not at an address we were given.
+    pub introduced: bool,
 }
 
 impl Connection {
@@ -417,6 +419,7 @@ impl Connection {
             conn,
             role,
             peer: NodeId(key),
+            introduced: false,
         })
     }
 
