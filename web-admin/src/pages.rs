@@ -1091,7 +1091,11 @@ async fn peers_page(State(app): State<Shared>, ctx: Ctx) -> Response {
             @for q in &p.partners {
                 article.partner {
                     p {
-                        code { (q.address) "#" (&q.node_id[..q.node_id.len().min(16)]) "…" }
+                        @if q.address.is_empty() {
+                            code { (&q.node_id[..q.node_id.len().min(16)]) "…" } " (reached through introductions)"
+                        } @else {
+                            code { (q.address) "#" (&q.node_id[..q.node_id.len().min(16)]) "…" }
+                        }
                         " · " @if q.connected { "connected" } @else { "not connected, last seen " (format::ago(q.last_seen, now)) }
                     }
                     form.inline method="post" action=(format!("/peers/{}/remove", q.node_id)) {

@@ -167,19 +167,13 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// Parse a peer code (`seeder:NODEID@ADDR,…`: its addresses are kept comma-separated and
-/// dialed together) or `HOST:PORT#NODEID` (node id: 64 hex characters). The host is an IP
+/// dialed together; none, for a bare node id: then it is reached by introductions only) or `HOST:PORT#NODEID` (node id: 64 hex characters). The host is an IP
 /// address (`[…]` for IPv6) or a DNS name; anything else is refused without being echoed in
 /// full.
 pub fn parse_partner(s: &str) -> Result<Partner, String> {
     if crate::net::reach::PeerCode::looks_like(s) {
         let code: crate::net::reach::PeerCode = s.parse().map_err(|e| format!("{e}"))?;
-        if code.addrs.is_empty() {
-            return Err(
-                "this peer code has no address: ask for the code from the partner's Peers page, \
-                 which lists where it is reached"
-                    .into(),
-            );
-        }
+        // A bare node id is reached only through introductions by peers both of us reach.
         return Ok(Partner {
             address: code
                 .addrs
@@ -485,8 +479,9 @@ mod tests {
         let p = parse_partner(&format!("seeder:{id}@10.0.1.10:7428,203.0.113.1:40000")).unwrap();
         assert_eq!(p.address, "10.0.1.10:7428,203.0.113.1:40000");
         assert_eq!(p.node_id, [0xab; 32]);
-        let e = parse_partner(&format!("seeder:{id}")).expect_err("no address");
-        assert!(e.contains("no address"), "{e}");
+        let bare = parse_partner(&id).unwrap();
+        assert_eq!(bare.address, "", "reached by introductions only");
+        assert_eq!(parse_partner(&format!("seeder:{id}")).unwrap(), bare);
         let e = parse_partner(&format!("seeder:{id}@host.example:7428")).expect_err("a name");
         assert!(e.contains("not an IP address"), "{e}");
     }
