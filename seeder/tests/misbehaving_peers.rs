@@ -593,3 +593,96 @@ fn floods_and_stalled_readers_leave_memory_bounded_and_members_syncing() {
     assert!(peak < 128, "seeder peak RSS {peak} MiB");
     drop(stalled);
 }
+
+#[test]
+fn introductions_go_only_between_peers_sharing_a_space_and_punches_only_from_partners() {
+    let s = setup();
+    let other = SpaceSecret::from_bytes(rand::random()).address();
+    s.seeder
+        .ctl(&["space", "add", &SeedCode::new(other).to_string()]);
+    let rt = runtime();
+    rt.block_on(async {
+        let (ex, ea, eb) = (endpoint(), endpoint(), endpoint());
+        let x_id = ex.node_id().0;
+        // X holds `other`; A holds only the first space.
+        let mut x = Peer::connect(&ex, s.addr).await;
+        x.open(&other).await;
+        let mut a = Peer::connect(&ea, s.addr).await;
+        a.open(&s.address).await;
+
+        // A, sharing nothing with X, asks to meet X, and asks for punches at a socket of ours.
+        let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        a.say(Message::Introduce { node: x_id }).await;
+        a.say(Message::Punch {
+            node: x_id,
+            addr: victim.local_addr().unwrap(),
+            dial: false,
+        })
+        .await;
+        // Handled in order: once the seeder answers what A said next, it has dealt with both.
+        a.say(Message::OpenSpace {
+            space: 2,
+            discovery: other.discovery_key(),
+            capability: Capability::new(&other, &a.secret(), Role::Dialer),
+        })
+        .await;
+        a.wait_for(|m| matches!(m, Message::OpenSpace { space: 2, .. }))
+            .await;
+        assert!(
+            !a.heard.iter().any(|m| matches!(m, Message::Punch { .. })),
+            "A learned where X is: {:?}",
+            a.heard
+        );
+
+        // B shares `other` with X: both are told where the seeder sees the other.
+        let mut b = Peer::connect(&eb, s.addr).await;
+        b.open(&other).await;
+        b.say(Message::Introduce { node: x_id }).await;
+        let told_b = b.wait_for(|m| matches!(m, Message::Punch { .. })).await;
+        assert_eq!(
+            told_b,
+            Message::Punch {
+                node: x_id,
+                addr: ex.local_addr().unwrap(),
+                dial: true
+            }
+        );
+        let told_x = x.wait_for(|m| matches!(m, Message::Punch { .. })).await;
+        assert_eq!(
+            told_x,
+            Message::Punch {
+                node: eb.node_id().0,
+                addr: eb.local_addr().unwrap(),
+                dial: false
+            }
+        );
+        // Nothing about A reached X (it would have come first), and A's punch request, taken
+        // from a peer the seeder didn't dial, sent nothing.
+        assert_eq!(
+            x.heard
+                .iter()
+                .filter(|m| matches!(m, Message::Punch { .. }))
+                .count(),
+            1,
+            "{:?}",
+            x.heard
+        );
+        let mut buf = [0u8; 16];
+        assert!(
+            victim.try_recv_from(&mut buf).is_err(),
+            "a member aimed the seeder's punches"
+        );
+
+        // The seeder looks for a partner it can't reach: it asks its partners, never the
+        // members connected to it, so they don't learn whom it looks for. Two rounds of asking
+        // (one a second) are read.
+        s.seeder.ctl(&["peer", "add", &"cd".repeat(32)]);
+        let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+        while let Ok(Ok(Some(m))) = tokio::time::timeout_at(until, a.recv.message()).await {
+            assert!(
+                !matches!(m, Message::Introduce { .. }),
+                "a member heard whom the seeder looks for"
+            );
+        }
+    });
+}

@@ -474,11 +474,23 @@ fn two_seeders_behind_port_restricted_nats_replicate_directly_after_an_introduct
                 .then_some(())
         },
     );
+    // The public partner told each office where it sees it: their codes now carry it.
+    let a_code = wait_for("A's observed address", Duration::from_secs(10), || {
+        let c = code(&seeder_a);
+        c.contains("203.0.113.1:").then_some(c)
+    });
+    assert!(a_code.contains("10.0.1.10:7428"), "{a_code}");
     let public_before = counted(&net, "pub");
 
-    // Office A is given office B's code: its only address is on B's LAN, out of reach.
-    let b_code = code(&seeder_b);
-    assert!(!b_code.contains("203.0.113."), "{b_code}");
+    // Office A is given office B's code as B printed it before any partner told it where it
+    // is seen: its only address is on B's LAN, out of reach. (B's code now carries its
+    // public side too, where a direct dial would wait for B's punch just the same.)
+    assert!(
+        code(&seeder_b).contains("203.0.113.2:"),
+        "{}",
+        code(&seeder_b)
+    );
+    let b_code = format!("seeder:{b_id}@10.0.2.10:7428");
     let t = Instant::now();
     seeder_a.ctl(&["peer", "add", &b_code]);
     let seen_at = wait_for("A connected to B", Duration::from_secs(60), || {

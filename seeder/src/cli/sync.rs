@@ -331,8 +331,7 @@ impl PeerCtx {
             };
             let open_by = tokio::time::Instant::now() + open_wait;
             let mut stop = self.stop.clone();
-            let addresses = local_ips();
-            let moved = network_changed(addresses);
+            let moved = network_changed(quic.clone(), local_ips());
             tokio::pin!(moved);
             let outcome = loop {
                 let open_check = async {
@@ -435,7 +434,7 @@ fn local_ips() -> Vec<std::net::IpAddr> {
     let mut ips: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
-        .map(|i| i.ip())
+        .map(|i| i.ip().to_canonical())
         .filter(|ip| !ip.is_loopback())
         .collect();
     ips.sort();
@@ -443,13 +442,20 @@ fn local_ips() -> Vec<std::net::IpAddr> {
     ips
 }
 
-/// Resolves once this device's addresses differ from `from`.
-async fn network_changed(from: Vec<std::net::IpAddr>) {
+/// Resolves once the address `conn` is sent from is no longer one of this device's (or, where
+/// the system doesn't say which it is, once the device's addresses differ from `from`): a
+/// VPN or a container network coming and going elsewhere doesn't cut a working connection.
+async fn network_changed(conn: quinn::Connection, from: Vec<std::net::IpAddr>) {
     let mut tick = tokio::time::interval(ROAM_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if local_ips() != from {
+        let now = local_ips();
+        let gone = match conn.local_ip() {
+            Some(ip) if !ip.is_unspecified() => !now.contains(&ip.to_canonical()),
+            _ => now != from,
+        };
+        if gone {
             return;
         }
     }

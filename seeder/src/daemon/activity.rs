@@ -44,6 +44,28 @@ pub struct PeerNow {
     pub spaces: BTreeSet<Address>,
 }
 
+/// Whether `ip` is reachable from the internet at large (not private, loopback, link-local,
+/// multicast, unspecified or broadcast).
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast())
+        }
+        std::net::IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
 impl PeerNow {
     /// How the connection reached us, in words: `hole-punched`, `LAN`, `port-mapped` (it came
     /// from outside while the router forwards our port) or `direct`.
@@ -77,12 +99,35 @@ pub struct Activity {
     last_seen: Mutex<HashMap<NodeId, u64>>,
     last_append: Mutex<HashMap<Address, u64>>,
     last_verified: Mutex<HashMap<Address, u64>>,
+    /// Our public addresses as partners we dialed see them, newest last (see
+    /// [`MAX_OBSERVED`]).
+    observed: Mutex<Vec<std::net::SocketAddr>>,
     /// Bytes of connections that have ended.
     ended_in: AtomicU64,
     ended_out: AtomicU64,
 }
 
+/// Public addresses of ours kept from partners' reports: a NAT gives a node one or two.
+pub const MAX_OBSERVED: usize = 2;
+
 impl Activity {
+    /// A partner we dialed sees us at `addr`: kept if it is a public address.
+    pub fn observed(&self, addr: std::net::SocketAddr) {
+        if !is_public(addr.ip()) {
+            return;
+        }
+        let mut o = self.observed.lock().expect("activity lock");
+        o.retain(|a| *a != addr);
+        o.push(addr);
+        let excess = o.len().saturating_sub(MAX_OBSERVED);
+        o.drain(..excess);
+    }
+
+    /// Our public addresses as partners see them.
+    pub fn observed_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.observed.lock().expect("activity lock").clone()
+    }
+
     pub fn connected(&self, id: u64, conn: &Connection) {
         let now = now_unix();
         self.last_seen

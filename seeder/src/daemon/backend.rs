@@ -81,6 +81,13 @@ impl Daemon {
                 addrs.push(external);
             }
         }
+        // Where partners see us: dialable as it is behind a full-cone NAT, and the address
+        // others punch towards behind other kinds.
+        for seen in self.activity.observed_addrs() {
+            if !addrs.contains(&seen) && addrs.len() < MAX_CODE_ADDRS {
+                addrs.push(seen);
+            }
+        }
         crate::net::reach::PeerCode {
             node: self.node_id,
             addrs,
@@ -365,6 +372,7 @@ impl CtlBackend for Daemon {
                         "node_id": self.node_id.to_hex(),
                         "listen": self.listen.to_string(),
                         "peer_code": self.peer_code().to_string(),
+                        "observed": self.activity.observed_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                         "port_mapping": match &*self.mapping.borrow() {
                             crate::net::reach::Mapping::Mapped { external, since } => json!({
                                 "state": "mapped", "external": external.to_string(), "since": since,

@@ -415,6 +415,14 @@ impl Node for SeederLocal {
         self.activity.connected(id, conn);
     }
 
+    fn observed(&self, _peer: crate::net::NodeId, dialed: bool, addr: std::net::SocketAddr) {
+        // Only a partner the admin named is believed: a member could otherwise put any
+        // address into our peer code.
+        if dialed {
+            self.activity.observed(addr);
+        }
+    }
+
     fn space_opened(&self, id: u64, space: &Address) {
         self.activity.space_opened(id, space);
     }

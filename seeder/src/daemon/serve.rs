@@ -623,11 +623,17 @@ async fn dial_partners(
                     let reached = tokio::select! {
                         r = &mut direct => match r {
                             Ok(c) => Ok((c, "direct")),
-                            Err(_) => (&mut introduced).await.map(|c| (c, "introduced")),
+                            Err(d) => (&mut introduced)
+                                .await
+                                .map(|c| (c, "introduced"))
+                                .map_err(|i| format!("{d}; {i}")),
                         },
                         r = &mut introduced => match r {
                             Ok(c) => Ok((c, "introduced")),
-                            Err(_) => (&mut direct).await.map(|c| (c, "direct")),
+                            Err(i) => (&mut direct)
+                                .await
+                                .map(|c| (c, "direct"))
+                                .map_err(|d| format!("{d}; {i}")),
                         },
                     };
                     reached

@@ -95,6 +95,13 @@ pub const RENDEZVOUS_EVERY: Duration = Duration::from_millis(500);
 /// this a flood of identities can't grow the table.
 const RENDEZVOUS_PEERS: usize = 1024;
 
+/// A peer with open spaces, as introductions need it.
+struct Proven {
+    conn_id: u64,
+    addr: std::net::SocketAddr,
+    spaces: std::collections::BTreeSet<Address>,
+}
+
 /// What connections pass on for hole punching (see `Message::Introduce` / `Punch`).
 #[derive(Clone, Debug)]
 enum Rendezvous {
@@ -173,6 +180,9 @@ pub trait Node: Local + Send + Sync + 'static {
     fn fetching(&self, _space: &Address, _feed: FeedKey, _have: u64, _offered: u64) {}
     /// Connection `id` (unique for this node's lifetime) started.
     fn connected(&self, _id: u64, _conn: &Connection) {}
+    /// `peer`, which holds a space with us, sees us at `addr`; `dialed`: we dialed it (a
+    /// partner), so the claim is worth more than a stranger's.
+    fn observed(&self, _peer: NodeId, _dialed: bool, _addr: std::net::SocketAddr) {}
     /// The peer of connection `id` proved it knows `space`.
     fn space_opened(&self, _id: u64, _space: &Address) {}
     /// Connection `id` ended.
@@ -212,8 +222,9 @@ pub struct Driver {
     node_id: NodeId,
     rendezvous: broadcast::Sender<Rendezvous>,
     punched: broadcast::Sender<Punched>,
-    /// Connections with at least one open space, by peer: the address each peer is seen at.
-    proven: std::sync::Mutex<std::collections::HashMap<NodeId, (u64, std::net::SocketAddr)>>,
+    /// Connections with at least one open space, by peer: the address each peer is seen at
+    /// and the spaces open with it.
+    proven: std::sync::Mutex<std::collections::HashMap<NodeId, Proven>>,
     /// When each peer last asked for an introduction or a punch.
     rendezvous_at: std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>,
     /// Nodes we were told to punch towards, and when (so their connection is known to be
@@ -392,9 +403,11 @@ impl Driver {
         if at.len() >= RENDEZVOUS_PEERS {
             at.retain(|_, t| now.duration_since(*t) < RENDEZVOUS_EVERY);
         }
-        if at.len() < RENDEZVOUS_PEERS {
-            at.insert(peer, now);
+        // A table full of peers that all asked just now: nobody new is let through.
+        if at.len() >= RENDEZVOUS_PEERS {
+            return false;
         }
+        at.insert(peer, now);
         true
     }
 
@@ -592,7 +605,11 @@ impl Driver {
                 }
                 r = rendezvous.recv() => {
                     match r {
-                        Ok(Rendezvous::Introduce { node }) => session.introduce(node.0),
+                        // Asked only of peers we dialed (partners the admin named): a member
+                        // connected to us doesn't learn whom we look for.
+                        Ok(Rendezvous::Introduce { node }) if conn.role == crate::space::Role::Dialer => {
+                            session.introduce(node.0)
+                        }
                         Ok(Rendezvous::Punch { to, node, addr, dial }) if to == peer => {
                             session.punch(node.0, addr, dial)
                         }
@@ -626,7 +643,7 @@ impl Driver {
         }
         {
             let mut proven = self.proven.lock().expect("proven lock");
-            if proven.get(&peer).is_some_and(|(id, _)| *id == conn_id) {
+            if proven.get(&peer).is_some_and(|p| p.conn_id == conn_id) {
                 proven.remove(&peer);
             }
         }
@@ -739,12 +756,19 @@ impl Driver {
                         if node == conn.peer || !self.rendezvous_allowed(conn.peer) {
                             continue;
                         }
-                        let there = self
-                            .proven
-                            .lock()
-                            .expect("proven lock")
-                            .get(&node)
-                            .map(|(_, addr)| *addr);
+                        // Only two peers that hold a space in common here learn where the other
+                        // is: the introducer vouches for nothing else.
+                        let there = {
+                            let proven = self.proven.lock().expect("proven lock");
+                            match (proven.get(&conn.peer), proven.get(&node)) {
+                                (Some(asker), Some(target))
+                                    if !asker.spaces.is_disjoint(&target.spaces) =>
+                                {
+                                    Some(target.addr)
+                                }
+                                _ => None,
+                            }
+                        };
                         if let Some(there) = there {
                             let here = conn.conn.remote_address();
                             tracing::debug!(from = %conn.peer.short(), to = %node.short(), "introducing");
@@ -757,8 +781,20 @@ impl Driver {
                             s.punch(node.0, there, true);
                         }
                     }
+                    Action::Observed { addr } => {
+                        // Believed only from peers we dialed (see `Node::observed`).
+                        self.node.observed(
+                            conn.peer,
+                            conn.role == crate::space::Role::Dialer,
+                            addr,
+                        );
+                    }
                     Action::Punch { node, addr, dial } => {
-                        if self.rendezvous_allowed(conn.peer) {
+                        // Taken only from peers we dialed (partners the admin named): anyone
+                        // else could aim our packets and our dials at an address of its choice.
+                        if conn.role == crate::space::Role::Dialer
+                            && self.rendezvous_allowed(conn.peer)
+                        {
                             let now = tokio::time::Instant::now();
                             let mut at = self.punched_at.lock().expect("punched lock");
                             at.retain(|_, t| now.duration_since(*t) < PUNCHED_WITHIN);
@@ -799,10 +835,27 @@ impl Driver {
                     } => self.node.acked(conn.peer, &space, feed, length),
                     Event::SpaceOpened { space, .. } => {
                         tracing::info!(peer = %conn.peer.short(), %space, "space open");
-                        self.proven
-                            .lock()
-                            .expect("proven lock")
-                            .insert(conn.peer, (conn_id, conn.conn.remote_address()));
+                        let first = {
+                            let mut proven = self.proven.lock().expect("proven lock");
+                            let entry = proven.entry(conn.peer).or_insert_with(|| Proven {
+                                conn_id,
+                                addr: conn.conn.remote_address(),
+                                spaces: Default::default(),
+                            });
+                            let first = entry.conn_id != conn_id || entry.spaces.is_empty();
+                            if entry.conn_id != conn_id {
+                                *entry = Proven {
+                                    conn_id,
+                                    addr: conn.conn.remote_address(),
+                                    spaces: Default::default(),
+                                };
+                            }
+                            entry.spaces.insert(space);
+                            first
+                        };
+                        if first {
+                            s.observed(conn.conn.remote_address());
+                        }
                         self.node.space_opened(conn_id, &space);
                     }
                     Event::Behind {

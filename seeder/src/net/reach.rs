@@ -61,6 +61,29 @@ impl PeerCode {
     }
 }
 
+/// How much of a refused part an error repeats: enough to recognise it.
+const SHOWN: usize = 80;
+
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(SHOWN).collect();
+    if s.chars().count() > SHOWN {
+        out.push('…');
+    }
+    out
+}
+
+/// Whether a peer could be dialed at `addr`: one host (not any, broadcast or multicast), a
+/// port, and no IPv6 zone (which names an interface of the code's maker, not ours).
+fn dialable(addr: &SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    let one_host = match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    };
+    let zoned = matches!(addr, SocketAddr::V6(v6) if v6.scope_id() != 0);
+    addr.port() != 0 && one_host && !zoned
+}
+
 impl FromStr for PeerCode {
     type Err = CodeError;
 
@@ -78,16 +101,19 @@ impl FromStr for PeerCode {
             Some((id, addrs)) => (id, Some(addrs)),
             None => (body, None),
         };
-        let node = NodeId::from_str(id).map_err(|_| CodeError::NodeId(id.to_string()))?;
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CodeError::NodeId(shown(id)));
+        }
+        let node = NodeId::from_str(id).map_err(|_| CodeError::NodeId(shown(id)))?;
         let mut out = Vec::new();
         for a in addrs.into_iter().flat_map(|a| a.split(',')) {
             let a = a.trim();
             if a.is_empty() {
                 continue;
             }
-            let addr = SocketAddr::from_str(a).map_err(|_| CodeError::Address(a.to_string()))?;
-            if addr.port() == 0 || addr.ip().is_unspecified() {
-                return Err(CodeError::Address(a.to_string()));
+            let addr = SocketAddr::from_str(a).map_err(|_| CodeError::Address(shown(a)))?;
+            if !dialable(&addr) {
+                return Err(CodeError::Address(shown(a)));
             }
             if !out.contains(&addr) {
                 out.push(addr);
@@ -338,10 +364,29 @@ mod tests {
             format!("seeder:{node}@seeder.local:7000").parse::<PeerCode>(),
             Err(CodeError::Address("seeder.local:7000".into()))
         );
-        assert_eq!(
-            format!("seeder:{node}@0.0.0.0:7000").parse::<PeerCode>(),
-            Err(CodeError::Address("0.0.0.0:7000".into()))
-        );
+        for bad in [
+            "0.0.0.0:7000",
+            "255.255.255.255:5",
+            "224.0.0.1:5",
+            "[ff02::1]:5",
+            "[fe80::1%2]:5",
+            "[::ffff:0.0.0.0]:5",
+            "10.0.0.1:0",
+        ] {
+            assert_eq!(
+                format!("seeder:{node}@{bad}").parse::<PeerCode>(),
+                Err(CodeError::Address(bad.into())),
+                "{bad}"
+            );
+        }
+        // A node id with a line break in it is not one (nothing trims it away).
+        assert!(format!("seeder:{node}\n@10.0.0.1:5")
+            .parse::<PeerCode>()
+            .is_err());
+        // Errors repeat a bounded part of what was given.
+        let long = format!("seeder:{node}@{}", "\u{1}".repeat(500));
+        let e = long.parse::<PeerCode>().expect_err("junk").to_string();
+        assert!(e.matches("\\u{1}").count() <= SHOWN, "{e}");
         assert_eq!(
             "seeder:xyz@1.2.3.4:5".parse::<PeerCode>(),
             Err(CodeError::NodeId("xyz".into()))

@@ -137,6 +137,8 @@ pub enum Action {
         addr: std::net::SocketAddr,
         dial: bool,
     },
+    /// A peer that holds a space with us says it sees us at `addr`.
+    Observed { addr: std::net::SocketAddr },
     /// Close the connection.
     Close(SyncError),
 }
@@ -285,6 +287,13 @@ impl Session {
     pub fn punch(&mut self, node: [u8; 32], addr: std::net::SocketAddr, dial: bool) {
         if !self.open.is_empty() {
             self.send(Message::Punch { node, addr, dial });
+        }
+    }
+
+    /// Tell the peer where we see it from (once it holds a space with us).
+    pub fn observed(&mut self, addr: std::net::SocketAddr) {
+        if !self.open.is_empty() {
+            self.send(Message::Observed { addr });
         }
     }
 
@@ -671,6 +680,12 @@ impl Session {
             Message::Punch { node, addr, dial } => {
                 if !self.open.is_empty() {
                     self.actions.push_back(Action::Punch { node, addr, dial });
+                }
+                Ok(())
+            }
+            Message::Observed { addr } => {
+                if !self.open.is_empty() {
+                    self.actions.push_back(Action::Observed { addr });
                 }
                 Ok(())
             }

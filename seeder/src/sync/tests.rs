@@ -368,7 +368,7 @@ impl Mesh {
                     self.links[li].forks.push((me, *evidence));
                 }
                 // Rendezvous needs addresses; the NAT tests cover it with real sockets.
-                Action::Introduce { .. } | Action::Punch { .. } => {}
+                Action::Introduce { .. } | Action::Punch { .. } | Action::Observed { .. } => {}
                 Action::Close(e) => {
                     self.links[li].closed.push((me, e));
                 }

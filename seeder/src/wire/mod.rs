@@ -249,6 +249,8 @@ pub enum Message {
         addr: std::net::SocketAddr,
         dial: bool,
     },
+    /// The receiver is seen at `addr` from here (its NAT's public side, if it is behind one).
+    Observed { addr: std::net::SocketAddr },
 }
 
 impl Message {
