@@ -31,7 +31,10 @@ struct Net {
 
 impl Net {
     fn up(dir: &Path) -> Net {
-        let prefix = format!("sn{}-", std::process::id());
+        // One prefix per topology: tests of this file run at the same time.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("sn{}x{n}-", std::process::id());
         let net = Net {
             prefix,
             dir: dir.join("net"),
