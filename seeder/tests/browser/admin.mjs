@@ -1,7 +1,7 @@
 // Drives the seeder's admin page in headless Chromium, as an office admin would: claim with
 // the setup code, set the password, add a space by its seed code (a typo first), watch the
-// space's byte count rise live while a member syncs, log out, fail to log in with a wrong
-// password. Run by seeder/tests/admin_browser.rs, which starts the real daemon and the member.
+// space's byte count rise live while a member syncs, read the peer code and add a partner by
+// one on the Peers page, log out, fail to log in with a wrong password. Run by seeder/tests/admin_browser.rs, which starts the real daemon and the member.
 //
 // Talks to the Rust test over stdout lines: "sync-now" asks it to start the member's sync;
 // the last line is "ok" on success. Screenshots go to $SHOTS.
@@ -85,6 +85,24 @@ try {
   await page.screenshot({ path: shots + "/spaces.png", fullPage: true });
   await page.goto(url + "/");
   await page.screenshot({ path: shots + "/dashboard.png", fullPage: true });
+
+  // The Peers page gives this seeder's peer code (with its QR code) and what the router did,
+  // and takes a partner's peer code.
+  await page.goto(url + "/peers");
+  const own = (await page.locator("code.peer-code").textContent()).trim();
+  if (!/^seeder:[0-9a-f]{64}@/.test(own)) fail("no peer code on the Peers page: " + own);
+  if ((await page.locator("div.qr svg").count()) !== 1) fail("no QR code of the peer code");
+  const mapping = await page.locator("body").innerText();
+  if (!/Port mapping: off/.test(mapping)) fail("the port mapping is not described");
+  const partner = "seeder:" + "cd".repeat(32) + "@127.0.0.1:9";
+  await page.fill("form[action='/peers'] input[name=address]", partner);
+  await page.click("form[action='/peers'] button[type=submit]");
+  await page.locator(".flash:not(.error)").waitFor();
+  if (!(await page.locator("article.partner").innerText()).includes("127.0.0.1:9")) {
+    fail("the partner added by peer code is not listed");
+  }
+  console.log("peer code " + own.slice(0, 24) + "…, partner added by code");
+  await page.screenshot({ path: shots + "/peers.png", fullPage: true });
 
   if (errors.length) fail("errors in the page: " + errors.join("; "));
 
