@@ -424,7 +424,7 @@ fn counted(net: &Net, host: &str) -> u64 {
 }
 
 #[test]
-fn two_seeders_behind_port_restricted_nats_replicate_directly_after_an_introduction() {
+fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_introduction() {
     if !(is_root() && have("nft") && have("conntrack")) {
         if std::env::var_os("CI").is_some() {
             panic!("the NAT test needs root, nftables and conntrack");
@@ -527,4 +527,37 @@ fn two_seeders_behind_port_restricted_nats_replicate_directly_after_an_introduct
     );
     println!("connect_ms_punched {:.0} ms", punched.as_secs_f64() * 1e3);
     println!("public_partner_bytes_during_replication {through_public} bytes");
+
+    // The laptop, at home behind a third NAT, syncs the space it shares with all three with
+    // the public partner's code and seeder B's LAN-only code: it reaches B through the
+    // public partner's introduction.
+    net.run(&["move", &net.prefix, "m", "rh", "10.0.3.20"]);
+    let note = tmp.path().join("note.txt");
+    std::fs::write(&note, "from home").unwrap();
+    member(
+        &net,
+        "m",
+        &home,
+        &["put", "partners", note.to_str().unwrap()],
+    );
+    let out = net
+        .seeder("m")
+        .arg("--home")
+        .arg(&home)
+        .args(["sync", "partners", "--once", "--timeout", "60"])
+        .args(["--peer", &code(&public), "--peer", &b_code])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("connected to {b_id} at 203.0.113.2:")),
+        "B reached at its NAT's public side: {said}"
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("stored on {}", &b_id[..8])) || printed.contains(&b_id),
+        "{printed}"
+    );
 }

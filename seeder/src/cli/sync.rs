@@ -285,15 +285,35 @@ impl PeerCtx {
                     None => Outcome::Unreachable(last_error),
                 };
             }
+            // At its addresses and, for a peer named by node id, at the same time through an
+            // introduction by another peer of this sync that both of us reach.
             let attempt = async {
-                let addrs = crate::daemon::serve::resolve_all(&host).await;
-                if addrs.is_empty() {
-                    return Err(format!("cannot resolve {host}"));
+                let direct = async {
+                    let addrs = crate::daemon::serve::resolve_all(&host).await;
+                    if addrs.is_empty() {
+                        return Err(format!("cannot resolve {host}"));
+                    }
+                    self.endpoint
+                        .connect_any(&addrs, id)
+                        .await
+                        .map_err(|e| format!("cannot reach {host}: {e}"))
+                };
+                let Some(node) = id else {
+                    return direct.await;
+                };
+                let introduced =
+                    crate::net::driver::dial_introduced(&self.endpoint, &self.driver, node);
+                tokio::pin!(direct, introduced);
+                tokio::select! {
+                    r = &mut direct => match r {
+                        Ok(c) => Ok(c),
+                        Err(d) => (&mut introduced).await.map_err(|i| format!("{d}; {i}")),
+                    },
+                    r = &mut introduced => match r {
+                        Ok(c) => Ok(c),
+                        Err(i) => (&mut direct).await.map_err(|d| format!("{d}; {i}")),
+                    },
                 }
-                self.endpoint
-                    .connect_any(&addrs, id)
-                    .await
-                    .map_err(|e| format!("cannot reach {host}: {e}"))
             };
             let connected = match remaining {
                 Some(r) => tokio::time::timeout(r, attempt)

@@ -491,14 +491,6 @@ pub async fn resolve_all(hosts: &str) -> Vec<std::net::SocketAddr> {
 const PUNCH_PACKETS: usize = 3;
 const PUNCH_GAP: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// How long a partner we can't reach directly is waited for through an introduction, asked
-/// again every [`INTRODUCE_EVERY`] (the peers that could introduce us may still be connecting).
-pub const PUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-const INTRODUCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Handshakes started towards an introduced address (see `dial_introduced`).
-const PUNCHED_DIALS: usize = 4;
-
 /// Send punch packets wherever a peer we hold a space with says a node we are being
 /// introduced to is (see `Message::Punch`; the driver lets each peer ask at most every
 /// `RENDEZVOUS_EVERY`).
@@ -530,42 +522,6 @@ async fn punch_when_asked(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
-}
-
-/// Reach `node` through an introduction: ask the peers we hold a space with, then dial the
-/// address one of them sees it at (our punch request made it punch towards us).
-async fn dial_introduced(
-    endpoint: &crate::net::Endpoint,
-    driver: &crate::net::driver::Driver,
-    node: crate::net::NodeId,
-) -> Result<(crate::net::Connection, std::net::SocketAddr), String> {
-    let mut punches = driver.punches();
-    let found = tokio::time::timeout(PUNCH_WAIT, async {
-        let mut ask = tokio::time::interval(INTRODUCE_EVERY);
-        loop {
-            tokio::select! {
-                _ = ask.tick() => driver.introduce(node),
-                p = punches.recv() => match p {
-                    Ok(p) if p.node == node && p.dial => return Ok(p.addr),
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return Err("shutting down".to_string())
-                    }
-                },
-            }
-        }
-    })
-    .await
-    .map_err(|_| "no peer introduced us".to_string())??;
-    // Our first handshake packet may reach the other NAT before the other side's punch has
-    // opened it, and QUIC resends only after about a second: fresh attempts a head start
-    // apart get through as soon as the hole is open.
-    let (mut conn, at) = endpoint
-        .connect_any(&[found; PUNCHED_DIALS], Some(node))
-        .await
-        .map_err(|e| e.to_string())?;
-    conn.introduced = true;
-    Ok((conn, at))
 }
 
 /// Keep partner seeders connected, opening every held space with them: dialed at their
@@ -618,7 +574,7 @@ async fn dial_partners(
                             .await
                             .map_err(|e| e.to_string())
                     };
-                    let introduced = dial_introduced(&endpoint, &driver, id);
+                    let introduced = crate::net::driver::dial_introduced(&endpoint, &driver, id);
                     tokio::pin!(direct, introduced);
                     let reached = tokio::select! {
                         r = &mut direct => match r {

@@ -95,6 +95,50 @@ pub const RENDEZVOUS_EVERY: Duration = Duration::from_millis(500);
 /// this a flood of identities can't grow the table.
 const RENDEZVOUS_PEERS: usize = 1024;
 
+/// How long a partner we can't reach directly is waited for through an introduction, asked
+/// again every [`INTRODUCE_EVERY`] (the peers that could introduce us may still be connecting).
+pub const PUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const INTRODUCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Handshakes started towards an introduced address (see `dial_introduced`).
+const PUNCHED_DIALS: usize = 4;
+
+/// Reach `node` through an introduction: ask the peers we hold a space with, then dial the
+/// address one of them sees it at (our punch request made it punch towards us).
+pub async fn dial_introduced(
+    endpoint: &super::Endpoint,
+    driver: &Driver,
+    node: NodeId,
+) -> Result<(Connection, std::net::SocketAddr), String> {
+    let mut punches = driver.punches();
+    let found = tokio::time::timeout(PUNCH_WAIT, async {
+        let mut ask = tokio::time::interval(INTRODUCE_EVERY);
+        loop {
+            tokio::select! {
+                _ = ask.tick() => driver.introduce(node),
+                p = punches.recv() => match p {
+                    Ok(p) if p.node == node && p.dial => return Ok(p.addr),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err("shutting down".to_string())
+                    }
+                },
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no connected peer introduced us to it".to_string())??;
+    // Our first handshake packet may reach the other NAT before the other side's punch has
+    // opened it, and QUIC resends only after about a second: fresh attempts a head start
+    // apart get through as soon as the hole is open.
+    let (mut conn, at) = endpoint
+        .connect_any(&[found; PUNCHED_DIALS], Some(node))
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.introduced = true;
+    Ok((conn, at))
+}
+
 /// A peer with open spaces, as introductions need it.
 struct Proven {
     conn_id: u64,
