@@ -97,14 +97,15 @@ const RENDEZVOUS_PEERS: usize = 1024;
 
 /// How long a partner we can't reach directly is waited for through an introduction, asked
 /// again every [`INTRODUCE_EVERY`] (the peers that could introduce us may still be connecting).
-pub const PUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-const INTRODUCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub const PUNCH_WAIT: Duration = Duration::from_secs(10);
+const INTRODUCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Handshakes started towards an introduced address (see `dial_introduced`).
 const PUNCHED_DIALS: usize = 4;
 
-/// Reach `node` through an introduction: ask the peers we hold a space with, then dial the
-/// address one of them sees it at (our punch request made it punch towards us).
+/// Reach `node` through an introduction: ask the peers we dialed that hold a space with us,
+/// then dial the address one of them sees it at (our ask made it tell `node` to punch
+/// towards us).
 pub async fn dial_introduced(
     endpoint: &super::Endpoint,
     driver: &Driver,
