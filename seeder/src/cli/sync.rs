@@ -303,17 +303,7 @@ impl PeerCtx {
                 };
                 let introduced =
                     crate::net::driver::dial_introduced(&self.endpoint, &self.driver, node);
-                tokio::pin!(direct, introduced);
-                tokio::select! {
-                    r = &mut direct => match r {
-                        Ok(c) => Ok(c),
-                        Err(d) => (&mut introduced).await.map_err(|i| format!("{d}; {i}")),
-                    },
-                    r = &mut introduced => match r {
-                        Ok(c) => Ok(c),
-                        Err(i) => (&mut direct).await.map_err(|d| format!("{d}; {i}")),
-                    },
-                }
+                crate::net::driver::first_connected(direct, introduced).await
             };
             let connected = match remaining {
                 Some(r) => tokio::time::timeout(r, attempt)

@@ -70,15 +70,7 @@ impl PeerNow {
     /// How the connection reached us, in words: `hole-punched`, `LAN`, `port-mapped` (it came
     /// from outside while the router forwards our port) or `direct`.
     pub fn reached(&self, port_mapped: bool) -> &'static str {
-        let ip = self.address.ip().to_canonical();
-        let local = match ip {
-            std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || v4.is_loopback(),
-            std::net::IpAddr::V6(v6) => {
-                v6.is_loopback()
-                    || (v6.segments()[0] & 0xfe00) == 0xfc00
-                    || (v6.segments()[0] & 0xffc0) == 0xfe80
-            }
-        };
+        let local = !is_public(self.address.ip());
         if self.introduced {
             "hole-punched"
         } else if local {

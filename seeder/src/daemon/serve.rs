@@ -563,7 +563,7 @@ async fn dial_partners(
             );
             tokio::spawn(async move {
                 let id = crate::net::NodeId(p.node_id);
-                // The first way that connects; if one fails, the other. The loser is dropped.
+                // At its addresses and, at the same time, through an introduction.
                 let reached = {
                     let direct = async {
                         if addrs.is_empty() {
@@ -575,27 +575,15 @@ async fn dial_partners(
                             .map_err(|e| e.to_string())
                     };
                     let introduced = crate::net::driver::dial_introduced(&endpoint, &driver, id);
-                    tokio::pin!(direct, introduced);
-                    let reached = tokio::select! {
-                        r = &mut direct => match r {
-                            Ok(c) => Ok((c, "direct")),
-                            Err(d) => (&mut introduced)
-                                .await
-                                .map(|c| (c, "introduced"))
-                                .map_err(|i| format!("{d}; {i}")),
-                        },
-                        r = &mut introduced => match r {
-                            Ok(c) => Ok((c, "introduced")),
-                            Err(i) => (&mut direct)
-                                .await
-                                .map(|c| (c, "direct"))
-                                .map_err(|d| format!("{d}; {i}")),
-                        },
-                    };
-                    reached
+                    crate::net::driver::first_connected(direct, introduced).await
                 };
                 match reached {
-                    Ok(((conn, at), how)) => {
+                    Ok((conn, at)) => {
+                        let how = if conn.introduced {
+                            "introduced"
+                        } else {
+                            "direct"
+                        };
                         tracing::info!(partner = %id.short(), %at, how, "partner connected");
                         connected
                             .lock()

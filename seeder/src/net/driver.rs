@@ -140,6 +140,29 @@ pub async fn dial_introduced(
     Ok((conn, at))
 }
 
+/// Whichever of two ways to reach a node connects first (its addresses, an introduction); if
+/// one fails, the other; if both do, both reasons. The loser is dropped.
+pub async fn first_connected<A, B>(
+    direct: A,
+    introduced: B,
+) -> Result<(Connection, std::net::SocketAddr), String>
+where
+    A: std::future::Future<Output = Result<(Connection, std::net::SocketAddr), String>>,
+    B: std::future::Future<Output = Result<(Connection, std::net::SocketAddr), String>>,
+{
+    tokio::pin!(direct, introduced);
+    tokio::select! {
+        r = &mut direct => match r {
+            Ok(c) => Ok(c),
+            Err(d) => (&mut introduced).await.map_err(|i| format!("{d}; {i}")),
+        },
+        r = &mut introduced => match r {
+            Ok(c) => Ok(c),
+            Err(i) => (&mut direct).await.map_err(|d| format!("{d}; {i}")),
+        },
+    }
+}
+
 /// A peer with open spaces, as introductions need it.
 struct Proven {
     conn_id: u64,
