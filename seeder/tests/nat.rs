@@ -199,6 +199,26 @@ fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>
     }
 }
 
+/// Print a figure (`name value unit`) and keep it in `target/tmp/nat-TEST.txt` for CI's log,
+/// which shows no output of passing tests.
+fn figure(test: &str, line: &str) {
+    use std::io::Write;
+    println!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nat-{test}.txt"));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
+/// Start a test's figures file afresh.
+fn figures_start(test: &str) {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nat-{test}.txt"));
+    let _ = std::fs::remove_file(path);
+}
+
 fn have(program: &str) -> bool {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         .iter()
@@ -214,6 +234,7 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
         eprintln!("skipped: needs root, nftables, conntrack and miniupnpd");
         return;
     }
+    figures_start("port-mapped");
     let tmp = tempfile::tempdir().unwrap();
     let net = Net::up(tmp.path());
     net.run(&["upnp", &net.prefix, "ra", net.dir.to_str().unwrap(), "on"]);
@@ -337,15 +358,28 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
         status["spaces"][0]["entries"].as_u64().unwrap() > 0,
         "{status}"
     );
-    println!("connect_ms_lan {:.0} ms", lan_took.as_secs_f64() * 1e3);
-    println!(
-        "roam_reconnect_ms {:.0} ms (moved LANs until connected again)",
-        roamed.as_secs_f64() * 1e3
+    let t = "port-mapped";
+    figure(
+        t,
+        &format!("connect_ms_lan {:.0} ms", lan_took.as_secs_f64() * 1e3),
     );
-    println!(
-        "connect_ms_direct {:.0} ms (port-mapped, after the LAN address's head start)",
-        direct_took.as_secs_f64() * 1e3
+    // Moved LANs until connected again.
+    figure(
+        t,
+        &format!("roam_reconnect_ms {:.0} ms", roamed.as_secs_f64() * 1e3),
     );
+    // Port-mapped, after the LAN address's head start.
+    figure(
+        t,
+        &format!(
+            "connect_ms_direct {:.0} ms",
+            direct_took.as_secs_f64() * 1e3
+        ),
+    );
+    // How each connection of the test matrix went (direct_share in CI's log).
+    for case in ["member_lan", "member_roamed", "member_port_mapped"] {
+        figure(t, &format!("nat_path {case} direct"));
+    }
 
     // A stopping seeder takes its forward back.
     stop(seeder_a);
@@ -432,6 +466,7 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
         eprintln!("skipped: needs root, nftables and conntrack");
         return;
     }
+    figures_start("punched");
     let tmp = tempfile::tempdir().unwrap();
     let net = Net::up(tmp.path());
     // No UPnP anywhere: office A and office B sit behind port-restricted NATs; the partner
@@ -525,8 +560,16 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
         through_public < 256 << 10,
         "the public partner carried {through_public} bytes of a 4 MiB replication"
     );
-    println!("connect_ms_punched {:.0} ms", punched.as_secs_f64() * 1e3);
-    println!("public_partner_bytes_during_replication {through_public} bytes");
+    let t = "punched";
+    figure(
+        t,
+        &format!("connect_ms_punched {:.0} ms", punched.as_secs_f64() * 1e3),
+    );
+    figure(
+        t,
+        &format!("public_partner_bytes_during_replication {through_public} bytes"),
+    );
+    figure(t, "nat_path seeders_port_restricted direct");
 
     // The laptop, at home behind a third NAT, syncs the space it shares with all three with
     // the public partner's code and seeder B's LAN-only code: it reaches B through the
@@ -560,4 +603,203 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
         printed.contains(&format!("stored on {}", &b_id[..8])) || printed.contains(&b_id),
         "{printed}"
     );
+    figure(t, "nat_path member_home_introduced direct");
+}
+
+#[test]
+fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot_use() {
+    if !(is_root() && have("nft") && have("conntrack")) {
+        if std::env::var_os("CI").is_some() {
+            panic!("the NAT test needs root, nftables and conntrack");
+        }
+        eprintln!("skipped: needs root, nftables and conntrack");
+        return;
+    }
+    let t = "relayed";
+    figures_start(t);
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::up(tmp.path());
+    // Both offices behind symmetric NATs (a new external port for every destination): no
+    // hole punching gets through. The public partner relays, within a budget set high
+    // enough here to measure what relaying itself costs.
+    net.run(&["nat", &net.prefix, "ra", "symmetric"]);
+    net.run(&["nat", &net.prefix, "rb", "symmetric"]);
+    let off = ["--no-port-mapping"];
+    let public = start_seeder(
+        &net,
+        "pub",
+        &tmp.path().join("pub"),
+        &["--no-port-mapping", "--relay-mib-s", "1000"],
+    );
+    let seeder_a = start_seeder(&net, "a", &tmp.path().join("seeder-a"), &off);
+    let seeder_b = start_seeder(&net, "b", &tmp.path().join("seeder-b"), &off);
+    let code = |s: &Seeder| s.status()["peer_code"].as_str().unwrap().to_string();
+    let node = |s: &Seeder| s.status()["node_id"].as_str().unwrap().to_string();
+    let (a_id, b_id, pub_id) = (node(&seeder_a), node(&seeder_b), node(&public));
+
+    // The member in office A: "office" lives only on the two offices' seeders, "partners"
+    // on all three (so the public partner relays between them: it holds a space with both).
+    let home = tmp.path().join("laptop");
+    member(&net, "m", &home, &["space", "create", "office"]);
+    member(&net, "m", &home, &["space", "create", "partners"]);
+    let seed = |space: &str| {
+        member(&net, "m", &home, &["space", "seed-code", space])
+            .trim()
+            .to_string()
+    };
+    let (office, partners) = (seed("office"), seed("partners"));
+    public.ctl(&["space", "add", &partners, "--name", "partners"]);
+    for s in [&seeder_a, &seeder_b] {
+        s.ctl(&["space", "add", &office, "--name", "office"]);
+        s.ctl(&["space", "add", &partners, "--name", "partners"]);
+    }
+    const MIB: u64 = 16;
+    let (office_file, partners_file) = (tmp.path().join("big.bin"), tmp.path().join("p.bin"));
+    random_file(&office_file, MIB as usize, 21);
+    random_file(&partners_file, MIB as usize, 22);
+    member(
+        &net,
+        "m",
+        &home,
+        &["put", "office", office_file.to_str().unwrap()],
+    );
+    member(
+        &net,
+        "m",
+        &home,
+        &["put", "partners", partners_file.to_str().unwrap()],
+    );
+    sync_with_code(&net, "m", &home, "office", &code(&seeder_a));
+    sync_with_code(&net, "m", &home, "partners", &code(&seeder_a));
+    let (office_held, partners_held) = (
+        entries_of(&seeder_a, "office"),
+        entries_of(&seeder_a, "partners"),
+    );
+
+    // Direct, for comparison: A sends "partners" to the public partner it dials.
+    let t0 = Instant::now();
+    seeder_a.ctl(&["peer", "add", &code(&public)]);
+    wait_for(
+        "partners at the public seeder",
+        Duration::from_secs(120),
+        || (entries_of(&public, "partners") == partners_held).then_some(()),
+    );
+    let direct_took = t0.elapsed();
+    seeder_b.ctl(&["peer", "add", &code(&public)]);
+    wait_for("partners at B", Duration::from_secs(120), || {
+        (entries_of(&seeder_b, "partners") == partners_held).then_some(())
+    });
+
+    // A is given B's code with its LAN address only: no direct path, no punched one (each
+    // NAT gives every destination another port), so after the other ways' head start the
+    // public partner carries the connection.
+    let b_code = format!("seeder:{b_id}@10.0.2.10:7428");
+    let before = counted(&net, "pub");
+    let t1 = Instant::now();
+    seeder_a.ctl(&["peer", "add", &b_code]);
+    wait_for("A connected to B", Duration::from_secs(60), || {
+        peer_address(&seeder_b, &a_id)
+    });
+    let connected = t1.elapsed();
+    let reached = |s: &Seeder, id: &str| {
+        s.status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node_id"] == id)
+            .map(|p| p["reached"].as_str().unwrap().to_string())
+    };
+    let via = format!("relayed via {}", &pub_id[..8]);
+    assert_eq!(reached(&seeder_b, &a_id).as_deref(), Some(via.as_str()));
+    assert_eq!(reached(&seeder_a, &b_id).as_deref(), Some(via.as_str()));
+    assert!(seeder_b.ctl(&["status"]).contains(&via));
+    wait_for("the office space at B", Duration::from_secs(120), || {
+        (entries_of(&seeder_b, "office") == office_held).then_some(())
+    });
+    let relay_took = t1.elapsed() - connected;
+    // The public partner shows what it carries, and carried it: the whole space passed
+    // through it (it holds nothing of "office" itself).
+    let relays = public.status()["relaying"].as_array().unwrap().clone();
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    assert!(
+        (relays[0]["from"] == a_id && relays[0]["to"] == b_id)
+            || (relays[0]["from"] == b_id && relays[0]["to"] == a_id),
+        "{relays:?}"
+    );
+    assert!(
+        relays[0]["bytes"].as_u64().unwrap() > MIB << 20,
+        "{relays:?}"
+    );
+    assert!(counted(&net, "pub") - before > MIB << 20);
+    assert!(public.ctl(&["status"]).contains("relaying "));
+    assert_eq!(entries_of(&public, "office"), 0);
+
+    // Files identical: a second member at office B gets the file from seeder B.
+    let home_b = tmp.path().join("laptop-b");
+    let invite = member(&net, "m", &home, &["space", "invite", "office"]);
+    member(
+        &net,
+        "b",
+        &home_b,
+        &["space", "join", invite.trim(), "--name", "office"],
+    );
+    sync_with_code(&net, "b", &home_b, "office", &code(&seeder_b));
+    let got = tmp.path().join("got.bin");
+    member(
+        &net,
+        "b",
+        &home_b,
+        &["get", "office", "big.bin", got.to_str().unwrap()],
+    );
+    assert!(
+        std::fs::read(&got).unwrap() == std::fs::read(&office_file).unwrap(),
+        "the file relayed to B differs"
+    );
+
+    // A stranger to both offices, holding only a space of its own on the public seeder,
+    // can't make it relay: the public seeder says so, and carries nothing for it.
+    let stranger = tmp.path().join("stranger");
+    member(&net, "m", &stranger, &["space", "create", "elsewhere"]);
+    let elsewhere = member(&net, "m", &stranger, &["space", "seed-code", "elsewhere"]);
+    public.ctl(&["space", "add", elsewhere.trim(), "--name", "elsewhere"]);
+    member(
+        &net,
+        "m",
+        &stranger,
+        &["put", "elsewhere", partners_file.to_str().unwrap()],
+    );
+    let out = net
+        .seeder("m")
+        .arg("--home")
+        .arg(&stranger)
+        .args(["sync", "elsewhere", "--once", "--timeout", "25"])
+        .args(["--peer", &code(&public), "--peer", &b_code])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "relay {} does not relay between us and that node",
+            &pub_id[..8]
+        )),
+        "{said}"
+    );
+    assert!(!said.contains(&format!("connected to {b_id}")), "{said}");
+    assert_eq!(public.status()["relaying"].as_array().unwrap().len(), 1);
+
+    figure(
+        t,
+        &format!("connect_ms_relayed {:.0} ms", connected.as_secs_f64() * 1e3),
+    );
+    let mb = (MIB << 20) as f64 / 1e6;
+    let relay_mb_s = mb / relay_took.as_secs_f64();
+    let direct_mb_s = mb / direct_took.as_secs_f64();
+    figure(t, &format!("relay_mb_s {relay_mb_s:.1} MB/s"));
+    figure(t, &format!("direct_mb_s {direct_mb_s:.1} MB/s"));
+    figure(
+        t,
+        &format!("relay_share {:.2} ratio", relay_mb_s / direct_mb_s),
+    );
+    figure(t, "nat_path seeders_symmetric relayed");
 }

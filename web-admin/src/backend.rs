@@ -178,6 +178,20 @@ pub struct Peers {
     pub port_mapping: String,
     pub connected: Vec<ConnectedPeer>,
     pub partners: Vec<PartnerInfo>,
+    /// Connections between two other nodes this device carries now.
+    #[serde(default)]
+    pub relaying: Vec<Relayed>,
+}
+
+/// A connection between two other nodes that this device relays (it can't read it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Relayed {
+    pub from: String,
+    pub to: String,
+    /// Unix seconds.
+    pub since: u64,
+    /// Bytes carried both ways so far.
+    pub bytes: u64,
 }
 
 /// An organisation this seeder backs up, and on what terms.

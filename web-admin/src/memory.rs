@@ -201,6 +201,12 @@ impl AdminBackend for MemoryBackend {
                 reached: "LAN".into(),
             }],
             partners: self.lock().partners.clone(),
+            relaying: vec![Relayed {
+                from: "ef".repeat(32),
+                to: "cd".repeat(32),
+                since: 1,
+                bytes: 4096,
+            }],
         })
     }
 

@@ -178,6 +178,10 @@ fn schemas() -> Value {
         &["address", "node_id", "connected", "last_seen"],
         json!({ "address": s(), "node_id": s(), "connected": { "type": "boolean" }, "last_seen": nullable(int()) }),
     );
+    let relayed = obj(
+        &["from", "to", "since", "bytes"],
+        json!({ "from": s(), "to": s(), "since": int(), "bytes": int() }),
+    );
     let connected = obj(
         &[
             "node_id",
@@ -231,6 +235,7 @@ fn schemas() -> Value {
             "peer_code": s(), "port_mapping": s(),
             "connected": { "type": "array", "items": connected },
             "partners": { "type": "array", "items": partner },
+            "relaying": { "type": "array", "items": relayed },
         })),
         "DiskReport": obj(&["data_dir", "data_disk", "disks"], json!({ "data_dir": s(), "data_disk": s(), "disks": { "type": "array", "items": disk } })),
         "Ssh": obj(&["available", "keys"], json!({ "available": { "type": "boolean" }, "keys": { "type": "array", "items": s() } })),

@@ -1086,6 +1086,25 @@ async fn peers_page(State(app): State<Shared>, ctx: Ctx) -> Response {
                     }
                 }
             }
+            h2 { "Relaying" }
+            @if p.relaying.is_empty() {
+                p.empty { "This seeder carries no one else's connection now." }
+            } @else {
+                p { "Connections between peers that can't reach each other directly, carried by this seeder (end-to-end encrypted: it can't read them)." }
+                table.relaying {
+                    thead { tr { th { "From" } th { "To" } th { "Since" } th { "Carried" } } }
+                    tbody {
+                        @for r in &p.relaying {
+                            tr {
+                                td { code { (&r.from[..r.from.len().min(16)]) } }
+                                td { code { (&r.to[..r.to.len().min(16)]) } }
+                                td { (format::ago(Some(r.since), now)) }
+                                td { (format::bytes(r.bytes)) }
+                            }
+                        }
+                    }
+                }
+            }
             h2 { "Partner seeders" }
             @if p.partners.is_empty() { p.empty { "None configured." } }
             @for q in &p.partners {

@@ -40,6 +40,13 @@ pub struct ServeArgs {
     /// asked when listening on a loopback address.
     #[arg(long)]
     no_port_mapping: bool,
+    /// Connections this seeder carries at once for peers it holds a space with that can't
+    /// reach each other directly (both behind strict NATs); 0 turns relaying off [default: 8].
+    #[arg(long, value_name = "N")]
+    relay_connections: Option<u16>,
+    /// Bandwidth all relayed connections together may use, in MiB/s [default: 4].
+    #[arg(long, value_name = "MIB")]
+    relay_mib_s: Option<u32>,
     /// The board has a claim button (`seeder board` reports its presses): the admin page
     /// offers claiming by a press.
     #[arg(long, env = "SEEDER_CLAIM_BUTTON", value_parser = BoolishValueParser::new())]
@@ -60,6 +67,12 @@ pub struct ServeArgs {
     mdns_loopback: bool,
 }
 
+/// Relayed connections at once by default: a few offices' worth, each bounded by the
+/// bandwidth below.
+const DEFAULT_RELAY_CONNECTIONS: u16 = 8;
+/// Relay bandwidth by default: a share of a small office's uplink, not all of it.
+const DEFAULT_RELAY_MIB_S: u32 = 4;
+
 /// The settings file: every key optional, unknown keys refused (a typo should not be
 /// silently ignored on an appliance).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -76,6 +89,10 @@ struct FileConfig {
     mdns: Option<bool>,
     /// Ask the router to forward the QUIC port.
     port_mapping: Option<bool>,
+    /// Connections relayed at once for peers that can't reach each other (0: none).
+    relay_connections: Option<u16>,
+    /// Bandwidth of all relayed connections together, MiB/s.
+    relay_mib_s: Option<u32>,
     /// The data folder must be a mounted disk (see `--require-data-disk`).
     require_data_disk: Option<bool>,
     /// Where the admin page writes root's SSH keys (see `--ssh-keys-file`).
@@ -210,6 +227,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             },
         ),
         port_mapping: !args.no_port_mapping && file.port_mapping.unwrap_or(true),
+        relay_tunnels: usize::from(
+            args.relay_connections
+                .or(file.relay_connections)
+                .unwrap_or(DEFAULT_RELAY_CONNECTIONS),
+        ),
+        relay_bytes_per_s: u64::from(
+            args.relay_mib_s
+                .or(file.relay_mib_s)
+                .unwrap_or(DEFAULT_RELAY_MIB_S)
+                .max(1),
+        ) << 20,
         data,
         require_data_disk: args.require_data_disk || file.require_data_disk.unwrap_or(false),
         ssh_keys_file: args.ssh_keys_file.or(file.ssh_keys_file),
@@ -296,6 +324,16 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                         p["address"].as_str().unwrap_or("?"),
                         p["reached"].as_str().unwrap_or("?"),
                         p["since"]
+                    );
+                }
+                for r in v["relaying"].as_array().into_iter().flatten() {
+                    let short = |k: &str| r[k].as_str().and_then(|s| s.get(..8)).unwrap_or("?");
+                    println!(
+                        "relaying {} -> {} since {}: {} carried",
+                        short("from"),
+                        short("to"),
+                        r["since"],
+                        human(r["bytes"].as_u64().unwrap_or(0))
                     );
                 }
                 let free = v["disk_free_bytes"].as_u64().unwrap_or(0);

@@ -229,6 +229,8 @@ const OPEN_WAIT: Duration = Duration::from_secs(10);
 /// Longest pause between reconnection attempts (they start at [`FIRST_RETRY`] and double).
 const MAX_RETRY: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// What a peer that was never tried is reported as.
+const NO_ATTEMPT: &str = "no attempt made";
 
 /// What every peer task of one sync shares.
 struct PeerCtx {
@@ -272,7 +274,7 @@ impl PeerCtx {
     /// drops, until in sync (`--once`), the deadline, or the stop signal.
     async fn follow(self: Arc<Self>, host: String, id: Option<NodeId>) -> Outcome {
         let mut retry = FIRST_RETRY;
-        let mut last_error = String::from("no attempt made");
+        let mut last_error = String::from(NO_ATTEMPT);
         let mut last_peer = None;
         loop {
             if *self.stop.borrow() {
@@ -286,7 +288,8 @@ impl PeerCtx {
                 };
             }
             // At its addresses and, for a peer named by node id, at the same time through an
-            // introduction by another peer of this sync that both of us reach.
+            // introduction by another peer of this sync that both of us reach, and last through
+            // such a peer as a relay.
             let attempt = async {
                 let direct = async {
                     let addrs = crate::daemon::serve::resolve_all(&host).await;
@@ -301,14 +304,17 @@ impl PeerCtx {
                 let Some(node) = id else {
                     return direct.await;
                 };
-                let introduced =
-                    crate::net::driver::dial_introduced(&self.endpoint, &self.driver, node);
-                crate::net::driver::first_connected(direct, introduced).await
+                crate::net::driver::reach(&self.endpoint, &self.driver, node, direct).await
             };
             let connected = match remaining {
-                Some(r) => tokio::time::timeout(r, attempt)
-                    .await
-                    .unwrap_or_else(|_| Err(format!("cannot reach {host}: no answer in time"))),
+                // Cut short by the deadline: what an earlier attempt learned says more.
+                Some(r) => tokio::time::timeout(r, attempt).await.unwrap_or_else(|_| {
+                    Err(if last_error == NO_ATTEMPT {
+                        format!("cannot reach {host}: no answer in time")
+                    } else {
+                        last_error.clone()
+                    })
+                }),
                 None => attempt.await,
             };
             let (conn, addr) = match connected {

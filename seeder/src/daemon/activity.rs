@@ -26,6 +26,7 @@ struct Live {
     since: u64,
     dialed: bool,
     introduced: bool,
+    relayed_via: Option<NodeId>,
     spaces: BTreeSet<Address>,
 }
 
@@ -41,7 +42,22 @@ pub struct PeerNow {
     pub dialed: bool,
     /// The connection was hole-punched after an introduction by a third node.
     pub introduced: bool,
+    /// The connection is carried by this relay.
+    pub relayed_via: Option<NodeId>,
     pub spaces: BTreeSet<Address>,
+}
+
+/// A relayed connection: from, to, since (Unix seconds), and its byte counter.
+type Relaying = (NodeId, NodeId, u64, std::sync::Arc<AtomicU64>);
+
+/// A connection between two other nodes that this node carries, as the admin page shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayNow {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub since: u64,
+    /// Bytes carried so far, both ways.
+    pub bytes: u64,
 }
 
 /// Whether `ip` is reachable from the internet at large (not private, loopback, link-local,
@@ -67,9 +83,16 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
 }
 
 impl PeerNow {
-    /// How the connection reached us, in words: `hole-punched`, `LAN`, `port-mapped` (it came
-    /// from outside while the router forwards our port) or `direct`.
-    pub fn reached(&self, port_mapped: bool) -> &'static str {
+    /// How the connection reached us, in words: `relayed via NODE`, `hole-punched`, `LAN`,
+    /// `port-mapped` (it came from outside while the router forwards our port) or `direct`.
+    pub fn reached(&self, port_mapped: bool) -> String {
+        if let Some(via) = self.relayed_via {
+            return format!("relayed via {}", via.short());
+        }
+        self.reached_directly(port_mapped).to_string()
+    }
+
+    fn reached_directly(&self, port_mapped: bool) -> &'static str {
         let local = !is_public(self.address.ip());
         if self.introduced {
             "hole-punched"
@@ -94,6 +117,8 @@ pub struct Activity {
     /// Our public addresses as partners we dialed see them, newest last (see
     /// [`MAX_OBSERVED`]).
     observed: Mutex<Vec<std::net::SocketAddr>>,
+    /// Connections of others this node relays, by id, with their byte counters.
+    relays: Mutex<HashMap<u64, Relaying>>,
     /// Bytes of connections that have ended.
     ended_in: AtomicU64,
     ended_out: AtomicU64,
@@ -134,6 +159,7 @@ impl Activity {
                 since: now,
                 dialed: conn.role == Role::Dialer,
                 introduced: conn.introduced,
+                relayed_via: conn.relayed_via,
                 spaces: BTreeSet::new(),
             },
         );
@@ -198,6 +224,7 @@ impl Activity {
                     bytes_out: stats.udp_tx.bytes,
                     dialed: l.dialed,
                     introduced: l.introduced,
+                    relayed_via: l.relayed_via,
                     spaces: l.spaces.clone(),
                 }
             })
@@ -234,6 +261,42 @@ impl Activity {
             .expect("activity lock")
             .get(space)
             .copied()
+    }
+
+    /// A relayed connection from `from` to `to` started here (bounded by the relay budget).
+    pub fn relay_started(
+        &self,
+        id: u64,
+        from: NodeId,
+        to: NodeId,
+        bytes: std::sync::Arc<AtomicU64>,
+    ) {
+        self.relays
+            .lock()
+            .expect("activity lock")
+            .insert(id, (from, to, now_unix(), bytes));
+    }
+
+    pub fn relay_ended(&self, id: u64) {
+        self.relays.lock().expect("activity lock").remove(&id);
+    }
+
+    /// The connections of others this node relays now, oldest first.
+    pub fn relays(&self) -> Vec<RelayNow> {
+        let mut v: Vec<RelayNow> = self
+            .relays
+            .lock()
+            .expect("activity lock")
+            .values()
+            .map(|(from, to, since, bytes)| RelayNow {
+                from: *from,
+                to: *to,
+                since: *since,
+                bytes: bytes.load(Ordering::Relaxed),
+            })
+            .collect();
+        v.sort_by_key(|r| r.since);
+        v
     }
 
     pub fn is_connected(&self, node: &NodeId) -> bool {

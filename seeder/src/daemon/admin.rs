@@ -499,6 +499,17 @@ impl AdminBackend for AdminDaemon {
             port_mapping: self.daemon.mapping.borrow().describe(),
             connected,
             partners,
+            relaying: self
+                .activity
+                .relays()
+                .into_iter()
+                .map(|r| web_admin::backend::Relayed {
+                    from: r.from.to_hex(),
+                    to: r.to.to_hex(),
+                    since: r.since,
+                    bytes: r.bytes,
+                })
+                .collect(),
         })
     }
 

@@ -404,6 +404,12 @@ impl CtlBackend for Daemon {
                             "partner": p.dialed,
                             "spaces": p.spaces.iter().map(|a| a.to_hex()).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
+                        "relaying": self.activity.relays().into_iter().map(|r| json!({
+                            "from": r.from.to_hex(),
+                            "to": r.to.to_hex(),
+                            "since": r.since,
+                            "bytes": r.bytes,
+                        })).collect::<Vec<_>>(),
                     })),
                     (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         err(format!("reading the store: {e}"))

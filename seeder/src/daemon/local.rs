@@ -430,6 +430,20 @@ impl Node for SeederLocal {
     fn disconnected(&self, id: u64) {
         self.activity.disconnected(id);
     }
+
+    fn relay_started(
+        &self,
+        id: u64,
+        from: crate::net::NodeId,
+        to: crate::net::NodeId,
+        bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        self.activity.relay_started(id, from, to, bytes);
+    }
+
+    fn relay_ended(&self, id: u64) {
+        self.activity.relay_ended(id);
+    }
 }
 
 impl Node for HomeLocal {

@@ -36,6 +36,11 @@ pub struct ServeConfig {
     pub require_data_disk: bool,
     /// Ask the router to forward our UDP port (UPnP-IGD, NAT-PMP, PCP).
     pub port_mapping: bool,
+    /// Connections between peers we hold a space with that we carry at once when they
+    /// can't reach each other directly (0: relay for nobody).
+    pub relay_tunnels: usize,
+    /// Bytes per second all relayed connections together may use.
+    pub relay_bytes_per_s: u64,
     /// Where the admin page writes the public keys allowed to log in as root over SSH, for
     /// the device's root-side helper to apply (the appliance image); `None`: the page doesn't
     /// manage SSH.
@@ -204,6 +209,7 @@ pub async fn run(
         pending: Default::default(),
     });
     let driver = crate::net::driver::Driver::new(node.clone(), node_id);
+    driver.relay_for_others(config.relay_tunnels, config.relay_bytes_per_s);
     let partners_changed = Arc::new(tokio::sync::Notify::new());
     let daemon = Arc::new(Daemon {
         store: store.clone(),
@@ -365,7 +371,8 @@ struct Door {
 }
 
 /// Accept peers until stopped, each on its own task, let in as [`Admission`] says: strangers
-/// crowd only each other, and must prove a capability within [`PROVE_WITHIN`].
+/// crowd only each other, and must prove a capability within [`PROVE_WITHIN`]. Connections
+/// that relays carry to us (see `net::tunnel`) come in the same way.
 async fn accept_loop(
     endpoint: Arc<crate::net::Endpoint>,
     driver: Arc<crate::net::driver::Driver>,
@@ -376,97 +383,123 @@ async fn accept_loop(
         push_out: Default::default(),
         handshakes: crate::net::admission::HandshakeRate::new(std::time::Instant::now()),
     }));
+    let mut tunnels = driver.accept_tunnels();
     loop {
-        let incoming = tokio::select! {
+        let (incoming, tunnel) = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            c = endpoint.accept_incoming() => c,
+            c = endpoint.accept_incoming() => (c, None),
+            Some(t) = async {
+                match tunnels.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => (None, Some(t)),
         };
+        if let Some(t) = tunnel {
+            // The tunnel's first handshake packet is waited for on a task of its own.
+            let (endpoint, driver, stop, door) =
+                (endpoint.clone(), driver.clone(), stop.clone(), door.clone());
+            tokio::spawn(async move {
+                match endpoint.accept_tunnel(t.streams, t.origin, t.via).await {
+                    Ok(incoming) => let_in(incoming, door, driver, stop),
+                    Err(e) => tracing::debug!(error = %e, "relayed connection failed"),
+                }
+            });
+            continue;
+        }
         let Some(incoming) = incoming else { return };
         // See `net::admission`: a real source address first, then a handshake rate.
         if !incoming.validated() {
             incoming.retry();
             continue;
         }
-        if !door
-            .lock()
-            .expect("door lock")
-            .handshakes
-            .take(std::time::Instant::now())
-        {
-            incoming.ignore();
-            continue;
-        }
-        let deadline = tokio::time::Instant::now() + PROVE_WITHIN;
-        let (pushed_out, id) = {
-            let mut d = door.lock().expect("door lock");
-            let admitted = d.admission.admit(incoming.remote_address().ip());
-            if let Some(old) = admitted.evict {
-                if let Some(tx) = d.push_out.remove(&old) {
-                    let _ = tx.send(());
-                }
+        let_in(incoming, door.clone(), driver.clone(), stop.clone());
+    }
+}
+
+/// Take `incoming` in, on a task of its own, if the handshake rate and [`Admission`] allow.
+fn let_in(
+    incoming: crate::net::Incoming,
+    door: Arc<std::sync::Mutex<Door>>,
+    driver: Arc<crate::net::driver::Driver>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if !door
+        .lock()
+        .expect("door lock")
+        .handshakes
+        .take(std::time::Instant::now())
+    {
+        incoming.ignore();
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + PROVE_WITHIN;
+    let (pushed_out, id) = {
+        let mut d = door.lock().expect("door lock");
+        let admitted = d.admission.admit(incoming.remote_address().ip());
+        if let Some(old) = admitted.evict {
+            if let Some(tx) = d.push_out.remove(&old) {
+                let _ = tx.send(());
             }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            d.push_out.insert(admitted.id, tx);
-            (rx, admitted.id)
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        d.push_out.insert(admitted.id, tx);
+        (rx, admitted.id)
+    };
+    tokio::spawn(async move {
+        let proven = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Fires once: pushed out by newer strangers, or out of time to prove itself.
+        let unwelcome = async move {
+            tokio::select! {
+                _ = pushed_out => "pushed out by newer connections",
+                _ = tokio::time::sleep_until(deadline) => "did not prove a capability in time",
+            }
         };
-        let driver = driver.clone();
-        let stop = stop.clone();
-        let door = door.clone();
-        tokio::spawn(async move {
-            let proven = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            // Fires once: pushed out by newer strangers, or out of time to prove itself.
-            let unwelcome = async move {
-                tokio::select! {
-                    _ = pushed_out => "pushed out by newer connections",
-                    _ = tokio::time::sleep_until(deadline) => "did not prove a capability in time",
-                }
-            };
-            tokio::pin!(unwelcome);
-            let handshake = tokio::select! {
-                r = incoming.handshake() => Some(r),
-                why = &mut unwelcome => {
-                    tracing::debug!(why, "incoming connection dropped during its handshake");
-                    None
-                }
-            };
-            match handshake {
-                Some(Ok(conn)) => {
-                    let prove = {
-                        let (door, proven) = (door.clone(), proven.clone());
-                        Box::new(move || {
-                            let mut d = door.lock().expect("door lock");
-                            let ok = d.admission.prove(id);
-                            if ok {
-                                d.push_out.remove(&id);
-                                proven.store(true, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            ok
-                        })
-                    };
-                    let quic = conn.conn.clone();
-                    let peer = conn.peer.short();
-                    let run = driver.run(conn, Admit::Unproven(prove), Vec::new(), None, stop);
-                    tokio::pin!(run);
-                    tokio::select! {
-                        _ = &mut run => {}
-                        why = &mut unwelcome => {
-                            if !proven.load(std::sync::atomic::Ordering::Relaxed) {
-                                tracing::debug!(%peer, why, "closing an unproven connection");
-                                quic.close(4u32.into(), b"unproven");
-                            }
-                            let _ = run.await;
+        tokio::pin!(unwelcome);
+        let handshake = tokio::select! {
+            r = incoming.handshake() => Some(r),
+            why = &mut unwelcome => {
+                tracing::debug!(why, "incoming connection dropped during its handshake");
+                None
+            }
+        };
+        match handshake {
+            Some(Ok(conn)) => {
+                let prove = {
+                    let (door, proven) = (door.clone(), proven.clone());
+                    Box::new(move || {
+                        let mut d = door.lock().expect("door lock");
+                        let ok = d.admission.prove(id);
+                        if ok {
+                            d.push_out.remove(&id);
+                            proven.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
+                        ok
+                    })
+                };
+                let quic = conn.conn.clone();
+                let peer = conn.peer.short();
+                let run = driver.run(conn, Admit::Unproven(prove), Vec::new(), None, stop);
+                tokio::pin!(run);
+                tokio::select! {
+                    _ = &mut run => {}
+                    why = &mut unwelcome => {
+                        if !proven.load(std::sync::atomic::Ordering::Relaxed) {
+                            tracing::debug!(%peer, why, "closing an unproven connection");
+                            quic.close(4u32.into(), b"unproven");
+                        }
+                        let _ = run.await;
                     }
                 }
-                Some(Err(e)) => tracing::debug!(error = %e, "incoming connection failed"),
-                None => {}
             }
-            let mut d = door.lock().expect("door lock");
-            d.push_out.remove(&id);
-            d.admission
-                .leave(id, proven.load(std::sync::atomic::Ordering::Relaxed));
-        });
-    }
+            Some(Err(e)) => tracing::debug!(error = %e, "incoming connection failed"),
+            None => {}
+        }
+        let mut d = door.lock().expect("door lock");
+        d.push_out.remove(&id);
+        d.admission
+            .leave(id, proven.load(std::sync::atomic::Ordering::Relaxed));
+    });
 }
 
 /// Every address of `hosts` (comma-separated `host:port`s, as a peer code gives them), in
@@ -563,7 +596,7 @@ async fn dial_partners(
             );
             tokio::spawn(async move {
                 let id = crate::net::NodeId(p.node_id);
-                // At its addresses and, at the same time, through an introduction.
+                // At its addresses, through an introduction, and last through a relay.
                 let reached = {
                     let direct = async {
                         if addrs.is_empty() {
@@ -574,12 +607,13 @@ async fn dial_partners(
                             .await
                             .map_err(|e| e.to_string())
                     };
-                    let introduced = crate::net::driver::dial_introduced(&endpoint, &driver, id);
-                    crate::net::driver::first_connected(direct, introduced).await
+                    crate::net::driver::reach(&endpoint, &driver, id, direct).await
                 };
                 match reached {
                     Ok((conn, at)) => {
-                        let how = if conn.introduced {
+                        let how = if conn.relayed_via.is_some() {
+                            "relayed"
+                        } else if conn.introduced {
                             "introduced"
                         } else {
                             "direct"

@@ -163,11 +163,86 @@ where
     }
 }
 
-/// A peer with open spaces, as introductions need it.
+/// A peer with open spaces, as introductions and relaying need it.
 struct Proven {
     conn_id: u64,
     addr: std::net::SocketAddr,
     spaces: std::collections::BTreeSet<Address>,
+    conn: quinn::Connection,
+    /// We dialed it (a partner the admin named, or the seeder a member syncs with).
+    dialed: bool,
+    /// The connection itself goes through a relay: its address is no address, and it carries
+    /// no tunnels of its own.
+    relayed: bool,
+}
+
+impl Proven {
+    fn of(conn_id: u64, conn: &Connection) -> Proven {
+        Proven {
+            conn_id,
+            addr: conn.conn.remote_address(),
+            spaces: Default::default(),
+            conn: conn.conn.clone(),
+            dialed: conn.role == crate::space::Role::Dialer,
+            relayed: conn.relayed_via.is_some(),
+        }
+    }
+}
+
+/// How long, once nothing else has connected, a node is waited for before a relay is asked to
+/// carry the connection: a direct or hole-punched path, when there is one, is found well
+/// within this (connect_ms_punched ≤ 340 ms in the NAT tests), and it is the better path.
+pub const RELAY_AFTER: Duration = Duration::from_secs(3);
+
+/// Reach `node`: at its addresses (`direct`), through an introduction, and, if neither has
+/// connected after [`RELAY_AFTER`], through a relay; whichever connects first wins.
+pub async fn reach<D>(
+    endpoint: &super::Endpoint,
+    driver: &Driver,
+    node: NodeId,
+    direct: D,
+) -> Result<(Connection, std::net::SocketAddr), String>
+where
+    D: std::future::Future<Output = Result<(Connection, std::net::SocketAddr), String>>,
+{
+    let unrelayed = first_connected(direct, dial_introduced(endpoint, driver, node));
+    let relayed = async {
+        tokio::time::sleep(RELAY_AFTER).await;
+        dial_relayed(endpoint, driver, node).await
+    };
+    first_connected(unrelayed, relayed).await
+}
+
+/// Reach `node` through a tunnel carried by a peer we dialed that both of us hold a space with.
+pub async fn dial_relayed(
+    endpoint: &super::Endpoint,
+    driver: &Driver,
+    node: NodeId,
+) -> Result<(Connection, std::net::SocketAddr), String> {
+    let (streams, via) = driver.open_tunnel(node).await?;
+    let conn = endpoint
+        .connect_tunnel(streams, node, via)
+        .await
+        .map_err(|e| format!("through relay {}: {e}", via.short()))?;
+    Ok((conn, super::tunnel::tunnel_addr(&node)))
+}
+
+/// A tunnel a relay brought us: packets of `origin`'s connection, carried by `via`.
+pub struct IncomingTunnel {
+    pub streams: super::tunnel::Streams,
+    pub origin: NodeId,
+    pub via: NodeId,
+}
+
+/// Incoming tunnels waiting to be taken by the node's accept loop; beyond this the relay is
+/// told we refuse (the asker tries again).
+const TUNNELS_WAITING: usize = 8;
+
+/// What this node carries for others (see `tunnel`): how many tunnels at once, and how fast
+/// all of them together.
+struct Relaying {
+    tunnels: Arc<Semaphore>,
+    rate: Arc<super::tunnel::Rate>,
 }
 
 /// What connections pass on for hole punching (see `Message::Introduce` / `Punch`).
@@ -190,6 +265,31 @@ pub struct Punched {
     pub node: NodeId,
     pub addr: std::net::SocketAddr,
     pub dial: bool,
+}
+
+/// Whether `peer` may make us do rendezvous or relay work now: at most once per
+/// [`RENDEZVOUS_EVERY`], in a table of at most [`RENDEZVOUS_PEERS`].
+fn allowed_now(
+    table: &std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>,
+    peer: NodeId,
+) -> bool {
+    let now = tokio::time::Instant::now();
+    let mut at = table.lock().expect("rendezvous lock");
+    if at
+        .get(&peer)
+        .is_some_and(|t| now.duration_since(*t) < RENDEZVOUS_EVERY)
+    {
+        return false;
+    }
+    if at.len() >= RENDEZVOUS_PEERS {
+        at.retain(|_, t| now.duration_since(*t) < RENDEZVOUS_EVERY);
+    }
+    // A table full of peers that all asked just now: nobody new is let through.
+    if at.len() >= RENDEZVOUS_PEERS {
+        return false;
+    }
+    at.insert(peer, now);
+    true
 }
 
 /// Room admitted for a transfer's bytes until they are stored (or not): dropping it gives the
@@ -255,6 +355,10 @@ pub trait Node: Local + Send + Sync + 'static {
     fn space_opened(&self, _id: u64, _space: &Address) {}
     /// Connection `id` ended.
     fn disconnected(&self, _id: u64) {}
+    /// Relayed connection `id` from `from` to `to` started; `bytes` counts what it carries.
+    fn relay_started(&self, _id: u64, _from: NodeId, _to: NodeId, _bytes: Arc<AtomicU64>) {}
+    /// Relayed connection `id` ended.
+    fn relay_ended(&self, _id: u64) {}
 }
 
 /// Tells the node a connection ended, however `run` returns.
@@ -298,6 +402,12 @@ pub struct Driver {
     /// Nodes we were told to punch towards, and when (so their connection is known to be
     /// hole-punched when it comes).
     punched_at: std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>,
+    /// When each peer last asked us to carry a tunnel.
+    tunnel_at: std::sync::Mutex<std::collections::HashMap<NodeId, tokio::time::Instant>>,
+    /// Set when this node relays for others (seeders); members don't.
+    relaying: std::sync::OnceLock<Relaying>,
+    /// Where tunnels to us go; none when nothing here accepts connections (members).
+    tunnels_in: std::sync::OnceLock<mpsc::Sender<IncomingTunnel>>,
 }
 
 /// How long after a punch request an incoming connection from that node counts as punched.
@@ -444,7 +554,197 @@ impl Driver {
             proven: Default::default(),
             rendezvous_at: Default::default(),
             punched_at: Default::default(),
+            tunnel_at: Default::default(),
+            relaying: Default::default(),
+            tunnels_in: Default::default(),
         })
+    }
+
+    /// Carry connections between peers we hold a space with: at most `tunnels` at once, all
+    /// together within `bytes_per_s` (see `tunnel`). Set once; unset, nobody is relayed.
+    pub fn relay_for_others(&self, tunnels: usize, bytes_per_s: u64) {
+        if tunnels == 0 {
+            return;
+        }
+        let _ = self.relaying.set(Relaying {
+            tunnels: Arc::new(Semaphore::new(tunnels)),
+            rate: Arc::new(super::tunnel::Rate::new(bytes_per_s)),
+        });
+    }
+
+    /// Take the tunnels relays bring us (once; later calls get `None`). Without this, they are
+    /// refused.
+    pub fn accept_tunnels(&self) -> Option<mpsc::Receiver<IncomingTunnel>> {
+        let (tx, rx) = mpsc::channel(TUNNELS_WAITING);
+        self.tunnels_in.set(tx).ok().map(|()| rx)
+    }
+
+    /// Ask the peers we dialed that hold a space with us to carry a tunnel to `node`, all at
+    /// once; the first that opens one wins.
+    pub async fn open_tunnel(
+        &self,
+        node: NodeId,
+    ) -> Result<(super::tunnel::Streams, NodeId), String> {
+        use super::tunnel::{read_status, write_header, Header, Status, Streams};
+        let relays: Vec<(NodeId, quinn::Connection)> = self
+            .proven
+            .lock()
+            .expect("proven lock")
+            .iter()
+            .filter(|(id, p)| **id != node && p.dialed && !p.relayed)
+            .map(|(id, p)| (*id, p.conn.clone()))
+            .collect();
+        if relays.is_empty() {
+            return Err("no relay: no peer we dialed holds a space with us".into());
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for (via, conn) in relays {
+            asks.spawn(async move {
+                let opened = async {
+                    let (send, recv) =
+                        tokio::time::timeout(super::tunnel::OPEN_WAIT, conn.open_bi())
+                            .await
+                            .map_err(|_| "no room for a tunnel in time".to_string())?
+                            .map_err(|e| e.to_string())?;
+                    let mut streams = Streams { send, recv };
+                    write_header(&mut streams.send, Header::To(node)).await?;
+                    match read_status(&mut streams.recv).await? {
+                        Status::Open => Ok(streams),
+                        other => Err(other.describe().to_string()),
+                    }
+                };
+                (via, opened.await)
+            });
+        }
+        let mut why = Vec::new();
+        while let Some(done) = asks.join_next().await {
+            match done {
+                Ok((via, Ok(streams))) => return Ok((streams, via)),
+                Ok((via, Err(e))) => why.push(format!("relay {} {e}", via.short())),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// A tunnel stream a peer opened to us: carry it on as a relay ([`Header::To`]), or take
+    /// it as a connection to us ([`Header::From`]).
+    ///
+    /// [`Header::To`]: super::tunnel::Header::To
+    /// [`Header::From`]: super::tunnel::Header::From
+    async fn tunnel_stream(
+        self: Arc<Self>,
+        mut streams: super::tunnel::Streams,
+        peer: NodeId,
+        open: watch::Receiver<Vec<(u32, Address)>>,
+        relayed: bool,
+    ) {
+        use super::tunnel::{read_header, Header};
+        // Only from a peer with a space open here, and one hop: no tunnel inside a tunnel.
+        if relayed || open.borrow().is_empty() {
+            let _ = streams.recv.stop(1u32.into());
+            let _ = streams.send.reset(1u32.into());
+            return;
+        }
+        match read_header(&mut streams.recv).await {
+            Ok(Header::To(node)) => self.relay(streams, peer, node).await,
+            Ok(Header::From(origin)) => self.take_tunnel(streams, peer, origin).await,
+            Err(e) => tracing::debug!(peer = %peer.short(), error = %e, "tunnel stream dropped"),
+        }
+    }
+
+    /// Carry `from`'s tunnel to `to`, if both hold a space with us, within the budget.
+    async fn relay(self: Arc<Self>, mut asker: super::tunnel::Streams, from: NodeId, to: NodeId) {
+        use super::tunnel::{read_status, write_header, write_status, Header, Status, Streams};
+        let opened: Result<(Streams, tokio::sync::OwnedSemaphorePermit), Status> = async {
+            let relaying = self.relaying.get().ok_or(Status::NotAllowed)?;
+            if to == from || to == self.node_id {
+                return Err(Status::NotAllowed);
+            }
+            if !allowed_now(&self.tunnel_at, from) {
+                return Err(Status::Busy);
+            }
+            // Only between two peers that hold a space in common here, both reached without a
+            // relay: the relay vouches for nothing else.
+            let target = {
+                let proven = self.proven.lock().expect("proven lock");
+                match (proven.get(&from), proven.get(&to)) {
+                    (Some(a), Some(t)) if !a.relayed && !t.relayed => {
+                        if a.spaces.is_disjoint(&t.spaces) {
+                            return Err(Status::NotAllowed);
+                        }
+                        t.conn.clone()
+                    }
+                    (Some(a), None) if !a.relayed => return Err(Status::NotConnected),
+                    _ => return Err(Status::NotAllowed),
+                }
+            };
+            let permit = relaying
+                .tunnels
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Status::Busy)?;
+            let (send, recv) = tokio::time::timeout(super::tunnel::OPEN_WAIT, target.open_bi())
+                .await
+                .map_err(|_| Status::Busy)?
+                .map_err(|_| Status::NotConnected)?;
+            let mut theirs = Streams { send, recv };
+            write_header(&mut theirs.send, Header::From(from))
+                .await
+                .map_err(|_| Status::NotConnected)?;
+            match read_status(&mut theirs.recv).await {
+                Ok(Status::Open) => Ok((theirs, permit)),
+                _ => Err(Status::Refused),
+            }
+        }
+        .await;
+        let (theirs, permit) = match opened {
+            Ok(o) => o,
+            Err(status) => {
+                tracing::debug!(from = %from.short(), to = %to.short(), why = status.describe(), "not relaying");
+                let _ = write_status(&mut asker.send, status).await;
+                let _ = asker.send.finish();
+                return;
+            }
+        };
+        if write_status(&mut asker.send, Status::Open).await.is_err() {
+            return;
+        }
+        let Some(relaying) = self.relaying.get() else {
+            return;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = Arc::new(AtomicU64::new(0));
+        tracing::info!(from = %from.short(), to = %to.short(), "relaying a connection");
+        self.node.relay_started(id, from, to, bytes.clone());
+        super::tunnel::splice(asker, theirs, relaying.rate.clone(), bytes).await;
+        self.node.relay_ended(id);
+        drop(permit);
+    }
+
+    /// A relay brings us `origin`'s tunnel: hand it to the accept loop, if there is one.
+    async fn take_tunnel(
+        self: Arc<Self>,
+        mut streams: super::tunnel::Streams,
+        via: NodeId,
+        origin: NodeId,
+    ) {
+        use super::tunnel::{write_status, Status};
+        let Some(tx) = self.tunnels_in.get() else {
+            let _ = write_status(&mut streams.send, Status::Refused).await;
+            return;
+        };
+        let Ok(permit) = tx.clone().try_reserve_owned() else {
+            let _ = write_status(&mut streams.send, Status::Refused).await;
+            return;
+        };
+        if write_status(&mut streams.send, Status::Open).await.is_ok() {
+            permit.send(IncomingTunnel {
+                streams,
+                origin,
+                via,
+            });
+        }
     }
 
     /// Ask every peer we hold a space with to introduce us to `node` (we can't reach it
@@ -460,23 +760,7 @@ impl Driver {
 
     /// Whether `peer` may make us do rendezvous work now (see [`RENDEZVOUS_EVERY`]).
     fn rendezvous_allowed(&self, peer: NodeId) -> bool {
-        let now = tokio::time::Instant::now();
-        let mut at = self.rendezvous_at.lock().expect("rendezvous lock");
-        if at
-            .get(&peer)
-            .is_some_and(|t| now.duration_since(*t) < RENDEZVOUS_EVERY)
-        {
-            return false;
-        }
-        if at.len() >= RENDEZVOUS_PEERS {
-            at.retain(|_, t| now.duration_since(*t) < RENDEZVOUS_EVERY);
-        }
-        // A table full of peers that all asked just now: nobody new is let through.
-        if at.len() >= RENDEZVOUS_PEERS {
-            return false;
-        }
-        at.insert(peer, now);
-        true
+        allowed_now(&self.rendezvous_at, peer)
     }
 
     /// Tell every connection that `feed` of `space` grew here (a local write).
@@ -562,6 +846,23 @@ impl Driver {
                     if tx.send(Ev::Control(r)).await.is_err() || end {
                         return;
                     }
+                }
+            });
+        }
+        // Tunnels (none until the connection is open: see `Admit` and `tunnel`).
+        {
+            let c = conn.conn.clone();
+            let this = self.clone();
+            let open = spaces_rx.clone();
+            let inner = tasks.clone();
+            let relayed = conn.relayed_via.is_some();
+            tasks.spawn(async move {
+                while let Ok((send, recv)) = c.accept_bi().await {
+                    let streams = super::tunnel::Streams { send, recv };
+                    inner.spawn(
+                        this.clone()
+                            .tunnel_stream(streams, peer, open.clone(), relayed),
+                    );
                 }
             });
         }
@@ -830,7 +1131,9 @@ impl Driver {
                             let proven = self.proven.lock().expect("proven lock");
                             match (proven.get(&conn.peer), proven.get(&node)) {
                                 (Some(asker), Some(target))
-                                    if !asker.spaces.is_disjoint(&target.spaces) =>
+                                    if !asker.relayed
+                                        && !target.relayed
+                                        && !asker.spaces.is_disjoint(&target.spaces) =>
                                 {
                                     Some(target.addr)
                                 }
@@ -905,23 +1208,18 @@ impl Driver {
                         tracing::info!(peer = %conn.peer.short(), %space, "space open");
                         let first = {
                             let mut proven = self.proven.lock().expect("proven lock");
-                            let entry = proven.entry(conn.peer).or_insert_with(|| Proven {
-                                conn_id,
-                                addr: conn.conn.remote_address(),
-                                spaces: Default::default(),
-                            });
+                            let entry = proven
+                                .entry(conn.peer)
+                                .or_insert_with(|| Proven::of(conn_id, conn));
                             let first = entry.conn_id != conn_id || entry.spaces.is_empty();
                             if entry.conn_id != conn_id {
-                                *entry = Proven {
-                                    conn_id,
-                                    addr: conn.conn.remote_address(),
-                                    spaces: Default::default(),
-                                };
+                                *entry = Proven::of(conn_id, conn);
                             }
                             entry.spaces.insert(space);
                             first
                         };
-                        if first {
+                        // A relayed peer's address is the tunnel's, not where it sees us.
+                        if first && conn.relayed_via.is_none() {
                             s.observed(conn.conn.remote_address());
                         }
                         self.node.space_opened(conn_id, &space);

@@ -13,6 +13,7 @@ pub mod frames;
 pub mod identity;
 pub mod reach;
 pub mod tls;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,6 +107,9 @@ pub const SEND_WINDOW: u64 = 8 << 20;
 /// Bidirectional streams a peer may open: the one control stream. Another would only be
 /// buffered, never read.
 pub const MAX_BIDI_STREAMS: u32 = 1;
+/// Tunnels (bidirectional streams beyond the control stream) a trusted peer may have open to
+/// us at once: relayed connections through us, or to us through it.
+pub const MAX_TUNNELS: u32 = 8;
 /// Unidirectional streams a proven peer may have open: one per feed being transferred. An
 /// unproven one may open none ([`Connection::open_up`]).
 pub const MAX_UNI_STREAMS: u32 = 64;
@@ -204,6 +208,64 @@ pub struct Endpoint {
     punch: Arc<std::net::UdpSocket>,
 }
 
+/// How long a dial waits for the handshake: QUIC resends its first packet after 1, 2, 4 and
+/// 8 s, so a node that hasn't answered any of them isn't reachable at that address now (the
+/// idle timeout, QUIC's own bound, would keep the other ways of reaching it waiting a minute).
+pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
+
+/// How long a relayed connection's handshake may take: two hops, each as slow as a direct
+/// handshake.
+pub const TUNNEL_HANDSHAKE: Duration = Duration::from_secs(15);
+
+/// Transport settings of a connection inside a tunnel: as any other, with packets as large as
+/// the tunnel takes (a stream has no path MTU to discover).
+fn tunnel_transport() -> quinn::TransportConfig {
+    let mut t = transport_config();
+    // The congestion window starts at ten packets, as it would with ordinary ones (quinn's
+    // default start of 14,720 bytes is less than one tunnel packet: nothing would be sent).
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(10 * u64::from(tunnel::TUNNEL_MTU));
+    t.initial_mtu(tunnel::TUNNEL_MTU)
+        .min_mtu(tunnel::TUNNEL_MTU)
+        .mtu_discovery_config(None)
+        .congestion_controller_factory(Arc::new(cubic));
+    t
+}
+
+/// The endpoint of one tunnel's inner connection, on `socket`.
+fn tunnel_endpoint(
+    identity: &NodeIdentity,
+    socket: Arc<tunnel::TunnelSocket>,
+    server: bool,
+) -> Result<quinn::Endpoint, NetError> {
+    let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey::for_identity(identity)));
+    config
+        .max_udp_payload_size(tunnel::TUNNEL_MTU)
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let server = if server {
+        let tls = tls::server_config(identity)?;
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server.transport_config(Arc::new(tunnel_transport()));
+        Some(server)
+    } else {
+        None
+    };
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|e| NetError::Stream(format!("tunnel endpoint: {e}")))
+}
+
+/// Ends a tunnel with its connection, and the connection with its tunnel.
+fn watch_tunnel(conn: quinn::Connection, stop: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = conn.closed() => {}
+            _ = stop.cancelled() => conn.close(VarInt::from_u32(0), b"tunnel closed"),
+        }
+        stop.cancel();
+    });
+}
+
 /// What a punch packet carries: one byte, which a QUIC endpoint drops as not a packet.
 const PUNCH: [u8; 1] = [0];
 
@@ -232,6 +294,74 @@ impl Endpoint {
             identity,
             transport,
             punch,
+        })
+    }
+
+    /// Dial `node` through a tunnel a relay opened (see `tunnel`): the same handshake, with
+    /// `node` pinned, as a direct dial.
+    pub async fn connect_tunnel(
+        &self,
+        streams: tunnel::Streams,
+        node: NodeId,
+        via: NodeId,
+    ) -> Result<Connection, NetError> {
+        let here = tunnel::tunnel_addr(&self.node_id());
+        let there = tunnel::tunnel_addr(&node);
+        let (socket, stop) = tunnel::TunnelSocket::new(streams, here, there);
+        let endpoint = tunnel_endpoint(&self.identity, socket, false)?;
+        let tls = tls::client_config(&self.identity, Some(node))?;
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(Arc::new(tunnel_transport()));
+        let failed = |reason: String| NetError::Connect {
+            addr: there,
+            reason,
+        };
+        let connecting = endpoint
+            .connect_with(client, there, tls::SERVER_NAME)
+            .map_err(|e| failed(e.to_string()))?;
+        let conn = tokio::select! {
+            c = tokio::time::timeout(TUNNEL_HANDSHAKE, connecting) => match c {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => { stop.cancel(); return Err(failed(e.to_string())) }
+                Err(_) => { stop.cancel(); return Err(failed("no handshake through the relay in time".into())) }
+            },
+            _ = stop.cancelled() => return Err(failed("the relay closed the tunnel".into())),
+        };
+        watch_tunnel(conn.clone(), stop);
+        let mut conn = Connection::new(conn, crate::space::Role::Dialer)?;
+        conn.relayed_via = Some(via);
+        conn.open_up();
+        Ok(conn)
+    }
+
+    /// The connection attempt a relay's tunnel from `origin` carries: its first handshake
+    /// packet, waited for [`tunnel::OPEN_WAIT`]. Only that one attempt is taken.
+    pub async fn accept_tunnel(
+        &self,
+        streams: tunnel::Streams,
+        origin: NodeId,
+        via: NodeId,
+    ) -> Result<Incoming, NetError> {
+        let here = tunnel::tunnel_addr(&self.node_id());
+        let there = tunnel::tunnel_addr(&origin);
+        let (socket, stop) = tunnel::TunnelSocket::new(streams, here, there);
+        let endpoint = tunnel_endpoint(&self.identity, socket, true)?;
+        let incoming = tokio::select! {
+            i = tokio::time::timeout(tunnel::OPEN_WAIT, endpoint.accept()) => i.ok().flatten(),
+            _ = stop.cancelled() => None,
+        };
+        let Some(incoming) = incoming else {
+            stop.cancel();
+            return Err(NetError::Connect {
+                addr: there,
+                reason: "no handshake came through the tunnel".into(),
+            });
+        };
+        endpoint.set_server_config(None);
+        Ok(Incoming {
+            incoming,
+            tunnel: Some((origin, via, stop)),
         })
     }
 
@@ -270,10 +400,16 @@ impl Endpoint {
                 addr,
                 reason: e.to_string(),
             })?;
-        let conn = connecting.await.map_err(|e| NetError::Connect {
-            addr,
-            reason: e.to_string(),
-        })?;
+        let conn = tokio::time::timeout(HANDSHAKE_WAIT, connecting)
+            .await
+            .map_err(|_| NetError::Connect {
+                addr,
+                reason: "no answer".into(),
+            })?
+            .map_err(|e| NetError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
         let conn = Connection::new(conn, crate::space::Role::Dialer)?;
         // We chose this peer: it may send at full speed from the start.
         conn.open_up();
@@ -338,7 +474,10 @@ impl Endpoint {
     /// The next connection attempt, before its handshake: a server finishes handshakes on
     /// tasks of their own so that a slow or silent peer never holds up the others.
     pub async fn accept_incoming(&self) -> Option<Incoming> {
-        self.endpoint.accept().await.map(Incoming)
+        self.endpoint.accept().await.map(|incoming| Incoming {
+            incoming,
+            tunnel: None,
+        })
     }
 
     /// Close every connection, telling peers why.
@@ -353,41 +492,80 @@ impl Endpoint {
 }
 
 /// A connection attempt whose handshake hasn't finished.
-pub struct Incoming(quinn::Incoming);
+pub struct Incoming {
+    incoming: quinn::Incoming,
+    /// Through a tunnel: the node it is from (as the relay says; the handshake proves it),
+    /// the relay, and what ends the tunnel.
+    tunnel: Option<(NodeId, NodeId, tokio_util::sync::CancellationToken)>,
+}
 
 impl Incoming {
     /// Where the attempt comes from (not yet validated: it may be spoofed until the
     /// handshake completes).
     pub fn remote_address(&self) -> SocketAddr {
-        self.0.remote_address()
+        self.incoming.remote_address()
     }
 
     /// Whether the attempt came back with a Retry token: its source address is real.
     pub fn validated(&self) -> bool {
-        self.0.remote_address_validated()
+        // A tunnel's attempt comes from the node its relay names, not from an address.
+        self.tunnel.is_some() || self.incoming.remote_address_validated()
     }
 
     /// Answer with a stateless Retry: nothing is kept, and only a client that receives it at
     /// its address and tries again with the token gets further.
     pub fn retry(self) {
-        if self.0.may_retry() {
-            if let Err(e) = self.0.retry() {
+        if self.incoming.may_retry() {
+            if let Err(e) = self.incoming.retry() {
                 e.into_incoming().ignore();
             }
         } else {
-            self.0.ignore();
+            self.incoming.ignore();
         }
     }
 
     /// Drop the attempt without a word (the client tries again later).
     pub fn ignore(self) {
-        self.0.ignore();
+        if let Some((_, _, stop)) = &self.tunnel {
+            stop.cancel();
+        }
+        self.incoming.ignore();
     }
 
-    /// Finish the handshake (bounded by the transport's idle timeout).
+    /// Finish the handshake (bounded by the transport's idle timeout, through a tunnel by
+    /// [`TUNNEL_HANDSHAKE`]).
     pub async fn handshake(self) -> Result<Connection, NetError> {
-        let conn = self.0.await?;
-        Connection::new(conn, crate::space::Role::Listener)
+        let Some((origin, via, stop)) = self.tunnel else {
+            let conn = self.incoming.await?;
+            return Connection::new(conn, crate::space::Role::Listener);
+        };
+        let there = tunnel::tunnel_addr(&origin);
+        let failed = |reason: String| NetError::Connect {
+            addr: there,
+            reason,
+        };
+        let conn = tokio::select! {
+            c = tokio::time::timeout(TUNNEL_HANDSHAKE, self.incoming) => match c {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => { stop.cancel(); return Err(e.into()) }
+                Err(_) => { stop.cancel(); return Err(failed("no handshake through the relay in time".into())) }
+            },
+            _ = stop.cancelled() => return Err(failed("the relay closed the tunnel".into())),
+        };
+        watch_tunnel(conn.clone(), stop.clone());
+        let mut conn = Connection::new(conn, crate::space::Role::Listener)?;
+        // The relay named the node; the handshake is what proves who it is.
+        if conn.peer != origin {
+            conn.conn
+                .close(VarInt::from_u32(1), b"not the node the relay named");
+            return Err(failed(format!(
+                "the relay named {} but {} answered",
+                origin.short(),
+                conn.peer.short()
+            )));
+        }
+        conn.relayed_via = Some(via);
+        Ok(conn)
     }
 }
 
@@ -402,6 +580,8 @@ pub struct Connection {
     pub peer: NodeId,
     /// Reached through an introduction (hole punching), not at an address we were given.
     pub introduced: bool,
+    /// Carried through a tunnel by this relay.
+    pub relayed_via: Option<NodeId>,
 }
 
 impl Connection {
@@ -420,6 +600,7 @@ impl Connection {
             role,
             peer: NodeId(key),
             introduced: false,
+            relayed_via: None,
         })
     }
 
@@ -434,6 +615,9 @@ impl Connection {
         self.conn.set_receive_window(VarInt::from_u32(window));
         self.conn
             .set_max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS));
+        // The control stream, and tunnels (see `tunnel`): a relay's, or ours through it.
+        self.conn
+            .set_max_concurrent_bi_streams(VarInt::from_u32(MAX_BIDI_STREAMS + MAX_TUNNELS));
     }
 
     /// The secret both ends derive from this connection's TLS session, for capabilities.

@@ -344,3 +344,48 @@ fn proven_peers_share_the_node_receive_windows() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_connection_runs_end_to_end_inside_a_tunnel_stream_and_carries_a_large_message() {
+    tokio::time::timeout(BOUND, async {
+        let (a, b, ca, cb) = pair().await;
+        // The outer connection's stream pair is the tunnel; each side runs its own endpoint.
+        let (send, recv) = ca.conn.open_bi().await.unwrap();
+        let mut streams = tunnel::Streams { send, recv };
+        streams.send.write_all(b"x").await.unwrap();
+        let (send, mut recv) = cb.conn.accept_bi().await.unwrap();
+        let mut x = [0u8; 1];
+        recv.read_exact(&mut x).await.unwrap();
+        let theirs = tunnel::Streams { send, recv };
+        let via = NodeIdentity::generate().node_id();
+        let accepting = {
+            let b = b.clone();
+            let origin = a.node_id();
+            tokio::spawn(async move {
+                let incoming = b.accept_tunnel(theirs, origin, via).await?;
+                incoming.handshake().await
+            })
+        };
+        let inner_a = a.connect_tunnel(streams, b.node_id(), via).await.unwrap();
+        let inner_b = accepting.await.unwrap().unwrap();
+        assert_eq!(inner_a.peer, b.node_id());
+        assert_eq!(inner_b.peer, a.node_id());
+        assert_eq!(inner_a.relayed_via, Some(via));
+        assert_eq!(inner_b.relayed_via, Some(via));
+        inner_b.open_up();
+        let (mut s, _r) = inner_a.conn.open_bi().await.unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        s.write_all(&big).await.unwrap();
+        s.finish().unwrap();
+        let (_s2, mut r2) = inner_b.conn.accept_bi().await.unwrap();
+        let got = r2.read_to_end(8 << 20).await.unwrap();
+        assert!(got == big, "the bytes changed on the way");
+        // Ending the outer stream ends the inner connection.
+        ca.conn.close(0u32.into(), b"bye");
+        tokio::time::timeout(Duration::from_secs(5), inner_b.conn.closed())
+            .await
+            .expect("the inner connection ends with its tunnel");
+    })
+    .await
+    .expect("bounded");
+}

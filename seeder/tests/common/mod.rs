@@ -59,8 +59,14 @@ impl Seeder {
     /// Start `cmd` (a `seeder serve` that uses `data` and listens on `port`, perhaps wrapped
     /// in another program) and return once it says it is ready.
     pub fn spawn(mut cmd: Command, data: &Path, port: u16) -> Seeder {
+        // SEEDER_TEST_LOG=LEVEL shows the seeder's log on the test's stderr.
+        let echo = std::env::var("SEEDER_TEST_LOG").ok();
+        let name = data
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut child = cmd
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", echo.as_deref().unwrap_or("info"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -70,11 +76,18 @@ impl Seeder {
         loop {
             match lines.next() {
                 Some(Ok(l)) if l.contains("seeder ready") => break,
+                Some(Ok(l)) if echo.is_some() => eprintln!("[{name}] {l}"),
                 Some(Ok(_)) => {}
                 other => panic!("seeder ended before it was ready: {other:?}"),
             }
         }
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if echo.is_some() {
+                    eprintln!("[{name}] {l}");
+                }
+            }
+        });
         Seeder {
             child,
             data: data.to_path_buf(),
