@@ -686,3 +686,111 @@ fn introductions_go_only_between_peers_sharing_a_space_and_punches_only_from_par
         }
     });
 }
+
+/// Ask the seeder, over `peer`'s connection, to carry a tunnel to `to`; its status byte, or
+/// `None` if no stream could be opened or nothing came back within `within`.
+async fn ask_relay(peer: &Peer, to: [u8; 32], within: Duration) -> Option<u8> {
+    use seeder::net::tunnel::Header;
+    use seeder::net::NodeId;
+    tokio::time::timeout(within, async {
+        let (mut send, mut recv) = peer.conn.conn.open_bi().await.ok()?;
+        send.write_all(&Header::To(NodeId(to)).encode())
+            .await
+            .ok()?;
+        let mut status = [0u8; 1];
+        recv.read_exact(&mut status).await.ok()?;
+        // Kept open a while so a relayed tunnel stays listed.
+        std::mem::forget((send, recv));
+        Some(status[0])
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[test]
+fn tunnels_are_carried_only_between_peers_sharing_a_space_and_never_for_strangers() {
+    use seeder::net::tunnel::{Header, Status};
+    let s = setup();
+    let other = SpaceSecret::from_bytes(rand::random()).address();
+    s.seeder
+        .ctl(&["space", "add", &SeedCode::new(other).to_string()]);
+    let rt = runtime();
+    rt.block_on(async {
+        let (ex, ea, eb, ey) = (endpoint(), endpoint(), endpoint(), endpoint());
+        let x_id = ex.node_id().0;
+        // X and B hold `other`; A holds only the first space; Y proves nothing.
+        let mut x = Peer::connect(&ex, s.addr).await;
+        x.open(&other).await;
+        let mut a = Peer::connect(&ea, s.addr).await;
+        a.open(&s.address).await;
+        let mut b = Peer::connect(&eb, s.addr).await;
+        b.open(&other).await;
+        let y = Peer::connect(&ey, s.addr).await;
+
+        // The stranger can't even open a stream for a tunnel: no answer, nothing relayed.
+        assert_eq!(ask_relay(&y, x_id, Duration::from_secs(2)).await, None);
+        // A shares no space with X: refused, and that is all it learns.
+        assert_eq!(
+            ask_relay(&a, x_id, REPLY_BOUND).await,
+            Some(Status::NotAllowed as u8)
+        );
+        // Nor may A ask for a node that isn't there, or for itself, any differently.
+        tokio::time::sleep(seeder::net::driver::RENDEZVOUS_EVERY).await;
+        assert_eq!(
+            ask_relay(&a, [9u8; 32], REPLY_BOUND).await,
+            Some(Status::NotAllowed as u8)
+        );
+        assert!(s.seeder.status()["relaying"].as_array().unwrap().is_empty());
+
+        // B shares `other` with X: X is asked, says yes, and B's bytes reach X unchanged.
+        let asked = tokio::spawn({
+            let xc = x.conn.conn.clone();
+            async move {
+                let (mut send, mut recv) = xc.accept_bi().await.unwrap();
+                let mut h = [0u8; seeder::net::tunnel::HEADER_LEN];
+                recv.read_exact(&mut h).await.unwrap();
+                send.write_all(&[Status::Open as u8]).await.unwrap();
+                let mut got = [0u8; 5];
+                recv.read_exact(&mut got).await.unwrap();
+                (Header::decode(&h), got, send, recv)
+            }
+        });
+        let (mut send, mut recv) = b.conn.conn.open_bi().await.unwrap();
+        send.write_all(&Header::To(seeder::net::NodeId(x_id)).encode())
+            .await
+            .unwrap();
+        let mut status = [0u8; 1];
+        recv.read_exact(&mut status).await.unwrap();
+        assert_eq!(status[0], Status::Open as u8);
+        send.write_all(b"hello").await.unwrap();
+        let (header, got, _xs, _xr) = tokio::time::timeout(REPLY_BOUND, asked)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(header, Some(Header::From(eb.node_id())));
+        assert_eq!(&got, b"hello");
+        let relaying = s.seeder.status()["relaying"].as_array().unwrap().clone();
+        assert_eq!(relaying.len(), 1, "{relaying:?}");
+        assert_eq!(relaying[0]["from"], eb.node_id().to_hex());
+        assert_eq!(relaying[0]["to"], ex.node_id().to_hex());
+        // Asking again at once is too often.
+        assert_eq!(
+            ask_relay(&b, x_id, REPLY_BOUND).await,
+            Some(Status::Busy as u8)
+        );
+
+        // A stream that isn't a tunnel is dropped; the connection and the seeder go on.
+        let (mut junk, _r) = a.conn.conn.open_bi().await.unwrap();
+        junk.write_all(&[7u8; 33]).await.unwrap();
+        a.say(Message::OpenSpace {
+            space: 2,
+            discovery: other.discovery_key(),
+            capability: Capability::new(&other, &a.secret(), Role::Dialer),
+        })
+        .await;
+        a.wait_for(|m| matches!(m, Message::OpenSpace { space: 2, .. }))
+            .await;
+        drop((send, recv));
+    });
+}

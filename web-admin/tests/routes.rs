@@ -912,6 +912,14 @@ async fn every_page_renders_for_an_admin_and_the_whole_site_weighs_under_100_kb(
     assert!(weight < 100 * 1024, "{weight} bytes");
     let peers = s.get(&mut b, "/peers").await;
     assert!(peers.body.contains("<svg"), "QR code of our address");
+    // What this seeder relays for others, with both ends and the bytes carried.
+    assert!(
+        peers.body.contains("table class=\"relaying\"")
+            && peers.body.contains(&"ef".repeat(8))
+            && peers.body.contains("4.0 KiB"),
+        "{}",
+        peers.body
+    );
     let logs = s.get(&mut b, "/logs?level=warn").await;
     assert!(logs.body.contains("partner unreachable") && !logs.body.contains("seeder ready"));
 }
@@ -976,6 +984,7 @@ async fn tokens_authorise_the_api_and_metrics_without_csrf_and_can_be_revoked() 
     assert_eq!(r.status, StatusCode::CREATED);
     let r = s.api(&mut script, "GET", "/peers", None, t).await;
     assert!(r.body.contains("partner.example:7428"));
+    assert!(r.body.contains("\"relaying\":[{"), "{}", r.body);
     let r = s
         .api(&mut script, "DELETE", &format!("/peers/{node}"), None, t)
         .await;

@@ -665,17 +665,16 @@ impl Driver {
                 return Err(Status::Busy);
             }
             // Only between two peers that hold a space in common here, both reached without a
-            // relay: the relay vouches for nothing else.
+            // relay: the relay vouches for nothing else. One answer for "not connected to it"
+            // and "no space in common", so nobody learns whom we are connected to.
             let target = {
                 let proven = self.proven.lock().expect("proven lock");
                 match (proven.get(&from), proven.get(&to)) {
-                    (Some(a), Some(t)) if !a.relayed && !t.relayed => {
-                        if a.spaces.is_disjoint(&t.spaces) {
-                            return Err(Status::NotAllowed);
-                        }
+                    (Some(a), Some(t))
+                        if !a.relayed && !t.relayed && !a.spaces.is_disjoint(&t.spaces) =>
+                    {
                         t.conn.clone()
                     }
-                    (Some(a), None) if !a.relayed => return Err(Status::NotConnected),
                     _ => return Err(Status::NotAllowed),
                 }
             };

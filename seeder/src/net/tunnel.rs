@@ -89,10 +89,11 @@ impl Header {
 pub enum Status {
     /// The other node was told; packets flow from here on.
     Open = 0,
-    /// The relay doesn't carry traffic between these two nodes (no space in common held
-    /// there, or relaying is off).
+    /// The relay doesn't carry traffic between these two nodes: it isn't connected to that
+    /// node, they hold no space in common there, or relaying is off (one answer, so askers
+    /// don't learn whom the relay is connected to).
     NotAllowed = 1,
-    /// The relay isn't connected to that node.
+    /// The relay lost its connection to that node while opening the tunnel.
     NotConnected = 2,
     /// The relay's budget of tunnels is used up, or the asker asked too often.
     Busy = 3,
@@ -116,7 +117,7 @@ impl Status {
         match self {
             Status::Open => "open",
             Status::NotAllowed => "does not relay between us and that node",
-            Status::NotConnected => "is not connected to that node",
+            Status::NotConnected => "lost its connection to that node",
             Status::Busy => "has no room for another relayed connection now",
             Status::Refused => "was refused by that node",
         }
