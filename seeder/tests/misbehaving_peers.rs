@@ -713,11 +713,16 @@ fn tunnels_are_carried_only_between_peers_sharing_a_space_and_never_for_stranger
     use seeder::net::tunnel::{Header, Status};
     let s = setup();
     let other = SpaceSecret::from_bytes(rand::random()).address();
-    s.seeder
-        .ctl(&["space", "add", &SeedCode::new(other).to_string()]);
+    s.seeder.ctl(&[
+        "space",
+        "add",
+        &SeedCode::new(other).to_string(),
+        "--name",
+        "other",
+    ]);
     let rt = runtime();
     rt.block_on(async {
-        let (ex, ea, eb, ey) = (endpoint(), endpoint(), endpoint(), endpoint());
+        let (ex, ea, eb, ey, ec) = (endpoint(), endpoint(), endpoint(), endpoint(), endpoint());
         let x_id = ex.node_id().0;
         // X and B hold `other`; A holds only the first space; Y proves nothing.
         let mut x = Peer::connect(&ex, s.addr).await;
@@ -791,6 +796,32 @@ fn tunnels_are_carried_only_between_peers_sharing_a_space_and_never_for_stranger
         .await;
         a.wait_for(|m| matches!(m, Message::OpenSpace { space: 2, .. }))
             .await;
-        drop((send, recv));
+
+        // Either end going ends the relayed connection: it leaves the seeder's list (and its
+        // place in the budget), even while bytes are stuck on their way to the other end.
+        let stuck = vec![0u8; 6 << 20];
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.write_all(&stuck)).await;
+        b.conn.conn.close(0u32.into(), b"bye");
+        let deadline = tokio::time::Instant::now() + REPLY_BOUND;
+        while !s.seeder.status()["relaying"].as_array().unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relayed connection is still listed after its asker left"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // A space removed here no longer makes two peers ones the seeder relays between.
+        let c = {
+            let mut c = Peer::connect(&ec, s.addr).await;
+            c.open(&other).await;
+            c
+        };
+        s.seeder.ctl(&["space", "remove", "other"]);
+        assert_eq!(
+            ask_relay(&c, x_id, REPLY_BOUND).await,
+            Some(Status::NotAllowed as u8)
+        );
+        drop(recv);
     });
 }

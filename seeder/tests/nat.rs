@@ -353,6 +353,8 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
     );
     let (addr, direct_took, _) = sync_with_code(&net, "m", &home, "office", &code);
     assert_eq!(addr, external, "from home, through the router's forward");
+    let status = member(&net, "m", &home, &["status", "office"]);
+    assert!(status.contains(": last reached direct, "), "{status}");
     let status = seeder_a.status();
     assert!(
         status["spaces"][0]["entries"].as_u64().unwrap() > 0,
@@ -603,6 +605,12 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
         printed.contains(&format!("stored on {}", &b_id[..8])) || printed.contains(&b_id),
         "{printed}"
     );
+    // The member's own status says how it last reached each seeder.
+    let status = member(&net, "m", &home, &["status", "partners"]);
+    assert!(
+        status.contains(&format!("seeder {b_id}: last reached hole-punched")),
+        "{status}"
+    );
     figure(t, "nat_path member_home_introduced direct");
 }
 
@@ -653,7 +661,8 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
         s.ctl(&["space", "add", &office, "--name", "office"]);
         s.ctl(&["space", "add", &partners, "--name", "partners"]);
     }
-    const MIB: u64 = 16;
+    // Large enough that the 100 ms between status polls is small beside the transfer.
+    const MIB: u64 = 64;
     let (office_file, partners_file) = (tmp.path().join("big.bin"), tmp.path().join("p.bin"));
     random_file(&office_file, MIB as usize, 21);
     random_file(&partners_file, MIB as usize, 22);
@@ -676,9 +685,13 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
         entries_of(&seeder_a, "partners"),
     );
 
-    // Direct, for comparison: A sends "partners" to the public partner it dials.
-    let t0 = Instant::now();
+    // Direct, for comparison: A sends "partners" to the public partner it dials (timed from
+    // the connection, as the relayed transfer is).
     seeder_a.ctl(&["peer", "add", &code(&public)]);
+    wait_for("A at the public seeder", Duration::from_secs(30), || {
+        peer_address(&public, &a_id)
+    });
+    let t0 = Instant::now();
     wait_for(
         "partners at the public seeder",
         Duration::from_secs(120),
@@ -744,6 +757,11 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
         &["space", "join", invite.trim(), "--name", "office"],
     );
     sync_with_code(&net, "b", &home_b, "office", &code(&seeder_b));
+    let status = member(&net, "b", &home_b, &["status", "office"]);
+    assert!(
+        status.contains(&format!("seeder {b_id}: last reached LAN")),
+        "{status}"
+    );
     let got = tmp.path().join("got.bin");
     member(
         &net,

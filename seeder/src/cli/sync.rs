@@ -233,6 +233,26 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 const NO_ATTEMPT: &str = "no attempt made";
 
 /// What every peer task of one sync shares.
+/// How a connection reached its peer, in words (the seeder's status says the same of its
+/// peers): `relayed via NODE`, `hole-punched`, `LAN` or `direct`.
+fn reached_label(conn: &crate::net::Connection) -> String {
+    if let Some(via) = conn.relayed_via {
+        format!("relayed via {}", via.short())
+    } else if conn.introduced {
+        "hole-punched".into()
+    } else if crate::daemon::activity::is_public(conn.conn.remote_address().ip()) {
+        "direct".into()
+    } else {
+        "LAN".into()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 struct PeerCtx {
     endpoint: Arc<Endpoint>,
     driver: Arc<Driver>,
@@ -329,6 +349,21 @@ impl PeerCtx {
             let quic = conn.conn.clone();
             last_peer = Some(peer);
             eprintln!("connected to {peer} at {addr}");
+            let how = reached_label(&conn);
+            if how.starts_with("relayed") {
+                eprintln!("{how}");
+            }
+            let reached = crate::fs::home::Reached {
+                how,
+                at: unix_now(),
+            };
+            if let Err(e) = self
+                .node
+                .home
+                .record_reached(&self.address, &peer.0, &reached)
+            {
+                tracing::debug!(error = %e, "how the peer was reached is not remembered");
+            }
             retry = FIRST_RETRY;
             let (tx, mut rx) = tokio::sync::watch::channel(false);
             let mut run = tokio::spawn(self.driver.clone().run(
@@ -667,11 +702,23 @@ pub fn status(home: &Home, name: &str, io: &mut super::Io) -> Result<()> {
             "no seeder has acknowledged anything of {name:?} yet: seeder sync {name} --peer …"
         )?;
     }
+    // Every seeder that acknowledged something, and every one reached for this space.
+    let reached = home.reached(&address)?;
     let mut peers: Vec<[u8; 32]> = acks.iter().map(|a| a.peer).collect();
+    peers.extend(reached.iter().map(|(p, _)| *p));
     peers.sort_unstable();
     peers.dedup();
     for peer in peers {
-        writeln!(io.out, "seeder {}:", NodeId(peer))?;
+        match reached.iter().find(|(p, _)| *p == peer).map(|(_, r)| r) {
+            Some(r) => writeln!(
+                io.out,
+                "seeder {}: last reached {}, {} ago",
+                NodeId(peer),
+                r.how,
+                ago(now.saturating_sub(r.at))
+            )?,
+            None => writeln!(io.out, "seeder {}:", NodeId(peer))?,
+        }
         for cert in &feeds {
             let have = home.store().feed(&cert.feed)?.map_or(0, |s| s.length);
             match acks.iter().find(|a| a.peer == peer && a.feed == cert.feed) {

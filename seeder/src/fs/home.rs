@@ -50,6 +50,7 @@ const TREE_OPINDEX: &str = "opindex";
 const TREE_INDEXED: &str = "indexed";
 const TREE_ACKS: &str = "acks";
 const TREE_OWN_BEHIND: &str = "own-behind";
+const TREE_REACHED: &str = "reached";
 
 /// Errors of a home.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +132,16 @@ pub struct Home {
     /// Per space: how long a peer says this device's own feed is, while that is longer than
     /// here (a home restored from a backup). Writes wait until it is fetched back.
     own_behind: Table,
+    /// Per peer: how this device last reached it, and when.
+    reached: Table,
+}
+
+/// How this device last reached a peer (`LAN`, `direct`, `hole-punched`, `relayed via …`),
+/// and when, in seconds since the epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reached {
+    pub how: String,
+    pub at: u64,
 }
 
 /// A peer's storage acknowledgement of one feed, as remembered by a member device.
@@ -200,6 +211,7 @@ impl Home {
             indexed: store.table(TREE_INDEXED)?,
             acks: store.table(TREE_ACKS)?,
             own_behind: store.table(TREE_OWN_BEHIND)?,
+            reached: store.table(TREE_REACHED)?,
             store,
         })
     }
@@ -393,6 +405,39 @@ impl Home {
                 },
             )?))),
         }
+    }
+
+    /// Remember how this device reached `peer` just now to sync `address` (shown by
+    /// `seeder status`).
+    pub fn record_reached(
+        &self,
+        address: &Address,
+        peer: &[u8; 32],
+        reached: &Reached,
+    ) -> Result<()> {
+        let mut key = Vec::with_capacity(64);
+        key.extend_from_slice(address.as_bytes());
+        key.extend_from_slice(peer);
+        self.reached
+            .insert(key, postcard::to_allocvec(reached).expect("reached encode"))?;
+        self.store.commit()?;
+        Ok(())
+    }
+
+    /// The peers this device reached to sync `address`, and how it last did.
+    pub fn reached(&self, address: &Address) -> Result<Vec<([u8; 32], Reached)>> {
+        let mut out = Vec::new();
+        for item in self.reached.scan_prefix(address.as_bytes()) {
+            let (k, v) = item?;
+            let (Ok(peer), Ok(r)) = (
+                <[u8; 32]>::try_from(&k[k.len().saturating_sub(32)..]),
+                postcard::from_bytes::<Reached>(&v),
+            ) else {
+                continue;
+            };
+            out.push((peer, r));
+        }
+        Ok(out)
     }
 
     /// Every acknowledgement remembered for `address`, by peer then feed.

@@ -637,7 +637,7 @@ impl Driver {
         mut streams: super::tunnel::Streams,
         peer: NodeId,
         open: watch::Receiver<Vec<(u32, Address)>>,
-        relayed: bool,
+        (relayed, dialed): (bool, bool),
     ) {
         use super::tunnel::{read_header, Header};
         // Only from a peer with a space open here, and one hop: no tunnel inside a tunnel.
@@ -648,7 +648,13 @@ impl Driver {
         }
         match read_header(&mut streams.recv).await {
             Ok(Header::To(node)) => self.relay(streams, peer, node).await,
-            Ok(Header::From(origin)) => self.take_tunnel(streams, peer, origin).await,
+            // Taken only from a relay we dialed (a partner, or the seeder a member syncs
+            // with): anyone else could present itself as relayed from any node.
+            Ok(Header::From(origin)) if dialed => self.take_tunnel(streams, peer, origin).await,
+            Ok(Header::From(_)) => {
+                let _ = streams.recv.stop(1u32.into());
+                let _ = streams.send.reset(1u32.into());
+            }
             Err(e) => tracing::debug!(peer = %peer.short(), error = %e, "tunnel stream dropped"),
         }
     }
@@ -670,8 +676,13 @@ impl Driver {
             let target = {
                 let proven = self.proven.lock().expect("proven lock");
                 match (proven.get(&from), proven.get(&to)) {
+                    // Still held here: a space removed since it was opened doesn't count.
                     (Some(a), Some(t))
-                        if !a.relayed && !t.relayed && !a.spaces.is_disjoint(&t.spaces) =>
+                        if !a.relayed
+                            && !t.relayed
+                            && a.spaces.intersection(&t.spaces).any(|space| {
+                                self.node.space_for(&space.discovery_key()).is_some()
+                            }) =>
                     {
                         t.conn.clone()
                     }
@@ -716,9 +727,16 @@ impl Driver {
         let bytes = Arc::new(AtomicU64::new(0));
         tracing::info!(from = %from.short(), to = %to.short(), "relaying a connection");
         self.node.relay_started(id, from, to, bytes.clone());
+        // Ended however this task ends: the splice finishing, or either connection's end
+        // aborting the task.
+        let _ended = Reservation::new({
+            let node = self.node.clone();
+            move || {
+                node.relay_ended(id);
+                drop(permit);
+            }
+        });
         super::tunnel::splice(asker, theirs, relaying.rate.clone(), bytes).await;
-        self.node.relay_ended(id);
-        drop(permit);
     }
 
     /// A relay brings us `origin`'s tunnel: hand it to the accept loop, if there is one.
@@ -854,14 +872,14 @@ impl Driver {
             let this = self.clone();
             let open = spaces_rx.clone();
             let inner = tasks.clone();
-            let relayed = conn.relayed_via.is_some();
+            let how = (
+                conn.relayed_via.is_some(),
+                conn.role == crate::space::Role::Dialer,
+            );
             tasks.spawn(async move {
                 while let Ok((send, recv)) = c.accept_bi().await {
                     let streams = super::tunnel::Streams { send, recv };
-                    inner.spawn(
-                        this.clone()
-                            .tunnel_stream(streams, peer, open.clone(), relayed),
-                    );
+                    inner.spawn(this.clone().tunnel_stream(streams, peer, open.clone(), how));
                 }
             });
         }
@@ -1210,8 +1228,13 @@ impl Driver {
                             let entry = proven
                                 .entry(conn.peer)
                                 .or_insert_with(|| Proven::of(conn_id, conn));
+                            // A direct connection stays the one introductions and relays
+                            // use while a relayed one to the same peer comes and goes.
+                            let keep = entry.conn_id != conn_id
+                                && !entry.relayed
+                                && conn.relayed_via.is_some();
                             let first = entry.conn_id != conn_id || entry.spaces.is_empty();
-                            if entry.conn_id != conn_id {
+                            if entry.conn_id != conn_id && !keep {
                                 *entry = Proven::of(conn_id, conn);
                             }
                             entry.spaces.insert(space);
