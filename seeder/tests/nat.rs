@@ -806,6 +806,30 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
     assert!(!said.contains(&format!("connected to {b_id}")), "{said}");
     assert_eq!(public.status()["relaying"].as_array().unwrap().len(), 1);
 
+    // The offices' routers are replaced by kinder ones (port-restricted): at its next round
+    // the partner dialer finds a hole-punched path and the relay is let go.
+    net.run(&["nat", &net.prefix, "ra", "port-restricted"]);
+    net.run(&["nat", &net.prefix, "rb", "port-restricted"]);
+    let changed = Instant::now();
+    wait_for(
+        "a direct path in place of the relay",
+        Duration::from_secs(120),
+        || (reached(&seeder_a, &b_id).as_deref() == Some("hole-punched")).then_some(()),
+    );
+    wait_for("the relay let go", Duration::from_secs(30), || {
+        public.status()["relaying"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    });
+    let moved_off = changed.elapsed();
+    assert!(!seeder_b.ctl(&["status"]).contains("relayed via"));
+    figure(
+        t,
+        &format!("relay_to_direct_s {:.0} s", moved_off.as_secs_f64()),
+    );
+    figure(t, "nat_path seeders_after_router_change direct");
     figure(
         t,
         &format!("connect_ms_relayed {:.0} ms", connected.as_secs_f64() * 1e3),

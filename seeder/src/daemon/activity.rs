@@ -299,6 +299,22 @@ impl Activity {
         v
     }
 
+    /// Whether `node` is connected, and only through relays.
+    pub fn relayed_only(&self, node: &NodeId) -> bool {
+        let live = self.live.lock().expect("activity lock");
+        let mut to_it = live.values().filter(|l| l.peer == *node).peekable();
+        to_it.peek().is_some() && to_it.all(|l| l.relayed_via.is_some())
+    }
+
+    /// Close the relayed connections to `node`: a direct one took their place.
+    pub fn close_relayed(&self, node: &NodeId) {
+        for l in self.live.lock().expect("activity lock").values() {
+            if l.peer == *node && l.relayed_via.is_some() {
+                l.conn.close(0u32.into(), b"moved to a direct path");
+            }
+        }
+    }
+
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.live
             .lock()

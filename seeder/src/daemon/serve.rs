@@ -568,6 +568,8 @@ async fn dial_partners(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let connected: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
+    // Partners reached only through a relay that a direct path is being looked for.
+    let upgrading: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
     loop {
         let partners = registry.partners().unwrap_or_default();
         let spaces: Vec<_> = registry
@@ -577,26 +579,37 @@ async fn dial_partners(
             .map(|s| s.address)
             .collect();
         for p in partners {
+            let id = crate::net::NodeId(p.node_id);
+            // Reached only through a relay: a direct path is looked for at each round (the
+            // NATs between may have changed), one attempt at a time.
+            let upgrade = activity.relayed_only(&id)
+                && upgrading
+                    .lock()
+                    .expect("partner set lock")
+                    .insert(p.node_id);
             // Connected either way (it may have dialed us, or been introduced to us).
-            if connected
-                .lock()
-                .expect("partner set lock")
-                .contains(&p.node_id)
-                || activity.is_connected(&crate::net::NodeId(p.node_id))
+            if !upgrade
+                && (connected
+                    .lock()
+                    .expect("partner set lock")
+                    .contains(&p.node_id)
+                    || activity.is_connected(&id))
             {
                 continue;
             }
             let addrs = resolve_all(&p.address).await;
-            let (endpoint, driver, stop, connected, spaces) = (
+            let (endpoint, driver, stop, connected, spaces, upgrading, activity) = (
                 endpoint.clone(),
                 driver.clone(),
                 stop.clone(),
                 connected.clone(),
                 spaces.clone(),
+                upgrading.clone(),
+                activity.clone(),
             );
             tokio::spawn(async move {
-                let id = crate::net::NodeId(p.node_id);
-                // At its addresses, through an introduction, and last through a relay.
+                // At its addresses, through an introduction, and last through a relay (not
+                // when looking for a better path than a relay's).
                 let reached = {
                     let direct = async {
                         if addrs.is_empty() {
@@ -607,10 +620,31 @@ async fn dial_partners(
                             .await
                             .map_err(|e| e.to_string())
                     };
-                    crate::net::driver::reach(&endpoint, &driver, id, direct).await
+                    if upgrade {
+                        let introduced =
+                            crate::net::driver::dial_introduced(&endpoint, &driver, id);
+                        let r = crate::net::driver::first_connected(direct, introduced).await;
+                        upgrading
+                            .lock()
+                            .expect("partner set lock")
+                            .remove(&p.node_id);
+                        match r {
+                            Ok(c) => Ok(c),
+                            Err(e) => {
+                                tracing::debug!(partner = %id.short(), error = %e, "still no direct path");
+                                return;
+                            }
+                        }
+                    } else {
+                        crate::net::driver::reach(&endpoint, &driver, id, direct).await
+                    }
                 };
                 match reached {
                     Ok((conn, at)) => {
+                        if upgrade {
+                            tracing::info!(partner = %id.short(), "a direct path replaces the relay");
+                            activity.close_relayed(&id);
+                        }
                         let how = if conn.relayed_via.is_some() {
                             "relayed"
                         } else if conn.introduced {

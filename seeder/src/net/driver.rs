@@ -166,7 +166,6 @@ where
 /// A peer with open spaces, as introductions and relaying need it.
 struct Proven {
     conn_id: u64,
-    addr: std::net::SocketAddr,
     spaces: std::collections::BTreeSet<Address>,
     conn: quinn::Connection,
     /// We dialed it (a partner the admin named, or the seeder a member syncs with).
@@ -180,7 +179,6 @@ impl Proven {
     fn of(conn_id: u64, conn: &Connection) -> Proven {
         Proven {
             conn_id,
-            addr: conn.conn.remote_address(),
             spaces: Default::default(),
             conn: conn.conn.clone(),
             dialed: conn.role == crate::space::Role::Dialer,
@@ -1152,7 +1150,8 @@ impl Driver {
                                         && !target.relayed
                                         && !asker.spaces.is_disjoint(&target.spaces) =>
                                 {
-                                    Some(target.addr)
+                                    // Where it is now: a NAT may have moved it.
+                                    Some(target.conn.remote_address())
                                 }
                                 _ => None,
                             }
