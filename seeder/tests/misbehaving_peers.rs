@@ -162,14 +162,19 @@ impl Peer {
 
     /// Open `address` as a member who knows it, and wait for the seeder's answer.
     async fn open(&mut self, address: &Address) {
+        self.open_as(0, address).await;
+    }
+
+    /// As [`Peer::open`], under the dialer's space id `id` (even).
+    async fn open_as(&mut self, id: u32, address: &Address) {
         let capability = Capability::new(address, &self.secret(), Role::Dialer);
         self.say(Message::OpenSpace {
-            space: 0,
+            space: id,
             discovery: address.discovery_key(),
             capability,
         })
         .await;
-        self.wait_for(|m| matches!(m, Message::OpenSpace { space: 0, .. }))
+        self.wait_for(|m| matches!(m, Message::OpenSpace { space, .. } if *space == id))
             .await;
     }
 
@@ -620,14 +625,7 @@ fn introductions_go_only_between_peers_sharing_a_space_and_punches_only_from_par
         })
         .await;
         // Handled in order: once the seeder answers what A said next, it has dealt with both.
-        a.say(Message::OpenSpace {
-            space: 2,
-            discovery: other.discovery_key(),
-            capability: Capability::new(&other, &a.secret(), Role::Dialer),
-        })
-        .await;
-        a.wait_for(|m| matches!(m, Message::OpenSpace { space: 2, .. }))
-            .await;
+        a.open_as(2, &other).await;
         assert!(
             !a.heard.iter().any(|m| matches!(m, Message::Punch { .. })),
             "A learned where X is: {:?}",
@@ -788,14 +786,7 @@ fn tunnels_are_carried_only_between_peers_sharing_a_space_and_never_for_stranger
         // A stream that isn't a tunnel is dropped; the connection and the seeder go on.
         let (mut junk, _r) = a.conn.conn.open_bi().await.unwrap();
         junk.write_all(&[7u8; 33]).await.unwrap();
-        a.say(Message::OpenSpace {
-            space: 2,
-            discovery: other.discovery_key(),
-            capability: Capability::new(&other, &a.secret(), Role::Dialer),
-        })
-        .await;
-        a.wait_for(|m| matches!(m, Message::OpenSpace { space: 2, .. }))
-            .await;
+        a.open_as(2, &other).await;
 
         // Either end going ends the relayed connection: it leaves the seeder's list (and its
         // place in the budget), even while bytes are stuck on their way to the other end.

@@ -459,6 +459,79 @@ fn counted(net: &Net, host: &str) -> u64 {
         .sum()
 }
 
+/// The partner with a public address and the two offices' seeders, and a member laptop in
+/// office A holding "office" (on both offices' seeders) and "partners" (on all three, so the
+/// public partner holds a space with both offices: it introduces and relays between them).
+struct Offices {
+    public: Seeder,
+    seeder_a: Seeder,
+    seeder_b: Seeder,
+    home: PathBuf,
+}
+
+fn offices(net: &Net, dir: &Path, public_flags: &[&str]) -> Offices {
+    let off = ["--no-port-mapping"];
+    let public = start_seeder(net, "pub", &dir.join("pub"), public_flags);
+    let seeder_a = start_seeder(net, "a", &dir.join("seeder-a"), &off);
+    let seeder_b = start_seeder(net, "b", &dir.join("seeder-b"), &off);
+    let home = dir.join("laptop");
+    member(net, "m", &home, &["space", "create", "office"]);
+    member(net, "m", &home, &["space", "create", "partners"]);
+    let seed = |space: &str| {
+        member(net, "m", &home, &["space", "seed-code", space])
+            .trim()
+            .to_string()
+    };
+    let (office, partners) = (seed("office"), seed("partners"));
+    public.ctl(&["space", "add", &partners, "--name", "partners"]);
+    for s in [&seeder_a, &seeder_b] {
+        s.ctl(&["space", "add", &office, "--name", "office"]);
+        s.ctl(&["space", "add", &partners, "--name", "partners"]);
+    }
+    Offices {
+        public,
+        seeder_a,
+        seeder_b,
+        home,
+    }
+}
+
+fn code(s: &Seeder) -> String {
+    s.status()["peer_code"].as_str().unwrap().to_string()
+}
+
+fn node(s: &Seeder) -> String {
+    s.status()["node_id"].as_str().unwrap().to_string()
+}
+
+/// How `s` says it reached the peer `id`, if connected.
+fn reached(s: &Seeder, id: &str) -> Option<String> {
+    s.status()["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node_id"] == id)
+        .map(|p| p["reached"].as_str().unwrap().to_string())
+}
+
+/// `sync NAME --once` of a laptop's `home` inside host `m`, with these peers.
+fn sync_with_peers(
+    net: &Net,
+    home: &Path,
+    space: &str,
+    timeout: u32,
+    peers: &[&str],
+) -> std::process::Output {
+    let mut cmd = net.seeder("m");
+    cmd.arg("--home")
+        .arg(home)
+        .args(["sync", space, "--once", "--timeout", &timeout.to_string()]);
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
 #[test]
 fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_introduction() {
     if !(is_root() && have("nft") && have("conntrack")) {
@@ -473,28 +546,12 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
     let net = Net::up(tmp.path());
     // No UPnP anywhere: office A and office B sit behind port-restricted NATs; the partner
     // with a public address (pub) is the one both reach.
-    let off = ["--no-port-mapping"];
-    let public = start_seeder(&net, "pub", &tmp.path().join("pub"), &off);
-    let seeder_a = start_seeder(&net, "a", &tmp.path().join("seeder-a"), &off);
-    let seeder_b = start_seeder(&net, "b", &tmp.path().join("seeder-b"), &off);
-    let code = |s: &Seeder| s.status()["peer_code"].as_str().unwrap().to_string();
-    let node = |s: &Seeder| s.status()["node_id"].as_str().unwrap().to_string();
-
-    // A member in office A makes the office's space and the partners' space.
-    let home = tmp.path().join("laptop");
-    member(&net, "m", &home, &["space", "create", "office"]);
-    member(&net, "m", &home, &["space", "create", "partners"]);
-    let seed = |space: &str| {
-        member(&net, "m", &home, &["space", "seed-code", space])
-            .trim()
-            .to_string()
-    };
-    let (office, partners) = (seed("office"), seed("partners"));
-    public.ctl(&["space", "add", &partners, "--name", "partners"]);
-    for s in [&seeder_a, &seeder_b] {
-        s.ctl(&["space", "add", &office, "--name", "office"]);
-        s.ctl(&["space", "add", &partners, "--name", "partners"]);
-    }
+    let Offices {
+        public,
+        seeder_a,
+        seeder_b,
+        home,
+    } = offices(&net, tmp.path(), &["--no-port-mapping"]);
     let data = tmp.path().join("office.bin");
     random_file(&data, 4, 9);
     member(&net, "m", &home, &["put", "office", data.to_str().unwrap()]);
@@ -541,14 +598,6 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
         seen_at.starts_with("203.0.113.1:"),
         "B sees A through A's NAT, directly: {seen_at}"
     );
-    let reached = |s: &Seeder, id: &str| {
-        s.status()["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["node_id"] == id)
-            .map(|p| p["reached"].as_str().unwrap().to_string())
-    };
     assert_eq!(reached(&seeder_b, &a_id).as_deref(), Some("hole-punched"));
     assert_eq!(reached(&seeder_a, &b_id).as_deref(), Some("hole-punched"));
     assert!(seeder_a
@@ -585,15 +634,7 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
         &home,
         &["put", "partners", note.to_str().unwrap()],
     );
-    let out = net
-        .seeder("m")
-        .arg("--home")
-        .arg(&home)
-        .args(["sync", "partners", "--once", "--timeout", "60"])
-        .args(["--peer", &code(&public), "--peer", &b_code])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = sync_with_peers(&net, &home, "partners", 60, &[&code(&public), &b_code]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(
@@ -632,35 +673,18 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
     // enough here to measure what relaying itself costs.
     net.run(&["nat", &net.prefix, "ra", "symmetric"]);
     net.run(&["nat", &net.prefix, "rb", "symmetric"]);
-    let off = ["--no-port-mapping"];
-    let public = start_seeder(
+    let Offices {
+        public,
+        seeder_a,
+        seeder_b,
+        home,
+    } = offices(
         &net,
-        "pub",
-        &tmp.path().join("pub"),
+        tmp.path(),
         &["--no-port-mapping", "--relay-mib-s", "1000"],
     );
-    let seeder_a = start_seeder(&net, "a", &tmp.path().join("seeder-a"), &off);
-    let seeder_b = start_seeder(&net, "b", &tmp.path().join("seeder-b"), &off);
-    let code = |s: &Seeder| s.status()["peer_code"].as_str().unwrap().to_string();
-    let node = |s: &Seeder| s.status()["node_id"].as_str().unwrap().to_string();
     let (a_id, b_id, pub_id) = (node(&seeder_a), node(&seeder_b), node(&public));
 
-    // The member in office A: "office" lives only on the two offices' seeders, "partners"
-    // on all three (so the public partner relays between them: it holds a space with both).
-    let home = tmp.path().join("laptop");
-    member(&net, "m", &home, &["space", "create", "office"]);
-    member(&net, "m", &home, &["space", "create", "partners"]);
-    let seed = |space: &str| {
-        member(&net, "m", &home, &["space", "seed-code", space])
-            .trim()
-            .to_string()
-    };
-    let (office, partners) = (seed("office"), seed("partners"));
-    public.ctl(&["space", "add", &partners, "--name", "partners"]);
-    for s in [&seeder_a, &seeder_b] {
-        s.ctl(&["space", "add", &office, "--name", "office"]);
-        s.ctl(&["space", "add", &partners, "--name", "partners"]);
-    }
     // Large enough that the 100 ms between status polls is small beside the transfer.
     const MIB: u64 = 64;
     let (office_file, partners_file) = (tmp.path().join("big.bin"), tmp.path().join("p.bin"));
@@ -714,14 +738,6 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
         peer_address(&seeder_b, &a_id)
     });
     let connected = t1.elapsed();
-    let reached = |s: &Seeder, id: &str| {
-        s.status()["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["node_id"] == id)
-            .map(|p| p["reached"].as_str().unwrap().to_string())
-    };
     let via = format!("relayed via {}", &pub_id[..8]);
     assert_eq!(reached(&seeder_b, &a_id).as_deref(), Some(via.as_str()));
     assert_eq!(reached(&seeder_a, &b_id).as_deref(), Some(via.as_str()));
@@ -786,15 +802,7 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
         &stranger,
         &["put", "elsewhere", partners_file.to_str().unwrap()],
     );
-    let out = net
-        .seeder("m")
-        .arg("--home")
-        .arg(&stranger)
-        .args(["sync", "elsewhere", "--once", "--timeout", "25"])
-        .args(["--peer", &code(&public), "--peer", &b_code])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = sync_with_peers(&net, &stranger, "elsewhere", 25, &[&code(&public), &b_code]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.contains(&format!(
