@@ -600,6 +600,9 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
     );
     assert_eq!(reached(&seeder_b, &a_id).as_deref(), Some("hole-punched"));
     assert_eq!(reached(&seeder_a, &b_id).as_deref(), Some("hole-punched"));
+    // Where B was found is kept with B's addresses, first.
+    let partners = seeder_a.ctl(&["peer", "list"]);
+    assert!(partners.contains("203.0.113.2:"), "{partners}");
     assert!(seeder_a
         .ctl(&["status"])
         .contains("(partner) at 203.0.113.2:"));

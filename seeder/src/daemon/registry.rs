@@ -283,6 +283,38 @@ impl Registry {
         Ok(())
     }
 
+    /// A partner was just reached at `addr`: it goes first among its addresses (at most
+    /// [`MAX_CODE_ADDRS`](crate::net::reach::MAX_CODE_ADDRS), the oldest dropped), so the
+    /// next dial tries where it was last found. A partner removed meanwhile stays removed.
+    pub fn partner_reached_at(
+        &self,
+        node_id: &[u8; 32],
+        addr: std::net::SocketAddr,
+    ) -> Result<bool> {
+        let changed = self.peers.update_existing(node_id, |old| {
+            let mut p: Partner = decode("partner", old).ok()?;
+            let here = addr.to_string();
+            let mut addrs: Vec<&str> = p
+                .address
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect();
+            if addrs.first() == Some(&here.as_str()) {
+                return None;
+            }
+            addrs.retain(|a| *a != here);
+            addrs.insert(0, &here);
+            addrs.truncate(crate::net::reach::MAX_CODE_ADDRS);
+            p.address = addrs.join(",");
+            Some(encode(&p))
+        })?;
+        if changed {
+            self.store.commit()?;
+        }
+        Ok(changed)
+    }
+
     pub fn remove_partner(&self, node_id: &[u8; 32]) -> Result<bool> {
         let had = self.peers.remove(node_id)?;
         self.store.commit()?;
@@ -388,6 +420,35 @@ mod tests {
 
     fn code(n: u8) -> SeedCode {
         SeedCode::new(SpaceSecret::from_bytes([n; 32]).address())
+    }
+
+    #[test]
+    fn a_partner_is_dialed_first_where_it_was_last_reached_and_a_removed_one_stays_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        r.add_partner(&Partner {
+            address: "10.0.0.1:7428,192.0.2.1:7428".into(),
+            node_id: [7; 32],
+        })
+        .unwrap();
+        let at = |a: &str| r.partner_reached_at(&[7; 32], a.parse().unwrap()).unwrap();
+        let now = || r.partners().unwrap()[0].address.clone();
+        assert!(at("192.0.2.1:7428"));
+        assert_eq!(now(), "192.0.2.1:7428,10.0.0.1:7428");
+        assert!(!at("192.0.2.1:7428"), "already first: nothing written");
+        for i in 0..10 {
+            at(&format!("198.51.100.{i}:7428"));
+        }
+        let kept = now();
+        assert_eq!(kept.split(',').count(), crate::net::reach::MAX_CODE_ADDRS);
+        assert!(
+            kept.starts_with("198.51.100.9:7428,198.51.100.8:7428"),
+            "{kept}"
+        );
+        r.remove_partner(&[7; 32]).unwrap();
+        assert!(!at("192.0.2.9:7428"));
+        assert!(r.partners().unwrap().is_empty());
     }
 
     #[test]

@@ -598,7 +598,7 @@ async fn dial_partners(
                 continue;
             }
             let addrs = resolve_all(&p.address).await;
-            let (endpoint, driver, stop, connected, spaces, upgrading, activity) = (
+            let (endpoint, driver, stop, connected, spaces, upgrading, activity, registry) = (
                 endpoint.clone(),
                 driver.clone(),
                 stop.clone(),
@@ -606,6 +606,7 @@ async fn dial_partners(
                 spaces.clone(),
                 upgrading.clone(),
                 activity.clone(),
+                registry.clone(),
             );
             tokio::spawn(async move {
                 // At its addresses, through an introduction, and last through a relay (not
@@ -653,6 +654,14 @@ async fn dial_partners(
                             "direct"
                         };
                         tracing::info!(partner = %id.short(), %at, how, "partner connected");
+                        // Where it was found is where it is dialed first next time (its
+                        // addresses may have changed since it was added); a tunnel's is no
+                        // address.
+                        if conn.relayed_via.is_none() {
+                            if let Err(e) = registry.partner_reached_at(&p.node_id, at) {
+                                tracing::warn!(error = %e, "cannot remember where a partner is");
+                            }
+                        }
                         connected
                             .lock()
                             .expect("partner set lock")

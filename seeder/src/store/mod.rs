@@ -1543,6 +1543,29 @@ impl Table {
         self.tree.insert(key.as_ref(), value.as_ref())?;
         Ok(())
     }
+    /// Replace an existing record with what `change` makes of it, atomically (a record
+    /// removed meanwhile stays removed; `change` may run more than once). Whether it changed.
+    pub fn update_existing(
+        &self,
+        key: impl AsRef<[u8]>,
+        mut change: impl FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<bool> {
+        let mut changed = false;
+        self.tree.update_and_fetch(key.as_ref(), |old| {
+            let old = old?;
+            match change(old) {
+                Some(new) => {
+                    changed = true;
+                    Some(new)
+                }
+                None => {
+                    changed = false;
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        Ok(changed)
+    }
     /// Remove a record; whether there was one.
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         Ok(self.tree.remove(key.as_ref())?.is_some())
