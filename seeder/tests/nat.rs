@@ -763,7 +763,11 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
         "{relays:?}"
     );
     assert!(counted(&net, "pub") - before > MIB << 20);
-    assert!(public.ctl(&["status"]).contains("relaying "));
+    let said = public.ctl(&["status"]);
+    assert!(
+        said.contains("relaying: up to 8 connections") && said.contains("relaying "),
+        "{said}"
+    );
     assert_eq!(entries_of(&public, "office"), 0);
 
     // Files identical: a second member at office B gets the file from seeder B.

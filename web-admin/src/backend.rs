@@ -178,6 +178,9 @@ pub struct Peers {
     pub port_mapping: String,
     pub connected: Vec<ConnectedPeer>,
     pub partners: Vec<PartnerInfo>,
+    /// What this device may relay for others, in words.
+    #[serde(default)]
+    pub relay_budget: String,
     /// Connections between two other nodes this device carries now.
     #[serde(default)]
     pub relaying: Vec<Relayed>,

@@ -201,6 +201,7 @@ impl AdminBackend for MemoryBackend {
                 reached: "LAN".into(),
             }],
             partners: self.lock().partners.clone(),
+            relay_budget: "up to 8 connections at once, 4 MiB/s together".into(),
             relaying: vec![Relayed {
                 from: "ef".repeat(32),
                 to: "cd".repeat(32),

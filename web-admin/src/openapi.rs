@@ -235,6 +235,7 @@ fn schemas() -> Value {
             "peer_code": s(), "port_mapping": s(),
             "connected": { "type": "array", "items": connected },
             "partners": { "type": "array", "items": partner },
+            "relay_budget": s(),
             "relaying": { "type": "array", "items": relayed },
         })),
         "DiskReport": obj(&["data_dir", "data_disk", "disks"], json!({ "data_dir": s(), "data_disk": s(), "disks": { "type": "array", "items": disk } })),

@@ -1087,6 +1087,9 @@ async fn peers_page(State(app): State<Shared>, ctx: Ctx) -> Response {
                 }
             }
             h2 { "Relaying" }
+            @if !p.relay_budget.is_empty() {
+                p { "Budget: " (p.relay_budget) "." }
+            }
             @if p.relaying.is_empty() {
                 p.empty { "This seeder carries no one else's connection now." }
             } @else {

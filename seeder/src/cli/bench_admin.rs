@@ -87,6 +87,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
             activity: Default::default(),
             links: Default::default(),
             mapping: tokio::sync::watch::channel(crate::net::reach::Mapping::Off).1,
+            relay_budget: (0, 0),
         };
         daemon.setup_code()?
     };

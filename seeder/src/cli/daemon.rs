@@ -326,6 +326,14 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                         p["since"]
                     );
                 }
+                match v["relay_budget"]["connections"].as_u64() {
+                    Some(0) => println!("relaying: off"),
+                    Some(n) => println!(
+                        "relaying: up to {n} connections, {}/s",
+                        human(v["relay_budget"]["bytes_per_s"].as_u64().unwrap_or(0))
+                    ),
+                    None => {}
+                }
                 for r in v["relaying"].as_array().into_iter().flatten() {
                     let short = |k: &str| r[k].as_str().and_then(|s| s.get(..8)).unwrap_or("?");
                     println!(

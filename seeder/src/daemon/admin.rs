@@ -499,6 +499,7 @@ impl AdminBackend for AdminDaemon {
             port_mapping: self.daemon.mapping.borrow().describe(),
             connected,
             partners,
+            relay_budget: self.daemon.relay_budget_words(),
             relaying: self
                 .activity
                 .relays()

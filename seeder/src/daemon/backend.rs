@@ -66,6 +66,21 @@ pub struct Daemon {
     pub links: Links,
     /// What the router did with our port mapping request.
     pub mapping: tokio::sync::watch::Receiver<crate::net::reach::Mapping>,
+    /// Connections relayed for others at once (0: none), and their bandwidth together.
+    pub relay_budget: (usize, u64),
+}
+
+impl Daemon {
+    /// The relay budget in words, for the Peers page and `ctl status`.
+    pub fn relay_budget_words(&self) -> String {
+        match self.relay_budget {
+            (0, _) => "off: this seeder relays for nobody (relay_connections = 0)".into(),
+            (n, bytes) => format!(
+                "up to {n} connections at once, {} MiB/s together, for peers holding a space here",
+                bytes >> 20
+            ),
+        }
+    }
 }
 
 impl Daemon {
@@ -404,6 +419,10 @@ impl CtlBackend for Daemon {
                             "partner": p.dialed,
                             "spaces": p.spaces.iter().map(|a| a.to_hex()).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
+                        "relay_budget": {
+                            "connections": self.relay_budget.0,
+                            "bytes_per_s": self.relay_budget.1,
+                        },
                         "relaying": self.activity.relays().into_iter().map(|r| json!({
                             "from": r.from.to_hex(),
                             "to": r.to.to_hex(),

@@ -229,6 +229,7 @@ pub async fn run(
             partners_changed: partners_changed.clone(),
         },
         mapping: mapper.watch(),
+        relay_budget: (config.relay_tunnels, config.relay_bytes_per_s),
     });
     // The setup code exists from the first start, so the console and the SD card can show it.
     if let Err(e) = daemon.setup_code() {
