@@ -284,9 +284,18 @@ pub fn init_tracing() {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let daemon = matches!(std::env::args().nth(1).as_deref(), Some("serve" | "board"));
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
-    });
+    // RUST_LOG's `level` and `target=level` directives (span and field filters, which would
+    // bring a regex engine into the binary, are not taken).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(if daemon {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::WARN
+            })
+        });
     use std::io::IsTerminal;
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
