@@ -706,6 +706,61 @@ async fn ask_relay(peer: &Peer, to: [u8; 32], within: Duration) -> Option<u8> {
     .flatten()
 }
 
+/// Take the next tunnel a relay brings to `target` and say yes to it: its header and streams.
+fn answer_tunnel(
+    target: &Peer,
+) -> tokio::task::JoinHandle<(
+    Option<seeder::net::tunnel::Header>,
+    quinn::SendStream,
+    quinn::RecvStream,
+)> {
+    use seeder::net::tunnel::{Header, Status, HEADER_LEN};
+    let conn = target.conn.conn.clone();
+    tokio::spawn(async move {
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let mut h = [0u8; HEADER_LEN];
+        recv.read_exact(&mut h).await.unwrap();
+        send.write_all(&[Status::Open as u8]).await.unwrap();
+        (Header::decode(&h), send, recv)
+    })
+}
+
+#[test]
+fn a_relayed_connection_that_carries_nothing_gives_its_place_back() {
+    use seeder::net::tunnel::RELAY_IDLE;
+    let s = setup();
+    let rt = runtime();
+    rt.block_on(async {
+        let (ex, eb) = (endpoint(), endpoint());
+        let mut x = Peer::connect(&ex, s.addr).await;
+        x.open(&s.address).await;
+        let mut b = Peer::connect(&eb, s.addr).await;
+        b.open(&s.address).await;
+        // Two members of a held space open a tunnel and leave it silent, as if to hold a
+        // place in the relay's budget.
+        let asked = answer_tunnel(&x);
+        let opened = tokio::time::Instant::now();
+        assert_eq!(
+            ask_relay(&b, ex.node_id().0, REPLY_BOUND).await,
+            Some(seeder::net::tunnel::Status::Open as u8)
+        );
+        let _held = asked.await.unwrap();
+        assert_eq!(s.seeder.status()["relaying"].as_array().unwrap().len(), 1);
+        let deadline = opened + RELAY_IDLE * 2 + REPLY_BOUND;
+        while !s.seeder.status()["relaying"].as_array().unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a silent tunnel is kept"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            opened.elapsed() >= RELAY_IDLE,
+            "ended before it was idle for long"
+        );
+    });
+}
+
 #[test]
 fn tunnels_are_carried_only_between_peers_sharing_a_space_and_never_for_strangers() {
     use seeder::net::tunnel::{Header, Status};
@@ -747,18 +802,7 @@ fn tunnels_are_carried_only_between_peers_sharing_a_space_and_never_for_stranger
         assert!(s.seeder.status()["relaying"].as_array().unwrap().is_empty());
 
         // B shares `other` with X: X is asked, says yes, and B's bytes reach X unchanged.
-        let asked = tokio::spawn({
-            let xc = x.conn.conn.clone();
-            async move {
-                let (mut send, mut recv) = xc.accept_bi().await.unwrap();
-                let mut h = [0u8; seeder::net::tunnel::HEADER_LEN];
-                recv.read_exact(&mut h).await.unwrap();
-                send.write_all(&[Status::Open as u8]).await.unwrap();
-                let mut got = [0u8; 5];
-                recv.read_exact(&mut got).await.unwrap();
-                (Header::decode(&h), got, send, recv)
-            }
-        });
+        let asked = answer_tunnel(&x);
         let (mut send, mut recv) = b.conn.conn.open_bi().await.unwrap();
         send.write_all(&Header::To(seeder::net::NodeId(x_id)).encode())
             .await
@@ -767,11 +811,13 @@ fn tunnels_are_carried_only_between_peers_sharing_a_space_and_never_for_stranger
         recv.read_exact(&mut status).await.unwrap();
         assert_eq!(status[0], Status::Open as u8);
         send.write_all(b"hello").await.unwrap();
-        let (header, got, _xs, _xr) = tokio::time::timeout(REPLY_BOUND, asked)
+        let (header, _xs, mut xr) = tokio::time::timeout(REPLY_BOUND, asked)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(header, Some(Header::From(eb.node_id())));
+        let mut got = [0u8; 5];
+        xr.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"hello");
         let relaying = s.seeder.status()["relaying"].as_array().unwrap().clone();
         assert_eq!(relaying.len(), 1, "{relaying:?}");

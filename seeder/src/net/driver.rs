@@ -241,6 +241,40 @@ const TUNNELS_WAITING: usize = 8;
 struct Relaying {
     tunnels: Arc<Semaphore>,
     rate: Arc<super::tunnel::Rate>,
+    /// Tunnels each asker has open now: at most [`Relaying::per_asker`], so one node (or a few
+    /// colluding ones) can't take the whole budget.
+    askers: Arc<std::sync::Mutex<std::collections::HashMap<NodeId, usize>>>,
+    per_asker: usize,
+}
+
+/// An asker's place among the tunnels it has open; given back when dropped.
+struct AskerShare(
+    Arc<std::sync::Mutex<std::collections::HashMap<NodeId, usize>>>,
+    NodeId,
+);
+
+impl Relaying {
+    fn take(&self, asker: NodeId) -> Option<AskerShare> {
+        let mut a = self.askers.lock().expect("askers lock");
+        let n = a.entry(asker).or_default();
+        if *n >= self.per_asker {
+            return None;
+        }
+        *n += 1;
+        Some(AskerShare(self.askers.clone(), asker))
+    }
+}
+
+impl Drop for AskerShare {
+    fn drop(&mut self) {
+        let mut a = self.0.lock().expect("askers lock");
+        if let Some(n) = a.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                a.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// What connections pass on for hole punching (see `Message::Introduce` / `Punch`).
@@ -567,6 +601,10 @@ impl Driver {
         let _ = self.relaying.set(Relaying {
             tunnels: Arc::new(Semaphore::new(tunnels)),
             rate: Arc::new(super::tunnel::Rate::new(bytes_per_s)),
+            askers: Default::default(),
+            // A quarter of the budget each (at least one): a seeder with a few partners
+            // behind strict NATs gets what it needs, and four askers are needed to fill it.
+            per_asker: tunnels.div_ceil(4).max(1),
         });
     }
 
@@ -660,7 +698,8 @@ impl Driver {
     /// Carry `from`'s tunnel to `to`, if both hold a space with us, within the budget.
     async fn relay(self: Arc<Self>, mut asker: super::tunnel::Streams, from: NodeId, to: NodeId) {
         use super::tunnel::{read_status, write_header, write_status, Header, Status, Streams};
-        let opened: Result<(Streams, tokio::sync::OwnedSemaphorePermit), Status> = async {
+        type Opened = (Streams, (tokio::sync::OwnedSemaphorePermit, AskerShare));
+        let opened: Result<Opened, Status> = async {
             let relaying = self.relaying.get().ok_or(Status::NotAllowed)?;
             if to == from || to == self.node_id {
                 return Err(Status::NotAllowed);
@@ -687,11 +726,13 @@ impl Driver {
                     _ => return Err(Status::NotAllowed),
                 }
             };
+            let share = relaying.take(from).ok_or(Status::Busy)?;
             let permit = relaying
                 .tunnels
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| Status::Busy)?;
+            let permit = (permit, share);
             let (send, recv) = tokio::time::timeout(super::tunnel::OPEN_WAIT, target.open_bi())
                 .await
                 .map_err(|_| Status::Busy)?

@@ -230,7 +230,12 @@ async fn write_packets(mut send: quinn::SendStream, out: Arc<Outbox>, stop: Canc
             }
         }
         out.drained.notify_waiters();
-        if send.write_all(&chunk).await.is_err() {
+        let written = tokio::select! {
+            r = send.write_all(&chunk) => r.is_ok(),
+            // A stream that stopped moving doesn't hold the tunnel's end up.
+            _ = stop.cancelled() => false,
+        };
+        if !written {
             stop.cancel();
             return;
         }
@@ -445,8 +450,14 @@ impl Rate {
     }
 }
 
+/// A relayed connection that carries nothing either way for this long is ended: a live one
+/// sends at least its keep-alives (every 10 s), so only a tunnel held open to take a place in
+/// the relay's budget goes quiet.
+pub const RELAY_IDLE: Duration = Duration::from_secs(30);
+
 /// Copy packets both ways between two tunnel streams within `rate`, counting the bytes into
-/// `bytes`, until either side ends (then the other is ended too).
+/// `bytes`, until either side ends (then the other is ended too) or nothing moves for
+/// [`RELAY_IDLE`].
 pub async fn splice(a: Streams, b: Streams, rate: Arc<Rate>, bytes: Arc<AtomicU64>) {
     async fn copy(
         mut from: quinn::RecvStream,
@@ -484,9 +495,21 @@ pub async fn splice(a: Streams, b: Streams, rate: Arc<Rate>, bytes: Arc<AtomicU6
         send: b_send,
         recv: b_recv,
     } = b;
+    let idle = async {
+        let mut seen = bytes.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(RELAY_IDLE).await;
+            let now = bytes.load(Ordering::Relaxed);
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    };
     tokio::select! {
         _ = copy(a_recv, b_send, &rate, &bytes) => {}
         _ = copy(b_recv, a_send, &rate, &bytes) => {}
+        _ = idle => tracing::debug!("a relayed connection went quiet: ended"),
     }
 }
 
