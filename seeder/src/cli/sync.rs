@@ -223,8 +223,11 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
 
 /// How long a connected peer may take to open the space before `sync --once` concludes it
 /// doesn't hold it: a seeder that holds the space answers at once; one that doesn't says
-/// nothing at all (by design: a stranger must not learn what it holds).
-const OPEN_WAIT: Duration = Duration::from_secs(10);
+/// nothing at all (by design: a stranger must not learn what it holds). Shorter than the
+/// seeder's own wait for a proof ([`PROVE_WITHIN`]), after which it closes the connection.
+///
+/// [`PROVE_WITHIN`]: crate::net::admission::PROVE_WITHIN
+const OPEN_WAIT: Duration = Duration::from_secs(8);
 
 /// Longest pause between reconnection attempts (they start at [`FIRST_RETRY`] and double).
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -426,6 +429,16 @@ impl PeerCtx {
                         };
                         if *self.stop.borrow() {
                             break Some(Outcome::Unreachable("stopped".into()));
+                        }
+                        // Closed by the seeder because the space never opened: it doesn't
+                        // hold it (dialing again would only end the same way).
+                        let unproven = matches!(
+                            quic.close_reason(),
+                            Some(quinn::ConnectionError::ApplicationClosed(c))
+                                if c.error_code == quinn::VarInt::from_u32(crate::net::admission::CLOSED_UNPROVEN)
+                        );
+                        if unproven && self.deadline.is_some() && !self.node.peers.opened(&peer) {
+                            break Some(Outcome::NotHeld(peer));
                         }
                         eprintln!("lost the connection to {peer}: {why}; reconnecting");
                         last_error = why;

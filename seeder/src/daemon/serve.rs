@@ -487,7 +487,10 @@ fn let_in(
                     why = &mut unwelcome => {
                         if !proven.load(std::sync::atomic::Ordering::Relaxed) {
                             tracing::debug!(%peer, why, "closing an unproven connection");
-                            quic.close(4u32.into(), b"unproven");
+                            quic.close(
+                            crate::net::admission::CLOSED_UNPROVEN.into(),
+                            b"unproven",
+                        );
                         }
                         let _ = run.await;
                     }

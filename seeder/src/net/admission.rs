@@ -42,6 +42,10 @@ pub const MAX_UNPROVEN_PER_NETWORK: usize = 64;
 /// round trip after its handshake; ten seconds leaves room for a slow link and a busy board.
 pub const PROVE_WITHIN: Duration = Duration::from_secs(10);
 
+/// The application code a connection is closed with when its peer proved no space in
+/// [`PROVE_WITHIN`]: a member syncing a space the seeder doesn't hold learns so from it.
+pub const CLOSED_UNPROVEN: u32 = 4;
+
 /// Handshakes started per second, steady: an office's devices reconnect a few times a minute;
 /// each handshake costs a signature, key exchanges and some tens of KiB while it runs.
 pub const HANDSHAKES_PER_SECOND: f64 = 100.0;
