@@ -67,6 +67,10 @@ pub struct AdminConfig {
     pub hosts: Vec<String>,
     /// Shown in the footer and the API.
     pub version: String,
+    /// The command that reaches this daemon's control socket where it runs, e.g.
+    /// `sudo seeder ctl` or `seeder ctl --data /srv/seeder`: the pages' hints (the setup
+    /// code, a forgotten password) show it, so that what they say works there.
+    pub ctl: String,
 }
 
 impl AdminConfig {
@@ -89,6 +93,7 @@ impl AdminConfig {
         AdminConfig {
             hosts,
             version: version.to_string(),
+            ctl: "sudo seeder ctl".to_string(),
         }
     }
 }
@@ -199,6 +204,11 @@ impl App {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Fail::TooMany(std::time::Duration::from_secs(1)))
+    }
+
+    /// Whether an admin password is set (`false`: the setup code claims the site).
+    pub fn claimed(&self) -> bool {
+        self.settings().is_ok_and(|s| s.claimed())
     }
 
     fn settings(&self) -> Result<SiteSettings, Fail> {
@@ -681,6 +691,7 @@ mod tests {
         let c = AdminConfig {
             hosts: vec!["seeder.local".into(), "localhost".into()],
             version: "0".into(),
+            ctl: "seeder ctl".into(),
         };
         for ok in [
             "seeder.local",

@@ -52,6 +52,7 @@ fn site() -> Site {
         AdminConfig {
             hosts: vec!["seeder.local".into(), "localhost".into()],
             version: "test".into(),
+            ctl: "seeder ctl".into(),
         },
     );
     Site {

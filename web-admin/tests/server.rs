@@ -60,6 +60,7 @@ async fn site(limits: Limits) -> Running {
         AdminConfig {
             hosts: vec!["localhost".into()],
             version: "test".into(),
+            ctl: "seeder ctl".into(),
         },
     );
     let (stop, stopped) = oneshot::channel::<()>();

@@ -17,6 +17,10 @@ use super::Failure;
 /// The data folder when none is given: beside the current folder, as for a laptop.
 pub const DEFAULT_DATA: &str = "./seeder-data";
 
+/// The settings file of the appliance and of the Debian package's service, where `seeder
+/// ctl` looks for the daemon's data folder when it is given none.
+pub const SETTINGS_FILE: &str = "/etc/seeder/seeder.toml";
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Settings file (TOML); flags given here override it. The appliance's is
@@ -110,9 +114,14 @@ fn read_config(path: &std::path::Path) -> Result<FileConfig> {
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// Data folder of the running daemon.
-    #[arg(long, default_value = DEFAULT_DATA, value_name = "DIR", global = true)]
-    data: PathBuf,
+    /// Data folder of the running daemon [default: the `data` of the settings file, else
+    /// ./seeder-data].
+    #[arg(long, value_name = "DIR", global = true)]
+    data: Option<PathBuf>,
+    /// Settings file the daemon runs with [default: /etc/seeder/seeder.toml, if there is
+    /// one].
+    #[arg(long, value_name = "FILE", global = true, env = "SEEDER_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: CtlCmd,
 }
@@ -154,7 +163,9 @@ enum CtlCmd {
 enum SpaceCmd {
     /// Hold a space, given its seed code.
     Add {
+        /// The space's seed code (seed-…), from a member's `seeder space seed-code NAME`.
         seed_code: String,
+        /// What to call it here [default: the name in the seed code, else its address].
         #[arg(long)]
         name: Option<String>,
         /// Most bytes this space may hold here, e.g. 500M, 20G (K, M, G, T: powers of 1024).
@@ -163,11 +174,13 @@ enum SpaceCmd {
     },
     /// Stop holding a space.
     Remove {
+        /// The space's name here (`seeder ctl space list`).
         name: String,
         /// Also delete its data from the disk.
         #[arg(long)]
         purge: bool,
     },
+    /// Spaces held: name, address, feeds, entries, bytes, quota.
     List,
 }
 
@@ -176,8 +189,15 @@ enum PeerCmd {
     /// Dial a partner seeder: its peer code (seeder:NODEID@ADDRESS:PORT,…, shown by its
     /// `ctl status` and Peers page) or HOST:PORT#NODEID.
     Add {
+        /// The partner's peer code, or HOST:PORT#NODEID.
         peer: String,
     },
+    /// Stop dialing a partner seeder and close its connections.
+    Remove {
+        /// The partner's node id (or a unique start of it, as `peer list` shows).
+        node: String,
+    },
+    /// Partner seeders dialed: address and node id.
     List,
 }
 
@@ -196,10 +216,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         Some(path) => read_config(path)?,
         None => FileConfig::default(),
     };
+    // Where `ctl` finds this daemon by the settings file alone, or else by its folder.
+    let by_file = args.data.is_none() && file.data.is_some();
     let data = args
         .data
         .or(file.data)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let ctl_command = ctl_command(args.config.as_deref().filter(|_| by_file), &data);
     let keep_free_percent = file.keep_free_percent.unwrap_or(5);
     if keep_free_percent > 90 {
         return Err(anyhow::anyhow!(
@@ -244,6 +267,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         button: args
             .claim_button
             .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0))),
+        ctl_command,
     };
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
@@ -257,7 +281,93 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn call(data: &std::path::Path, req: CtlRequest) -> Result<serde_json::Value> {
+/// The running daemon's data folder as an admin expects `seeder ctl` to find it: `--data`,
+/// else the `data` of the settings file (`--config`, else /etc/seeder/seeder.toml when it
+/// exists), else ./seeder-data. Also says where it came from, for messages.
+fn locate(data: Option<PathBuf>, config: Option<PathBuf>) -> Result<(PathBuf, String)> {
+    if let Some(data) = data {
+        return Ok((data, "given with --data".into()));
+    }
+    let (path, given) = match config {
+        Some(path) => (path, true),
+        None => (PathBuf::from(SETTINGS_FILE), false),
+    };
+    if given || path.exists() {
+        let file = read_config(&path)?;
+        if let Some(data) = file.data {
+            return Ok((data, format!("the data folder in {}", path.display())));
+        }
+        if given {
+            return Ok((
+                PathBuf::from(DEFAULT_DATA),
+                format!("{} names no data folder", path.display()),
+            ));
+        }
+    }
+    Ok((PathBuf::from(DEFAULT_DATA), "the default".into()))
+}
+
+/// The command that reaches a daemon started with these settings, for the hints it shows
+/// people (setup code, password reset): the shortest one that works on this machine.
+/// `config`: the settings file that alone names the data folder, if one does.
+fn ctl_command(config: Option<&std::path::Path>, data: &std::path::Path) -> String {
+    let program = program_name();
+    // The socket is the daemon user's, mode 0600: root or that user reach it. A service
+    // user (system uid) is no one's login, so the hint goes through root.
+    let uid = rustix::process::geteuid();
+    let sudo = if uid.is_root() || uid.as_raw() < 1000 {
+        "sudo "
+    } else {
+        ""
+    };
+    match config {
+        Some(path) if path == std::path::Path::new(SETTINGS_FILE) => {
+            format!("{sudo}{program} ctl")
+        }
+        Some(path) => format!(
+            "{sudo}{program} ctl --config {}",
+            shell_word(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+        ),
+        None => format!(
+            "{sudo}{program} ctl --data {}",
+            shell_word(&std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf()))
+        ),
+    }
+}
+
+/// `seeder` when that name on the PATH is this program, else this program's own path (run
+/// from a build folder).
+fn program_name() -> String {
+    let Ok(me) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "seeder".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .filter_map(|dir| std::fs::canonicalize(dir.join("seeder")).ok())
+            .next()
+            .is_some_and(|found| found == me)
+    });
+    if on_path {
+        "seeder".into()
+    } else {
+        shell_word(&me)
+    }
+}
+
+/// A path as one shell word: quoted when it holds anything but plain characters.
+fn shell_word(path: &std::path::Path) -> String {
+    let text = path.display().to_string();
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@".contains(&b))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+fn call(data: &std::path::Path, from: &str, req: CtlRequest) -> Result<serde_json::Value> {
     match ctl::request(data, &req) {
         Ok(CtlResponse::Ok { value }) => Ok(value),
         Ok(CtlResponse::Error { message, not_found }) => {
@@ -267,15 +377,29 @@ fn call(data: &std::path::Path, req: CtlRequest) -> Result<serde_json::Value> {
                 Failure::BadInput
             }))
         }
-        Err(e @ CtlError::NotRunning(_)) => Err(anyhow::Error::new(e)
-            .context("start it with `seeder serve --data DIR`, or give its folder with --data")
-            .context(Failure::NotFound)),
+        Err(CtlError::NotRunning(_)) => Err(anyhow::anyhow!(
+            "no seeder is running with data folder {} ({from}): give the running seeder's \
+             folder with --data DIR, or its settings file with --config FILE",
+            data.display()
+        )
+        .context(Failure::NotFound)),
+        Err(CtlError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Err(anyhow::anyhow!(
+                "only root or the seeder's own user may use its control socket in {}: \
+                 run the command with sudo",
+                data.display()
+            )
+            .context(Failure::Refused))
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 pub fn ctl(args: CtlArgs) -> Result<()> {
-    let data = args.data;
+    let (data, from) = locate(args.data, args.config)?;
+    let call = |data: &std::path::Path, req| call(data, &from, req);
     match args.cmd {
         CtlCmd::Status { json } => {
             let v = call(&data, CtlRequest::Status)?;
@@ -364,6 +488,13 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
             }
         }
         CtlCmd::Space { cmd } => match cmd {
+            SpaceCmd::List => {
+                let spaces = call(&data, CtlRequest::SpaceList)?;
+                if spaces.as_array().is_none_or(Vec::is_empty) {
+                    println!("no spaces held yet (add one with `seeder ctl space add SEED-CODE`)");
+                }
+                print_spaces(&spaces);
+            }
             SpaceCmd::Add {
                 seed_code,
                 name,
@@ -387,7 +518,6 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                     v["purged_feeds"]
                 );
             }
-            SpaceCmd::List => print_spaces(&call(&data, CtlRequest::SpaceList)?),
         },
         CtlCmd::Peer { cmd } => match cmd {
             PeerCmd::Add { peer } => {
@@ -398,12 +528,20 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                     v["node_id"].as_str().unwrap_or("?")
                 );
             }
+            PeerCmd::Remove { node } => {
+                let v = call(&data, CtlRequest::PeerRemove { node })?;
+                println!(
+                    "no longer dialing {}; its connections are closed",
+                    v["node_id"].as_str().unwrap_or("?")
+                );
+            }
             PeerCmd::List => {
-                for p in call(&data, CtlRequest::PeerList)?
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
+                let partners = call(&data, CtlRequest::PeerList)?;
+                let partners = partners.as_array().map_or(&[][..], Vec::as_slice);
+                if partners.is_empty() {
+                    println!("no partner seeders (add one with `seeder ctl peer add PEER-CODE`)");
+                }
+                for p in partners {
                     println!(
                         "{}#{}",
                         p["address"].as_str().unwrap_or("?"),
@@ -460,14 +598,23 @@ fn print_spaces(v: &serde_json::Value) {
             .as_u64()
             .map_or("no quota".to_string(), |q| format!("quota {}", human(q)));
         println!(
-            "{}\t{}\t{} feeds\t{} entries\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}",
             s["name"].as_str().unwrap_or("?"),
             s["address"].as_str().unwrap_or("?"),
-            s["feeds"],
-            s["entries"],
+            count(s["feeds"].as_u64().unwrap_or(0), "feed"),
+            count(s["entries"].as_u64().unwrap_or(0), "entry"),
             human(s["bytes"].as_u64().unwrap_or(0)),
             quota
         );
+    }
+}
+
+/// `1 feed`, `2 feeds`, `1 entry`, `3 entries`.
+pub fn count(n: u64, one: &str) -> String {
+    match (n, one.strip_suffix('y')) {
+        (1, _) => format!("1 {one}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {one}s"),
     }
 }
 

@@ -19,28 +19,46 @@ use super::{Failure, Io};
 #[derive(Debug, Subcommand)]
 pub enum SpaceCmd {
     /// Create a new space; prints its address.
-    Create { name: String },
-    /// List the spaces on this device.
+    Create {
+        /// What to call the space on this device (letters, digits, `-`, `_`, `.`).
+        name: String,
+    },
+    /// List the spaces on this device: name and address.
     List,
     /// Print the invite code of a space: its secret, for your members' devices only.
-    Invite { name: String },
+    Invite {
+        /// Space name.
+        name: String,
+    },
     /// Join a space with an invite code.
     Join {
+        /// The invite code (invite-…) a member's `seeder space invite NAME` printed.
         code: String,
         /// Local name for the space on this device.
         #[arg(long)]
         name: String,
     },
     /// Print the seed code of a space: its address only, for seeders (they can't read it).
-    SeedCode { name: String },
+    SeedCode {
+        /// Space name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCmd {
     /// Write every feed of a space (still encrypted) to one file.
-    Export { name: String, file: PathBuf },
+    Export {
+        /// Space name.
+        name: String,
+        /// The bundle file to write.
+        file: PathBuf,
+    },
     /// Check a bundle completely, then merge it into the space it belongs to.
-    Import { file: PathBuf },
+    Import {
+        /// The bundle file (from `seeder bundle export`).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -55,7 +73,9 @@ pub struct PutArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    /// Space name.
     name: String,
+    /// The file (or folder) in the space.
     path: String,
     /// Where to write (default: the file's name in the current folder; `-` for stdout).
     local: Option<PathBuf>,
@@ -66,7 +86,9 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// Space name.
     name: String,
+    /// A folder or file in the space [default: its top].
     path: Option<String>,
     /// Mode, size, modification time and the device that wrote each file.
     #[arg(long, short)]
@@ -112,7 +134,15 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
             writeln!(io.out, "{}", address.to_hex())?;
         }
         SpaceCmd::List => {
-            for s in home.spaces().map_err(home_err)? {
+            let spaces = home.spaces().map_err(home_err)?;
+            if spaces.is_empty() {
+                writeln!(
+                    io.out,
+                    "no spaces yet in {} (seeder space create NAME or seeder space join CODE)",
+                    home.dir().display()
+                )?;
+            }
+            for s in spaces {
                 writeln!(
                     io.out,
                     "{}\t{}\t{} feed{}",

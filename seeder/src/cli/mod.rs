@@ -116,24 +116,47 @@ enum Command {
     /// List files of a space.
     Ls(member::LsArgs),
     /// Delete a file.
-    Rm { name: String, path: String },
+    Rm {
+        /// Space name.
+        name: String,
+        /// The file in the space.
+        path: String,
+    },
     /// Move or rename a file.
     Mv {
+        /// Space name.
         name: String,
+        /// The file's path in the space now.
         from: String,
+        /// Its new path.
         to: String,
     },
     /// The history of a space, with vector clocks.
-    Log { name: String },
+    Log {
+        /// Space name.
+        name: String,
+    },
     /// Versions that lost a conflict, each with an id for `seeder get --version`.
-    Conflicts { name: String, path: Option<String> },
+    Conflicts {
+        /// Space name.
+        name: String,
+        /// Only this file's [default: every file's].
+        path: Option<String>,
+    },
     /// Exchange a space's feeds with seeders over the network.
     Sync(sync::SyncArgs),
-    /// What each seeder has acknowledged storing of a space.
-    Status { name: String },
+    /// Whether your data is backed up: what each seeder acknowledged storing of a space,
+    /// per feed, and when.
+    Status {
+        /// Space name.
+        name: String,
+    },
     /// Read back and check every entry of a space held here; damaged ones are fetched again
     /// from a seeder at the next sync.
-    Check { name: String },
+    Check {
+        /// Space name.
+        name: String,
+    },
     /// Offline exchange: a space's feeds in one file.
     Bundle {
         #[command(subcommand)]
@@ -212,6 +235,20 @@ pub fn run() -> anyhow::Result<()> {
         Command::Sync(args) => sync::sync(open_home(cli.home)?, args),
         command => {
             let dir = home_dir(cli.home)?;
+            // Nothing to read in a home that doesn't exist: say so rather than make one.
+            if !dir.exists() {
+                if let Command::Space {
+                    cmd: member::SpaceCmd::List,
+                } = command
+                {
+                    println!(
+                        "no spaces yet: this device's home would be {} \
+                         (seeder space create NAME or seeder space join CODE makes it)",
+                        dir.display()
+                    );
+                    return Ok(());
+                }
+            }
             // A `seeder sync` holding the home runs the command for us.
             if let Some(stream) = forward::connect(&dir) {
                 let code = forward::forward(stream)?;
@@ -311,4 +348,39 @@ pub fn init_tracing() {
         .with(stderr)
         .with(ring)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn undocumented(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if a.is_hide_set() || id == "help" || id == "version" {
+                continue;
+            }
+            if a.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                missing.push(format!("{path} <{id}>"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() == "help" || sub.is_hide_set() {
+                continue;
+            }
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                missing.push(path.clone());
+            }
+            undocumented(sub, &path, missing);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_a_person_types_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "seeder", &mut missing);
+        assert!(missing.is_empty(), "no help text for: {missing:#?}");
+    }
 }

@@ -315,6 +315,15 @@ impl Activity {
         }
     }
 
+    /// Close every connection to `node` (a partner forgotten), saying `why`.
+    pub fn close_all(&self, node: &NodeId, why: &str) {
+        for l in self.live.lock().expect("activity lock").values() {
+            if l.peer == *node {
+                l.conn.close(0u32.into(), why.as_bytes());
+            }
+        }
+    }
+
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.live
             .lock()

@@ -472,6 +472,15 @@ impl CtlBackend for Daemon {
                 },
                 Err(m) => err(m),
             },
+            CtlRequest::PeerRemove { node } => {
+                match self
+                    .find_partner(&node)
+                    .and_then(|id| self.remove_partner(&id).map(|()| id))
+                {
+                    Ok(id) => ok(json!({"node_id": hex::encode(id)})),
+                    Err(e) => ops_err(e),
+                }
+            }
             CtlRequest::PeerList => match self.registry.partners() {
                 Ok(ps) => ok(json!(ps
                     .iter()

@@ -63,6 +63,10 @@ pub enum CtlRequest {
     PeerAdd {
         peer: String,
     },
+    /// Stop dialing a partner: its node id or a unique start of it.
+    PeerRemove {
+        node: String,
+    },
     PeerList,
     SetupCode,
     /// Use this setup code (only while unclaimed).

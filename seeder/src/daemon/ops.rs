@@ -104,7 +104,8 @@ impl Daemon {
         Ok(())
     }
 
-    /// Stop dialing the partner with `node_id`.
+    /// Stop dialing the partner with `node_id` and close the connections to it (it comes
+    /// back only if it dials this seeder itself, for a space both hold).
     pub fn remove_partner(&self, node_id: &[u8; 32]) -> Result<(), OpsError> {
         if !self.registry.remove_partner(node_id)? {
             return Err(OpsError::NotFound(format!(
@@ -112,7 +113,38 @@ impl Daemon {
                 hex::encode(node_id)
             )));
         }
+        self.activity
+            .close_all(&crate::net::NodeId(*node_id), "partner removed");
         tracing::info!(partner = %hex::encode(node_id), "partner seeder removed");
         Ok(())
+    }
+
+    /// The partner a person named by its node id or a unique start of it (at least 8 hex
+    /// digits, as status lines show).
+    pub fn find_partner(&self, given: &str) -> Result<[u8; 32], OpsError> {
+        let given = given.trim().to_ascii_lowercase();
+        if given.len() < 8 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(OpsError::Invalid(format!(
+                "{given:?} is not a node id: give at least its first 8 hex digits, as \
+                 `seeder ctl peer list` shows"
+            )));
+        }
+        let matches: Vec<[u8; 32]> = self
+            .registry
+            .partners()?
+            .into_iter()
+            .map(|p| p.node_id)
+            .filter(|id| hex::encode(id).starts_with(&given))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(OpsError::NotFound(format!(
+                "no partner seeder {given} (seeder ctl peer list shows them)"
+            ))),
+            _ => Err(OpsError::Invalid(format!(
+                "{} partners start with {given}: give more of the node id",
+                matches.len()
+            ))),
+        }
     }
 }
