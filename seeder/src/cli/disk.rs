@@ -72,7 +72,7 @@ pub fn run(args: DiskArgs) -> Result<()> {
                     super::daemon::human(d.size_bytes),
                     if d.model.is_empty() { "-" } else { &d.model },
                     if d.serial.is_empty() { "-" } else { &d.serial },
-                    d.label.or(d.filesystem).unwrap_or_else(|| "empty".into()),
+                    d.contents(),
                     if d.mountpoints.is_empty() {
                         "not mounted".to_string()
                     } else {

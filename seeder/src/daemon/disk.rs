@@ -69,9 +69,26 @@ pub struct BlockDevice {
     /// Mount points of the disk and its partitions.
     pub mountpoints: Vec<String>,
     pub removable: bool,
+    /// Partitions found on it.
+    pub partitions: usize,
 }
 
 impl BlockDevice {
+    /// What it holds, in a word or two: its label or file system, else its partitions, else
+    /// "in use" when mounted (lsblk can't always name a mounted root's file system); "empty"
+    /// only when nothing at all is found on it.
+    pub fn contents(&self) -> String {
+        if let Some(what) = self.label.as_ref().or(self.filesystem.as_ref()) {
+            return what.clone();
+        }
+        match (self.partitions, self.mountpoints.is_empty()) {
+            (0, true) => "empty".into(),
+            (0, false) => "in use".into(),
+            (1, _) => "1 partition".into(),
+            (n, _) => format!("{n} partitions"),
+        }
+    }
+
     /// What must be typed to erase it: the serial, or the kernel name when there is none.
     pub fn confirmation(&self) -> (String, &'static str) {
         if self.serial.is_empty() {
@@ -94,7 +111,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
 
 fn run(program: &'static str, args: &[&str]) -> Result<String, DiskError> {
     let path = which(program).ok_or(DiskError::Missing(program))?;
-    tracing::info!(program, ?args, "running");
+    tracing::debug!(program, ?args, "running");
     let out = Command::new(path).args(args).output()?;
     if !out.status.success() {
         return Err(DiskError::Tool {
@@ -170,6 +187,7 @@ pub fn parse_lsblk(json: &[u8], with_loops: bool) -> Result<Vec<BlockDevice>, Di
             label: pick("label"),
             mountpoints,
             removable,
+            partitions: children.len(),
         });
     }
     Ok(disks)
@@ -367,6 +385,21 @@ mod tests {
         assert!(!is_partition_of("/dev/sdaa", "/dev/sda"));
         assert!(!is_partition_of("/dev/loop01", "/dev/loop0"));
         assert!(is_partition_of("/dev/nvme0n1p3", "/dev/nvme0n1"));
+    }
+
+    #[test]
+    fn a_disk_with_partitions_or_a_mounted_root_is_never_called_empty() {
+        // As lsblk printed it in a VM: no FSTYPE for the root's partition, nor for a disk
+        // mounted whole.
+        let json = br#"{"blockdevices": [
+          {"path":"/dev/vda","size":270582939648,"fstype":null,"label":null,"mountpoint":null,"type":"disk","rm":false,
+           "children":[{"path":"/dev/vda1","size":270581890560,"fstype":null,"label":null,"mountpoint":"/","type":"part","rm":false}]},
+          {"path":"/dev/vdb","size":1073741824,"fstype":null,"label":null,"mountpoint":"/srv","type":"disk","rm":false},
+          {"path":"/dev/vdc","size":1073741824,"fstype":null,"label":null,"mountpoint":null,"type":"disk","rm":false}
+        ]}"#;
+        let disks = parse_lsblk(json, false).unwrap();
+        let contents: Vec<String> = disks.iter().map(BlockDevice::contents).collect();
+        assert_eq!(contents, ["1 partition", "in use", "empty"]);
     }
 
     #[test]

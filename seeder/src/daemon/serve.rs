@@ -45,7 +45,37 @@ pub struct ServeConfig {
     /// the device's root-side helper to apply (the appliance image); `None`: the page doesn't
     /// manage SSH.
     pub ssh_keys_file: Option<std::path::PathBuf>,
+    /// The command that reaches this daemon's control socket (`sudo seeder ctl`, `seeder ctl
+    /// --data DIR`): hints shown to people name it.
+    pub ctl_command: String,
 }
+
+/// The admin page's address as a person types it: this machine's `.local` name when it
+/// listens on every address, no port when it is 80.
+pub fn admin_url(addr: std::net::SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .map_or_else(|| "localhost".to_string(), |h| format!("{h}.local"))
+    } else {
+        match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        }
+    };
+    match addr.port() {
+        80 => format!("http://{host}/"),
+        port => format!("http://{host}:{port}/"),
+    }
+}
+
+/// Longest a stop waits for the daemon's tasks (the admin page's open event streams, a
+/// partner dial, the router releasing the port forward) before the store's final flush.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(800);
+/// Longest a stop waits for the peers' goodbyes to go out.
+const GOODBYE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How often the daemon looks for a missing data disk.
 pub const DISK_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -71,7 +101,10 @@ async fn wait_for_data_disk(
             started: std::time::Instant::now(),
             logs: super::logring::LogRing::global().clone(),
         }),
-        web_admin::AdminConfig::for_this_host(env!("CARGO_PKG_VERSION")),
+        web_admin::AdminConfig {
+            ctl: config.ctl_command.clone(),
+            ..web_admin::AdminConfig::for_this_host(env!("CARGO_PKG_VERSION"))
+        },
     );
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let page = tokio::spawn(async move {
@@ -254,8 +287,12 @@ pub async fn run(
     });
     let site = web_admin::App::new(
         backend,
-        web_admin::AdminConfig::for_this_host(env!("CARGO_PKG_VERSION")),
+        web_admin::AdminConfig {
+            ctl: config.ctl_command.clone(),
+            ..web_admin::AdminConfig::for_this_host(env!("CARGO_PKG_VERSION"))
+        },
     );
+    let claimed = site.claimed();
     let listener = super::ctl::bind(&config.data)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ctl = tokio::spawn(super::ctl::serve(listener, daemon.clone(), async move {
@@ -324,6 +361,14 @@ pub async fn run(
         node = %node_id,
         "seeder ready"
     );
+    // What a person starting it needs first: where the page is and how to claim it.
+    tracing::info!("admin page on {}", admin_url(admin_addr));
+    if !claimed {
+        tracing::info!(
+            "not claimed yet: `{} setup-code` shows the code that claims the admin page",
+            config.ctl_command
+        );
+    }
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "not under systemd");
     }
@@ -349,15 +394,23 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
-    let _ = ctl.await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), admin).await;
-    let _ = peers.await;
-    let _ = partners.await;
-    let _ = punches.await;
-    let _ = reserve.await;
-    mapper.stop().await;
+    // Everything acknowledged is on disk already: what is left is telling others goodbye,
+    // within one deadline for all of it, so that a stop (a reboot, an update) is prompt even
+    // with a partner dial or a router's answer pending.
+    let deadline = tokio::time::Instant::now() + STOP_WAIT;
     endpoint.close("shutting down");
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), endpoint.wait_idle()).await;
+    let tasks = async {
+        let _ = ctl.await;
+        let _ = admin.await;
+        let _ = peers.await;
+        let _ = partners.await;
+        let _ = punches.await;
+        let _ = reserve.await;
+    };
+    let _ = tokio::time::timeout_at(deadline, async { tokio::join!(tasks, mapper.stop()) }).await;
+    // Closing sent each peer its goodbye at once; waiting out the draining period that
+    // follows would only hold up the exit.
+    let _ = tokio::time::timeout(GOODBYE_WAIT, endpoint.wait_idle()).await;
     let _ = std::fs::remove_file(config.data.join(super::ctl::SOCKET_NAME));
     store.commit()?;
     Ok(())
@@ -574,6 +627,8 @@ async fn dial_partners(
     let connected: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
     // Partners reached only through a relay that a direct path is being looked for.
     let upgrading: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
+    // Partners whose last attempt failed: the log says so once, not at every round.
+    let failing: Arc<std::sync::Mutex<std::collections::BTreeSet<[u8; 32]>>> = Arc::default();
     loop {
         let partners = registry.partners().unwrap_or_default();
         let spaces: Vec<_> = registry
@@ -612,6 +667,7 @@ async fn dial_partners(
                 activity.clone(),
                 registry.clone(),
             );
+            let failing = failing.clone();
             tokio::spawn(async move {
                 // At its addresses, through an introduction, and last through a relay (not
                 // when looking for a better path than a relay's).
@@ -657,6 +713,7 @@ async fn dial_partners(
                         } else {
                             "direct"
                         };
+                        failing.lock().expect("partner set lock").remove(&p.node_id);
                         tracing::info!(partner = %id.short(), %at, how, "partner connected");
                         // Where it was found is where it is dialed first next time (its
                         // addresses may have changed since it was added); a tunnel's is no
@@ -680,7 +737,15 @@ async fn dial_partners(
                             .remove(&p.node_id);
                     }
                     Err(e) => {
-                        tracing::warn!(partner = %p.address, error = %e, "partner unreachable")
+                        if failing.lock().expect("partner set lock").insert(p.node_id) {
+                            tracing::warn!(
+                                partner = %p.address,
+                                error = %e,
+                                "partner unreachable; tried again every round, logged when it connects"
+                            );
+                        } else {
+                            tracing::debug!(partner = %p.address, error = %e, "partner still unreachable");
+                        }
                     }
                 }
             });

@@ -1062,7 +1062,22 @@ impl Driver {
         match &result {
             Ok(()) => conn.conn.close(0u32.into(), b"goodbye"),
             Err(e) => {
-                tracing::info!(peer = %peer.short(), error = %e, "connection ended");
+                // A peer that said goodbye, or a close from here, is how connections end:
+                // not worth a line in the log. Anything else is.
+                match conn.conn.close_reason() {
+                    Some(quinn::ConnectionError::ApplicationClosed(c))
+                        if c.error_code == quinn::VarInt::from_u32(0) =>
+                    {
+                        tracing::debug!(peer = %peer.short(), "the peer closed the connection");
+                    }
+                    Some(quinn::ConnectionError::LocallyClosed) => {
+                        tracing::debug!(peer = %peer.short(), "connection closed");
+                    }
+                    Some(quinn::ConnectionError::TimedOut) => {
+                        tracing::info!(peer = %peer.short(), "the peer went silent: connection ended");
+                    }
+                    _ => tracing::info!(peer = %peer.short(), error = %e, "connection ended"),
+                }
                 conn.conn.close(1u32.into(), b"error");
             }
         }
