@@ -15,12 +15,15 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            // Skip the silent context lines that only carry the exit code.
-            let msg: Vec<String> = err
-                .chain()
-                .map(|e| e.to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
+            // Skip the silent context lines that only carry the exit code, and a cause its
+            // error already said (many errors show their source, and also return it).
+            let mut msg: Vec<String> = Vec::new();
+            for line in err.chain().map(|e| e.to_string()) {
+                if line.is_empty() || msg.last().is_some_and(|last| last.contains(&line)) {
+                    continue;
+                }
+                msg.push(line);
+            }
             eprintln!("seeder: {}", msg.join(": "));
             ExitCode::from(seeder::cli::exit_code(&err))
         }

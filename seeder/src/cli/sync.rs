@@ -75,16 +75,40 @@ fn parse_peer(s: &str) -> Result<(String, Option<NodeId>)> {
         let hosts: Vec<String> = code.addrs.iter().map(|a| a.to_string()).collect();
         return Ok((hosts.join(","), Some(code.node)));
     }
-    match s.rsplit_once('#') {
-        Some((addr, id)) => Ok((
-            addr.to_string(),
+    let (hosts, id) = match s.rsplit_once('#') {
+        Some((addr, id)) => (
+            addr,
             Some(
                 id.parse()
                     .map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))?,
             ),
-        )),
-        None => Ok((s.to_string(), None)),
+        ),
+        None => (s, None),
+    };
+    for host in hosts.split(',') {
+        if !is_host_port(host) {
+            return Err(anyhow::anyhow!(
+                "{s:?} is not a peer: give the seeder's peer code (seeder:NODEID@ADDRESS:PORT, \
+                 on its Peers page or from `seeder ctl status`) or HOST:PORT[#NODEID]"
+            )
+            .context(Failure::BadInput));
+        }
     }
+    Ok((hosts.to_string(), id))
+}
+
+/// `host:port`, `1.2.3.4:port` or `[v6]:port`, with a port that is a number above 0.
+fn is_host_port(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    !host.is_empty()
+        && !host.contains(char::is_whitespace)
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
@@ -116,6 +140,11 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
         .space(&args.name)
         .map_err(|e| anyhow::Error::new(e).context(Failure::NotFound))?
         .address();
+    let parsed: Vec<(String, Option<NodeId>)> = args
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<_>>()?;
     let identity = Arc::new(
         NodeIdentity::load_or_create(&home.dir().join(IDENTITY_FILE))
             .context("the device's node identity")?,
@@ -167,8 +196,7 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             stop: stop_rx.clone(),
         });
         let mut peers = Vec::new();
-        for peer in &args.peers {
-            let (host, id) = parse_peer(peer)?;
+        for (peer, (host, id)) in args.peers.iter().zip(parsed) {
             peers.push((peer.clone(), tokio::spawn(ctx.clone().follow(host, id))));
         }
         if let Some(l) = args.listen {
@@ -193,9 +221,23 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
         if !once {
             crate::daemon::serve::shutdown_signal().await;
             let _ = stop_tx.send(true);
+            // Say goodbye, so that peers show this device gone at once rather than after
+            // the idle timeout; a peer that is gone must not hold up the exit.
             endpoint.close("done");
+            let _ = tokio::time::timeout(GOODBYE_WAIT, endpoint.wait_idle()).await;
             return Ok(());
         }
+        // Interrupted: every peer task ends ("stopped") and the goodbyes below go out.
+        let stop_tx = Arc::new(stop_tx);
+        let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _on_signal = {
+            let (stop_tx, interrupted) = (stop_tx.clone(), interrupted.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                crate::daemon::serve::shutdown_signal().await;
+                interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = stop_tx.send(true);
+            }))
+        };
         let mut outcomes = Vec::new();
         for (name, task) in peers {
             let outcome = task
@@ -217,8 +259,24 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
         };
         let _ = tokio::time::timeout(linger, endpoint.wait_idle()).await;
         progress.finish();
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(anyhow::anyhow!("interrupted").context(Failure::Unreachable));
+        }
         report(&home, &args.name, &address, &outcomes)
     })
+}
+
+/// How long `sync --watch` waits, when interrupted, for its goodbyes to reach its peers: a
+/// round trip on any network it works over; a peer that is gone doesn't hold up the exit.
+const GOODBYE_WAIT: Duration = Duration::from_millis(500);
+
+/// Aborts the task when dropped (the signal listener of `sync --once` ends with the sync).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How long a connected peer may take to open the space before `sync --once` concludes it
@@ -283,6 +341,9 @@ enum Outcome {
     NotHeld(NodeId),
     /// Never connected (or lost the connection) before the deadline; the last error.
     Unreachable(String),
+    /// Another node answered at the peer's address than the node id given: the peer code is
+    /// wrong (or stale), and dialing again would only meet the same node.
+    WrongNode(String),
     /// Connected, but not in sync before the deadline.
     TimedOut(NodeId),
 }
@@ -313,21 +374,35 @@ impl PeerCtx {
             // At its addresses and, for a peer named by node id, at the same time through an
             // introduction by another peer of this sync that both of us reach, and last through
             // such a peer as a relay.
+            let wrong_node = std::sync::OnceLock::new();
+            let wrong_found = tokio::sync::Notify::new();
             let attempt = async {
                 let direct = async {
                     let addrs = crate::daemon::serve::resolve_all(&host).await;
                     if addrs.is_empty() {
-                        return Err(format!("cannot resolve {host}"));
+                        return Err(format!("cannot find {host}: no such host"));
                     }
                     self.endpoint
                         .connect_any(&addrs, id)
                         .await
-                        .map_err(|e| format!("cannot reach {host}: {e}"))
+                        .map_err(|e| match e {
+                            e @ crate::net::NetError::WrongNode { .. } => {
+                                let _ = wrong_node.set(e.to_string());
+                                wrong_found.notify_one();
+                                e.to_string()
+                            }
+                            e => format!("cannot reach {host}: {e}"),
+                        })
                 };
                 let Some(node) = id else {
                     return direct.await;
                 };
-                crate::net::driver::reach(&self.endpoint, &self.driver, node, direct).await
+                // Another node at its address: the code is wrong, whatever an introduction
+                // or a relay would find.
+                tokio::select! {
+                    r = crate::net::driver::reach(&self.endpoint, &self.driver, node, direct) => r,
+                    () = wrong_found.notified() => Err(String::new()),
+                }
             };
             let connected = match remaining {
                 // Cut short by the deadline: what an earlier attempt learned says more.
@@ -342,6 +417,9 @@ impl PeerCtx {
             };
             let (conn, addr) = match connected {
                 Ok(c) => c,
+                Err(_) if wrong_node.get().is_some() => {
+                    return Outcome::WrongNode(wrong_node.get().cloned().unwrap_or_default());
+                }
                 Err(e) => {
                     last_error = e;
                     self.pause(&mut retry).await;
@@ -645,6 +723,7 @@ fn report(
                 ),
             ),
             Outcome::Unreachable(e) => (Failure::Unreachable, format!("{given}: {e}")),
+            Outcome::WrongNode(e) => (Failure::BadInput, e.clone()),
             Outcome::TimedOut(peer) => (
                 Failure::Unreachable,
                 format!(
@@ -672,7 +751,11 @@ fn print_stored(
     for peer in peers {
         let mine: Vec<_> = acks.iter().filter(|a| a.peer == peer.0).collect();
         let entries: u64 = mine.iter().map(|a| a.length).sum();
-        println!("stored on {peer}: {} feeds, {entries} entries", mine.len());
+        println!(
+            "stored on {peer}: {}, {}",
+            super::daemon::count(mine.len() as u64, "feed"),
+            super::daemon::count(entries, "entry")
+        );
     }
     Ok(())
 }
@@ -709,12 +792,7 @@ pub fn status(home: &Home, name: &str, io: &mut super::Io) -> Result<()> {
             )?;
         }
     }
-    if acks.is_empty() {
-        writeln!(
-            io.out,
-            "no seeder has acknowledged anything of {name:?} yet: seeder sync {name} --peer …"
-        )?;
-    }
+    writeln!(io.out, "{}", verdict(home, &space, &acks)?)?;
     // Every seeder that acknowledged something, and every one reached for this space.
     let reached = home.reached(&address)?;
     let mut peers: Vec<[u8; 32]> = acks.iter().map(|a| a.peer).collect();
@@ -734,24 +812,67 @@ pub fn status(home: &Home, name: &str, io: &mut super::Io) -> Result<()> {
         }
         for cert in &feeds {
             let have = home.store().feed(&cert.feed)?.map_or(0, |s| s.length);
+            let whose = if cert.feed == space.own_feed() {
+                " (this device's)"
+            } else {
+                ""
+            };
             match acks.iter().find(|a| a.peer == peer && a.feed == cert.feed) {
                 Some(a) => writeln!(
                     io.out,
-                    "  feed {}: {} of {} entries stored, {} ago",
+                    "  feed {}{whose}: {} of {have} entries acknowledged stored, {} ago",
                     cert.feed,
-                    a.length,
-                    have,
+                    a.length.min(have),
                     ago(now.saturating_sub(a.at))
                 )?,
                 None => writeln!(
                     io.out,
-                    "  feed {}: nothing stored yet ({have} entries here)",
-                    cert.feed
+                    "  feed {}{whose}: nothing acknowledged ({} here)",
+                    cert.feed,
+                    super::daemon::count(have, "entry"),
                 )?,
             }
         }
     }
     Ok(())
+}
+
+/// `seeder status`'s first line: whether what this device wrote to the space is on seeders
+/// (by their acknowledgements, nothing else), and how much is not.
+fn verdict(
+    home: &Home,
+    space: &crate::fs::home::SpaceHandle<'_>,
+    acks: &[crate::fs::home::Ack],
+) -> Result<String> {
+    let own = space.own_feed();
+    let state = home.store().feed(&own)?;
+    let (length, bytes) = state.map_or((0, 0), |s| (s.length, s.bytes));
+    if length == 0 {
+        return Ok("this device has written nothing to the space yet".into());
+    }
+    let own_acks: Vec<u64> = acks
+        .iter()
+        .filter(|a| a.feed == own)
+        .map(|a| a.length)
+        .collect();
+    let complete = own_acks.iter().filter(|&&l| l >= length).count();
+    if complete > 0 {
+        return Ok(format!(
+            "all your data ({}, {}) is on {}",
+            super::daemon::count(length, "entry"),
+            super::daemon::human(bytes),
+            super::daemon::count(complete as u64, "seeder")
+        ));
+    }
+    let best = own_acks.iter().copied().max().unwrap_or(0);
+    let missing = bytes.saturating_sub(home.store().bytes_before(&own, best)?);
+    let name = space.name();
+    Ok(format!(
+        "{} of your data ({} of {}) not yet backed up: seeder sync {name} sends it to a seeder",
+        super::daemon::human(missing),
+        super::daemon::count(length - best.min(length), "entry"),
+        length
+    ))
 }
 
 /// `seeder check NAME`: every entry of every feed of the space held here, read and checked.

@@ -57,6 +57,12 @@ pub enum NetError {
     },
     #[error("connecting to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
+    #[error("the peer at {addr} is not {expected} (it is {found}): check the peer code")]
+    WrongNode {
+        addr: SocketAddr,
+        expected: NodeId,
+        found: NodeId,
+    },
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("stream: {0}")]
@@ -389,7 +395,8 @@ impl Endpoint {
         addr: SocketAddr,
         expected: Option<NodeId>,
     ) -> Result<Connection, NetError> {
-        let tls = tls::client_config(&self.identity, expected)?;
+        let other = tls::OtherNode::default();
+        let tls = tls::client_config_noting(&self.identity, expected, other.clone())?;
         let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(self.transport.clone());
@@ -406,9 +413,16 @@ impl Endpoint {
                 addr,
                 reason: "no answer".into(),
             })?
-            .map_err(|e| NetError::Connect {
-                addr,
-                reason: e.to_string(),
+            .map_err(|e| match (other.get(), expected) {
+                (Some(found), Some(expected)) => NetError::WrongNode {
+                    addr,
+                    expected,
+                    found: *found,
+                },
+                _ => NetError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                },
             })?;
         let conn = Connection::new(conn, crate::space::Role::Dialer)?;
         // We chose this peer: it may send at full speed from the start.

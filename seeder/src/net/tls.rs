@@ -158,7 +158,13 @@ fn tls12_refused() -> rustls::Error {
 struct ServerVerifier {
     expected: Option<NodeId>,
     algs: WebPkiSupportedAlgorithms,
+    /// The node that answered instead of the expected one, for the dialer's message.
+    other: Arc<std::sync::OnceLock<NodeId>>,
 }
+
+/// Where a dial learns which node answered when it was not the one expected: rustls can
+/// only say "invalid certificate", a person needs "that is node X, not Y".
+pub type OtherNode = Arc<std::sync::OnceLock<NodeId>>;
 
 impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
@@ -171,9 +177,12 @@ impl ServerCertVerifier for ServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let key = ed25519_key_of(end_entity).ok_or_else(bad_cert)?;
         match self.expected {
-            Some(id) if id.0 != key => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
+            Some(id) if id.0 != key => {
+                let _ = self.other.set(NodeId(key));
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -266,6 +275,15 @@ pub fn client_config(
     identity: &NodeIdentity,
     expected: Option<NodeId>,
 ) -> Result<rustls::ClientConfig, NetError> {
+    client_config_noting(identity, expected, OtherNode::default())
+}
+
+/// [`client_config`], noting in `other` the node that answered when it is not `expected`.
+pub fn client_config_noting(
+    identity: &NodeIdentity,
+    expected: Option<NodeId>,
+    other: OtherNode,
+) -> Result<rustls::ClientConfig, NetError> {
     let provider = provider();
     let algs = provider.signature_verification_algorithms;
     let (cert, key) = certificate(identity)?;
@@ -273,7 +291,11 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NetError::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ServerVerifier { expected, algs }))
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier {
+            expected,
+            algs,
+            other,
+        }))
         .with_client_auth_cert(vec![cert], key)
         .map_err(|e| NetError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![crate::wire::ALPN.to_vec()];

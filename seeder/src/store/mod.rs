@@ -760,6 +760,18 @@ impl Store {
         Ok(self.meta(feed)?.map(|m| m.state(*feed)))
     }
 
+    /// Bytes of entry data of `feed` before entry `index` (all of them when `index` is at or
+    /// past the stored length): entries are stored back to back from the data file's start.
+    pub fn bytes_before(&self, feed: &FeedKey, index: u64) -> Result<u64> {
+        let Some(meta) = self.meta(feed)? else {
+            return Ok(0);
+        };
+        if index >= meta.length {
+            return Ok(meta.data_end);
+        }
+        Ok(self.leaf(feed, index)?.offset.min(meta.data_end))
+    }
+
     /// Every stored feed, in key order.
     pub fn feeds(&self) -> Result<Vec<FeedState>> {
         let mut out = Vec::new();
