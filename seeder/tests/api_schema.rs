@@ -29,10 +29,7 @@ fn schemathesis() -> Option<String> {
 #[test]
 fn generated_requests_for_every_documented_operation_never_get_a_server_error() {
     let Some(st) = schemathesis() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("the API schema test needs schemathesis (set SCHEMATHESIS or put it on PATH)");
-        }
-        eprintln!("skipped: install schemathesis (pip) to run the API schema test");
+        common::skip("schemathesis (pip install schemathesis)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

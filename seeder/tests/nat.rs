@@ -228,10 +228,7 @@ fn have(program: &str) -> bool {
 #[test]
 fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one_peer_code() {
     if !(is_root() && have("miniupnpd") && have("nft") && have("conntrack")) {
-        if std::env::var_os("CI").is_some() {
-            panic!("the NAT test needs root, nftables, conntrack and miniupnpd");
-        }
-        eprintln!("skipped: needs root, nftables, conntrack and miniupnpd");
+        common::skip("root, nftables, conntrack and miniupnpd");
         return;
     }
     figures_start("port-mapped");
@@ -411,10 +408,7 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
 fn the_namespace_internet_behaves_as_its_nat_kinds_say() {
     if !(is_root() && ["miniupnpd", "nft", "conntrack", "upnpc", "natpmpc"].map(have) == [true; 5])
     {
-        if std::env::var_os("CI").is_some() {
-            panic!("the NAT harness needs root, nftables, conntrack, miniupnpd, upnpc and natpmpc");
-        }
-        eprintln!("skipped: needs root, nftables, conntrack, miniupnpd, upnpc and natpmpc");
+        common::skip("root, nftables, conntrack, miniupnpd, upnpc and natpmpc");
         return;
     }
     // Mapping and filtering of each NAT kind, miniupnpd's forwards, hole punching between two
@@ -535,10 +529,7 @@ fn sync_with_peers(
 #[test]
 fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_introduction() {
     if !(is_root() && have("nft") && have("conntrack")) {
-        if std::env::var_os("CI").is_some() {
-            panic!("the NAT test needs root, nftables and conntrack");
-        }
-        eprintln!("skipped: needs root, nftables and conntrack");
+        common::skip("root, nftables and conntrack");
         return;
     }
     figures_start("punched");
@@ -661,10 +652,7 @@ fn seeders_and_a_member_behind_port_restricted_nats_connect_directly_after_an_in
 #[test]
 fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot_use() {
     if !(is_root() && have("nft") && have("conntrack")) {
-        if std::env::var_os("CI").is_some() {
-            panic!("the NAT test needs root, nftables and conntrack");
-        }
-        eprintln!("skipped: needs root, nftables and conntrack");
+        common::skip("root, nftables and conntrack");
         return;
     }
     let t = "relayed";

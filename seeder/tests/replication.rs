@@ -50,7 +50,7 @@ fn a_seeder_with_only_the_seed_code_carries_a_space_between_members() {
     let out = a.ok(&["sync", "office", "--peer", &peer, "--once"]);
     let line = out.lines().last().unwrap();
     assert!(line.starts_with("stored on "), "{out}");
-    assert!(line.contains(": 1 feeds, "), "{out}");
+    assert!(line.contains(": 1 feed, "), "{out}");
 
     // 2. B joins and syncs with the seeder only (A is gone).
     let invite = a.last(&["space", "invite", "office"]);
