@@ -324,7 +324,7 @@ fn a_member_finds_the_seeder_on_the_lan_and_the_seeder_reads_its_settings_file()
     assert!(stderr.contains("entries stored on "), "{stderr}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
-        stdout.contains(&format!("stored on {node}: 1 feeds")),
+        stdout.contains(&format!("stored on {node}: 1 feed,")),
         "{stdout}"
     );
     drop(seed);

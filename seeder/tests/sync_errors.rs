@@ -126,7 +126,9 @@ fn a_seeder_restarted_mid_transfer_is_dialed_again_and_status_shows_what_sync_pr
     // Right after: status shows the same acknowledgement.
     let status = m.ok(&["status", "office"]);
     assert!(
-        status.contains(&format!("{entries} of {entries} entries acknowledged stored")),
+        status.contains(&format!(
+            "{entries} of {entries} entries acknowledged stored"
+        )),
         "status shows what sync printed ({entries} entries): {status}"
     );
 }

@@ -491,7 +491,8 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
             SpaceCmd::List => {
                 let spaces = call(&data, CtlRequest::SpaceList)?;
                 if spaces.as_array().is_none_or(Vec::is_empty) {
-                    println!("no spaces held yet (add one with `seeder ctl space add SEED-CODE`)");
+                    // To stderr: a script reading the list gets an empty one.
+                    eprintln!("no spaces held yet (add one with `seeder ctl space add SEED-CODE`)");
                 }
                 print_spaces(&spaces);
             }
@@ -539,7 +540,7 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
                 let partners = call(&data, CtlRequest::PeerList)?;
                 let partners = partners.as_array().map_or(&[][..], Vec::as_slice);
                 if partners.is_empty() {
-                    println!("no partner seeders (add one with `seeder ctl peer add PEER-CODE`)");
+                    eprintln!("no partner seeders (add one with `seeder ctl peer add PEER-CODE`)");
                 }
                 for p in partners {
                     println!(

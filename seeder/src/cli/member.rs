@@ -137,7 +137,7 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
             let spaces = home.spaces().map_err(home_err)?;
             if spaces.is_empty() {
                 writeln!(
-                    io.out,
+                    io.err,
                     "no spaces yet in {} (seeder space create NAME or seeder space join CODE)",
                     home.dir().display()
                 )?;

@@ -241,7 +241,7 @@ pub fn run() -> anyhow::Result<()> {
                     cmd: member::SpaceCmd::List,
                 } = command
                 {
-                    println!(
+                    eprintln!(
                         "no spaces yet: this device's home would be {} \
                          (seeder space create NAME or seeder space join CODE makes it)",
                         dir.display()

@@ -292,7 +292,10 @@ pub fn stored_entries(printed: &str) -> u64 {
         .unwrap_or_else(|| panic!("no storage acknowledgement in {printed:?}"));
     line.rsplit(", ")
         .next()
-        .and_then(|s| s.strip_suffix(" entries").or_else(|| s.strip_suffix(" entry")))
+        .and_then(|s| {
+            s.strip_suffix(" entries")
+                .or_else(|| s.strip_suffix(" entry"))
+        })
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot read {line:?}"))
 }
