@@ -11,14 +11,16 @@ use super::*;
 use crate::{Sample, GRAPH_SPAN};
 
 /// The graph's plot area inside its SVG `viewBox` (0 0 [`VIEW_W`] [`VIEW_H`]): room on the
-/// left for the rate labels and below for the time labels.
-const PLOT_LEFT: f64 = 56.0;
-const PLOT_RIGHT: f64 = 352.0;
+/// left for the rate labels and below for the time labels. About as wide as the dashboard's
+/// card, so the labels' 11 units (app.css) show near their size in pixels.
+const PLOT_LEFT: f64 = 58.0;
+const PLOT_RIGHT: f64 = 254.0;
 const PLOT_TOP: f64 = 8.0;
-const PLOT_BOTTOM: f64 = 96.0;
-const VIEW_W: u32 = 360;
-const VIEW_H: u32 = 116;
-/// Time labels under the graph, in minutes before now.
+const PLOT_BOTTOM: f64 = 92.0;
+const VIEW_W: u32 = 260;
+const VIEW_H: u32 = 110;
+/// Ticks under the graph, in minutes before now; every other one is labelled (five labels
+/// don't fit in the card's width at a readable size).
 const TIME_MARKS: [u64; 5] = [60, 45, 30, 15, 0];
 
 /// The transfer graph's lines: points of two SVG polylines, time on x (the last
@@ -29,6 +31,13 @@ pub struct Graph {
     pub tx: String,
     /// The highest rate drawn, in bytes per second.
     pub peak: u64,
+}
+
+impl Graph {
+    /// The rate at the top of the y axis: the peak, or 1 B/s when idle (the lines' scale).
+    pub fn top(&self) -> u64 {
+        self.peak.max(1)
+    }
 }
 
 /// The graph of `samples` as seen at `now` (Unix seconds). A window in which a counter went
@@ -88,13 +97,15 @@ fn graph_svg(g: &Graph) -> Markup {
                 aria-label="Transfer rate over the last hour: received and sent bytes per second" {
                 line.axis x1=(PLOT_LEFT) y1=(PLOT_TOP) x2=(PLOT_LEFT) y2=(PLOT_BOTTOM) {}
                 line.axis x1=(PLOT_LEFT) y1=(PLOT_BOTTOM) x2=(PLOT_RIGHT) y2=(PLOT_BOTTOM) {}
-                text.y-label x=(PLOT_LEFT - 4.0) y=(PLOT_TOP + 4.0) text-anchor="end" data-live="graph_max" {
-                    (format::bytes(g.peak)) "/s"
+                text.y-label x=(PLOT_LEFT - 4.0) y=(PLOT_TOP + 8.0) text-anchor="end" data-live="graph_max" {
+                    (format::bytes(g.top())) "/s"
                 }
                 text.y-label x=(PLOT_LEFT - 4.0) y=(PLOT_BOTTOM) text-anchor="end" { "0 B/s" }
                 @for m in TIME_MARKS {
                     line.tick x1=(x_of(m)) y1=(PLOT_BOTTOM) x2=(x_of(m)) y2=(PLOT_BOTTOM + 3.0) {}
-                    text.x-label x=(x_of(m)) y=(PLOT_BOTTOM + 13.0)
+                }
+                @for m in TIME_MARKS.into_iter().step_by(2) {
+                    text.x-label x=(x_of(m)) y=(PLOT_BOTTOM + 14.0)
                         text-anchor=(if m == 0 { "end" } else if m == span_min { "start" } else { "middle" }) {
                         @if m == 0 { "now" } @else { "−" (m) " min" }
                     }

@@ -35,7 +35,7 @@ pub fn live_values(app: &Shared) -> Result<serde_json::Value, Fail> {
     values.insert("tx_rate".to_string(), tx_rate);
     values.insert(
         "graph_max".to_string(),
-        format!("{}/s", format::bytes(graph.peak)),
+        format!("{}/s", format::bytes(graph.top())),
     );
     for s in &spaces {
         values.insert(format!("space:{}:health", s.name), health(s, now));
