@@ -209,7 +209,7 @@ impl App {
     }
 
     fn settings(&self) -> Result<SiteSettings, Fail> {
-        let blob = self.backend.load_site().map_err(Fail::backend)?;
+        let blob = self.backend.load_site()?;
         SiteSettings::decode(blob.as_deref()).map_err(|e| Fail::internal(e.to_string()))
     }
 
@@ -221,7 +221,7 @@ impl App {
         let _guard = self.settings_lock.lock().await;
         let mut s = self.settings()?;
         let out = f(&mut s)?;
-        self.backend.save_site(&s.encode()).map_err(Fail::backend)?;
+        self.backend.save_site(&s.encode())?;
         Ok(out)
     }
 

@@ -165,14 +165,12 @@ pub(super) async fn claim(
     State(app): State<Shared>,
     ctx: Ctx,
     Form(f): Form<ClaimForm>,
-) -> Response {
+) -> PageResult<Response> {
     if ctx.settings.claimed() {
-        return Redirect::to("/login").into_response();
+        return Ok(Redirect::to("/login").into_response());
     }
-    if let Err(e) = pre_ok(&ctx, &f.pre) {
-        return fail_page(e);
-    }
-    match claim_inner(&app, &ctx, f).await {
+    pre_ok(&ctx, &f.pre)?;
+    Ok(match claim_inner(&app, &ctx, f).await {
         Ok((cookie, _csrf)) => {
             let mut r = Redirect::to("/").into_response();
             r.headers_mut().append(header::SET_COOKIE, cookie);
@@ -192,8 +190,8 @@ pub(super) async fn claim(
             ),
         )
             .into_response(),
-        Err(e) => fail_page(e),
-    }
+        Err(e) => return Err(e.into()),
+    })
 }
 
 /// Check a claim and set the password; shared with the API. Returns the session cookie and
@@ -290,11 +288,9 @@ pub(super) async fn login(
     State(app): State<Shared>,
     ctx: Ctx,
     Form(f): Form<LoginForm>,
-) -> Response {
-    if let Err(e) = pre_ok(&ctx, &f.pre) {
-        return fail_page(e);
-    }
-    match login_inner(&app, &ctx, &f.password).await {
+) -> PageResult<Response> {
+    pre_ok(&ctx, &f.pre)?;
+    Ok(match login_inner(&app, &ctx, &f.password).await {
         Ok((cookie, _)) => {
             let mut r = Redirect::to("/").into_response();
             r.headers_mut().append(header::SET_COOKIE, cookie);
@@ -306,8 +302,8 @@ pub(super) async fn login(
             r.headers_mut().remove(header::SET_COOKIE);
             r
         }
-        Err(e) => fail_page(e),
-    }
+        Err(e) => return Err(e.into()),
+    })
 }
 
 /// Check a password and start a session; shared with the API.

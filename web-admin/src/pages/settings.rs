@@ -191,7 +191,7 @@ pub(super) async fn password(
     State(app): State<Shared>,
     SignedIn(ctx): SignedIn,
     Form(f): Form<PasswordForm>,
-) -> Response {
+) -> PageResult<Response> {
     let result = async {
         let session = need_csrf(&ctx, &f.csrf)?.clone();
         change_password(&app, &ctx, &f.current, &f.password, &f.password_again).await?;
@@ -201,16 +201,13 @@ pub(super) async fn password(
     .await;
     match result {
         Ok(_) => {
-            let settings = match app.settings() {
-                Ok(s) => s,
-                Err(e) => return fail_page(e),
-            };
+            let settings = app.settings()?;
             let (cookie, _) = app.login(&ctx, settings.generation);
             let mut r = Redirect::to("/settings").into_response();
             r.headers_mut().insert(header::SET_COOKIE, cookie);
-            r
+            Ok(r)
         }
-        Err(e) => done(&app, &ctx, "/settings", Err(e.into())),
+        Err(e) => Ok(done(&app, &ctx, "/settings", Err(e.into()))),
     }
 }
 
