@@ -1,7 +1,9 @@
 //! The admin page of a real `seeder serve`, driven by headless Chromium (Debian's `chromium`
 //! through playwright-core from npm, `seeder/tests/browser/`): claim with the setup code from
-//! `seeder ctl setup-code`, set the password, add a space by seed code, watch its byte count
-//! rise live while a member syncs 24 MiB into it, log out, fail to log in with a wrong password.
+//! `seeder ctl setup-code`, set the password, open a page that doesn't exist, mistype a seed
+//! code (kept in the form, its bad group marked), add the space by its seed code, watch its
+//! byte count rise live while a member syncs 24 MiB into it, log out, fail to log in with a
+//! wrong password.
 //!
 //! Needs `npm ci --prefix seeder/tests/browser` and Chromium. Without them the test says so
 //! and passes, except under CI (`CI` set), where it fails: `.ci/run` installs both.
@@ -103,11 +105,14 @@ fn an_admin_claims_the_seeder_adds_a_space_and_watches_it_fill_in_a_real_browser
         "{out}"
     );
     assert!(said.iter().any(|l| l.starts_with("typo refused")));
+    assert!(said.iter().any(|l| l == "unknown path: styled 404"));
     for shot in [
         "claim.png",
         "spaces.png",
         "dashboard.png",
         "login-refused.png",
+        "not-found.png",
+        "seed-code-typo.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }

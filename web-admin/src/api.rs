@@ -37,6 +37,12 @@ impl From<Fail> for ApiFail {
     }
 }
 
+impl From<BackendError> for ApiFail {
+    fn from(e: BackendError) -> ApiFail {
+        ApiFail(Fail::backend(e))
+    }
+}
+
 impl IntoResponse for ApiFail {
     fn into_response(self) -> Response {
         let mut r = (self.0.status(), Json(json!({ "error": self.0.message() }))).into_response();
@@ -256,10 +262,7 @@ async fn session_create(State(app): State<Shared>, ctx: Ctx, Json(b): Json<Login
     }
 }
 
-async fn session_get(ctx: Ctx) -> ApiResult<SessionInfo> {
-    if !ctx.settings.claimed() {
-        return Err(Fail::Unclaimed.into());
-    }
+async fn session_get(SessionCaller(ctx): SessionCaller) -> ApiResult<SessionInfo> {
     let s = ctx.session.as_ref().ok_or(Fail::Unauthenticated)?;
     Ok(Json(SessionInfo {
         csrf: s.csrf.clone(),
@@ -287,7 +290,7 @@ pub struct Status {
 }
 
 async fn status(State(app): State<Shared>, Caller(ctx): Caller) -> ApiResult<Status> {
-    let overview = app.backend.overview().map_err(Fail::backend)?;
+    let overview = app.backend.overview()?;
     Ok(Json(Status {
         device_name: ctx.settings.device_name.clone(),
         overview,
@@ -295,7 +298,7 @@ async fn status(State(app): State<Shared>, Caller(ctx): Caller) -> ApiResult<Sta
 }
 
 async fn spaces(State(app): State<Shared>, _: Caller) -> ApiResult<Vec<SpaceInfo>> {
-    Ok(Json(app.backend.spaces().map_err(Fail::backend)?))
+    Ok(Json(app.backend.spaces()?))
 }
 
 async fn space_add(
@@ -303,7 +306,7 @@ async fn space_add(
     _: Caller,
     Json(b): Json<AddSpace>,
 ) -> Result<(StatusCode, Json<SpaceInfo>), ApiFail> {
-    let s = app.backend.add_space(&b).map_err(Fail::backend)?;
+    let s = app.backend.add_space(&b)?;
     tracing::info!(space = %s.name, "space added through the API");
     Ok((StatusCode::CREATED, Json(s)))
 }
@@ -320,14 +323,12 @@ async fn space_remove(
     Path(name): Path<String>,
     Query(q): Query<PurgeQuery>,
 ) -> Result<StatusCode, ApiFail> {
-    app.backend
-        .remove_space(&name, q.purge)
-        .map_err(Fail::backend)?;
+    app.backend.remove_space(&name, q.purge)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn agreements(State(app): State<Shared>, _: Caller) -> ApiResult<Vec<Agreement>> {
-    Ok(Json(app.backend.agreements().map_err(Fail::backend)?))
+    Ok(Json(app.backend.agreements()?))
 }
 
 async fn agreement_create(
@@ -337,7 +338,7 @@ async fn agreement_create(
 ) -> Result<(StatusCode, Json<Agreement>), ApiFail> {
     a.id = 0;
     pages::check_agreement(&a)?;
-    let saved = app.backend.save_agreement(&a).map_err(Fail::backend)?;
+    let saved = app.backend.save_agreement(&a)?;
     Ok((StatusCode::CREATED, Json(saved)))
 }
 
@@ -352,7 +353,7 @@ async fn agreement_update(
     }
     a.id = id;
     pages::check_agreement(&a)?;
-    Ok(Json(app.backend.save_agreement(&a).map_err(Fail::backend)?))
+    Ok(Json(app.backend.save_agreement(&a)?))
 }
 
 async fn agreement_delete(
@@ -360,12 +361,12 @@ async fn agreement_delete(
     _: Caller,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiFail> {
-    app.backend.remove_agreement(id).map_err(Fail::backend)?;
+    app.backend.remove_agreement(id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn peers(State(app): State<Shared>, _: Caller) -> ApiResult<Peers> {
-    Ok(Json(app.backend.peers().map_err(Fail::backend)?))
+    Ok(Json(app.backend.peers()?))
 }
 
 #[derive(Deserialize)]
@@ -378,10 +379,7 @@ async fn partner_add(
     _: Caller,
     Json(b): Json<PartnerBody>,
 ) -> Result<(StatusCode, Json<PartnerInfo>), ApiFail> {
-    let p = app
-        .backend
-        .add_partner(b.address.trim())
-        .map_err(Fail::backend)?;
+    let p = app.backend.add_partner(b.address.trim())?;
     Ok((StatusCode::CREATED, Json(p)))
 }
 
@@ -390,12 +388,12 @@ async fn partner_remove(
     _: Caller,
     Path(node): Path<String>,
 ) -> Result<StatusCode, ApiFail> {
-    app.backend.remove_partner(&node).map_err(Fail::backend)?;
+    app.backend.remove_partner(&node)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn disks(State(app): State<Shared>, _: Caller) -> ApiResult<DiskReport> {
-    Ok(Json(app.backend.disks().map_err(Fail::backend)?))
+    Ok(Json(app.backend.disks()?))
 }
 
 #[derive(Deserialize)]
@@ -409,9 +407,7 @@ async fn disk_prepare(
     _: Caller,
     Json(b): Json<PrepareBody>,
 ) -> Result<StatusCode, ApiFail> {
-    app.backend
-        .prepare_disk(&b.device, b.confirm.trim())
-        .map_err(Fail::backend)?;
+    app.backend.prepare_disk(&b.device, b.confirm.trim())?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -464,7 +460,7 @@ async fn settings_put(
 }
 
 async fn ssh_get(State(app): State<Shared>, _: Caller) -> ApiResult<SshAccess> {
-    Ok(Json(app.backend.ssh().map_err(Fail::backend)?))
+    Ok(Json(app.backend.ssh()?))
 }
 
 #[derive(Deserialize)]
@@ -480,7 +476,7 @@ async fn ssh_put(
 ) -> ApiResult<SshAccess> {
     let keys = crate::ssh::parse_keys(&b.keys.join("\n")).map_err(Fail::Invalid)?;
     pages::set_ssh(&app, &keys)?;
-    Ok(Json(app.backend.ssh().map_err(Fail::backend)?))
+    Ok(Json(app.backend.ssh()?))
 }
 
 #[derive(Deserialize)]
@@ -546,7 +542,7 @@ async fn token_revoke(
 pub async fn metrics(State(app): State<Shared>, _: Caller) -> Response {
     let o = match app.backend.overview() {
         Ok(o) => o,
-        Err(e) => return ApiFail(Fail::backend(e)).into_response(),
+        Err(e) => return ApiFail::from(e).into_response(),
     };
     let spaces = app.backend.spaces().unwrap_or_default();
     let mut out = String::new();

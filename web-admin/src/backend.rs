@@ -10,20 +10,35 @@ settings blob the backend stores for it.
 
 use serde::{Deserialize, Serialize};
 
-/// Why the backend refused or failed. The message is shown to the admin as it is.
+/// Why the backend refused or failed, by whose move it is: the admin's (`NotFound`,
+/// `Invalid`, `BadCode`, `Conflict`), the device's (`Unavailable`), or nobody's at the page
+/// (`Io`, `Internal`: the log says more). Messages are shown to the admin as they are.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BackendError {
     /// The request names something that doesn't exist.
     #[error("{0}")]
     NotFound(String),
-    /// The request is malformed or not allowed in this state (a typo in a seed code, a name
-    /// already taken, a confirmation that doesn't match).
+    /// The request is malformed (a confirmation that doesn't match, a bad name).
     #[error("{0}")]
     Invalid(String),
-    /// The device can't do this here or now (no such hardware, the disk is busy).
+    /// A code a person typed (a seed code, a peer code) doesn't read.
+    #[error("{message}")]
+    BadCode {
+        message: String,
+        /// Bytes of the code as it was sent that most likely hold the typo (a group of five
+        /// characters), when that can be told.
+        suspect: Option<std::ops::Range<usize>>,
+    },
+    /// The request clashes with what is there (a space already held, a name already taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// The device can't do this here or now (no such hardware, no data disk).
     #[error("{0}")]
     Unavailable(String),
+    /// Reading or writing one of the device's files failed.
+    #[error("{path}: {error}")]
+    Io { path: String, error: String },
     /// Something broke inside the daemon; the log says more.
     #[error("{0}")]
     Internal(String),
@@ -276,7 +291,7 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn overview(&self) -> Result<Overview, BackendError>;
 
     fn spaces(&self) -> Result<Vec<SpaceInfo>, BackendError>;
-    /// Hold a space; a seed code with a typo is `Invalid` with a message saying so.
+    /// Hold a space; a seed code with a typo is `BadCode`, naming the suspect group when it can.
     fn add_space(&self, request: &AddSpace) -> Result<SpaceInfo, BackendError>;
     /// Stop holding a space; `purge` deletes its data and frees the disk.
     fn remove_space(&self, name: &str, purge: bool) -> Result<(), BackendError>;
@@ -318,4 +333,21 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// The site's own settings, stored by the backend as an opaque blob (atomically).
     fn load_site(&self) -> Result<Option<Vec<u8>>, BackendError>;
     fn save_site(&self, blob: &[u8]) -> Result<(), BackendError>;
+
+    /// The dashboard graph's samples kept by [`AdminBackend::save_samples`], oldest first
+    /// (none on a first start).
+    fn load_samples(&self) -> Result<Vec<Sample>, BackendError>;
+    /// Keep the graph's newest samples (at most [`crate::SAMPLES_KEPT`]) across restarts,
+    /// replacing those kept before.
+    fn save_samples(&self, samples: &[Sample]) -> Result<(), BackendError>;
+}
+
+/// One sample of the transfer counters (the dashboard graph's history).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sample {
+    /// Unix seconds.
+    pub at: u64,
+    /// Totals since the daemon started (a restart starts them again from 0).
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
 }

@@ -47,10 +47,21 @@ pub use server::Limits;
 pub const MAX_BODY: usize = 16 * 1024;
 /// Live-update streams open at once (each holds a task and a timer).
 pub const MAX_EVENT_STREAMS: usize = 16;
-/// Samples of the transfer graph: 120 × 5 s = the last ten minutes.
+/// Samples of the transfer graph: 120 × 30 s = the last hour ([`GRAPH_SPAN`]). Each is 24
+/// bytes, so the ring is under 3 KiB in memory and in the registry.
 pub const HISTORY_LEN: usize = 120;
-/// Time between samples of the transfer graph.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// Time between samples of the transfer graph: the dashboard's in/out rates are averages over
+/// this long.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
+/// How far back the transfer graph reaches.
+pub const GRAPH_SPAN: Duration = Duration::from_secs(60 * 60);
+/// Samples handed to [`AdminBackend::save_samples`] at most: the whole ring, no more, so what
+/// the registry holds stays bounded however long the device runs.
+pub const SAMPLES_KEPT: usize = HISTORY_LEN;
+/// The ring is saved every this many samples (every 2 min) and when the site stops: a power
+/// cut loses at most 2 minutes of the graph, and the data disk sees one small write per 2 min
+/// rather than one per sample.
+pub const SAVE_EVERY_SAMPLES: u64 = 4;
 /// How long a claim waits for the board's button.
 pub const BUTTON_WAIT: Duration = Duration::from_secs(120);
 
@@ -98,14 +109,6 @@ impl AdminConfig {
     }
 }
 
-/// One sample of the transfer counters.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Sample {
-    pub at: u64,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-}
-
 /// A claim waiting for the board's button: the press count when it started.
 #[derive(Debug, Clone)]
 struct ButtonWait {
@@ -122,6 +125,8 @@ pub struct App {
     limiter: Mutex<auth::Limiter>,
     button: Mutex<Option<ButtonWait>>,
     history: Mutex<std::collections::VecDeque<Sample>>,
+    /// Samples taken since start (every [`SAVE_EVERY_SAMPLES`]th saves the ring).
+    samples_taken: std::sync::atomic::AtomicU64,
     /// Serialises read-modify-write of the stored settings.
     settings_lock: tokio::sync::Mutex<()>,
     streams: Arc<tokio::sync::Semaphore>,
@@ -161,13 +166,15 @@ pub type Shared = Arc<App>;
 
 impl App {
     pub fn new(backend: Arc<dyn AdminBackend>, config: AdminConfig) -> Shared {
+        let history = kept_samples(backend.as_ref(), format::now_unix());
         Arc::new(App {
             backend,
             config,
             sessions: Mutex::default(),
             limiter: Mutex::default(),
             button: Mutex::default(),
-            history: Mutex::default(),
+            history: Mutex::new(history),
+            samples_taken: std::sync::atomic::AtomicU64::new(0),
             settings_lock: tokio::sync::Mutex::new(()),
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
             hashing: Arc::new(tokio::sync::Semaphore::new(MAX_HASHING)),
@@ -212,7 +219,7 @@ impl App {
     }
 
     fn settings(&self) -> Result<SiteSettings, Fail> {
-        let blob = self.backend.load_site().map_err(Fail::backend)?;
+        let blob = self.backend.load_site()?;
         SiteSettings::decode(blob.as_deref()).map_err(|e| Fail::internal(e.to_string()))
     }
 
@@ -224,22 +231,43 @@ impl App {
         let _guard = self.settings_lock.lock().await;
         let mut s = self.settings()?;
         let out = f(&mut s)?;
-        self.backend.save_site(&s.encode()).map_err(Fail::backend)?;
+        self.backend.save_site(&s.encode())?;
         Ok(out)
     }
 
-    /// Record a sample of the transfer counters (the graph's history).
+    /// Record a sample of the transfer counters (the graph's history), and every
+    /// [`SAVE_EVERY_SAMPLES`]th time hand the ring to the backend to keep across restarts.
     pub fn sample(&self) {
         if let Ok(o) = self.backend.overview() {
-            let mut h = self.history.lock().expect("history lock");
-            if h.len() >= HISTORY_LEN {
-                h.pop_front();
-            }
-            h.push_back(Sample {
+            self.record(Sample {
                 at: format::now_unix(),
                 bytes_received: o.bytes_received,
                 bytes_sent: o.bytes_sent,
             });
+            let taken = self
+                .samples_taken
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if (taken + 1).is_multiple_of(SAVE_EVERY_SAMPLES) {
+                self.save_history();
+            }
+        }
+    }
+
+    /// Add a sample to the ring, dropping the oldest past [`HISTORY_LEN`].
+    pub fn record(&self, sample: Sample) {
+        let mut h = self.history.lock().expect("history lock");
+        while h.len() >= HISTORY_LEN {
+            h.pop_front();
+        }
+        h.push_back(sample);
+    }
+
+    /// Hand the ring to the backend (a failure is logged: the graph only loses its past).
+    pub fn save_history(&self) {
+        let samples = self.history();
+        let from = samples.len().saturating_sub(SAMPLES_KEPT);
+        if let Err(e) = self.backend.save_samples(&samples[from..]) {
+            tracing::warn!(error = %e, "the transfer graph's samples were not saved");
         }
     }
 
@@ -396,6 +424,23 @@ impl FromRequestParts<Shared> for Ctx {
     }
 }
 
+/// The samples the backend kept that still fall in the graph's hour, at most [`HISTORY_LEN`].
+fn kept_samples(backend: &dyn AdminBackend, now: u64) -> std::collections::VecDeque<Sample> {
+    let mut samples = match backend.load_samples() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "the transfer graph starts empty: its samples can't be read");
+            Vec::new()
+        }
+    };
+    let since = now.saturating_sub(GRAPH_SPAN.as_secs());
+    samples.retain(|s| s.at >= since && s.at <= now);
+    samples.sort_by_key(|s| s.at);
+    let from = samples.len().saturating_sub(HISTORY_LEN);
+    samples.drain(..from);
+    samples.into()
+}
+
 /// Why a request was refused, rendered as a page or as JSON by the caller's kind.
 #[derive(Debug)]
 pub enum Fail {
@@ -407,6 +452,8 @@ pub enum Fail {
     Forbidden(String),
     NotFound(String),
     Invalid(String),
+    /// Clashes with what is there (a space already held).
+    Conflict(String),
     Unavailable(String),
     TooMany(Duration),
     Internal(String),
@@ -416,8 +463,10 @@ impl Fail {
     pub fn backend(e: BackendError) -> Fail {
         match e {
             BackendError::NotFound(m) => Fail::NotFound(m),
-            BackendError::Invalid(m) => Fail::Invalid(m),
+            BackendError::Invalid(m) | BackendError::BadCode { message: m, .. } => Fail::Invalid(m),
+            BackendError::Conflict(m) => Fail::Conflict(m),
             BackendError::Unavailable(m) => Fail::Unavailable(m),
+            e @ BackendError::Io { .. } => Fail::internal(e.to_string()),
             BackendError::Internal(m) => Fail::internal(m),
         }
     }
@@ -435,6 +484,7 @@ impl Fail {
             Fail::Forbidden(_) => StatusCode::FORBIDDEN,
             Fail::NotFound(_) => StatusCode::NOT_FOUND,
             Fail::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Fail::Conflict(_) => StatusCode::CONFLICT,
             Fail::Unavailable(_) => StatusCode::CONFLICT,
             Fail::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Fail::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -448,6 +498,7 @@ impl Fail {
             Fail::Forbidden(m)
             | Fail::NotFound(m)
             | Fail::Invalid(m)
+            | Fail::Conflict(m)
             | Fail::Unavailable(m)
             | Fail::Internal(m) => m.clone(),
             Fail::TooMany(wait) => format!(
@@ -455,6 +506,12 @@ impl Fail {
                 wait.as_secs().max(1)
             ),
         }
+    }
+}
+
+impl From<BackendError> for Fail {
+    fn from(e: BackendError) -> Fail {
+        Fail::backend(e)
     }
 }
 
@@ -644,6 +701,7 @@ pub fn router(app: Shared) -> Router {
         .merge(pages::routes())
         .nest("/api/v1", api::routes())
         .route("/metrics", axum::routing::get(api::metrics))
+        .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .layer(axum::middleware::from_fn(server::body_deadline))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -677,8 +735,10 @@ pub async fn serve_with(
             }
         })
     };
-    let result = server::run(listener, router(app), limits, shutdown).await;
+    let result = server::run(listener, router(app.clone()), limits, shutdown).await;
     sampler.abort();
+    // The graph's last minutes since the previous save survive a restart.
+    app.save_history();
     result
 }
 

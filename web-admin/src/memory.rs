@@ -2,7 +2,8 @@
 An [`AdminBackend`] held in memory: for the site's route tests and its render benchmark.
 The real one is the daemon's (`seeder/src/daemon/admin.rs`), and the browser test runs
 against that. Seed codes here are accepted when they start with `seed-` and are long enough;
-the daemon checks the real checksum.
+the daemon checks the real checksum. To stand in for a failed checksum, a dash-separated group
+with a `u` in it (a letter no real seed code has) is reported as the suspect group of a typo.
 */
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +22,8 @@ struct Inner {
     logs: Vec<LogLine>,
     prepared: Vec<String>,
     ssh_keys: Vec<String>,
+    /// What `save_samples` kept, at most [`crate::SAMPLES_KEPT`].
+    samples: Vec<Sample>,
 }
 
 /// See the module comment.
@@ -145,6 +148,14 @@ impl AdminBackend for MemoryBackend {
 
     fn add_space(&self, r: &AddSpace) -> Result<SpaceInfo, BackendError> {
         let code = r.seed_code.trim();
+        if let Some(span) = fake_typo(&r.seed_code) {
+            return Err(BackendError::BadCode {
+                message: "a seed code has a typo, most likely in the marked group: check it \
+                          character by character"
+                    .into(),
+                suspect: Some(span),
+            });
+        }
         if !code.starts_with("seed-") || code.len() < 10 {
             return Err(BackendError::Invalid(format!(
                 "{code:?} is not a seed code (they start with seed-)"
@@ -153,7 +164,7 @@ impl AdminBackend for MemoryBackend {
         let mut i = self.lock();
         let name = r.name.clone().unwrap_or_else(|| code[5..10].to_string());
         if i.spaces.iter().any(|s| s.name == name) {
-            return Err(BackendError::Invalid(format!(
+            return Err(BackendError::Conflict(format!(
                 "a space named {name:?} is already held"
             )));
         }
@@ -366,4 +377,27 @@ impl AdminBackend for MemoryBackend {
         self.lock().site = Some(blob.to_vec());
         Ok(())
     }
+
+    fn load_samples(&self) -> Result<Vec<Sample>, BackendError> {
+        Ok(self.lock().samples.clone())
+    }
+
+    fn save_samples(&self, samples: &[Sample]) -> Result<(), BackendError> {
+        let from = samples.len().saturating_sub(crate::SAMPLES_KEPT);
+        self.lock().samples = samples[from..].to_vec();
+        Ok(())
+    }
+}
+
+/// The bytes of the first dash-separated group of `code` with a `u` in it (see the module
+/// comment).
+fn fake_typo(code: &str) -> Option<std::ops::Range<usize>> {
+    let mut start = 0;
+    for group in code.split('-') {
+        if start > 0 && group.contains('u') {
+            return Some(start..start + group.len());
+        }
+        start += group.len() + 1;
+    }
+    None
 }

@@ -778,13 +778,14 @@ async fn spaces_are_added_with_clear_messages_for_typos_and_removed_only_with_ty
             &[("csrf", &csrf), ("seed_code", "sede-typo")],
         )
         .await;
-    assert_eq!(r.location(), "/spaces");
-    let page = s.get(&mut b, "/spaces").await;
+    // Shown again at once, with what was typed, rather than redirected to an empty form.
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        page.body.contains("flash error") && page.body.contains("is not a seed code"),
+        r.body.contains("flash error") && r.body.contains("is not a seed code"),
         "{}",
-        page.body
+        r.body
     );
+    assert!(r.body.contains(r#"value="sede-typo""#), "{}", r.body);
     let r = s
         .post_form(
             &mut b,
@@ -1328,4 +1329,176 @@ async fn password_and_setup_code_attempts_made_at_once_are_answered_429_without_
         }
     }
     assert!(too_many >= 95, "{too_many} of 100 logins answered 429");
+}
+
+#[tokio::test]
+async fn a_mistyped_seed_code_keeps_the_typed_value_and_marks_the_bad_group() {
+    let s = site();
+    let mut b = s.claimed().await;
+    let csrf = b.csrf.clone().unwrap();
+    // The in-memory backend reports a group with a `u` in it as the suspect one.
+    let typed = "seed-abcde-fguhj-kmnpq";
+    let r = s
+        .post_form(
+            &mut b,
+            "/spaces",
+            &[
+                ("csrf", &csrf),
+                ("seed_code", typed),
+                ("name", "office"),
+                ("quota", "20G"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("flash error") && r.body.contains("has a typo"));
+    assert!(
+        r.body.contains(&format!(
+            r#"name="seed_code" required autocomplete="off" placeholder="seed-…" value="{typed}""#
+        )),
+        "the typed code is kept: {}",
+        r.body
+    );
+    assert!(r.body.contains(r#"value="office""#) && r.body.contains(r#"value="20G""#));
+    assert!(
+        r.body.contains("seed-abcde-<mark>fguhj</mark>-kmnpq"),
+        "the suspect group is marked: {}",
+        r.body
+    );
+    assert!(s.backend.spaces().unwrap().is_empty());
+    // The form still works from there.
+    let r = s
+        .post_form(
+            &mut b,
+            "/spaces",
+            &[("csrf", &csrf), ("seed_code", "seed-abcde-fghjk-kmnpq")],
+        )
+        .await;
+    assert_eq!(r.location(), "/spaces");
+    assert_eq!(s.backend.spaces().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_peer_code_stays_in_the_form() {
+    let s = site();
+    let mut b = s.claimed().await;
+    let csrf = b.csrf.clone().unwrap();
+    let r = s
+        .post_form(
+            &mut b,
+            "/peers",
+            &[("csrf", &csrf), ("address", "192.0.2.9:7428#abc")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("flash error") && r.body.contains("64 hex characters"));
+    assert!(
+        r.body.contains(r#"value="192.0.2.9:7428#abc""#),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_path_gets_a_styled_not_found_page_with_a_way_to_the_dashboard() {
+    let s = site();
+    let mut stranger = Browser::default();
+    let r = s.get(&mut stranger, "/no/such/page").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.body.contains(r#"href="/static/app.css""#), "{}", r.body);
+    assert!(r.body.contains("Page not found") && r.body.contains(r#"<a href="/">"#));
+    // Signed in, it has the site's navigation too.
+    let mut b = s.claimed().await;
+    let r = s.get(&mut b, "/spaces/typo").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("<nav>") && r.body.contains("Go to the dashboard"));
+}
+
+#[tokio::test]
+async fn an_unknown_api_path_still_answers_json() {
+    let s = site();
+    let mut b = s.claimed().await;
+    for path in ["/nothing-here", "/spaces/x/y/z"] {
+        let r = s.api(&mut b, "GET", path, None, Auth::Csrf).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(v["error"].is_string(), "{}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn agreement_dates_are_labelled_without_a_format_the_date_input_does_not_show() {
+    let s = site();
+    let mut b = s.claimed().await;
+    let page = s.get(&mut b, "/agreements").await;
+    assert!(!page.body.contains("YYYY"), "{}", page.body);
+    assert!(page
+        .body
+        .contains(r#"Start date<input type="date" name="start""#));
+    assert!(page
+        .body
+        .contains(r#"Review date<input type="date" name="review""#));
+}
+
+#[tokio::test]
+async fn the_traffic_graph_has_axes_time_labels_and_a_legend() {
+    let s = site();
+    let mut b = s.claimed().await;
+    let page = s.get(&mut b, "/").await;
+    let graph = between(&page.body, "<figure class=\"graph\">", "</figure>").unwrap();
+    assert_eq!(graph.matches("class=\"axis\"").count(), 2, "{graph}");
+    assert!(graph.contains("0 B/s") && graph.contains("data-live=\"graph_max\""));
+    for label in ["−60 min", "−30 min", "now"] {
+        assert!(graph.contains(label), "{label}: {graph}");
+    }
+    assert!(graph.contains("In (received)") && graph.contains("Out (sent)"));
+}
+
+#[tokio::test]
+async fn the_graph_samples_survive_a_restart_through_the_backend() {
+    let backend = Arc::new(MemoryBackend::new(CODE));
+    let config = AdminConfig {
+        hosts: vec!["seeder.local".into()],
+        version: "test".into(),
+    };
+    let now = web_admin::format::now_unix();
+    let app = App::new(backend.clone() as Arc<dyn AdminBackend>, config.clone());
+    // An hour and more of samples, one a minute: the ring keeps its newest HISTORY_LEN.
+    for i in 0..200u64 {
+        app.record(web_admin::Sample {
+            at: now - (200 - i) * 60,
+            bytes_received: i * 1000,
+            bytes_sent: i * 10,
+        });
+    }
+    app.save_history();
+    let kept = backend.load_samples().unwrap();
+    assert_eq!(
+        kept.len(),
+        web_admin::HISTORY_LEN.min(web_admin::SAMPLES_KEPT)
+    );
+    assert_eq!(kept.last().unwrap().bytes_received, 199 * 1000);
+    drop(app);
+
+    // A new start reads them back, but only those of the last hour.
+    let app = App::new(backend.clone() as Arc<dyn AdminBackend>, config);
+    let history = app.history();
+    assert_eq!(
+        history.len(),
+        60,
+        "samples older than the graph's hour are dropped"
+    );
+    assert!(history.iter().all(|s| s.at >= now - 3600));
+    assert_eq!(history.last().unwrap().bytes_received, 199 * 1000);
+    let graph = web_admin::pages::graph_points(&history, now);
+    assert_eq!(graph.peak, 1000 / 60);
+    assert_eq!(graph.rx.split(' ').count(), 59);
 }

@@ -57,14 +57,14 @@ fn read_ssh_keys(file: &std::path::Path) -> Result<Vec<String>, BackendError> {
             .map(str::to_string)
             .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(internal(format!("reading {}: {e}", file.display()))),
+        Err(e) => Err(io_error(file, e)),
     }
 }
 
 /// Replace the file atomically: the helper is started by a path unit when it changes, and
 /// must never see half a key.
 fn write_ssh_keys(file: &std::path::Path, keys: &[String]) -> Result<(), BackendError> {
-    let fail = |e: std::io::Error| internal(format!("writing {}: {e}", file.display()));
+    let fail = |e: std::io::Error| io_error(file, e);
     let mut text = String::new();
     for k in keys {
         text.push_str(k);
@@ -79,9 +79,10 @@ fn registry_error(e: RegistryError) -> BackendError {
         RegistryError::UnknownSpace(_) | RegistryError::UnknownAgreement(_) => {
             BackendError::NotFound(e.to_string())
         }
-        RegistryError::AlreadyHeld(_) | RegistryError::NameTaken(_) | RegistryError::BadName(_) => {
-            BackendError::Invalid(e.to_string())
+        RegistryError::AlreadyHeld(_) | RegistryError::NameTaken(_) => {
+            BackendError::Conflict(e.to_string())
         }
+        RegistryError::BadName(_) => BackendError::Invalid(e.to_string()),
         other => BackendError::Internal(other.to_string()),
     }
 }
@@ -91,6 +92,33 @@ fn ops_error(e: OpsError) -> BackendError {
         OpsError::Invalid(m) => BackendError::Invalid(m),
         OpsError::NotFound(m) => BackendError::NotFound(m),
         OpsError::Registry(e) => BackendError::Internal(e.to_string()),
+    }
+}
+
+fn io_error(file: &std::path::Path, e: std::io::Error) -> BackendError {
+    BackendError::Io {
+        path: file.display().to_string(),
+        error: e.to_string(),
+    }
+}
+
+/// A seed code that doesn't read, as the page shows it: a sentence, and where the typo most
+/// likely is in the text as it was sent.
+fn bad_seed_code(e: crate::space::CodeError, sent: &str) -> BackendError {
+    let m = e.to_string();
+    let mut c = m.chars();
+    let first = c.next().map(|f| f.to_uppercase().collect::<String>());
+    let suspect = match &e {
+        crate::space::CodeError::Typo {
+            suspect: Some(s), ..
+        } => Some(s.span.clone()),
+        _ => None,
+    };
+    // The code was read trimmed; its spans are into that, the page marks the text sent.
+    let lead = sent.len() - sent.trim_start().len();
+    BackendError::BadCode {
+        message: format!("{}{}.", first.unwrap_or_default(), c.as_str()),
+        suspect: suspect.map(|r| r.start + lead..r.end + lead),
     }
 }
 
@@ -422,12 +450,8 @@ impl AdminBackend for AdminDaemon {
     }
 
     fn add_space(&self, r: &AddSpace) -> Result<SpaceInfo, BackendError> {
-        let code = SeedCode::from_str(r.seed_code.trim()).map_err(|e| {
-            let m = e.to_string();
-            let mut c = m.chars();
-            let first = c.next().map(|f| f.to_uppercase().collect::<String>());
-            BackendError::Invalid(format!("{}{}.", first.unwrap_or_default(), c.as_str()))
-        })?;
+        let code =
+            SeedCode::from_str(r.seed_code.trim()).map_err(|e| bad_seed_code(e, &r.seed_code))?;
         let held = self
             .daemon
             .add_space(&code, r.name.as_deref(), r.quota_bytes)
@@ -515,7 +539,10 @@ impl AdminBackend for AdminDaemon {
     }
 
     fn add_partner(&self, spec: &str) -> Result<PartnerInfo, BackendError> {
-        let p = parse_partner(spec).map_err(BackendError::Invalid)?;
+        let p = parse_partner(spec).map_err(|message| BackendError::BadCode {
+            message,
+            suspect: None,
+        })?;
         self.daemon.add_partner(&p).map_err(ops_error)?;
         Ok(PartnerInfo {
             address: p.address,
@@ -660,6 +687,17 @@ impl AdminBackend for AdminDaemon {
             .set_site_settings(blob)
             .map_err(registry_error)
     }
+
+    fn load_samples(&self) -> Result<Vec<web_admin::Sample>, BackendError> {
+        self.daemon.registry.graph_samples().map_err(registry_error)
+    }
+
+    fn save_samples(&self, samples: &[web_admin::Sample]) -> Result<(), BackendError> {
+        self.daemon
+            .registry
+            .set_graph_samples(samples)
+            .map_err(registry_error)
+    }
 }
 
 /// The admin page's backend while the data disk is missing: it says so, lists the disks, and
@@ -768,6 +806,13 @@ impl AdminBackend for NoDiskBackend {
     }
     fn save_site(&self, _: &[u8]) -> Result<(), BackendError> {
         self.refuse()
+    }
+    fn load_samples(&self) -> Result<Vec<web_admin::Sample>, BackendError> {
+        Ok(Vec::new())
+    }
+    /// Nothing is written to the SD card: the graph starts afresh once the disk is back.
+    fn save_samples(&self, _: &[web_admin::Sample]) -> Result<(), BackendError> {
+        Ok(())
     }
 }
 

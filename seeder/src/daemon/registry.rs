@@ -20,6 +20,9 @@ const TREE_AGREEMENTS: &str = "registry.agreements";
 const TREE_ADMIN: &str = "registry.admin";
 /// Key of the admin site's settings blob in [`TREE_ADMIN`].
 const KEY_SITE: &[u8] = b"site";
+const KEY_SAMPLES: &[u8] = b"graph-samples";
+/// Bytes of one kept sample of the dashboard graph: time, bytes in, bytes out (u64 LE each).
+const SAMPLE_BYTES: usize = 24;
 
 /// Version of the records below; bumped on any change of their encoding.
 const RECORD_VERSION: u8 = 1;
@@ -410,6 +413,45 @@ impl Registry {
         self.store.commit()?;
         Ok(())
     }
+
+    /// The dashboard graph's kept samples, oldest first: at most [`web_admin::SAMPLES_KEPT`]
+    /// (a longer record, which this build never writes, is cut to its newest).
+    pub fn graph_samples(&self) -> Result<Vec<web_admin::Sample>> {
+        let Some(blob) = self.admin.get(KEY_SAMPLES)? else {
+            return Ok(Vec::new());
+        };
+        if blob.len() % SAMPLE_BYTES != 0 {
+            return Err(RegistryError::Corrupt("graph-samples".into()));
+        }
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8-byte slice"));
+        let all: Vec<web_admin::Sample> = blob
+            .chunks_exact(SAMPLE_BYTES)
+            .map(|c| web_admin::Sample {
+                at: word(&c[..8]),
+                bytes_received: word(&c[8..16]),
+                bytes_sent: word(&c[16..]),
+            })
+            .collect();
+        let from = all.len().saturating_sub(web_admin::SAMPLES_KEPT);
+        Ok(all[from..].to_vec())
+    }
+
+    /// Keep the newest [`web_admin::SAMPLES_KEPT`] of `samples` in place of those kept before:
+    /// under 3 KiB, written every couple of minutes by the admin site (see
+    /// [`web_admin::SAVE_EVERY_SAMPLES`]), so the record never grows and the disk sees little.
+    pub fn set_graph_samples(&self, samples: &[web_admin::Sample]) -> Result<()> {
+        let from = samples.len().saturating_sub(web_admin::SAMPLES_KEPT);
+        let mut blob = Vec::with_capacity((samples.len() - from) * SAMPLE_BYTES);
+        for s in &samples[from..] {
+            blob.extend_from_slice(&s.at.to_le_bytes());
+            blob.extend_from_slice(&s.bytes_received.to_le_bytes());
+            blob.extend_from_slice(&s.bytes_sent.to_le_bytes());
+        }
+        self.admin.insert(KEY_SAMPLES, &blob)?;
+        // Durable like every registry change: the graph then survives a power cut too.
+        self.store.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +462,47 @@ mod tests {
 
     fn code(n: u8) -> SeedCode {
         SeedCode::new(SpaceSecret::from_bytes([n; 32]).address())
+    }
+
+    #[test]
+    fn the_graph_samples_persist_across_reopen_and_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = |i: u64| web_admin::Sample {
+            at: 1_000 + i * 30,
+            bytes_received: i * 100,
+            bytes_sent: i,
+        };
+        {
+            let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+            let r = Registry::open(&store).unwrap();
+            assert!(
+                r.graph_samples().unwrap().is_empty(),
+                "none on a first start"
+            );
+            let many: Vec<_> = (0..web_admin::SAMPLES_KEPT as u64 + 50)
+                .map(sample)
+                .collect();
+            r.set_graph_samples(&many).unwrap();
+        }
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        let kept = r.graph_samples().unwrap();
+        assert_eq!(
+            kept.len(),
+            web_admin::SAMPLES_KEPT,
+            "only the newest are kept"
+        );
+        assert_eq!(kept[0], sample(50));
+        assert_eq!(
+            *kept.last().unwrap(),
+            sample(web_admin::SAMPLES_KEPT as u64 + 49)
+        );
+        r.set_graph_samples(&[sample(1)]).unwrap();
+        assert_eq!(
+            r.graph_samples().unwrap(),
+            vec![sample(1)],
+            "replaced, not added to"
+        );
     }
 
     #[test]

@@ -42,10 +42,35 @@ pub enum CodeError {
     },
     #[error("{kind} is incomplete or too long: {got} characters instead of {BODY_CHARS}")]
     WrongLength { kind: &'static str, got: usize },
-    #[error("{kind} has a typo: check it character by character")]
-    Typo { kind: &'static str },
+    #[error("{}", typo_message(.kind, .suspect))]
+    Typo {
+        kind: &'static str,
+        /// The group of five characters that one changed or two swapped characters would fix,
+        /// when exactly one group would.
+        suspect: Option<Suspect>,
+    },
     #[error("{kind} of version {version} needs a newer seeder")]
     UnknownVersion { kind: &'static str, version: u8 },
+}
+
+/// Where a typo most likely is: a group of the code as people see it (`seed-aaaaa-bbbbb-…`,
+/// the first group after the prefix is 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspect {
+    pub group: usize,
+    /// The group's bytes in the text as it was given (spaces or missing dashes included).
+    pub span: std::ops::Range<usize>,
+}
+
+fn typo_message(kind: &str, suspect: &Option<Suspect>) -> String {
+    match suspect {
+        Some(s) => format!(
+            "{kind} has a typo, most likely in group {} of five characters: check that group \
+             character by character",
+            s.group
+        ),
+        None => format!("{kind} has a typo: check it character by character"),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -123,8 +148,10 @@ fn value(c: char) -> Option<u8> {
         .map(|p| p as u8)
 }
 
-fn decode(kind: Kind, text: &str) -> Result<[u8; 32], CodeError> {
-    let text = text.trim();
+fn decode(kind: Kind, given: &str) -> Result<[u8; 32], CodeError> {
+    let text = given.trim();
+    // Spans in errors are into `given`, so a page can mark them in what was typed.
+    let lead = given.len() - given.trim_start().len();
     let lower = text.to_ascii_lowercase();
     let other = match kind {
         Kind::Seed => Kind::Invite,
@@ -144,7 +171,10 @@ fn decode(kind: Kind, text: &str) -> Result<[u8; 32], CodeError> {
         });
     };
     let mut values = Vec::with_capacity(BODY_CHARS);
-    for (i, c) in body.chars().enumerate() {
+    // Byte offset in `given` of each value's character (all of them ASCII).
+    let mut at = Vec::with_capacity(BODY_CHARS);
+    let mut count = 0usize;
+    for (i, (offset, c)) in body.char_indices().enumerate() {
         if c == '-' || c.is_whitespace() {
             continue;
         }
@@ -153,17 +183,50 @@ fn decode(kind: Kind, text: &str) -> Result<[u8; 32], CodeError> {
             ch: c,
             position: kind.prefix().len() + i + 1,
         })?;
-        values.push(v);
+        // A long paste is counted, not kept: it is refused below for its length.
+        count += 1;
+        if values.len() < BODY_CHARS {
+            values.push(v);
+            at.push(lead + kind.prefix().len() + offset);
+        }
     }
-    if values.len() != BODY_CHARS {
+    if count != BODY_CHARS {
         return Err(CodeError::WrongLength {
             kind: kind.name(),
-            got: values.len(),
+            got: count,
         });
     }
+    match payload_of(kind, &values) {
+        Ok(key) => Ok(key),
+        Err(Read::Version(version)) => Err(CodeError::UnknownVersion {
+            kind: kind.name(),
+            version,
+        }),
+        Err(Read::Typo) => Err(CodeError::Typo {
+            kind: kind.name(),
+            suspect: suspect_group(kind, &values).map(|g| {
+                let first = g * GROUP;
+                let last = (first + GROUP).min(BODY_CHARS) - 1;
+                Suspect {
+                    group: g + 1,
+                    span: at[first]..at[last] + 1,
+                }
+            }),
+        }),
+    }
+}
+
+/// Why a body of the right length doesn't read.
+enum Read {
+    Typo,
+    Version(u8),
+}
+
+/// The key in a body of exactly [`BODY_CHARS`] values.
+fn payload_of(kind: Kind, values: &[u8]) -> Result<[u8; 32], Read> {
     let mut payload = [0u8; PAYLOAD_LEN];
     let (mut acc, mut bits, mut n) = (0u32, 0u32, 0usize);
-    for v in values {
+    for &v in values {
         acc = (acc << 5) | u32::from(v);
         bits += 5;
         if bits >= 8 {
@@ -174,21 +237,64 @@ fn decode(kind: Kind, text: &str) -> Result<[u8; 32], CodeError> {
     }
     // The padding bits must be zero: otherwise two texts would read as one code.
     if acc & ((1 << bits) - 1) != 0 {
-        return Err(CodeError::Typo { kind: kind.name() });
+        return Err(Read::Typo);
     }
     let version = payload[0];
     let mut key = [0u8; 32];
     key.copy_from_slice(&payload[1..33]);
     if payload[33..] != checksum(kind, version, &key) {
-        return Err(CodeError::Typo { kind: kind.name() });
+        return Err(Read::Typo);
     }
     if version != CODE_VERSION {
-        return Err(CodeError::UnknownVersion {
-            kind: kind.name(),
-            version,
-        });
+        return Err(Read::Version(version));
     }
     Ok(key)
+}
+
+/// The group (0-based) that holds the typo when one changed character or two swapped
+/// neighbours would make `values` a valid code, and every such fix lies in that one group.
+///
+/// Tries each of the 60 × 31 substitutions and 59 swaps: about 1,900 checksums of 34 bytes,
+/// a few milliseconds on the board, and only after a code failed. A fix found by chance has a
+/// 2⁻³² checksum to pass, so with 1,900 tries a wrong suggestion is about one in two million;
+/// two typos in different groups find none and the message says to check the whole code.
+fn suspect_group(kind: Kind, values: &[u8]) -> Option<usize> {
+    let mut found: Option<usize> = None;
+    let mut note = |g: usize| -> bool {
+        match found {
+            Some(f) if f != g => false,
+            _ => {
+                found = Some(g);
+                true
+            }
+        }
+    };
+    let mut trial = values.to_vec();
+    for i in 0..values.len() {
+        for v in 0..32u8 {
+            if v == values[i] {
+                continue;
+            }
+            trial[i] = v;
+            if payload_of(kind, &trial).is_ok() && !note(i / GROUP) {
+                return None;
+            }
+        }
+        trial[i] = values[i];
+    }
+    for i in 0..values.len().saturating_sub(1) {
+        if values[i] == values[i + 1] {
+            continue;
+        }
+        trial.swap(i, i + 1);
+        let ok = payload_of(kind, &trial).is_ok();
+        trial.swap(i, i + 1);
+        // A swap across two groups points at neither.
+        if ok && (i / GROUP != (i + 1) / GROUP || !note(i / GROUP)) {
+            return None;
+        }
+    }
+    found
 }
 
 /// A space's address as text for seeders: `seed-xxxxx-…`.

@@ -25,7 +25,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::feed::FeedKey;
 
-pub use code::{CodeError, InviteCode, SeedCode};
+pub use code::{CodeError, InviteCode, SeedCode, Suspect};
 
 /// Context strings of the key derivations. Versioned: changing one makes every space new.
 pub const CTX_SIGNING: &str = "seeder 2026-11 space signing key v1";

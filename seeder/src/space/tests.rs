@@ -92,6 +92,73 @@ fn every_single_character_substitution_is_caught_as_a_typo() {
     }
 }
 
+#[test]
+fn a_changed_or_swapped_character_names_the_group_it_is_in() {
+    let text = SeedCode::new(secret().address()).to_string();
+    let groups: Vec<&str> = text.split('-').collect();
+    // Change the last character of group 3, then swap two neighbours inside group 7.
+    let mut changed: Vec<char> = text.chars().collect();
+    let at = "seed-".len() + 2 * 6 + 4;
+    changed[at] = if changed[at] == 'x' { 'y' } else { 'x' };
+    let changed: String = changed.into_iter().collect();
+    match SeedCode::from_str(&format!("  {changed}")) {
+        Err(CodeError::Typo {
+            suspect: Some(s), ..
+        }) => {
+            assert_eq!(s.group, 3);
+            assert_eq!(
+                s.span,
+                2 + 5 + 2 * 6..2 + 5 + 2 * 6 + 5,
+                "into the text as given"
+            );
+            assert_eq!(&changed[s.span.start - 2..s.span.end - 2], &changed[17..22]);
+        }
+        other => panic!("{changed}: expected a typo in group 3, got {other:?}"),
+    }
+    let g7 = groups[7];
+    let swapped_group: String = [g7.as_bytes()[1], g7.as_bytes()[0]]
+        .iter()
+        .map(|&b| b as char)
+        .chain(g7.chars().skip(2))
+        .collect();
+    if swapped_group != g7 {
+        let swapped = text.replacen(g7, &swapped_group, 1);
+        let err = SeedCode::from_str(&swapped).unwrap_err();
+        assert!(
+            matches!(&err, CodeError::Typo { suspect: Some(s), .. } if s.group == 7),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("group 7"), "{err}");
+    }
+    // Without dashes the span still covers the group's five characters.
+    let bare = changed.replace('-', "").replacen("seed", "seed-", 1);
+    match SeedCode::from_str(&bare) {
+        Err(CodeError::Typo {
+            suspect: Some(s), ..
+        }) => assert_eq!(&bare[s.span], &changed[17..22]),
+        other => panic!("{bare}: {other:?}"),
+    }
+}
+
+#[test]
+fn typos_in_two_groups_name_no_group() {
+    let text = SeedCode::new(secret().address()).to_string();
+    let mut t: Vec<char> = text.chars().collect();
+    for at in ["seed-".len(), "seed-".len() + 6 * 6] {
+        t[at] = if t[at] == 'x' { 'y' } else { 'x' };
+    }
+    let t: String = t.into_iter().collect();
+    let err = SeedCode::from_str(&t).unwrap_err();
+    assert_eq!(
+        err,
+        CodeError::Typo {
+            kind: "a seed code",
+            suspect: None
+        }
+    );
+    assert!(err.to_string().ends_with("check it character by character"));
+}
+
 const ALPHABET_FOR_TESTS: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 fn value_eq(a: char, b: char) -> bool {

@@ -1,5 +1,6 @@
 // Drives the seeder's admin page in headless Chromium, as an office admin would: claim with
-// the setup code, set the password, add a space by its seed code (a typo first), watch the
+// the setup code, set the password, open a page that doesn't exist, add a space by its seed
+// code (a typo first, which stays in the form with its group marked), watch the
 // space's byte count rise live while a member syncs, read the peer code and add a partner by
 // one on the Peers page, log out, fail to log in with a wrong password. Run by seeder/tests/admin_browser.rs, which starts the real daemon and the member.
 //
@@ -42,14 +43,29 @@ try {
   await page.waitForURL(url + "/");
   console.log("claimed");
 
-  // A typo in the seed code is caught with a clear message.
+  // A mistyped address gets the site's own "not found" page, with the way to the dashboard.
+  const missing = await page.goto(url + "/spaces/no-such-page");
+  if (missing.status() !== 404) fail("an unknown path answered " + missing.status());
+  if ((await page.locator("h1").textContent()).trim() !== "Page not found") fail("no not-found page");
+  if ((await page.locator("main a[href='/']").count()) !== 1) fail("no link to the dashboard");
+  await page.screenshot({ path: shots + "/not-found.png" });
+  console.log("unknown path: styled 404");
+
+  // A typo in the seed code is caught with a clear message; what was typed stays in the form
+  // and the group of five characters that holds the typo is marked.
   await page.goto(url + "/spaces");
   const typo = seedCode.slice(0, -1) + (seedCode.endsWith("a") ? "b" : "a");
   await page.fill("input[name=seed_code]", typo);
   await page.click("form[action='/spaces'] button[type=submit]");
   const flash = await page.locator(".flash.error").textContent();
   if (!/seed code has a typo/i.test(flash)) fail("no clear message for a typo: " + flash);
-  console.log("typo refused: " + flash.trim());
+  const kept = await page.inputValue("input[name=seed_code]");
+  if (kept !== typo) fail("the typed code was not kept: " + kept);
+  const marked = (await page.locator(".flash.error mark").textContent()).trim();
+  if (marked !== typo.split("-").pop()) fail("the wrong group is marked: " + marked);
+  await page.locator("input[name=seed_code]").scrollIntoViewIfNeeded();
+  await page.screenshot({ path: shots + "/seed-code-typo.png", fullPage: true });
+  console.log("typo refused: " + flash.trim() + " (marked " + marked + ")");
 
   await page.fill("input[name=seed_code]", seedCode);
   await page.fill("input[name=name]", "office");
@@ -104,7 +120,9 @@ try {
   console.log("peer code " + own.slice(0, 24) + "…, partner added by code");
   await page.screenshot({ path: shots + "/peers.png", fullPage: true });
 
-  if (errors.length) fail("errors in the page: " + errors.join("; "));
+  // The browser logs the 404 and 422 answers it was meant to get; anything else is a fault.
+  const faults = errors.filter((e) => !/status of (404|422)/.test(e));
+  if (faults.length) fail("errors in the page: " + faults.join("; "));
 
   // Log out, then a wrong password is refused (the browser logs the 401 itself).
   await page.click("form.logout button");
