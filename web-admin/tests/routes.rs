@@ -1468,6 +1468,7 @@ async fn the_graph_samples_survive_a_restart_through_the_backend() {
     let config = AdminConfig {
         hosts: vec!["seeder.local".into()],
         version: "test".into(),
+        ctl: "seeder ctl".into(),
     };
     let now = web_admin::format::now_unix();
     let app = App::new(backend.clone() as Arc<dyn AdminBackend>, config.clone());
@@ -1501,4 +1502,41 @@ async fn the_graph_samples_survive_a_restart_through_the_backend() {
     let graph = web_admin::pages::graph_points(&history, now);
     assert_eq!(graph.peak, 1000 / 60);
     assert_eq!(graph.rx.split(' ').count(), 59);
+}
+
+#[tokio::test]
+async fn the_claim_and_login_pages_name_the_command_that_reaches_this_daemon() {
+    let backend = Arc::new(MemoryBackend::new(CODE));
+    let app = App::new(
+        backend.clone() as Arc<dyn AdminBackend>,
+        AdminConfig {
+            hosts: vec!["seeder.local".into()],
+            version: "test".into(),
+            ctl: "seeder ctl --data /srv/seeder".into(),
+        },
+    );
+    let site = Site {
+        router: web_admin::router(app),
+        backend,
+    };
+    let mut b = Browser::default();
+    let claim = site.get(&mut b, "/claim").await;
+    assert!(
+        claim
+            .body
+            .contains("seeder ctl --data /srv/seeder setup-code"),
+        "{}",
+        claim.body
+    );
+    assert!(!claim.body.contains("sudo seeder ctl setup-code"));
+    site.claimed().await;
+    let mut stranger = Browser::default();
+    let login = site.get(&mut stranger, "/login").await;
+    assert!(
+        login
+            .body
+            .contains("seeder ctl --data /srv/seeder reset-password"),
+        "{}",
+        login.body
+    );
 }

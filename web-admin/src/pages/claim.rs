@@ -75,7 +75,7 @@ pub(super) async fn claim_page(State(app): State<Shared>, ctx: Ctx) -> Response 
                     input name="setup_code" autocomplete="off" required
                         placeholder="xxxx-xxxx-xxxx-xxxx-xxxx";
                 }
-                p.hint { "On the appliance it is in " code { "SEEDER-SETUP.TXT" } " on the SD card's small partition and on the serial console; elsewhere run " code { "sudo seeder ctl setup-code" } "." }
+                p.hint { "On the appliance it is in " code { "SEEDER-SETUP.TXT" } " on the SD card's small partition and on the serial console; elsewhere run " code { (app.config.ctl) " setup-code" } " on the device." }
                 (password_fields())
                 button type="submit" { "Claim" }
             }
@@ -246,7 +246,7 @@ pub(crate) async fn claim_inner(
     Ok(app.login(ctx, generation))
 }
 
-pub(super) async fn login_page(ctx: Ctx) -> Response {
+pub(super) async fn login_page(State(app): State<Shared>, ctx: Ctx) -> Response {
     if !ctx.settings.claimed() {
         return Redirect::to("/claim").into_response();
     }
@@ -254,12 +254,13 @@ pub(super) async fn login_page(ctx: Ctx) -> Response {
         return Redirect::to("/").into_response();
     }
     let (cookie, pre) = pre_token();
-    let mut r = login_form(&ctx, &pre, None).into_response();
+    let mut r = login_form(&ctx, &app.config.ctl, &pre, None).into_response();
     r.headers_mut().insert(header::SET_COOKIE, cookie);
     r
 }
 
-fn login_form(ctx: &Ctx, pre: &str, error: Option<&str>) -> Markup {
+/// `ctl`: the command that reaches this daemon where it runs (see [`crate::AdminConfig`]).
+fn login_form(ctx: &Ctx, ctl: &str, pre: &str, error: Option<&str>) -> Markup {
     bare(
         "Log in",
         html! {
@@ -272,7 +273,7 @@ fn login_form(ctx: &Ctx, pre: &str, error: Option<&str>) -> Markup {
                 }
                 button type="submit" { "Log in" }
             }
-            p.hint { "Forgot it? Run " code { "sudo seeder ctl reset-password" } " on the device, then claim it again." }
+            p.hint { "Forgot it? Run " code { (ctl) " reset-password" } " on the device, then claim it again." }
         },
     )
 }
@@ -297,8 +298,11 @@ pub(super) async fn login(
             r
         }
         Err(Fail::Invalid(m)) => {
-            let mut r =
-                (StatusCode::UNAUTHORIZED, login_form(&ctx, &f.pre, Some(&m))).into_response();
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                login_form(&ctx, &app.config.ctl, &f.pre, Some(&m)),
+            )
+                .into_response();
             r.headers_mut().remove(header::SET_COOKIE);
             r
         }
