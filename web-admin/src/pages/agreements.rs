@@ -18,10 +18,10 @@ pub struct EditQuery {
 
 pub(super) async fn page(
     State(app): State<Shared>,
-    SignedIn(ctx): SignedIn,
+    signed: SignedIn,
     Query(q): Query<EditQuery>,
 ) -> PageResult {
-    let session = need_session(&ctx)?;
+    let (ctx, session) = (&signed.0, signed.session());
     let list = app.backend.agreements()?;
     let spaces = app.backend.spaces()?;
     let today = format::today();
@@ -84,7 +84,7 @@ pub(super) async fn page(
             button type="submit" { "Save" }
         }
     };
-    Ok(layout(&app, &ctx, session, "/agreements", false, body))
+    Ok(layout(&app, ctx, session, "/agreements", false, body))
 }
 
 /// An agreement as a form sends it: `spaces` may repeat, so the body is read as pairs.

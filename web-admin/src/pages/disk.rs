@@ -10,8 +10,8 @@ use axum::Form;
 
 use super::*;
 
-pub(super) async fn page(State(app): State<Shared>, SignedIn(ctx): SignedIn) -> PageResult {
-    let session = need_session(&ctx)?;
+pub(super) async fn page(State(app): State<Shared>, signed: SignedIn) -> PageResult {
+    let (ctx, session) = (&signed.0, signed.session());
     let r = app.backend.disks()?;
     let body = html! {
         h1 { "Disk" }
@@ -47,7 +47,7 @@ pub(super) async fn page(State(app): State<Shared>, SignedIn(ctx): SignedIn) -> 
             }
         }
     };
-    Ok(layout(&app, &ctx, session, "/disk", false, body))
+    Ok(layout(&app, ctx, session, "/disk", false, body))
 }
 
 #[derive(Deserialize)]

@@ -19,10 +19,10 @@ pub struct LogQuery {
 
 pub(super) async fn page(
     State(app): State<Shared>,
-    SignedIn(ctx): SignedIn,
+    signed: SignedIn,
     Query(q): Query<LogQuery>,
 ) -> PageResult {
-    let session = need_session(&ctx)?;
+    let (ctx, session) = (&signed.0, signed.session());
     let level = q
         .level
         .as_deref()
@@ -50,7 +50,7 @@ pub(super) async fn page(
             }
         }
     };
-    Ok(layout(&app, &ctx, session, "/logs", false, body))
+    Ok(layout(&app, ctx, session, "/logs", false, body))
 }
 
 fn format_ms(ms: u64) -> String {

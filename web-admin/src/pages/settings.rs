@@ -13,8 +13,8 @@ use axum::Form;
 use super::claim::password_fields;
 use super::*;
 
-pub(super) async fn page(State(app): State<Shared>, SignedIn(ctx): SignedIn) -> PageResult {
-    let session = need_session(&ctx)?;
+pub(super) async fn page(State(app): State<Shared>, signed: SignedIn) -> PageResult {
+    let (ctx, session) = (&signed.0, signed.session());
     let sessions = app.sessions.lock().expect("sessions lock").list();
     let now = Instant::now();
     let ssh = app.backend.ssh()?;
@@ -90,7 +90,7 @@ pub(super) async fn page(State(app): State<Shared>, SignedIn(ctx): SignedIn) -> 
             button type="submit" { "Create token" }
         }
     };
-    Ok(layout(&app, &ctx, session, "/settings", false, body))
+    Ok(layout(&app, ctx, session, "/settings", false, body))
 }
 
 #[derive(Deserialize)]
