@@ -5,8 +5,8 @@
 //! byte count rise live while a member syncs 24 MiB into it, log out, fail to log in with a
 //! wrong password.
 //!
-//! Needs `npm ci --prefix seeder/tests/browser` and Chromium. Without them the test says so
-//! and passes, except under CI (`CI` set), where it fails: `.ci/run` installs both.
+//! Needs `npm ci --prefix seeder/tests/browser` and Chromium. Without them the test prints
+//! `SKIPPED` and passes, except under CI (`CI` set), where it fails: `.ci/run` installs both.
 //! `SEEDER_SCREENSHOTS=DIR` keeps the screenshots.
 
 #![allow(clippy::unwrap_used)]
@@ -34,10 +34,7 @@ fn an_admin_claims_the_seeder_adds_a_space_and_watches_it_fill_in_a_real_browser
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let ready = scripts.join("node_modules/playwright-core").exists();
     let Some(chromium) = chromium().filter(|_| ready) else {
-        if std::env::var_os("CI").is_some() {
-            panic!("the browser test needs chromium and `npm ci --prefix seeder/tests/browser`");
-        }
-        eprintln!("skipped: install chromium and run `npm ci --prefix seeder/tests/browser`");
+        common::skip("chromium and `npm ci --prefix seeder/tests/browser`");
         return;
     };
 
