@@ -647,3 +647,30 @@ fn a_failed_get_names_the_asked_for_path_and_no_temporary_file() {
     let msg = a.fails(2, &["get", "office", "many", "-"]);
     assert!(msg.contains("is a folder"), "{msg}");
 }
+
+#[test]
+fn a_folder_get_never_writes_through_a_link_or_past_a_file_in_the_destination() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let dir = project(root.path());
+    a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
+    let outside = root.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let got = root.path().join("got");
+    std::fs::create_dir_all(&got).unwrap();
+    std::os::unix::fs::symlink(&outside, got.join("sub")).unwrap();
+    for force in [false, true] {
+        let mut args = vec!["get", "office", "many", got.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        let msg = a.fails(2, &args);
+        assert!(msg.contains("sub") && msg.contains("in the way"), "{msg}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{msg}");
+        assert!(
+            !got.join("a.txt").exists(),
+            "checked before anything is written"
+        );
+    }
+}

@@ -440,12 +440,17 @@ fn get_folder(
     }
     let targets: Vec<PathBuf> = files.iter().map(|(_, t)| t.clone()).collect();
     refuse_overwrite(&targets, args.force)?;
+    for t in &targets {
+        if let Some(parent) = t.parent() {
+            folders(&local_dir, parent, false)?;
+        }
+    }
     let total: u64 = files.iter().map(|(f, _)| f.meta.size).sum();
     let started = std::time::Instant::now();
     let bar = progress_bar(total, "get", io.terminal);
     for (file, target) in &files {
         if let Some(parent) = target.parent() {
-            make_folders(&local_dir, parent)?;
+            folders(&local_dir, parent, true)?;
         }
         write_local(space, file, target, &mut |n| bar.inc(n))?;
     }
@@ -489,13 +494,32 @@ fn refuse_overwrite(targets: &[PathBuf], force: bool) -> Result<()> {
     }
 }
 
-/// Create the folders from `root` down to `dir`, refusing to go through a symbolic link below
-/// `root`: a link planted in the destination must not send a space's files elsewhere.
-fn make_folders(root: &FsPath, dir: &FsPath) -> Result<()> {
+/// A local path that can't be used as asked (a folder that isn't one, or isn't ours) is bad
+/// input; anything else is a failure.
+fn local_failure(e: &std::io::Error) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::NotFound
+        | std::io::ErrorKind::NotADirectory
+        | std::io::ErrorKind::PermissionDenied => Failure::BadInput,
+        _ => Failure::Internal,
+    }
+}
+
+/// Check (`create` off) or create the folders from `root` down to `dir`, refusing to go
+/// through anything but a folder below `root`: a link planted in the destination must not send
+/// a space's files elsewhere, and a file in the way is reported before anything is written.
+fn folders(root: &FsPath, dir: &FsPath, create: bool) -> Result<()> {
     let Ok(below) = dir.strip_prefix(root) else {
         return Ok(());
     };
-    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    if create {
+        std::fs::create_dir_all(root).map_err(|e| {
+            let failure = local_failure(&e);
+            anyhow::Error::new(plain_io(e))
+                .context(format!("cannot create {}", root.display()))
+                .context(failure)
+        })?;
+    }
     let mut at = root.to_path_buf();
     for c in below.components() {
         at.push(c);
@@ -509,13 +533,21 @@ fn make_folders(root: &FsPath, dir: &FsPath) -> Result<()> {
                 )
                 .context(Failure::BadInput))
             }
+            // Checking only: nothing exists below a missing folder.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&at)
-                    .map_err(plain_io)
-                    .with_context(|| format!("cannot create {}", at.display()))?;
+                std::fs::create_dir(&at).map_err(|e| {
+                    let failure = local_failure(&e);
+                    anyhow::Error::new(plain_io(e))
+                        .context(format!("cannot create {}", at.display()))
+                        .context(failure)
+                })?;
             }
             Err(e) => {
-                return Err(plain_io(e)).with_context(|| format!("cannot read {}", at.display()))
+                let failure = local_failure(&e);
+                return Err(anyhow::Error::new(plain_io(e))
+                    .context(format!("cannot read {}", at.display()))
+                    .context(failure));
             }
         }
     }
@@ -538,13 +570,7 @@ fn write_local(
     // Written beside the target and renamed over it once complete and synced: an interrupted
     // get leaves the old file (or none), never half of the new one.
     let mut out = crate::store::file::AtomicFile::create(target, mode).map_err(|e| {
-        // A folder that isn't there, or isn't one, or isn't ours: a bad path, not a failure.
-        let failure = match e.kind() {
-            std::io::ErrorKind::NotFound
-            | std::io::ErrorKind::NotADirectory
-            | std::io::ErrorKind::PermissionDenied => Failure::BadInput,
-            _ => Failure::Internal,
-        };
+        let failure = local_failure(&e);
         anyhow::Error::new(plain_io(e))
             .context(format!("cannot write {}", target.display()))
             .context(failure)
@@ -783,4 +809,23 @@ pub fn bundle(home: &Home, cmd: BundleCmd, io: &mut Io) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_rates_read_like_people_write_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1204), "1,204");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+        let line = summary(1204, 412 << 20, std::time::Duration::from_millis(6200));
+        assert_eq!(line, "1,204 files, 412.0 MiB in 6.2 s (66.5 MiB/s)");
+        assert_eq!(
+            summary(1, 5, std::time::Duration::ZERO),
+            "1 file, 5 B in 0.0 s (instantly)"
+        );
+    }
 }
