@@ -551,6 +551,28 @@ fn a_folder_is_got_whole_into_a_local_folder_with_clean_paths() {
     let one = root.path().join("one.txt");
     assert!(stderr.contains(&format!("→ {}", one.display())), "{stderr}");
     assert!(!stderr.contains("/./"), "{stderr}");
+    // A trailing slash names a folder: into it, and never a file of that name.
+    let out = a.run_in(
+        root.path(),
+        &["get", "office", "many/a.txt", "./got/./", "--force"],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("→ {}", got.join("a.txt").display())),
+        "{stderr}"
+    );
+    let msg = a.fails(
+        2,
+        &[
+            "get",
+            "office",
+            "many/a.txt",
+            &format!("{}/", root.path().join("nowhere").display()),
+        ],
+    );
+    assert!(msg.contains("nowhere/a.txt"), "{msg}");
+    assert!(!root.path().join("nowhere").exists());
 }
 
 #[test]

@@ -386,7 +386,15 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
         }
         other => {
             let target = match other {
-                Some(p) if io.resolve(p).is_dir() => io.resolve(p).join(path.file_name()),
+                // `out/` means a folder even before it exists (then the write says it is
+                // missing, rather than creating a file named `out`).
+                Some(p)
+                    if io.resolve(p).is_dir()
+                        || std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())
+                            .ends_with(b"/") =>
+                {
+                    io.resolve(p).join(path.file_name())
+                }
                 Some(p) => io.resolve(p),
                 None => io.resolve(FsPath::new(path.file_name())),
             };
