@@ -34,6 +34,18 @@ impl Device {
             .expect("run seeder")
     }
 
+    /// Run in the folder `cwd` (for relative local paths).
+    fn run_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        seeder()
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run seeder")
+    }
+
     /// Run, expect success, return stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -387,7 +399,7 @@ fn import_killed_midway_leaves_a_consistent_home() {
         let listed = b.ls("office");
         for name in listed.lines() {
             let out = root.path().join("check");
-            b.ok(&["get", "office", name, out.to_str().unwrap()]);
+            b.ok(&["get", "office", name, out.to_str().unwrap(), "--force"]);
             assert_eq!(std::fs::read(&out).unwrap(), big, "{name}");
         }
     }
@@ -468,4 +480,219 @@ fn mistakes_get_messages_and_exit_codes_a_person_can_act_on() {
     std::fs::write(&not_bundle, "hello").unwrap();
     let msg = a.fails(3, &["bundle", "import", not_bundle.to_str().unwrap()]);
     assert!(msg.contains("not a seeder bundle"), "{msg}");
+}
+
+/// A folder of `project/a.txt` (1 byte), `project/sub/b.txt` and `project/sub/deeper/c.bin`.
+fn project(root: &Path) -> PathBuf {
+    let dir = root.join("project");
+    std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    std::fs::write(dir.join("a.txt"), "A").unwrap();
+    std::fs::write(dir.join("sub/b.txt"), "BB").unwrap();
+    std::fs::write(dir.join("sub/deeper/c.bin"), vec![3u8; 200_000]).unwrap();
+    dir
+}
+
+#[test]
+fn a_folder_put_prints_one_summary_line_with_bytes_and_no_line_per_file() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let dir = project(root.path());
+    let out = a.run(&["put", "office", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not one per file: {stdout}");
+    assert!(
+        lines[0].starts_with("put 3 files, 195.3 KiB in ") && lines[0].contains(" s ("),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("a.txt") && !stderr.contains("a.txt"),
+        "{stdout}{stderr}"
+    );
+    // Not a terminal: no progress bar drawn on stderr.
+    assert!(!stderr.contains('\r') && !stderr.contains('['), "{stderr}");
+}
+
+#[test]
+fn a_folder_is_got_whole_into_a_local_folder_with_clean_paths() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let dir = project(root.path());
+    a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
+    let out = a.run_in(root.path(), &["get", "office", "many", "./got"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    for f in ["a.txt", "sub/b.txt", "sub/deeper/c.bin"] {
+        assert_eq!(
+            std::fs::read(root.path().join("got").join(f)).unwrap(),
+            std::fs::read(dir.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 1, "one closing line: {stderr}");
+    assert!(stderr.starts_with("got 3 files, 195.3 KiB in "), "{stderr}");
+    let got = root.path().join("got");
+    assert!(stderr.contains(got.to_str().unwrap()), "{stderr}");
+    assert!(!stderr.contains("/./"), "{stderr}");
+
+    // A subfolder, to the default place: its name in the current folder.
+    let out = a.run_in(root.path(), &["get", "office", "many/sub"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(root.path().join("sub/b.txt")).unwrap(), b"BB");
+
+    // A single file's line names the local path as a person would write it.
+    let out = a.run_in(root.path(), &["get", "office", "many/a.txt", "./one.txt"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let one = root.path().join("one.txt");
+    assert!(stderr.contains(&format!("→ {}", one.display())), "{stderr}");
+    assert!(!stderr.contains("/./"), "{stderr}");
+    // A trailing slash names a folder: into it, and never a file of that name.
+    let out = a.run_in(
+        root.path(),
+        &["get", "office", "many/a.txt", "./got/./", "--force"],
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("→ {}", got.join("a.txt").display())),
+        "{stderr}"
+    );
+    let msg = a.fails(
+        2,
+        &[
+            "get",
+            "office",
+            "many/a.txt",
+            &format!("{}/", root.path().join("nowhere").display()),
+        ],
+    );
+    assert!(msg.contains("nowhere/a.txt"), "{msg}");
+    assert!(!root.path().join("nowhere").exists());
+}
+
+#[test]
+fn get_refuses_to_replace_an_existing_file_without_force_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let dir = project(root.path());
+    a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
+
+    let mine = root.path().join("mine.txt");
+    std::fs::write(&mine, "my own words").unwrap();
+    let msg = a.fails(2, &["get", "office", "many/a.txt", mine.to_str().unwrap()]);
+    assert!(
+        msg.contains(mine.to_str().unwrap()) && msg.contains("--force"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my own words");
+
+    // A folder with one file in the way: nothing at all is written.
+    let got = root.path().join("got");
+    std::fs::create_dir_all(got.join("sub")).unwrap();
+    std::fs::write(got.join("sub/b.txt"), "mine").unwrap();
+    let msg = a.fails(2, &["get", "office", "many", got.to_str().unwrap()]);
+    assert!(
+        msg.contains("sub/b.txt") && msg.contains("--force"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(got.join("sub/b.txt")).unwrap(),
+        "mine"
+    );
+    assert!(!got.join("a.txt").exists(), "nothing written");
+    let names: Vec<_> = std::fs::read_dir(got.join("sub")).unwrap().collect();
+    assert_eq!(names.len(), 1, "no temporary file left behind");
+
+    // With --force both are replaced.
+    a.ok(&[
+        "get",
+        "office",
+        "many/a.txt",
+        mine.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "A");
+    a.ok(&["get", "office", "many", got.to_str().unwrap(), "--force"]);
+    assert_eq!(
+        std::fs::read_to_string(got.join("sub/b.txt")).unwrap(),
+        "BB"
+    );
+    assert_eq!(std::fs::read_to_string(got.join("a.txt")).unwrap(), "A");
+}
+
+#[test]
+fn a_failed_get_names_the_asked_for_path_and_no_temporary_file() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let dir = project(root.path());
+    a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
+    // A file where a folder should be: the write can't even start.
+    let blocker = root.path().join("blocker");
+    std::fs::write(&blocker, "x").unwrap();
+    let target = blocker.join("out.txt");
+    // A bad path: exit code 2.
+    let msg = a.fails(
+        2,
+        &["get", "office", "many/a.txt", target.to_str().unwrap()],
+    );
+    assert!(msg.contains(target.to_str().unwrap()), "{msg}");
+    // The test's own folder is a temporary one: look past it for a temporary file's name.
+    let here = root.path().to_str().unwrap();
+    let rest = msg.replace(here, "ROOT");
+    assert!(
+        !rest.contains(".tmp") && !rest.contains("seeder-partial") && !rest.contains("/./"),
+        "{msg}"
+    );
+    // Same for a folder get below it.
+    let out = a.run(&[
+        "get",
+        "office",
+        "many",
+        blocker.join("got").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let msg = String::from_utf8(out.stderr).unwrap();
+    assert!(msg.contains(blocker.to_str().unwrap()), "{msg}");
+    let rest = msg.replace(here, "ROOT");
+    assert!(
+        !rest.contains(".tmp") && !rest.contains("seeder-partial"),
+        "{msg}"
+    );
+    // And a folder asked for on stdout is refused as bad input.
+    let msg = a.fails(2, &["get", "office", "many", "-"]);
+    assert!(msg.contains("is a folder"), "{msg}");
+}
+
+#[test]
+fn a_folder_get_never_writes_through_a_link_or_past_a_file_in_the_destination() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let dir = project(root.path());
+    a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
+    let outside = root.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let got = root.path().join("got");
+    std::fs::create_dir_all(&got).unwrap();
+    std::os::unix::fs::symlink(&outside, got.join("sub")).unwrap();
+    for force in [false, true] {
+        let mut args = vec!["get", "office", "many", got.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        let msg = a.fails(2, &args);
+        assert!(msg.contains("sub") && msg.contains("in the way"), "{msg}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "{msg}");
+        assert!(
+            !got.join("a.txt").exists(),
+            "checked before anything is written"
+        );
+    }
 }

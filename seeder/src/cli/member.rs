@@ -77,11 +77,16 @@ pub struct GetArgs {
     name: String,
     /// The file (or folder) in the space.
     path: String,
-    /// Where to write (default: the file's name in the current folder; `-` for stdout).
+    /// Where to write (default: the file's or folder's name in the current folder; `-` for
+    /// stdout). A folder's files go below it, recreated as in the space.
     local: Option<PathBuf>,
     /// A version id from `seeder conflicts` or `seeder log`.
     #[arg(long)]
     version: Option<String>,
+    /// Replace local files that exist already (without it, `get` changes nothing and says
+    /// which file is in the way).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +194,40 @@ fn file_meta(md: &std::fs::Metadata) -> FileMeta {
     }
 }
 
+/// How much a folder's `put` or `get` moved, and how fast, for its one closing line:
+/// `1,204 files, 412.0 MiB in 6.2 s (66.5 MiB/s)`.
+fn summary(files: u64, bytes: u64, elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    // Under a millisecond the rate is noise; say so rather than print a huge number.
+    let rate = if secs < 0.001 {
+        "instantly".to_string()
+    } else {
+        format!(
+            "{}/s",
+            web_admin::format::bytes((bytes as f64 / secs) as u64)
+        )
+    };
+    format!(
+        "{} file{}, {} in {secs:.1} s ({rate})",
+        thousands(files),
+        if files == 1 { "" } else { "s" },
+        web_admin::format::bytes(bytes)
+    )
+}
+
+/// `1204` as `1,204`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn progress_bar(len: u64, label: &str, terminal: bool) -> indicatif::ProgressBar {
     if terminal {
         let bar = indicatif::ProgressBar::new(len);
@@ -253,6 +292,12 @@ pub fn put(home: &Home, mut args: PutArgs, io: &mut Io) -> Result<()> {
         )
         .context(Failure::DiskFull));
     }
+    // A folder gets one bar over all its bytes and one closing line; a single file keeps its
+    // own line (`path<TAB>N bytes`), which scripts read.
+    let folder = md.is_dir();
+    let started = std::time::Instant::now();
+    let bar = progress_bar(needed, "put", io.terminal);
+    let (mut done_files, mut done_bytes) = (0u64, 0u64);
     // Small files go in groups of up to 4 MiB, each group one durable batch; larger files
     // stream through in chunks.
     let mut small: Vec<(Path, Vec<u8>, FileMeta)> = Vec::new();
@@ -264,27 +309,48 @@ pub fn put(home: &Home, mut args: PutArgs, io: &mut Io) -> Result<()> {
             let content = std::fs::read(&local)
                 .with_context(|| format!("cannot read {}", local.display()))?;
             small_bytes += content.len();
-            writeln!(io.out, "{}\t{} bytes", path.shown(), content.len())?;
+            if !folder {
+                writeln!(io.out, "{}\t{} bytes", path.shown(), content.len())?;
+            }
             small.push((path, content, file_meta(&md)));
             if small_bytes >= SMALL_GROUP_BYTES || small.len() >= SMALL_GROUP_FILES {
-                space
-                    .put_small(std::mem::take(&mut small))
-                    .map_err(home_err)?;
+                let group = std::mem::take(&mut small);
+                let n = group.len() as u64;
+                space.put_small(group).map_err(home_err)?;
+                done_files += n;
+                done_bytes += small_bytes as u64;
+                bar.set_position(done_bytes);
                 small_bytes = 0;
             }
             continue;
         }
         let mut f = std::fs::File::open(&local)
             .with_context(|| format!("cannot open {}", local.display()))?;
-        let bar = progress_bar(md.len(), path.as_str(), io.terminal);
+        let before = done_bytes;
         let state = space
-            .put(&path, &mut f, file_meta(&md), &mut |n| bar.set_position(n))
+            .put(&path, &mut f, file_meta(&md), &mut |n| {
+                bar.set_position(before + n)
+            })
             .map_err(home_err)?;
-        bar.finish_and_clear();
-        writeln!(io.out, "{}\t{} bytes", state.path.shown(), state.meta.size)?;
+        done_files += 1;
+        done_bytes += state.meta.size;
+        bar.set_position(done_bytes);
+        if !folder {
+            writeln!(io.out, "{}\t{} bytes", state.path.shown(), state.meta.size)?;
+        }
     }
     if !small.is_empty() {
+        done_files += small.len() as u64;
+        done_bytes += small_bytes as u64;
         space.put_small(small).map_err(home_err)?;
+    }
+    bar.finish_and_clear();
+    if folder {
+        writeln!(
+            io.out,
+            "put {}",
+            summary(done_files, done_bytes, started.elapsed())
+        )?;
     }
     Ok(())
 }
@@ -337,11 +403,11 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
                 .ok_or_else(|| HomeError::NotFound(format!("{} in version {spec}", path.shown())))
                 .map_err(home_err)?
         }
-        None => view
-            .get(&path)
-            .cloned()
-            .ok_or_else(|| HomeError::NotFound(path.shown().to_string()))
-            .map_err(home_err)?,
+        None => match view.get(&path) {
+            Some(file) => file.clone(),
+            None if view.is_dir(&path) => return get_folder(&space, &view, &path, &args, io),
+            None => return Err(home_err(HomeError::NotFound(path.shown().to_string()))),
+        },
     };
     match args.local.as_deref() {
         Some(p) if p == FsPath::new("-") => {
@@ -350,22 +416,22 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
         }
         other => {
             let target = match other {
-                Some(p) if io.resolve(p).is_dir() => io.resolve(p).join(path.file_name()),
+                // `out/` means a folder even before it exists (then the write says it is
+                // missing, rather than creating a file named `out`).
+                Some(p)
+                    if io.resolve(p).is_dir()
+                        || std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())
+                            .ends_with(b"/") =>
+                {
+                    io.resolve(p).join(path.file_name())
+                }
                 Some(p) => io.resolve(p),
                 None => io.resolve(FsPath::new(path.file_name())),
             };
-            let mode = if file.meta.mode == 0 {
-                0o644
-            } else {
-                file.meta.mode & 0o777
-            };
-            // Written beside the target and renamed over it once complete and synced: an
-            // interrupted get leaves the old file (or none), never half of the new one.
-            let mut out = crate::store::file::AtomicFile::create(&target, mode)
-                .with_context(|| format!("cannot create a file beside {}", target.display()))?;
-            space.read_content(&file, out.file()).map_err(home_err)?;
-            out.commit()
-                .with_context(|| format!("cannot write {}", target.display()))?;
+            refuse_overwrite(std::slice::from_ref(&target), args.force)?;
+            let bar = progress_bar(file.meta.size, "get", io.terminal);
+            write_local(&space, &file, &target, &mut |n| bar.inc(n))?;
+            bar.finish_and_clear();
             writeln!(
                 io.err,
                 "{} → {} ({} bytes)",
@@ -376,6 +442,233 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `get` of a folder: every file below `dir` in the space, recreated below the local folder
+/// (default: the folder's name in the current folder), with one closing line.
+fn get_folder(
+    space: &crate::fs::home::SpaceHandle<'_>,
+    view: &View,
+    dir: &Path,
+    args: &GetArgs,
+    io: &mut Io,
+) -> Result<()> {
+    let local_dir = match args.local.as_deref() {
+        Some(p) if p == FsPath::new("-") => {
+            return Err(anyhow::anyhow!(
+                "{} is a folder: give a local folder to write its files to, not -",
+                dir.shown()
+            )
+            .context(Failure::BadInput))
+        }
+        Some(p) => io.resolve(p),
+        None => io.resolve(FsPath::new(dir.file_name())),
+    };
+    let mut files = Vec::new();
+    for entry in view.list_recursive(Some(dir)) {
+        if let ListEntry::File { file, .. } = entry {
+            // Stored paths hold no `.`, `..`, empty component or NUL (checked when decoded), so
+            // each component is one plain name and the file lands below `local_dir`.
+            let mut target = local_dir.clone();
+            for c in file.path.components().skip(dir.components().count()) {
+                target.push(c);
+            }
+            files.push((file, target));
+        }
+    }
+    let targets: Vec<PathBuf> = files.iter().map(|(_, t)| t.clone()).collect();
+    refuse_overwrite(&targets, args.force)?;
+    for t in &targets {
+        if let Some(parent) = t.parent() {
+            folders(&local_dir, parent, false)?;
+        }
+    }
+    let total: u64 = files.iter().map(|(f, _)| f.meta.size).sum();
+    let started = std::time::Instant::now();
+    let bar = progress_bar(total, "get", io.terminal);
+    for (file, target) in &files {
+        if let Some(parent) = target.parent() {
+            folders(&local_dir, parent, true)?;
+        }
+        write_local(space, file, target, &mut |n| bar.inc(n))?;
+    }
+    bar.finish_and_clear();
+    writeln!(
+        io.err,
+        "got {} → {}",
+        summary(files.len() as u64, total, started.elapsed()),
+        local_dir.display()
+    )?;
+    Ok(())
+}
+
+/// Refuse, before anything is written, when a target exists and `force` is off; a folder in
+/// the way is refused even with `force` (a file can't replace it).
+fn refuse_overwrite(targets: &[PathBuf], force: bool) -> Result<()> {
+    let existing: Vec<(&PathBuf, std::fs::Metadata)> = targets
+        .iter()
+        .filter_map(|t| std::fs::symlink_metadata(t).ok().map(|md| (t, md)))
+        .collect();
+    if let Some((t, _)) = existing.iter().find(|(_, md)| md.is_dir()) {
+        return Err(anyhow::anyhow!(
+            "{} is a folder: give another place to write the file to",
+            t.display()
+        )
+        .context(Failure::BadInput));
+    }
+    match existing.first() {
+        Some((first, _)) if !force => {
+            let others = match existing.len() - 1 {
+                0 => String::new(),
+                n => format!(" (and {} more)", thousands(n as u64)),
+            };
+            Err(anyhow::anyhow!(
+                "{} exists already{others}: nothing was written; give --force to replace it",
+                first.display()
+            )
+            .context(Failure::BadInput))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A local path that can't be used as asked (a folder that isn't one, or isn't ours) is bad
+/// input; anything else is a failure.
+fn local_failure(e: &std::io::Error) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::NotFound
+        | std::io::ErrorKind::NotADirectory
+        | std::io::ErrorKind::PermissionDenied => Failure::BadInput,
+        _ => Failure::Internal,
+    }
+}
+
+/// Check (`create` off) or create the folders from `root` down to `dir`, refusing to go
+/// through anything but a folder below `root`: a link planted in the destination must not send
+/// a space's files elsewhere, and a file in the way is reported before anything is written.
+fn folders(root: &FsPath, dir: &FsPath, create: bool) -> Result<()> {
+    let Ok(below) = dir.strip_prefix(root) else {
+        return Ok(());
+    };
+    if create {
+        std::fs::create_dir_all(root).map_err(|e| {
+            let failure = local_failure(&e);
+            anyhow::Error::new(plain_io(e))
+                .context(format!("cannot create {}", root.display()))
+                .context(failure)
+        })?;
+    }
+    let mut at = root.to_path_buf();
+    for c in below.components() {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                return Err(anyhow::anyhow!(
+                    "{} is in the way: it is not a folder (a file or a link); move it away and \
+                     try again",
+                    at.display()
+                )
+                .context(Failure::BadInput))
+            }
+            // Checking only: nothing exists below a missing folder.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at).map_err(|e| {
+                    let failure = local_failure(&e);
+                    anyhow::Error::new(plain_io(e))
+                        .context(format!("cannot create {}", at.display()))
+                        .context(failure)
+                })?;
+            }
+            Err(e) => {
+                let failure = local_failure(&e);
+                return Err(anyhow::Error::new(plain_io(e))
+                    .context(format!("cannot read {}", at.display()))
+                    .context(failure));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `file` to `target` atomically; errors name `target`, never the temporary file beside
+/// it.
+fn write_local(
+    space: &crate::fs::home::SpaceHandle<'_>,
+    file: &FileState,
+    target: &FsPath,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mode = if file.meta.mode == 0 {
+        0o644
+    } else {
+        file.meta.mode & 0o777
+    };
+    // Written beside the target and renamed over it once complete and synced: an interrupted
+    // get leaves the old file (or none), never half of the new one.
+    let mut out = crate::store::file::AtomicFile::create(target, mode).map_err(|e| {
+        let failure = local_failure(&e);
+        anyhow::Error::new(plain_io(e))
+            .context(format!("cannot write {}", target.display()))
+            .context(failure)
+    })?;
+    let mut counted = Counted {
+        inner: out.file(),
+        progress,
+    };
+    space
+        .read_content(file, &mut counted)
+        .map_err(|e| match e {
+            HomeError::Io { source, .. } => anyhow::Error::new(plain_io(source))
+                .context(format!("cannot write {}", target.display())),
+            e => home_err(e),
+        })?;
+    out.commit()
+        .map_err(plain_io)
+        .with_context(|| format!("cannot write {}", target.display()))
+}
+
+/// A writer that reports each write's length (for a progress bar).
+struct Counted<'a, W: std::io::Write> {
+    inner: W,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The OS error alone: the temporary-file layer adds the temporary file's own path to its
+/// errors, which means nothing to the person who asked for another path.
+fn plain_io(e: std::io::Error) -> std::io::Error {
+    if let Some(code) = e.raw_os_error() {
+        return std::io::Error::from_raw_os_error(code);
+    }
+    let mut source = e.get_ref().and_then(|inner| inner.source());
+    while let Some(s) = source {
+        if let Some(code) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return std::io::Error::from_raw_os_error(code);
+        }
+        source = s.source();
+    }
+    // tempfile keeps the OS error only in its message: `… (os error 20) at path "…/.tmpX"`.
+    let text = e.to_string();
+    match text.find(" at path ") {
+        Some(cut) => std::io::Error::new(e.kind(), text[..cut].to_string()),
+        None => std::io::Error::from(e.kind()),
+    }
 }
 
 pub fn ls(home: &Home, args: LsArgs, io: &mut Io) -> Result<()> {
@@ -554,4 +847,23 @@ pub fn bundle(home: &Home, cmd: BundleCmd, io: &mut Io) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_rates_read_like_people_write_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1204), "1,204");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+        let line = summary(1204, 412 << 20, std::time::Duration::from_millis(6200));
+        assert_eq!(line, "1,204 files, 412.0 MiB in 6.2 s (66.5 MiB/s)");
+        assert_eq!(
+            summary(1, 5, std::time::Duration::ZERO),
+            "1 file, 5 B in 0.0 s (instantly)"
+        );
+    }
 }

@@ -218,8 +218,10 @@ pub struct Io<'a> {
 
 impl Io<'_> {
     /// `path` as the person who typed it meant it.
+    /// `./` and doubled slashes are dropped (`/tmp/out/./big.bin` prints as `/tmp/out/big.bin`);
+    /// `..` is kept, since it means something else past a symbolic link.
     pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
-        self.cwd.join(path)
+        self.cwd.join(path).components().collect()
     }
 }
 

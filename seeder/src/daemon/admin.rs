@@ -268,23 +268,16 @@ impl AdminDaemon {
         let peers = self.activity.peers();
         let mut out = Vec::new();
         for s in registry.spaces().map_err(registry_error)? {
-            let members = registry.members(&s.address).map_err(registry_error)?;
-            let (mut entries, mut bytes, mut complete) = (0, 0, true);
-            for m in &members {
-                if let Some(f) = self.daemon.store.feed(&m.feed).map_err(internal)? {
-                    entries += f.length;
-                    bytes += f.bytes;
-                    complete &= f.length >= f.known_length() && !f.frozen;
-                }
-            }
+            // Kept current as feeds change: no walk over every feed per request.
+            let totals = registry.totals(&s.address).unwrap_or_default();
             out.push(SpaceInfo {
                 seed_code: SeedCode::new(s.address).to_string(),
                 address: s.address.to_hex(),
                 quota_bytes: s.quota,
-                feeds: members.len() as u64,
-                entries,
-                bytes,
-                complete,
+                feeds: totals.feeds,
+                entries: totals.entries,
+                bytes: totals.bytes,
+                complete: totals.complete(),
                 last_sync: self.activity.last_append(&s.address),
                 // Every entry is verified when it arrives, and all of them again by the daily
                 // scrub (`scrub`); this is the last clean pass of this run.

@@ -251,19 +251,15 @@ impl Daemon {
     fn spaces_json(&self) -> Result<serde_json::Value, RegistryError> {
         let mut out = Vec::new();
         for s in self.registry.spaces()? {
-            let members = self.registry.members(&s.address)?;
-            let mut entries = 0;
-            for m in &members {
-                entries += self.store.feed(&m.feed)?.map_or(0, |f| f.length);
-            }
+            let totals = self.registry.totals(&s.address).unwrap_or_default();
             out.push(json!({
                 "name": s.name,
                 "address": s.address.to_hex(),
                 "seed_code": SeedCode::new(s.address).to_string(),
                 "quota": s.quota,
-                "feeds": members.len(),
-                "entries": entries,
-                "bytes": self.registry.bytes_held(&s.address)?,
+                "feeds": totals.feeds,
+                "entries": totals.entries,
+                "bytes": totals.bytes,
             }));
         }
         Ok(json!(out))

@@ -6,7 +6,7 @@ The [`registry`] of held spaces, partner seeders, member certificates and agreem
 [`local`], the view of it the sync state machine asks questions of; [`activity`], what is
 happening now; [`serve`], the service wiring (QUIC, control socket, admin page, systemd);
 [`ctl`] and [`backend`], the control socket; [`admin`], the admin page's backend;
-[`logring`], the recent log lines it shows; [`ops`], the changes both of those ask for; [`scrub`], the daily read-back of every feed; [`disk`], listing and
+[`logring`], the recent log lines it shows; [`totals`], each held space's sums, kept current; [`ops`], the changes both of those ask for; [`scrub`], the daily read-back of every feed; [`disk`], listing and
 preparing the data disk; [`board`], the
 appliance's LED and power button.
 
@@ -25,3 +25,4 @@ pub mod ops;
 pub mod registry;
 pub mod scrub;
 pub mod serve;
+pub mod totals;

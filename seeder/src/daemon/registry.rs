@@ -9,9 +9,10 @@ Not here: feed data (the store), secrets (a seeder has none), anything about con
 
 use serde::{Deserialize, Serialize};
 
+use super::totals::{SpaceTotals, Totals};
 use crate::feed::FeedKey;
 use crate::space::{Address, MembershipCert, SeedCode};
-use crate::store::{Store, StoreError, Table};
+use crate::store::{FeedSize, FeedWatcher, Store, StoreError, Table};
 
 const TREE_SPACES: &str = "registry.spaces";
 const TREE_MEMBERS: &str = "registry.members";
@@ -129,10 +130,13 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// The daemon's registry. Cheap to clone.
+/// The daemon's registry. Cheap to clone; open one per store and clone it, since the totals it
+/// keeps current see only the member changes made through it (and every feed change).
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
+    /// Each held space's sums (see [`super::totals`]).
+    totals: std::sync::Arc<Totals>,
     spaces: Table,
     members: Table,
     peers: Table,
@@ -142,14 +146,43 @@ pub struct Registry {
 
 impl Registry {
     pub fn open(store: &Store) -> Result<Registry> {
-        Ok(Registry {
+        let registry = Registry {
             spaces: store.table(TREE_SPACES)?,
             members: store.table(TREE_MEMBERS)?,
             peers: store.table(TREE_PEERS)?,
             agreements: store.table(TREE_AGREEMENTS)?,
             admin: store.table(TREE_ADMIN)?,
             store: store.clone(),
-        })
+            totals: Default::default(),
+        };
+        // Watching first: a change during the rebuild is then applied after it, never lost.
+        let watcher: std::sync::Arc<dyn FeedWatcher> = registry.totals.clone();
+        store.watch(&watcher);
+        registry.rebuild_totals()?;
+        Ok(registry)
+    }
+
+    /// Sum every held space's member feeds again, from the index.
+    fn rebuild_totals(&self) -> Result<()> {
+        let mut spaces = Vec::new();
+        for s in self.spaces()? {
+            let feeds = self.members(&s.address)?.into_iter().map(|c| c.feed);
+            spaces.push((s.address, feeds.collect()));
+        }
+        self.totals.rebuild(spaces, |feed| self.feed_size(feed))
+    }
+
+    fn feed_size(&self, feed: &FeedKey) -> Result<FeedSize> {
+        Ok(self
+            .store
+            .feed(feed)?
+            .map_or(FeedSize::ABSENT, |f| f.size()))
+    }
+
+    /// What `space` holds, summed over its member feeds; `None` if it isn't held. Kept
+    /// current as feeds change, so this costs one map lookup whatever the number of feeds.
+    pub fn totals(&self, space: &Address) -> Option<SpaceTotals> {
+        self.totals.space(space)
     }
 
     /// Hold the space of `code`. The name defaults to the address's short form.
@@ -181,6 +214,8 @@ impl Registry {
         };
         self.spaces.insert(address.0, encode(&held))?;
         self.store.commit()?;
+        // Members kept from an earlier time this space was held count again.
+        self.rebuild_totals()?;
         Ok(held)
     }
 
@@ -226,6 +261,7 @@ impl Registry {
         let held = self.space_named(name)?;
         self.spaces.remove(held.address.0)?;
         self.store.commit()?;
+        self.totals.remove_space(&held.address);
         let mut purged = 0;
         if purge {
             for cert in self.members(&held.address)? {
@@ -249,6 +285,8 @@ impl Registry {
         // Durable before the feed's first entry is acknowledged: a held feed without its
         // certificate would not be served after a power cut.
         self.store.commit()?;
+        self.totals
+            .add_member(member.address(), member.feed(), |f| self.feed_size(f))?;
         Ok(())
     }
 
@@ -272,11 +310,7 @@ impl Registry {
 
     /// Bytes of entry data held of `space`.
     pub fn bytes_held(&self, space: &Address) -> Result<u64> {
-        let mut total = 0;
-        for cert in self.members(space)? {
-            total += self.store.feed(&cert.feed)?.map_or(0, |s| s.bytes);
-        }
-        Ok(total)
+        Ok(self.totals(space).map_or(0, |t| t.bytes))
     }
 
     /// Dial this partner seeder.
@@ -600,6 +634,132 @@ mod tests {
         assert_eq!(r.remove_space("office", true).unwrap(), 1);
         assert!(store.feed(&feed).unwrap().is_none(), "purged");
         assert!(r.members(&secret.address()).unwrap().is_empty());
+    }
+
+    /// The totals the slow way: every member feed of `space` read from the store.
+    fn walked(r: &Registry, store: &Store, space: &Address) -> SpaceTotals {
+        let mut t = SpaceTotals::default();
+        for cert in r.members(space).unwrap() {
+            t.feeds += 1;
+            if let Some(f) = store.feed(&cert.feed).unwrap() {
+                t.entries += f.length;
+                t.bytes += f.bytes;
+                t.incomplete += u64::from(!f.size().complete);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn space_totals_stay_exact_across_appends_restart_and_space_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            SpaceSecret::from_bytes([1; 32]),
+            SpaceSecret::from_bytes([2; 32]),
+        );
+        // Feeds 10..13 in space a, 20..22 in space b.
+        let keys: Vec<(SpaceSecret, ed25519_dalek::SigningKey)> = (10..13u8)
+            .map(|n| {
+                (
+                    SpaceSecret::from_bytes([1; 32]),
+                    ed25519_dalek::SigningKey::from_bytes(&[n; 32]),
+                )
+            })
+            .chain((20..22u8).map(|n| {
+                (
+                    SpaceSecret::from_bytes([2; 32]),
+                    ed25519_dalek::SigningKey::from_bytes(&[n; 32]),
+                )
+            }))
+            .collect();
+        let append = |store: &Store, sk: &ed25519_dalek::SigningKey, sizes: &[usize]| {
+            let feed = FeedKey::from(sk);
+            let mut f = crate::feed::Frontier::load(
+                store.feed(&feed).unwrap().map_or(0, |s| s.length),
+                |id| store.node(&feed, id),
+            )
+            .unwrap();
+            let entries: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![7; n]).collect();
+            store
+                .append(crate::feed::write_batch(sk, &mut f, entries).unwrap())
+                .unwrap();
+        };
+        let before_restart = {
+            let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+            let r = Registry::open(&store).unwrap();
+            r.add_space(&code(1), Some("a"), None, 0).unwrap();
+            r.add_space(&code(2), Some("b"), None, 0).unwrap();
+            assert_eq!(r.totals(&a.address()), Some(SpaceTotals::default()));
+            for (secret, sk) in &keys {
+                r.add_member(&MembershipCert::issue(secret, FeedKey::from(sk)))
+                    .unwrap();
+            }
+            // Taken in twice: counted once.
+            r.add_member(&MembershipCert::issue(&a, FeedKey::from(&keys[0].1)))
+                .unwrap();
+            // Appends from several threads at once, as several peers' transfers do.
+            std::thread::scope(|scope| {
+                for (i, (_, sk)) in keys.iter().enumerate() {
+                    let store = &store;
+                    scope.spawn(move || {
+                        for round in 0..5 {
+                            append(store, sk, &[100 * (i + 1), round + 1]);
+                        }
+                    });
+                }
+            });
+            let ta = r.totals(&a.address()).unwrap();
+            assert_eq!(
+                ta,
+                SpaceTotals {
+                    feeds: 3,
+                    entries: 30,
+                    bytes: 5 * (100 + 200 + 300) + 3 * 15,
+                    incomplete: 0
+                }
+            );
+            assert_eq!(ta, walked(&r, &store, &a.address()));
+            assert_eq!(
+                r.totals(&b.address()).unwrap(),
+                walked(&r, &store, &b.address())
+            );
+            assert_eq!(r.bytes_held(&a.address()).unwrap(), ta.bytes);
+            (ta, r.totals(&b.address()).unwrap())
+        };
+
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        assert_eq!(
+            r.totals(&a.address()),
+            Some(before_restart.0),
+            "rebuilt at open"
+        );
+        assert_eq!(r.totals(&b.address()), Some(before_restart.1));
+        append(&store, &keys[0].1, &[1000]);
+        let mut ta = before_restart.0;
+        ta.entries += 1;
+        ta.bytes += 1000;
+        assert_eq!(r.totals(&a.address()), Some(ta));
+
+        // Removed, b counts no more; its feeds change a's totals in nothing.
+        r.remove_space("b", false).unwrap();
+        assert_eq!(r.totals(&b.address()), None);
+        append(&store, &keys[3].1, &[50]);
+        assert_eq!(r.totals(&a.address()), Some(ta));
+        // Added back, with what its kept feeds took meanwhile.
+        r.add_space(&code(2), Some("b"), None, 0).unwrap();
+        let tb = r.totals(&b.address()).unwrap();
+        assert_eq!(tb.entries, before_restart.1.entries + 1);
+        assert_eq!(tb, walked(&r, &store, &b.address()));
+
+        // Purged, a's feeds are deleted; b is untouched.
+        r.remove_space("a", true).unwrap();
+        assert_eq!(r.totals(&a.address()), None);
+        assert_eq!(r.totals(&b.address()), Some(tb));
+        drop(r);
+        let r = Registry::open(&store).unwrap();
+        assert_eq!(r.totals(&a.address()), None);
+        assert_eq!(r.totals(&b.address()), Some(tb));
     }
 
     #[test]

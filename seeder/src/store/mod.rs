@@ -184,12 +184,50 @@ pub struct FeedState {
 }
 
 impl FeedState {
+    /// What a space's totals count of this feed.
+    pub fn size(&self) -> FeedSize {
+        FeedSize {
+            entries: self.length,
+            bytes: self.bytes,
+            complete: self.length >= self.known_length() && !self.frozen,
+        }
+    }
+
     /// The length of the newest head known, complete or not.
     pub fn known_length(&self) -> u64 {
         let complete = self.head.as_ref().map_or(0, |h| h.length);
         let pending = self.pending.as_ref().map_or(0, |h| h.length);
         complete.max(pending).max(self.length)
     }
+}
+
+/// What totals over many feeds (a space's, on the admin page) count of one feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedSize {
+    /// Entries stored.
+    pub entries: u64,
+    /// Bytes of entry data stored.
+    pub bytes: u64,
+    /// Every entry of the newest head known is stored, and the writer did not fork.
+    pub complete: bool,
+}
+
+impl FeedSize {
+    /// A feed not stored (not yet, or no more): nothing held, nothing missing.
+    pub const ABSENT: FeedSize = FeedSize {
+        entries: 0,
+        bytes: 0,
+        complete: true,
+    };
+}
+
+/// Told of every change to a feed's stored size, so a layer above can keep totals over many
+/// feeds current without reading them all again (see [`Store::watch`]).
+pub trait FeedWatcher: Send + Sync {
+    /// `feed` now has `size` (`None`: it was deleted). Called with the feed's lock held, after
+    /// the change is durable, so one feed's calls arrive in the order of its changes. Must be
+    /// quick and must not call back into the store's writes.
+    fn feed_changed(&self, feed: &FeedKey, size: Option<FeedSize>);
 }
 
 /// Stored form of a feed's metadata.
@@ -445,6 +483,9 @@ struct Inner {
     /// feeds proceed in parallel. Grows with the number of feeds touched since open (a few
     /// dozen bytes each).
     locks: Mutex<HashMap<FeedKey, Arc<Mutex<()>>>>,
+    /// Who is told of size changes ([`Store::watch`]). Dropped watchers are pruned at each
+    /// `watch`, so this holds one entry per live watcher: in the daemon, one (its registry).
+    watchers: Mutex<Vec<std::sync::Weak<dyn FeedWatcher>>>,
 }
 
 fn meta_key(feed: &FeedKey) -> [u8; 33] {
@@ -547,6 +588,7 @@ impl Store {
                 db,
                 dir,
                 locks: Mutex::new(HashMap::new()),
+                watchers: Mutex::new(Vec::new()),
             }),
         };
         store.recover()?;
@@ -594,6 +636,34 @@ impl Store {
             .index_files
             .sync()
             .map_err(io_err("sync", &self.inner.dir.join("db")))
+    }
+
+    /// Tell `watcher` of every later change to any feed's [`FeedSize`] (appends, forks,
+    /// deletes), until it is dropped. The store holds it weakly.
+    pub fn watch(&self, watcher: &Arc<dyn FeedWatcher>) {
+        let mut w = self
+            .inner
+            .watchers
+            .lock()
+            .expect("watcher list poisoned: a thread panicked while holding it");
+        w.retain(|x| x.strong_count() > 0);
+        w.push(Arc::downgrade(watcher));
+    }
+
+    /// Tell the watchers `feed`'s new size; called with the feed's lock held.
+    fn changed(&self, feed: &FeedKey, meta: Option<&FeedMeta>) {
+        let watchers: Vec<Arc<dyn FeedWatcher>> = self
+            .inner
+            .watchers
+            .lock()
+            .expect("watcher list poisoned: a thread panicked while holding it")
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let size = meta.map(|m| m.state(*feed).size());
+        for w in watchers {
+            w.feed_changed(feed, size);
+        }
     }
 
     fn data_path(&self, feed: &FeedKey) -> PathBuf {
@@ -752,6 +822,7 @@ impl Store {
             .feeds
             .insert(meta_key(&feed), encode_meta(&meta))?;
         self.commit()?;
+        self.changed(&feed, Some(&meta));
         Ok(meta.state(feed))
     }
 
@@ -982,6 +1053,7 @@ impl Store {
         b.insert(&meta_key(&feed)[..], encode_meta(&meta));
         self.inner.feeds.apply_batch(b)?;
         self.commit()?;
+        self.changed(&feed, Some(&meta));
         Ok(meta.length)
     }
 
@@ -1203,13 +1275,20 @@ impl Store {
             what: "fork evidence (encoding)".into(),
         })?;
         self.inner.forks.insert(&feed.0[..], bytes)?;
-        if let Some(mut meta) = self.meta(&feed)? {
-            meta.frozen = true;
-            self.inner
-                .feeds
-                .insert(meta_key(&feed), encode_meta(&meta))?;
-        }
+        let frozen = match self.meta(&feed)? {
+            Some(mut meta) => {
+                meta.frozen = true;
+                self.inner
+                    .feeds
+                    .insert(meta_key(&feed), encode_meta(&meta))?;
+                Some(meta)
+            }
+            None => None,
+        };
         self.commit()?;
+        if let Some(meta) = &frozen {
+            self.changed(&feed, Some(meta));
+        }
         tracing::warn!(%feed, "writer forked; feed frozen");
         Ok(())
     }
@@ -1425,6 +1504,8 @@ impl Store {
             .feeds
             .insert(meta_key(feed), encode_meta(&meta))?;
         self.commit()?;
+        // Gone for readers from here on (see `meta`), so gone for the totals too.
+        self.changed(feed, None);
         self.finish_delete(feed)?;
         self.keep_reserve();
         Ok(())
