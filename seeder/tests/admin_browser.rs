@@ -113,6 +113,14 @@ fn an_admin_claims_the_seeder_adds_a_space_and_watches_it_fill_in_a_real_browser
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
-    // The claim took: the API now refuses a second claim with the used (renewed) code.
-    assert_ne!(seed.ctl(&["setup-code"]).trim(), setup_code);
+    // The claim took: the code is used up, and a claimed seeder shows none.
+    let out = common::seeder()
+        .args(["ctl", "--data"])
+        .arg(&seed.data)
+        .arg("setup-code")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let renewed = std::fs::read_to_string(seed.data.join("setup-code")).unwrap();
+    assert_ne!(renewed.trim(), setup_code);
 }

@@ -286,11 +286,19 @@ fn a_setup_code_from_the_sd_card_is_taken_only_while_unclaimed() {
     assert_eq!(status["claimed"], true);
 
     // Once claimed, a card can't change the code: nobody can re-claim by editing the card.
-    let before = ok(&data, &["setup-code"]);
+    let before = std::fs::read_to_string(data.join("setup-code")).unwrap();
     let out = ctl(&data, &["setup-code", "--set", "1111-2222-3333-4444-5555"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("claimed already"));
-    assert_eq!(ok(&data, &["setup-code"]), before);
+    assert_eq!(
+        std::fs::read_to_string(data.join("setup-code")).unwrap(),
+        before
+    );
+    // Nor is a code shown that claims nothing: the way back is a password reset.
+    let out = ctl(&data, &["setup-code"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reset-password"));
     stop(daemon);
 }
 

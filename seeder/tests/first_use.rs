@@ -199,6 +199,50 @@ fn a_mistyped_peer_is_bad_input_and_a_wrong_node_id_names_the_node_that_answered
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"notanaddress\" is not a peer"), "{err}");
+    assert_eq!(err.matches("is not a peer").count(), 1, "said once: {err}");
+    for bad in [
+        "ünïcødé:7428",
+        "256.1.1.1:7428",
+        "host:",
+        ":7428",
+        "h:0",
+        "h:99999",
+    ] {
+        let out = member.run(&["sync", "office", "--peer", bad, "--once"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+    }
+    let huge = "x".repeat(100_000);
+    let out = member.run(&["sync", "office", "--peer", &huge, "--once"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.len() < 1000, "a huge value is not echoed whole");
+
+    // Interrupted while a dial waits for an answer: it ends at once.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sync = seeder()
+        .arg("--home")
+        .arg(&member.0)
+        .args(["sync", "office", "--once", "--peer"])
+        .arg(silent.local_addr().unwrap().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    silent.recv_from(&mut [0u8; 2048]).unwrap();
+    let asked = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &sync.id().to_string()])
+        .status()
+        .unwrap();
+    sync.wait().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
 
     // The right address with another node's id: said at once, not retried until the timeout.
     let real = seed.status()["node_id"].as_str().unwrap().to_string();
@@ -267,7 +311,7 @@ fn status_says_in_one_line_whether_your_data_is_backed_up_and_a_stopped_watch_le
     assert!(status.contains(" MiB of your data"), "{status}");
 
     let code = member.last(&["space", "seed-code", "office"]);
-    seed.ctl(&["space", "add", &code]);
+    seed.ctl(&["space", "add", &code, "--name", "office"]);
     let synced = member.ok(&["sync", "office", "--peer", &seed.peer(), "--once"]);
     assert!(synced.contains("stored on"), "{synced}");
     assert!(!synced.contains("1 feeds"), "{synced}");
@@ -317,6 +361,17 @@ fn status_says_in_one_line_whether_your_data_is_backed_up_and_a_stopped_watch_le
     // What was acknowledged stays acknowledged.
     let status = member.ok(&["status", "office"]);
     assert!(status.starts_with("all your data ("), "{status}");
+
+    // Until the seeder drops the space (and its data): the next sync learns it, and status
+    // no longer counts that seeder.
+    seed.ctl(&["space", "remove", "office", "--purge"]);
+    let out = member.run(&["sync", "office", "--peer", &seed.peer(), "--once"]);
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    let status = member.ok(&["status", "office"]);
+    assert!(
+        status.lines().next().unwrap().contains("not yet backed up"),
+        "{status}"
+    );
 }
 
 #[test]
@@ -378,6 +433,16 @@ fn listing_spaces_without_a_home_says_where_it_would_be_and_makes_none() {
     assert!(said.contains("no spaces yet"), "{said}");
     assert!(said.contains(home.to_str().unwrap()), "{said}");
     assert!(!home.exists(), "listing made a home");
+    for read in [
+        &["status", "office"][..],
+        &["ls", "office"],
+        &["log", "office"],
+    ] {
+        let out = member.run(read);
+        assert_eq!(out.status.code(), Some(1), "{read:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no spaces yet"));
+    }
+    assert!(!home.exists(), "a read made a home");
     member.ok(&["space", "create", "office"]);
     assert!(member.ok(&["space", "list"]).starts_with("office\t"));
 }

@@ -23,8 +23,8 @@ pub const SETTINGS_FILE: &str = "/etc/seeder/seeder.toml";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Settings file (TOML); flags given here override it. The appliance's is
-    /// /etc/seeder/seeder.toml.
+    /// Settings file (TOML); flags given here override it [default: $SEEDER_CONFIG]. The
+    /// appliance's is /etc/seeder/seeder.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Data folder: the feeds, the index, the node identity, the control socket
@@ -118,9 +118,9 @@ pub struct CtlArgs {
     /// ./seeder-data].
     #[arg(long, value_name = "DIR", global = true)]
     data: Option<PathBuf>,
-    /// Settings file the daemon runs with [default: /etc/seeder/seeder.toml, if there is
-    /// one].
-    #[arg(long, value_name = "FILE", global = true, env = "SEEDER_CONFIG")]
+    /// Settings file the daemon runs with [default: $SEEDER_CONFIG, else
+    /// /etc/seeder/seeder.toml if there is one].
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: CtlCmd,
@@ -207,7 +207,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     web_admin::format::parse_size(s)?.ok_or_else(|| "give a size, like 20G".to_string())
 }
 
+/// `--config`, else `$SEEDER_CONFIG` when set and not empty.
+fn settings_path(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        std::env::var_os("SEEDER_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
 pub fn serve(args: ServeArgs) -> Result<()> {
+    let mut args = args;
+    args.config = settings_path(args.config.take());
     // Everything the daemon creates is its own: the store, the admin password's hash, the
     // node key. Files 0600 and folders 0700 whatever umask it was started with; the few
     // files meant for others (the ssh keys for root's helper) set their mode explicitly.
@@ -217,7 +228,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         None => FileConfig::default(),
     };
     // Where `ctl` finds this daemon by the settings file alone, or else by its folder.
-    let by_file = args.data.is_none() && file.data.is_some();
+    // (A relative folder in the file is taken from the folder serve runs in: not one `ctl`
+    // finds from elsewhere.)
+    let by_file = args.data.is_none() && file.data.as_ref().is_some_and(|d| d.is_absolute());
     let data = args
         .data
         .or(file.data)
@@ -398,7 +411,7 @@ fn call(data: &std::path::Path, from: &str, req: CtlRequest) -> Result<serde_jso
 }
 
 pub fn ctl(args: CtlArgs) -> Result<()> {
-    let (data, from) = locate(args.data, args.config)?;
+    let (data, from) = locate(args.data, settings_path(args.config))?;
     let call = |data: &std::path::Path, req| call(data, &from, req);
     match args.cmd {
         CtlCmd::Status { json } => {
@@ -514,9 +527,9 @@ pub fn ctl(args: CtlArgs) -> Result<()> {
             SpaceCmd::Remove { name, purge } => {
                 let v = call(&data, CtlRequest::SpaceRemove { name, purge })?;
                 println!(
-                    "removed {}; {} feeds deleted from the disk",
+                    "removed {}; {} deleted from the disk",
                     v["name"].as_str().unwrap_or("?"),
-                    v["purged_feeds"]
+                    count(v["purged_feeds"].as_u64().unwrap_or(0), "feed")
                 );
             }
         },

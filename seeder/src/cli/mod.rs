@@ -239,16 +239,28 @@ pub fn run() -> anyhow::Result<()> {
             let dir = home_dir(cli.home)?;
             // Nothing to read in a home that doesn't exist: say so rather than make one.
             if !dir.exists() {
-                if let Command::Space {
-                    cmd: member::SpaceCmd::List,
-                } = command
-                {
-                    eprintln!(
-                        "no spaces yet: this device's home would be {} \
-                         (seeder space create NAME or seeder space join CODE makes it)",
-                        dir.display()
-                    );
-                    return Ok(());
+                match &command {
+                    Command::Space {
+                        cmd: member::SpaceCmd::Create { .. } | member::SpaceCmd::Join { .. },
+                    } => {}
+                    Command::Space {
+                        cmd: member::SpaceCmd::List,
+                    } => {
+                        eprintln!(
+                            "no spaces yet: this device's home would be {} \
+                             (seeder space create NAME or seeder space join CODE makes it)",
+                            dir.display()
+                        );
+                        return Ok(());
+                    }
+                    _ => {
+                        return Err(anyhow::anyhow!(
+                            "this device has no spaces yet (no home at {}): seeder space \
+                             create NAME or seeder space join CODE makes one",
+                            dir.display()
+                        )
+                        .context(Failure::NotFound))
+                    }
                 }
             }
             // A `seeder sync` holding the home runs the command for us.

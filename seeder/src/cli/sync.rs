@@ -44,7 +44,8 @@ pub struct SyncArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// With --once: give up after this many seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    #[arg(long, default_value_t = 600, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// mDNS port for finding seeders (tests use another than 5353).
     #[arg(long, hide = true, default_value_t = 5353)]
@@ -87,8 +88,14 @@ fn parse_peer(s: &str) -> Result<(String, Option<NodeId>)> {
     };
     for host in hosts.split(',') {
         if !is_host_port(host) {
+            let shown: String = s.chars().take(80).collect();
+            let shown = if shown.len() < s.len() {
+                format!("{shown:?}…")
+            } else {
+                format!("{shown:?}")
+            };
             return Err(anyhow::anyhow!(
-                "{s:?} is not a peer: give the seeder's peer code (seeder:NODEID@ADDRESS:PORT, \
+                "{shown} is not a peer: give the seeder's peer code (seeder:NODEID@ADDRESS:PORT, \
                  on its Peers page or from `seeder ctl status`) or HOST:PORT[#NODEID]"
             )
             .context(Failure::BadInput));
@@ -106,9 +113,18 @@ fn is_host_port(text: &str) -> bool {
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    !host.is_empty()
-        && !host.contains(char::is_whitespace)
-        && port.parse::<u16>().is_ok_and(|p| p > 0)
+    let name_ok = host.parse::<std::net::IpAddr>().is_ok()
+        || (host.len() <= 253
+            // Four numbers is meant as an IPv4 address: one that doesn't parse is a typo,
+            // not a name to look up.
+            && !host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    name_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
@@ -404,6 +420,14 @@ impl PeerCtx {
                     () = wrong_found.notified() => Err(String::new()),
                 }
             };
+            // An interruption ends a dial under way at once, too.
+            let attempt = async {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    r = attempt => r,
+                    _ = stop.wait_for(|s| *s) => Err("stopped".to_string()),
+                }
+            };
             let connected = match remaining {
                 // Cut short by the deadline: what an earlier attempt learned says more.
                 Some(r) => tokio::time::timeout(r, attempt).await.unwrap_or_else(|_| {
@@ -561,7 +585,7 @@ impl PeerCtx {
         let mut stop = self.stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => {}
+            _ = stop.wait_for(|s| *s) => {}
         }
         *retry = (*retry * 2).min(MAX_RETRY);
     }
@@ -656,6 +680,9 @@ fn report(
                 (Failure::Fork, own_fork(peer))
             }
             Outcome::Refused(peer, refused) => {
+                if refused.iter().any(|(_, r)| *r == Refusal::NotHeld) {
+                    home.forget_acks(address, &peer.0)?;
+                }
                 let (feed, reason) = &refused[0];
                 let kind = match reason {
                     Refusal::DiskFull { .. } => Failure::DiskFull,
@@ -715,13 +742,21 @@ fn report(
                     ),
                 )
             }
-            Outcome::NotHeld(peer) => (
-                Failure::NotHeld,
-                format!(
-                    "seeder {peer} does not hold {name:?}: on it, \
-                     seeder ctl space add $(seeder space seed-code {name})"
-                ),
-            ),
+            Outcome::NotHeld(peer) => {
+                // What it acknowledged before is gone with the space (removed, perhaps
+                // purged): `status` must not count it as a backup any more.
+                home.forget_acks(address, &peer.0)?;
+                (
+                    Failure::NotHeld,
+                    format!(
+                        "seeder {peer} does not hold {name:?}: on it, \
+                         seeder ctl space add $(seeder space seed-code {name})"
+                    ),
+                )
+            }
+            Outcome::Unreachable(e) if e.contains(given.as_str()) => {
+                (Failure::Unreachable, e.clone())
+            }
             Outcome::Unreachable(e) => (Failure::Unreachable, format!("{given}: {e}")),
             Outcome::WrongNode(e) => (Failure::BadInput, e.clone()),
             Outcome::TimedOut(peer) => (
@@ -731,9 +766,11 @@ fn report(
                 ),
             ),
         };
-        eprintln!("{message}");
+        // The first failure is the command's error (printed once, by `main`); others here.
         if failure.is_none() {
             failure = Some((kind, message));
+        } else {
+            eprintln!("seeder: {message}");
         }
     }
     match failure {

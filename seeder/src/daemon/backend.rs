@@ -484,9 +484,17 @@ impl CtlBackend for Daemon {
                     .collect::<Vec<_>>())),
                 Err(e) => registry_err(e),
             },
-            CtlRequest::SetupCode => match self.setup_code() {
-                Ok(code) => ok(json!(code)),
-                Err(e) => err(format!("cannot read or write the setup code: {e}")),
+            CtlRequest::SetupCode => match self.claimed() {
+                // It would claim nothing: the way back to a claim is a password reset.
+                Ok(true) => err(
+                    "this seeder is claimed already: sign in with its admin password, or \
+                     forget it with `seeder ctl reset-password`, which prints a new setup code",
+                ),
+                Ok(false) => match self.setup_code() {
+                    Ok(code) => ok(json!(code)),
+                    Err(e) => err(format!("cannot read or write the setup code: {e}")),
+                },
+                Err(e) => err(e),
             },
             CtlRequest::SetSetupCode { code } => match self.set_setup_code(&code) {
                 Ok(code) => ok(json!(code)),

@@ -123,7 +123,7 @@ impl Daemon {
     /// digits, as status lines show).
     pub fn find_partner(&self, given: &str) -> Result<[u8; 32], OpsError> {
         let given = given.trim().to_ascii_lowercase();
-        if given.len() < 8 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !(8..=64).contains(&given.len()) || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(OpsError::Invalid(format!(
                 "{given:?} is not a node id: give at least its first 8 hex digits, as \
                  `seeder ctl peer list` shows"

@@ -700,6 +700,16 @@ async fn dial_partners(
                         crate::net::driver::reach(&endpoint, &driver, id, direct).await
                     }
                 };
+                // Forgotten while it was being dialed: nothing more to do or say about it.
+                let still_partner = registry
+                    .partners()
+                    .map_or(true, |ps| ps.iter().any(|q| q.node_id == p.node_id));
+                if !still_partner {
+                    if let Ok((conn, _)) = reached {
+                        conn.conn.close(0u32.into(), b"partner removed");
+                    }
+                    return;
+                }
                 match reached {
                     Ok((conn, at)) => {
                         if upgrade {

@@ -371,6 +371,27 @@ impl Home {
         Ok(())
     }
 
+    /// `peer` no longer holds `address` (it said so, or refused it): what it acknowledged
+    /// before is no backup any more. Durable when this returns.
+    pub fn forget_acks(&self, address: &Address, peer: &[u8; 32]) -> Result<()> {
+        let mut prefix = Vec::with_capacity(64);
+        prefix.extend_from_slice(address.as_bytes());
+        prefix.extend_from_slice(peer);
+        let keys: Vec<_> = self
+            .acks
+            .scan_prefix(&prefix)
+            .map(|item| item.map(|(k, _)| k))
+            .collect::<std::result::Result<_, _>>()?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for k in keys {
+            self.acks.remove(k)?;
+        }
+        self.store.commit()?;
+        Ok(())
+    }
+
     /// A peer holds `length` entries of this device's own feed of `address`, more than here:
     /// remember it (durably) so that no write forks the feed before they are fetched back.
     pub fn set_own_behind(&self, address: &Address, length: u64) -> Result<()> {
