@@ -103,6 +103,27 @@ pub struct LsArgs {
     recursive: bool,
 }
 
+impl PutArgs {
+    /// The space the command names.
+    pub fn space(&self) -> &str {
+        &self.name
+    }
+}
+
+impl GetArgs {
+    /// The space the command names.
+    pub fn space(&self) -> &str {
+        &self.name
+    }
+}
+
+impl LsArgs {
+    /// The space the command names.
+    pub fn space(&self) -> &str {
+        &self.name
+    }
+}
+
 fn home_err(e: HomeError) -> anyhow::Error {
     let failure = match &e {
         HomeError::UnknownSpace(_) | HomeError::NotFound(_) => Failure::NotFound,

@@ -253,13 +253,27 @@ pub fn run() -> anyhow::Result<()> {
                         );
                         return Ok(());
                     }
-                    _ => {
+                    other => {
+                        let named = match other {
+                            Command::Put(a) => Some(a.space()),
+                            Command::Get(a) => Some(a.space()),
+                            Command::Ls(a) => Some(a.space()),
+                            Command::Rm { name, .. }
+                            | Command::Mv { name, .. }
+                            | Command::Log { name }
+                            | Command::Conflicts { name, .. }
+                            | Command::Status { name }
+                            | Command::Check { name } => Some(name.as_str()),
+                            _ => None,
+                        };
+                        let which =
+                            named.map_or(String::new(), |n| format!("no space named {n:?}: "));
                         return Err(anyhow::anyhow!(
-                            "this device has no spaces yet (no home at {}): seeder space \
+                            "{which}this device has no spaces yet (no home at {}): seeder space \
                              create NAME or seeder space join CODE makes one",
                             dir.display()
                         )
-                        .context(Failure::NotFound))
+                        .context(Failure::NotFound));
                     }
                 }
             }
