@@ -696,3 +696,81 @@ fn a_folder_get_never_writes_through_a_link_or_past_a_file_in_the_destination() 
         );
     }
 }
+
+#[test]
+fn get_never_replaces_a_device_or_a_pipe_and_an_interrupted_get_leaves_no_temporary_file() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let big = root.path().join("big.bin");
+    // Large enough that a get is still writing when it is interrupted.
+    std::fs::write(&big, vec![7u8; 48 << 20]).unwrap();
+    a.ok(&["put", "office", big.to_str().unwrap(), "big.bin"]);
+    let note = root.path().join("note.txt");
+    std::fs::write(&note, b"a note").unwrap();
+    a.ok(&["put", "office", note.to_str().unwrap(), "note.txt"]);
+
+    let pipe = root.path().join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let msg = a.fails(
+        2,
+        &[
+            "get",
+            "office",
+            "note.txt",
+            pipe.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert!(msg.contains("not a regular file"), "{msg}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&pipe)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut get = seeder()
+        .arg("--home")
+        .arg(&a.home)
+        .args(["get", "office", "big.bin"])
+        .arg(out.join("big.bin"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let temporary = || {
+        std::fs::read_dir(&out)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut caught = false;
+    while std::time::Instant::now() < deadline {
+        if temporary() {
+            caught = true;
+            break;
+        }
+        if get.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-INT", &get.id().to_string()])
+        .status()
+        .unwrap();
+    let ended = get.wait().unwrap();
+    assert!(caught, "the get was never seen writing");
+    if !out.join("big.bin").exists() {
+        assert_eq!(ended.code(), Some(130), "{ended:?}");
+    }
+    assert!(!temporary(), "an interrupted get left its temporary file");
+}

@@ -537,6 +537,19 @@ fn refuse_overwrite(targets: &[PathBuf], force: bool) -> Result<()> {
         )
         .context(Failure::BadInput));
     }
+    // A device, a pipe or a socket is never replaced by a file, --force or not (`get x
+    // /dev/null --force` as root must not delete /dev/null).
+    if let Some((t, _)) = existing
+        .iter()
+        .find(|(_, md)| !md.is_file() && !md.file_type().is_symlink())
+    {
+        return Err(anyhow::anyhow!(
+            "{} is not a regular file (a device, a pipe or a socket): give another place to \
+             write the file to, or - for stdout",
+            t.display()
+        )
+        .context(Failure::BadInput));
+    }
     match existing.first() {
         Some((first, _)) if !force => {
             let others = match existing.len() - 1 {
@@ -634,6 +647,7 @@ fn write_local(
             .context(format!("cannot write {}", target.display()))
             .context(failure)
     })?;
+    let _partial = Partial::new(out.temp_path().to_path_buf());
     let mut counted = Counted {
         inner: out.file(),
         progress,
@@ -648,6 +662,52 @@ fn write_local(
     out.commit()
         .map_err(plain_io)
         .with_context(|| format!("cannot write {}", target.display()))
+}
+
+/// Temporary files `get` is writing now. Dropped, a temporary file removes itself; a process
+/// ended by a signal drops nothing, so an interrupted `get` removes them here (see
+/// [`remove_partial_on_interrupt`]) rather than leave hidden files as large as what it fetched.
+static PARTIAL: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// One entry of [`PARTIAL`], for as long as its file is being written.
+struct Partial(PathBuf);
+
+impl Partial {
+    fn new(path: PathBuf) -> Partial {
+        if let Ok(mut p) = PARTIAL.lock() {
+            p.push(path.clone());
+        }
+        Partial(path)
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Ok(mut p) = PARTIAL.lock() {
+            p.retain(|q| *q != self.0);
+        }
+    }
+}
+
+/// From now on, Ctrl-C or SIGTERM removes the temporary files of a `get` under way and ends
+/// the process (exit 130). For a command run in its own process only: a command forwarded to
+/// a syncing process must not end that one.
+pub fn remove_partial_on_interrupt() {
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(crate::daemon::serve::shutdown_signal());
+        if let Ok(p) = PARTIAL.lock() {
+            for f in p.iter() {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        std::process::exit(130);
+    });
 }
 
 /// A writer that reports each write's length (for a progress bar).

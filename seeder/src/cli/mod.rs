@@ -306,6 +306,9 @@ pub fn run() -> anyhow::Result<()> {
                 err: &mut err,
                 cwd: std::env::current_dir().context("the current folder")?,
             };
+            if matches!(command, Command::Get(_)) {
+                member::remove_partial_on_interrupt();
+            }
             member_command(&home, command, &mut io)
         }
     }

@@ -38,6 +38,11 @@ impl AtomicFile {
         })
     }
 
+    /// Where the new contents are written until the commit.
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     /// The temporary file, to write the new contents to.
     pub fn file(&mut self) -> &mut File {
         self.tmp.as_file_mut()
