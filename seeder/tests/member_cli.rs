@@ -774,3 +774,36 @@ fn get_never_replaces_a_device_or_a_pipe_and_an_interrupted_get_leaves_no_tempor
     }
     assert!(!temporary(), "an interrupted get left its temporary file");
 }
+
+#[test]
+fn the_whole_space_is_got_with_a_slash_and_a_trailing_slash_names_the_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Device::new(root.path(), "a");
+    a.ok(&["space", "create", "office"]);
+    let src = root.path().join("src");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    std::fs::write(src.join("top.txt"), b"top").unwrap();
+    std::fs::write(src.join("docs/inner.txt"), b"inner").unwrap();
+    a.ok(&[
+        "put",
+        "office",
+        src.join("top.txt").to_str().unwrap(),
+        "top.txt",
+    ]);
+    a.ok(&[
+        "put",
+        "office",
+        src.join("docs/inner.txt").to_str().unwrap(),
+        "docs/inner.txt",
+    ]);
+    let whole = root.path().join("whole");
+    a.ok(&["get", "office", "/", whole.to_str().unwrap()]);
+    assert_eq!(std::fs::read(whole.join("top.txt")).unwrap(), b"top");
+    assert_eq!(
+        std::fs::read(whole.join("docs/inner.txt")).unwrap(),
+        b"inner"
+    );
+    let docs = root.path().join("d");
+    a.ok(&["get", "office", "docs/", docs.to_str().unwrap()]);
+    assert_eq!(std::fs::read(docs.join("inner.txt")).unwrap(), b"inner");
+}

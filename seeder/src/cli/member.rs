@@ -407,7 +407,13 @@ fn collect(dir: &FsPath, base: &str, out: &mut Vec<(PathBuf, String)>) -> Result
 
 pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
     let space = home.space(&args.name).map_err(home_err)?;
-    let path = parse_path(&args.path)?;
+    // `docs/` is `docs` (as a shell completes it); `/` is the whole space, as for `ls`.
+    let asked = args.path.trim_end_matches('/');
+    if asked.is_empty() && !args.path.is_empty() && args.version.is_none() {
+        let view = space.view().map_err(home_err)?;
+        return get_folder(&space, &view, None, &args, io);
+    }
+    let path = parse_path(if asked.is_empty() { &args.path } else { asked })?;
     let view = space.view().map_err(home_err)?;
     let file: FileState = match &args.version {
         Some(spec) => {
@@ -426,7 +432,7 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
         }
         None => match view.get(&path) {
             Some(file) => file.clone(),
-            None if view.is_dir(&path) => return get_folder(&space, &view, &path, &args, io),
+            None if view.is_dir(&path) => return get_folder(&space, &view, Some(&path), &args, io),
             None => return Err(home_err(HomeError::NotFound(path.shown().to_string()))),
         },
     };
@@ -470,7 +476,7 @@ pub fn get(home: &Home, args: GetArgs, io: &mut Io) -> Result<()> {
 fn get_folder(
     space: &crate::fs::home::SpaceHandle<'_>,
     view: &View,
-    dir: &Path,
+    dir: Option<&Path>,
     args: &GetArgs,
     io: &mut Io,
 ) -> Result<()> {
@@ -478,20 +484,24 @@ fn get_folder(
         Some(p) if p == FsPath::new("-") => {
             return Err(anyhow::anyhow!(
                 "{} is a folder: give a local folder to write its files to, not -",
-                dir.shown()
+                dir.map_or_else(|| "/".to_string(), |d| d.shown().to_string())
             )
             .context(Failure::BadInput))
         }
         Some(p) => io.resolve(p),
-        None => io.resolve(FsPath::new(dir.file_name())),
+        // The whole space goes to a folder named after it.
+        None => io.resolve(FsPath::new(
+            dir.map_or(args.name.as_str(), |d| d.file_name()),
+        )),
     };
+    let depth = dir.map_or(0, |d| d.components().count());
     let mut files = Vec::new();
-    for entry in view.list_recursive(Some(dir)) {
+    for entry in view.list_recursive(dir) {
         if let ListEntry::File { file, .. } = entry {
             // Stored paths hold no `.`, `..`, empty component or NUL (checked when decoded), so
             // each component is one plain name and the file lands below `local_dir`.
             let mut target = local_dir.clone();
-            for c in file.path.components().skip(dir.components().count()) {
+            for c in file.path.components().skip(depth) {
                 target.push(c);
             }
             files.push((file, target));
