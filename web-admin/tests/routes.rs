@@ -886,6 +886,24 @@ async fn agreements_show_use_against_quota_and_flag_overdue_reviews() {
         .body
         .contains("is not a date"));
     assert_eq!(s.backend.agreements().unwrap().len(), 1);
+    // A review before the start is a typo, not an agreement.
+    s.post_form(
+        &mut b,
+        "/agreements",
+        &[
+            ("csrf", &csrf),
+            ("organisation", "Y"),
+            ("start", "2027-05-01"),
+            ("review", "2026-01-01"),
+        ],
+    )
+    .await;
+    assert!(s
+        .get(&mut b, "/agreements")
+        .await
+        .body
+        .contains("is before the start date"));
+    assert_eq!(s.backend.agreements().unwrap().len(), 1);
 }
 
 #[tokio::test]

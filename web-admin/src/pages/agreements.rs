@@ -122,6 +122,13 @@ pub(crate) fn check_agreement(a: &Agreement) -> Result<(), Fail> {
     }
     format::check_date(&a.start).map_err(Fail::Invalid)?;
     format::check_date(&a.review).map_err(Fail::Invalid)?;
+    // Both checked as YYYY-MM-DD above: as text they order as the dates do.
+    if !a.start.is_empty() && !a.review.is_empty() && a.review < a.start {
+        return Err(Fail::Invalid(format!(
+            "the review date {} is before the start date {}",
+            a.review, a.start
+        )));
+    }
     Ok(())
 }
 
