@@ -446,3 +446,35 @@ fn listing_spaces_without_a_home_says_where_it_would_be_and_makes_none() {
     member.ok(&["space", "create", "office"]);
     assert!(member.ok(&["space", "list"]).starts_with("office\t"));
 }
+
+#[test]
+fn a_data_folder_the_daemon_cannot_use_is_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f1.txt");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let long = dir.path().join("d".repeat(120));
+    for (data, said) in [
+        (&file, "is a file, not a folder"),
+        (&long, "path is too long"),
+    ] {
+        let out = seeder()
+            .args([
+                "serve",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(said),
+            "{out:?}"
+        );
+    }
+    assert!(!long.exists());
+}

@@ -207,6 +207,35 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     web_admin::format::parse_size(s)?.ok_or_else(|| "give a size, like 20G".to_string())
 }
 
+/// Longest path a Unix socket can have (`sun_path` holds 108 bytes with the closing NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
+/// Refuse, before anything is created, a data folder the daemon can't use: something else
+/// already at that path, or a path too long for the control socket inside it.
+fn check_data_folder(data: &std::path::Path) -> Result<()> {
+    if let Ok(md) = std::fs::metadata(data) {
+        if !md.is_dir() {
+            return Err(anyhow::anyhow!(
+                "the data folder {} is a file, not a folder: give a folder with --data",
+                data.display()
+            )
+            .context(Failure::BadInput));
+        }
+    }
+    let socket = std::path::absolute(data)
+        .unwrap_or_else(|_| data.to_path_buf())
+        .join(ctl::SOCKET_NAME);
+    let len = socket.as_os_str().len();
+    if len > SOCKET_PATH_MAX {
+        return Err(anyhow::anyhow!(
+            "the data folder's path is too long ({len} characters with its control socket, \
+             at most {SOCKET_PATH_MAX}): give a shorter one with --data"
+        )
+        .context(Failure::BadInput));
+    }
+    Ok(())
+}
+
 /// `--config`, else `$SEEDER_CONFIG` when set and not empty.
 fn settings_path(given: Option<PathBuf>) -> Option<PathBuf> {
     given.or_else(|| {
@@ -282,6 +311,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0))),
         ctl_command,
     };
+    check_data_folder(&config.data)?;
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
