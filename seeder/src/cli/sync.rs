@@ -445,6 +445,10 @@ impl PeerCtx {
                     return Outcome::WrongNode(wrong_node.get().cloned().unwrap_or_default());
                 }
                 Err(e) => {
+                    // Said once per new reason, so a long wait is not a silent one.
+                    if e != last_error && e != "stopped" {
+                        eprintln!("{e}; trying again");
+                    }
                     last_error = e;
                     self.pause(&mut retry).await;
                     continue;
