@@ -104,27 +104,12 @@ fn parse_peer(s: &str) -> Result<(String, Option<NodeId>)> {
     Ok((hosts.to_string(), id))
 }
 
-/// `host:port`, `1.2.3.4:port` or `[v6]:port`, with a port that is a number above 0.
+/// `host:port`, `1.2.3.4:port` or `[v6]:port`, with a port that is a number above 0: the
+/// shape `ctl peer add` takes.
 fn is_host_port(text: &str) -> bool {
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return false;
-    };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let name_ok = host.parse::<std::net::IpAddr>().is_ok()
-        || (host.len() <= 253
-            // Four numbers is meant as an IPv4 address: one that doesn't parse is a typo,
-            // not a name to look up.
-            && !host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            }));
-    name_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        crate::daemon::backend::valid_host(host) && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
@@ -248,7 +233,8 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
         let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _on_signal = {
             let (stop_tx, interrupted) = (stop_tx.clone(), interrupted.clone());
-            AbortOnDrop(tokio::spawn(async move {
+            // Ends with the sync.
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 crate::daemon::serve::shutdown_signal().await;
                 interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
                 let _ = stop_tx.send(true);
@@ -285,15 +271,6 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
 /// How long `sync --watch` waits, when interrupted, for its goodbyes to reach its peers: a
 /// round trip on any network it works over; a peer that is gone doesn't hold up the exit.
 const GOODBYE_WAIT: Duration = Duration::from_millis(500);
-
-/// Aborts the task when dropped (the signal listener of `sync --once` ends with the sync).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// How long a connected peer may take to open the space before `sync --once` concludes it
 /// doesn't hold it: a seeder that holds the space answers at once; one that doesn't says

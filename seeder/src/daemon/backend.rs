@@ -166,8 +166,9 @@ const MAX_HOST_NAME: usize = 253;
 const MAX_HOST_LABEL: usize = 63;
 
 /// Whether `host` is an IPv4 address, a bracketed IPv6 address, or a DNS host name of
-/// letters, digits and hyphens within DNS's lengths.
-fn valid_host(host: &str) -> bool {
+/// letters, digits and hyphens within DNS's lengths (four numbers that are no IPv4 address
+/// are a typo, not a name to look up).
+pub(crate) fn valid_host(host: &str) -> bool {
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
     }
@@ -175,6 +176,12 @@ fn valid_host(host: &str) -> bool {
         return true;
     }
     let name = host.strip_suffix('.').unwrap_or(host);
+    if name
+        .split('.')
+        .all(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
+    }
     !name.is_empty()
         && name.len() <= MAX_HOST_NAME
         && name.split('.').all(|label| {
