@@ -478,3 +478,41 @@ fn a_data_folder_the_daemon_cannot_use_is_refused_before_anything_is_made() {
     }
     assert!(!long.exists());
 }
+
+/// Skips only when asked to (by the test below, in a child process).
+#[test]
+fn a_probe_that_skips_when_asked() {
+    if std::env::var_os("SEEDER_SKIP_PROBE").is_some() {
+        common::skip("a tool this machine lacks");
+    }
+}
+
+#[test]
+fn a_skipped_test_says_so_on_the_terminal_even_when_it_passes() {
+    // libtest hides what a passing test prints; the skip must show anyway.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_probe_that_skips_when_asked",
+            "--test-threads",
+            "1",
+        ])
+        .env("SEEDER_SKIP_PROBE", "1")
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("SKIPPED") && said.contains("needs a tool this machine lacks"),
+        "{said}"
+    );
+    // Under CI the same skip fails the test.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_probe_that_skips_when_asked"])
+        .env("SEEDER_SKIP_PROBE", "1")
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+}
