@@ -279,7 +279,12 @@ impl Home {
 
     /// Join the space of an invite code under the local name `name`.
     pub fn join(&self, code: &InviteCode, name: &str, rng: &mut Rng) -> Result<Address> {
-        self.add_space(name, code.secret(), rng)
+        match code {
+            InviteCode::Space(secret) => self.add_space(name, secret.clone(), rng),
+            InviteCode::Device { .. } => Err(HomeError::Corrupt {
+                what: "device invite".into(),
+            }),
+        }
     }
 
     /// The invite code of a space (its secret: for members' own devices only).
@@ -551,10 +556,10 @@ impl SpaceHandle<'_> {
             .collect())
     }
 
-    fn seal(&self, seq: u64, record: &Record) -> Vec<u8> {
+    fn seal(&self, seq: u64, record: &Record) -> Result<Vec<u8>> {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        self.cipher.seal(&self.own, seq, &record.encode(), &nonce)
+        Ok(self.cipher.seal(&self.own, seq, &record.encode(), &nonce)?)
     }
 
     fn open_entry(&self, reader: &mut FeedReader<'_>, feed: &FeedKey, seq: u64) -> Result<Record> {
@@ -635,7 +640,7 @@ impl SpaceHandle<'_> {
             hasher.update(&buf[..n]);
             size += n as u64;
             let seq = before + chunks;
-            pending.push(self.seal(seq, &Record::Chunk(buf[..n].to_vec())));
+            pending.push(self.seal(seq, &Record::Chunk(buf[..n].to_vec()))?);
             chunks += 1;
             if pending.len() == PUT_BATCH_ENTRIES {
                 self.append(&mut frontier, std::mem::take(&mut pending))?;
@@ -662,7 +667,7 @@ impl SpaceHandle<'_> {
             clock: self.view()?.clock_for_write(self.own, op_seq),
         };
         record.check()?;
-        pending.push(self.seal(op_seq, &record));
+        pending.push(self.seal(op_seq, &record)?);
         let after = self.append(&mut frontier, pending)?;
         progress(size);
         self.index_own(before, &[op_seq], after)?;
@@ -698,7 +703,7 @@ impl SpaceHandle<'_> {
         let before = frontier.len();
         let record = make(self.view()?.clock_for_write(self.own, before));
         record.check()?;
-        let sealed = self.seal(before, &record);
+        let sealed = self.seal(before, &record)?;
         let after = self.append(&mut frontier, vec![sealed])?;
         self.index_own(before, &[before], after)?;
         self.applied(before, record)
@@ -740,9 +745,9 @@ impl SpaceHandle<'_> {
             record.check()?;
             pending_bytes += content.len();
             if chunks == 1 {
-                pending.push(self.seal(seq0, &Record::Chunk(content)));
+                pending.push(self.seal(seq0, &Record::Chunk(content))?);
             }
-            pending.push(self.seal(op_seq, &record));
+            pending.push(self.seal(op_seq, &record)?);
             // Later files' clocks must count this one.
             self.applied(op_seq, record)?;
             ops.push(op_seq);

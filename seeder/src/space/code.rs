@@ -2,22 +2,30 @@
 Seed codes and invite codes as text for people: `seed-` or `invite-`, then Crockford base32
 (digits and lowercase letters without i, l, o, u) in dash-separated groups of five.
 
-Payload: a version byte, the 32 key bytes, and a 4-byte checksum = the first bytes of
-BLAKE3 `derive_key` over (kind, version, key). The checksum covers the kind, so an invite
+Payload: a version byte, the key bytes, and a 4-byte checksum = the first bytes of BLAKE3
+`derive_key` over (kind, version, key). Seed codes and the invite codes of spaces from before
+roles (version 1) carry 32 key bytes: 60 characters. A device invite of a governed space
+(version 2) carries the space's address and a one-device invite secret, 64 bytes: 111
+characters. The checksum covers the kind, so an invite
 code's body can't pass as a seed code. Reading is forgiving where it's safe (case, dashes,
 spaces, `o`→0, `i`/`l`→1) and exact where it matters: any other change is reported as a typo.
 */
 
 use super::{Address, SpaceSecret};
 
-/// Version of the code format.
+/// Version of seed codes and of the invite codes that carry a space's secret.
 const CODE_VERSION: u8 = 1;
+/// Version of device invites: address ‖ invite secret.
+const DEVICE_INVITE_VERSION: u8 = 2;
 const CHECKSUM_CTX: &str = "seeder 2026-11 code checksum v1";
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-/// version + key + checksum.
-const PAYLOAD_LEN: usize = 1 + 32 + 4;
-/// 37 bytes = 296 bits → 60 base32 characters (the last 4 bits are zero padding).
-const BODY_CHARS: usize = (PAYLOAD_LEN * 8).div_ceil(5);
+/// Characters of a code carrying `key_len` key bytes: version + key + checksum, 5 bits a
+/// character, the last bits zero padding (32 bytes: 37 → 60 characters; 64: 69 → 111).
+const fn body_chars(key_len: usize) -> usize {
+    ((1 + key_len + 4) * 8).div_ceil(5)
+}
+const BODY_CHARS: usize = body_chars(32);
+const DEVICE_BODY_CHARS: usize = body_chars(64);
 const GROUP: usize = 5;
 
 /// Why a code could not be read. Messages name the kind of code and what to do.
@@ -40,8 +48,12 @@ pub enum CodeError {
         ch: char,
         position: usize,
     },
-    #[error("{kind} is incomplete or too long: {got} characters instead of {BODY_CHARS}")]
-    WrongLength { kind: &'static str, got: usize },
+    #[error("{kind} is incomplete or too long: {got} characters instead of {expected}")]
+    WrongLength {
+        kind: &'static str,
+        got: usize,
+        expected: usize,
+    },
     #[error("{}", typo_message(.kind, .suspect))]
     Typo {
         kind: &'static str,
@@ -100,21 +112,22 @@ impl Kind {
     }
 }
 
-fn checksum(kind: Kind, version: u8, key: &[u8; 32]) -> [u8; 4] {
-    let mut input = [0u8; 34];
-    input[0] = kind.tag();
-    input[1] = version;
-    input[2..].copy_from_slice(key);
+fn checksum(kind: Kind, version: u8, key: &[u8]) -> [u8; 4] {
+    let mut input = zeroize::Zeroizing::new(Vec::with_capacity(2 + key.len()));
+    input.push(kind.tag());
+    input.push(version);
+    input.extend_from_slice(key);
     let d = blake3::derive_key(CHECKSUM_CTX, &input);
     [d[0], d[1], d[2], d[3]]
 }
 
-fn encode(kind: Kind, key: &[u8; 32]) -> String {
-    let mut payload = [0u8; PAYLOAD_LEN];
-    payload[0] = CODE_VERSION;
-    payload[1..33].copy_from_slice(key);
-    payload[33..].copy_from_slice(&checksum(kind, CODE_VERSION, key));
-    let mut chars = Vec::with_capacity(BODY_CHARS);
+fn encode(kind: Kind, version: u8, key: &[u8]) -> String {
+    let mut payload = zeroize::Zeroizing::new(Vec::with_capacity(1 + key.len() + 4));
+    payload.push(version);
+    payload.extend_from_slice(key);
+    payload.extend_from_slice(&checksum(kind, version, key));
+    let payload = payload.iter().copied();
+    let mut chars = Vec::with_capacity(DEVICE_BODY_CHARS);
     let (mut acc, mut bits) = (0u32, 0u32);
     for b in payload {
         acc = (acc << 8) | u32::from(b);
@@ -148,7 +161,8 @@ fn value(c: char) -> Option<u8> {
         .map(|p| p as u8)
 }
 
-fn decode(kind: Kind, given: &str) -> Result<[u8; 32], CodeError> {
+/// The version and key bytes of a code of `kind`.
+fn decode(kind: Kind, given: &str) -> Result<(u8, zeroize::Zeroizing<Vec<u8>>), CodeError> {
     let text = given.trim();
     // Spans in errors are into `given`, so a page can mark them in what was typed.
     let lead = given.len() - given.trim_start().len();
@@ -170,9 +184,13 @@ fn decode(kind: Kind, given: &str) -> Result<[u8; 32], CodeError> {
             prefix: kind.prefix(),
         });
     };
-    let mut values = Vec::with_capacity(BODY_CHARS);
+    let longest = match kind {
+        Kind::Seed => BODY_CHARS,
+        Kind::Invite => DEVICE_BODY_CHARS,
+    };
+    let mut values = Vec::with_capacity(longest);
     // Byte offset in `given` of each value's character (all of them ASCII).
-    let mut at = Vec::with_capacity(BODY_CHARS);
+    let mut at = Vec::with_capacity(longest);
     let mut count = 0usize;
     for (i, (offset, c)) in body.char_indices().enumerate() {
         if c == '-' || c.is_whitespace() {
@@ -185,17 +203,25 @@ fn decode(kind: Kind, given: &str) -> Result<[u8; 32], CodeError> {
         })?;
         // A long paste is counted, not kept: it is refused below for its length.
         count += 1;
-        if values.len() < BODY_CHARS {
+        if values.len() < longest {
             values.push(v);
             at.push(lead + kind.prefix().len() + offset);
         }
     }
-    if count != BODY_CHARS {
+    if count != BODY_CHARS && count != longest {
+        // Name the length nearest to what was given.
+        let expected = if count > (BODY_CHARS + longest) / 2 {
+            longest
+        } else {
+            BODY_CHARS
+        };
         return Err(CodeError::WrongLength {
             kind: kind.name(),
             got: count,
+            expected,
         });
     }
+    values.truncate(count);
     match payload_of(kind, &values) {
         Ok(key) => Ok(key),
         Err(Read::Version(version)) => Err(CodeError::UnknownVersion {
@@ -206,7 +232,7 @@ fn decode(kind: Kind, given: &str) -> Result<[u8; 32], CodeError> {
             kind: kind.name(),
             suspect: suspect_group(kind, &values).map(|g| {
                 let first = g * GROUP;
-                let last = (first + GROUP).min(BODY_CHARS) - 1;
+                let last = (first + GROUP).min(count) - 1;
                 Suspect {
                     group: g + 1,
                     span: at[first]..at[last] + 1,
@@ -222,33 +248,37 @@ enum Read {
     Version(u8),
 }
 
-/// The key in a body of exactly [`BODY_CHARS`] values.
-fn payload_of(kind: Kind, values: &[u8]) -> Result<[u8; 32], Read> {
-    let mut payload = [0u8; PAYLOAD_LEN];
-    let (mut acc, mut bits, mut n) = (0u32, 0u32, 0usize);
+/// The version and key in a body of [`BODY_CHARS`] or [`DEVICE_BODY_CHARS`] values.
+fn payload_of(kind: Kind, values: &[u8]) -> Result<(u8, zeroize::Zeroizing<Vec<u8>>), Read> {
+    let mut payload = zeroize::Zeroizing::new(Vec::with_capacity(values.len() * 5 / 8));
+    let (mut acc, mut bits) = (0u32, 0u32);
     for &v in values {
-        acc = (acc << 5) | u32::from(v);
+        acc = ((acc << 5) | u32::from(v)) & 0xffff;
         bits += 5;
         if bits >= 8 {
             bits -= 8;
-            payload[n] = (acc >> bits) as u8;
-            n += 1;
+            payload.push((acc >> bits) as u8);
         }
     }
     // The padding bits must be zero: otherwise two texts would read as one code.
     if acc & ((1 << bits) - 1) != 0 {
         return Err(Read::Typo);
     }
+    let n = payload.len();
     let version = payload[0];
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&payload[1..33]);
-    if payload[33..] != checksum(kind, version, &key) {
+    let key = zeroize::Zeroizing::new(payload[1..n - 4].to_vec());
+    if payload[n - 4..] != checksum(kind, version, &key) {
         return Err(Read::Typo);
     }
-    if version != CODE_VERSION {
+    let known = match (kind, key.len()) {
+        (_, 32) => version == CODE_VERSION,
+        (Kind::Invite, 64) => version == DEVICE_INVITE_VERSION,
+        _ => false,
+    };
+    if !known {
         return Err(Read::Version(version));
     }
-    Ok(key)
+    Ok((version, key))
 }
 
 /// The group (0-based) that holds the typo when one changed character or two swapped
@@ -312,21 +342,33 @@ impl SeedCode {
 
 impl std::fmt::Display for SeedCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&encode(Kind::Seed, &self.0 .0))
+        f.write_str(&encode(Kind::Seed, CODE_VERSION, &self.0 .0))
     }
 }
 
 impl std::str::FromStr for SeedCode {
     type Err = CodeError;
     fn from_str(s: &str) -> Result<Self, CodeError> {
-        decode(Kind::Seed, s).map(|k| SeedCode(Address(k)))
+        let (_, key) = decode(Kind::Seed, s)?;
+        let key: [u8; 32] = key.as_slice().try_into().expect("seed codes carry 32 bytes");
+        Ok(SeedCode(Address(key)))
     }
 }
 
-/// A space's secret as text for members' devices: `invite-xxxxx-…`. Whoever has it can read
-/// and write the space.
+/// An invite as text for a member's device: `invite-xxxxx-…`.
+///
+/// Two kinds. A space from before roles is joined with its secret (60 characters): whoever
+/// has it can read and write the space. A governed space is joined with a one-device invite
+/// (111 characters): the space's address and an invite secret whose keys an owner put in the
+/// membership log with a role.
 #[derive(Clone, PartialEq, Eq)]
-pub struct InviteCode(SpaceSecret);
+pub enum InviteCode {
+    Space(SpaceSecret),
+    Device {
+        address: Address,
+        secret: zeroize::Zeroizing<[u8; 32]>,
+    },
+}
 
 impl std::fmt::Debug for InviteCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -335,24 +377,52 @@ impl std::fmt::Debug for InviteCode {
 }
 
 impl InviteCode {
+    /// The invite of a space from before roles.
     pub fn new(secret: &SpaceSecret) -> Self {
-        InviteCode(secret.clone())
+        InviteCode::Space(secret.clone())
     }
-    pub fn secret(&self) -> SpaceSecret {
-        self.0.clone()
+    /// A one-device invite into the governed space at `address`.
+    pub fn device(address: Address, secret: [u8; 32]) -> Self {
+        InviteCode::Device {
+            address,
+            secret: zeroize::Zeroizing::new(secret),
+        }
+    }
+    /// The space's address.
+    pub fn address(&self) -> Address {
+        match self {
+            InviteCode::Space(s) => s.address(),
+            InviteCode::Device { address, .. } => *address,
+        }
     }
 }
 
 impl std::fmt::Display for InviteCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&encode(Kind::Invite, self.0.as_bytes()))
+        match self {
+            InviteCode::Space(s) => f.write_str(&encode(Kind::Invite, CODE_VERSION, s.as_bytes())),
+            InviteCode::Device { address, secret } => {
+                let mut key = zeroize::Zeroizing::new([0u8; 64]);
+                key[..32].copy_from_slice(&address.0);
+                key[32..].copy_from_slice(&secret[..]);
+                f.write_str(&encode(Kind::Invite, DEVICE_INVITE_VERSION, &key[..]))
+            }
+        }
     }
 }
 
 impl std::str::FromStr for InviteCode {
     type Err = CodeError;
     fn from_str(s: &str) -> Result<Self, CodeError> {
-        let key = zeroize::Zeroizing::new(decode(Kind::Invite, s)?);
-        Ok(InviteCode(SpaceSecret::from_bytes(*key)))
+        let (_, key) = decode(Kind::Invite, s)?;
+        if key.len() == 64 {
+            let mut address = [0u8; 32];
+            address.copy_from_slice(&key[..32]);
+            let mut secret = [0u8; 32];
+            secret.copy_from_slice(&key[32..]);
+            return Ok(InviteCode::device(Address(address), secret));
+        }
+        let secret: [u8; 32] = key.as_slice().try_into().expect("invite codes carry 32 or 64 bytes");
+        Ok(InviteCode::Space(SpaceSecret::from_bytes(secret)))
     }
 }

@@ -17,6 +17,7 @@ This module knows nothing of feeds' contents, files, storage or the network.
 */
 
 mod code;
+pub mod members;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand::{CryptoRng, RngCore};
@@ -26,6 +27,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::feed::FeedKey;
 
 pub use code::{CodeError, InviteCode, SeedCode, Suspect};
+pub use members::{KeyId, MemberError, MemberRole, Membership, Record, VerifiedRecord};
 
 /// Context strings of the key derivations. Versioned: changing one makes every space new.
 pub const CTX_SIGNING: &str = "seeder 2026-11 space signing key v1";
@@ -37,6 +39,8 @@ pub const CTX_CAPABILITY: &str = "seeder 2026-11 space capability key v1";
 pub const CERT_DOMAIN: &[u8] = b"seeder membership v1\0";
 /// Domain of the content cipher's associated data.
 pub const ENTRY_AAD_DOMAIN: &[u8] = b"seeder entry v1\0";
+/// Domain of the associated data of entries of governed spaces (which name their key).
+pub const ENTRY_AAD_DOMAIN_V2: &[u8] = b"seeder entry v2\0";
 /// Domain of capability MACs.
 pub const CAPABILITY_DOMAIN: &[u8] = b"seeder capability v1\0";
 
@@ -59,6 +63,13 @@ pub enum SpaceError {
     /// Too short to be a sealed entry.
     #[error("sealed entry of {len} bytes is shorter than the {SEAL_OVERHEAD}-byte minimum")]
     TooShort { len: usize },
+    /// This device holds no key of the space's newest epoch (it was removed, or has not yet
+    /// learnt the key): it can't write.
+    #[error("this device holds no current key of the space: it was removed, or must sync first")]
+    NoCurrentKey,
+    /// An entry is sealed with a key this device does not hold.
+    #[error("entry {seq} of feed {feed} is sealed with a key this device does not hold")]
+    NoKey { feed: FeedKey, seq: u64 },
     /// A membership certificate names another space.
     #[error("certificate for feed {feed} is for space {got}, not {expected}")]
     OtherSpace {
@@ -182,60 +193,144 @@ impl std::fmt::Debug for DiscoveryKey {
     }
 }
 
-/// Encrypts and decrypts entries of one space: XChaCha20-Poly1305 under the content key, with
-/// the entry's place (address, feed, sequence number) as associated data so a ciphertext can't
-/// be moved to another position, feed or space.
+/// Encrypts and decrypts entries of one space: XChaCha20-Poly1305 with the entry's place
+/// (address, feed, sequence number) as associated data so a ciphertext can't be moved to
+/// another position, feed or space.
+///
+/// Two layouts. A space from before roles has one content key derived from its secret and
+/// entries `nonce ‖ ciphertext ‖ tag` ([`ENTRY_AAD_DOMAIN`]). A governed space has a key per
+/// epoch and entries `key id ‖ nonce ‖ ciphertext ‖ tag`, the key id also in the associated
+/// data ([`ENTRY_AAD_DOMAIN_V2`]): new entries use the newest key this device holds.
 pub struct ContentCipher {
     address: Address,
-    aead: chacha20poly1305::XChaCha20Poly1305,
+    keys: Keys,
+}
+
+enum Keys {
+    Space(chacha20poly1305::XChaCha20Poly1305),
+    Epochs {
+        keys: std::collections::BTreeMap<KeyId, chacha20poly1305::XChaCha20Poly1305>,
+        current: Option<KeyId>,
+    },
 }
 
 impl ContentCipher {
+    /// The cipher of a space from before roles: one key from its secret.
     pub fn new(secret: &SpaceSecret) -> Self {
         use chacha20poly1305::KeyInit;
         let key = secret.content_key();
         ContentCipher {
             address: secret.address(),
-            aead: chacha20poly1305::XChaCha20Poly1305::new((&*key).into()),
+            keys: Keys::Space(chacha20poly1305::XChaCha20Poly1305::new((&*key).into())),
         }
     }
 
-    fn aad(&self, feed: &FeedKey, seq: u64) -> [u8; 16 + 32 + 32 + 8] {
-        let mut aad = [0u8; 16 + 32 + 32 + 8];
-        aad[..16].copy_from_slice(ENTRY_AAD_DOMAIN);
-        aad[16..48].copy_from_slice(&self.address.0);
-        aad[48..80].copy_from_slice(&feed.0);
-        aad[80..].copy_from_slice(&seq.to_le_bytes());
+    /// The cipher of a governed space: every epoch key this device holds, and the one new
+    /// entries are sealed with (none: this device can't write, it holds no current key).
+    pub fn epochs(
+        address: Address,
+        keys: &std::collections::BTreeMap<KeyId, members::ContentKey>,
+        current: Option<KeyId>,
+    ) -> Self {
+        use chacha20poly1305::KeyInit;
+        ContentCipher {
+            address,
+            keys: Keys::Epochs {
+                keys: keys
+                    .iter()
+                    .map(|(id, k)| (*id, chacha20poly1305::XChaCha20Poly1305::new((&**k).into())))
+                    .collect(),
+                current: current.filter(|c| keys.contains_key(c)),
+            },
+        }
+    }
+
+    fn aad(&self, feed: &FeedKey, seq: u64, key: Option<&KeyId>) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(16 + 32 + 32 + 8 + 8);
+        aad.extend_from_slice(if key.is_some() {
+            ENTRY_AAD_DOMAIN_V2
+        } else {
+            ENTRY_AAD_DOMAIN
+        });
+        aad.extend_from_slice(&self.address.0);
+        aad.extend_from_slice(&feed.0);
+        aad.extend_from_slice(&seq.to_le_bytes());
+        if let Some(k) = key {
+            aad.extend_from_slice(&k.0);
+        }
         aad
     }
 
-    /// `nonce ‖ ciphertext ‖ tag`. The nonce must be random (24 bytes make collisions
-    /// negligible without a counter).
-    pub fn seal(&self, feed: &FeedKey, seq: u64, plaintext: &[u8], nonce: &[u8; 24]) -> Vec<u8> {
+    /// Bytes a sealed entry adds to its plaintext.
+    pub fn overhead(&self) -> usize {
+        match self.keys {
+            Keys::Space(_) => SEAL_OVERHEAD,
+            Keys::Epochs { .. } => 8 + SEAL_OVERHEAD,
+        }
+    }
+
+    /// `[key id ‖] nonce ‖ ciphertext ‖ tag`. The nonce must be random (24 bytes make
+    /// collisions negligible without a counter).
+    pub fn seal(
+        &self,
+        feed: &FeedKey,
+        seq: u64,
+        plaintext: &[u8],
+        nonce: &[u8; 24],
+    ) -> Result<Vec<u8>, SpaceError> {
         use chacha20poly1305::aead::AeadInPlace;
-        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        let (aead, key) = match &self.keys {
+            Keys::Space(aead) => (aead, None),
+            Keys::Epochs { keys, current } => {
+                let id = current.ok_or(SpaceError::NoCurrentKey)?;
+                (keys.get(&id).ok_or(SpaceError::NoCurrentKey)?, Some(id))
+            }
+        };
+        let mut out = Vec::with_capacity(plaintext.len() + self.overhead());
+        if let Some(k) = &key {
+            out.extend_from_slice(&k.0);
+        }
         out.extend_from_slice(nonce);
+        let start = out.len();
         out.extend_from_slice(plaintext);
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(nonce.into(), &self.aad(feed, seq), &mut out[24..])
+        let tag = aead
+            .encrypt_in_place_detached(
+                nonce.into(),
+                &self.aad(feed, seq, key.as_ref()),
+                &mut out[start..],
+            )
             .expect("XChaCha20-Poly1305 encrypts any entry up to 256 GiB");
         out.extend_from_slice(&tag);
-        out
+        Ok(out)
     }
 
     /// The plaintext of a sealed entry at `seq` of `feed`.
     pub fn open(&self, feed: &FeedKey, seq: u64, sealed: &[u8]) -> Result<Vec<u8>, SpaceError> {
         use chacha20poly1305::aead::AeadInPlace;
-        if sealed.len() < SEAL_OVERHEAD {
+        if sealed.len() < self.overhead() {
             return Err(SpaceError::TooShort { len: sealed.len() });
         }
-        let (nonce, rest) = sealed.split_at(24);
+        let (aead, key, rest) = match &self.keys {
+            Keys::Space(aead) => (aead, None, sealed),
+            Keys::Epochs { keys, .. } => {
+                let (id, rest) = sealed.split_at(8);
+                let id = KeyId(id.try_into().expect("split at 8"));
+                let aead = keys
+                    .get(&id)
+                    .ok_or(SpaceError::NoKey { feed: *feed, seq })?;
+                (aead, Some(id), rest)
+            }
+        };
+        let (nonce, rest) = rest.split_at(24);
         let (body, tag) = rest.split_at(rest.len() - 16);
         let mut plain = body.to_vec();
-        self.aead
-            .decrypt_in_place_detached(nonce.into(), &self.aad(feed, seq), &mut plain, tag.into())
-            .map_err(|_| SpaceError::Decrypt { feed: *feed, seq })?;
+        aead.decrypt_in_place_detached(
+            nonce.into(),
+            &self.aad(feed, seq, key.as_ref()),
+            &mut plain,
+            tag.into(),
+        )
+        .map_err(|_| SpaceError::Decrypt { feed: *feed, seq })?;
         Ok(plain)
     }
 }

@@ -1,0 +1,946 @@
+/*!
+The membership log of a governed space — pure: records in, a [`Membership`] out.
+
+A governed space (every space created since roles exist) has owners, writers and readers.
+Who is what is decided by a grow-only set of signed [`Record`]s that every peer replicates,
+seeders included: they verify signatures and compute the same [`Membership`] without being
+able to read anything else of the space. Records are hash-linked: each names the records its
+signer had seen (`parents`), so the set is a DAG that says what happened before what.
+
+- **Genesis**, signed by the space key itself, names the first owner device. The space key is
+  thrown away right after (its secret is never kept by anyone), so nothing else can ever be
+  signed with it; from then on authority comes only from owner devices.
+- **Invite**, by an owner: a one-device invite key with a role. The joining device proves it
+  holds the invite secret, which came to it in the invite code, by signing its **Join**.
+  Each invite admits one device.
+- **SetRole** and **Remove**, by an owner. A feed whose device is removed or made a reader is
+  frozen at the length the owner had seen (`at`): what it wrote before stays, anything later
+  is refused by seeders and ignored by members.
+- **Epoch**, by an owner: a new content key, boxed (libsodium sealed box: X25519 +
+  XSalsa20-Poly1305, `crypto_box`) to each remaining device's and pending invite's box key,
+  with every earlier key wrapped under it so holders of the newest key read all history.
+  Removing a device starts an epoch that is boxed to everyone but it.
+
+Order and conflicts: records are applied in a topological order of the DAG (depth, then
+record id), so every peer with the same set computes the same result. A record counts only
+if its signer has the authority at that point. Records by a device that is removed count
+only if the removal had seen them (they are its ancestors): this is applied to a fixed
+point, so a removed owner can't slip in records that sort before its own removal.
+Concurrent epochs are all kept (an entry names its key); the newest in order is current.
+Whatever was ignored is listed in [`Membership::conflicts`], for people to see.
+
+This module knows nothing of feeds' contents, storage or the network.
+*/
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use rand::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{Address, SpaceSecret};
+use crate::feed::FeedKey;
+
+/// Domain of record signatures: signed bytes are `RECORD_DOMAIN ‖ postcard(body)`.
+pub const RECORD_DOMAIN: &[u8] = b"seeder membership record v1\0";
+/// Domain of a joining device's own signature:
+/// `JOIN_DOMAIN ‖ address ‖ invite key ‖ feed key ‖ box key`.
+pub const JOIN_DOMAIN: &[u8] = b"seeder membership join v1\0";
+/// Domain of the associated data of wrapped earlier keys and of labels.
+pub const WRAP_DOMAIN: &[u8] = b"seeder key wrap v1\0";
+pub const LABEL_DOMAIN: &[u8] = b"seeder member label v1\0";
+/// Derivations from a device's feed signing key and from an invite secret.
+pub const CTX_DEVICE_BOX: &str = "seeder 2026-12 device box key v1";
+pub const CTX_INVITE_SIGNING: &str = "seeder 2026-12 invite signing key v1";
+pub const CTX_INVITE_BOX: &str = "seeder 2026-12 invite box key v1";
+
+/// Records one space may hold. Membership changes are rare (tens a year in an office); the
+/// bound keeps a hostile owner from making every seeder hold and sort an unbounded set.
+pub const MAX_RECORDS: usize = 4096;
+/// Parents one record may name: the heads its signer saw. Concurrent heads are few.
+pub const MAX_PARENTS: usize = 32;
+/// Boxes one epoch may carry: every device and pending invite of the space.
+pub const MAX_BOXES: usize = 1024;
+/// Longest label (a person's or device's name) before sealing, in bytes.
+pub const MAX_LABEL: usize = 128;
+/// Bytes of a sealed box of a 32-byte key: ephemeral public key, tag, key.
+pub const SEALED_KEY_LEN: usize = 32 + 16 + 32;
+/// Bytes of a wrapped key or sealed label beyond its plaintext: nonce and tag.
+const WRAP_OVERHEAD: usize = 24 + 16;
+
+/// Errors of the membership layer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemberError {
+    #[error("membership record is for space {got}, not {expected}")]
+    OtherSpace { expected: Address, got: Address },
+    #[error("membership record {0} has a bad signature")]
+    BadSignature(RecordId),
+    #[error("membership record {id} is malformed: {why}")]
+    Malformed { id: RecordId, why: &'static str },
+    #[error("the space holds {MAX_RECORDS} membership records, the most it may")]
+    TooMany,
+    #[error("this device has no key of the space's newest epoch")]
+    NoKey,
+}
+
+/// What a device may do in a space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberRole {
+    /// Reads everything; writes nothing anyone accepts.
+    Reader,
+    /// Reads and writes files.
+    Writer,
+    /// Writes, and manages membership.
+    Owner,
+}
+
+impl MemberRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberRole::Reader => "reader",
+            MemberRole::Writer => "writer",
+            MemberRole::Owner => "owner",
+        }
+    }
+    pub fn writes(self) -> bool {
+        self != MemberRole::Reader
+    }
+}
+
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for MemberRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reader" => Ok(MemberRole::Reader),
+            "writer" => Ok(MemberRole::Writer),
+            "owner" => Ok(MemberRole::Owner),
+            _ => Err(format!("{s:?} is not a role: use reader, writer or owner")),
+        }
+    }
+}
+
+/// A record's id: BLAKE3 of its postcard encoding.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordId(pub [u8; 32]);
+
+impl RecordId {
+    /// The id of the content key a Genesis or Epoch record starts.
+    pub fn key_id(&self) -> KeyId {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&self.0[..8]);
+        KeyId(k)
+    }
+}
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(&self.0[..4]))
+    }
+}
+
+impl std::fmt::Debug for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordId({self})")
+    }
+}
+
+/// Names a content key: the first 8 bytes of the id of the Genesis or Epoch record that
+/// started it. Every sealed entry of a governed space starts with one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyId(pub [u8; 8]);
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyId({})", hex::encode(self.0))
+    }
+}
+
+/// A device as the log knows it: its feed key (which also signs for it) and the X25519
+/// public key content keys are boxed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub feed: FeedKey,
+    pub box_key: [u8; 32],
+}
+
+/// One membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// The space begins: `owner` is its first owner. Signed by the space key.
+    Genesis { owner: Device },
+    /// An owner invites one device. `invite` is the public half of the invite's signing key,
+    /// `invite_box` of its box key; `sealed` boxes the content key `key` to `invite_box`;
+    /// `label` (sealed with that key) names who the invite is for.
+    Invite {
+        invite: [u8; 32],
+        invite_box: [u8; 32],
+        role: MemberRole,
+        key: KeyId,
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        label: Vec<u8>,
+    },
+    /// A device takes up an invite. Signed by the invite key; `device_signature` is the
+    /// device's own, over [`JOIN_DOMAIN`] ‖ address ‖ invite ‖ feed ‖ box key.
+    Join {
+        invite: [u8; 32],
+        device: Device,
+        #[serde(with = "crate::feed::sig_bytes")]
+        device_signature: [u8; 64],
+    },
+    /// An owner changes a device's role; a writer or owner made reader is frozen at `at`.
+    SetRole {
+        device: FeedKey,
+        role: MemberRole,
+        at: u64,
+    },
+    /// An owner removes a device (its feed frozen at `at` entries) or revokes a pending
+    /// invite (`member` is then the invite key).
+    Remove { member: [u8; 32], at: u64 },
+    /// An owner starts a new content key: boxed to each `(box key owner, sealed box)`, the
+    /// owner being a device's feed key or an invite key; `earlier` wraps older keys under
+    /// the new one.
+    Epoch {
+        boxes: Vec<([u8; 32], Box<SealedKey>)>,
+        earlier: Vec<(KeyId, Box<SealedKey>)>,
+    },
+}
+
+/// Sealed bytes of a 32-byte key (a sealed box, or a nonce-prefixed XChaCha20-Poly1305
+/// wrap), as a length-prefixed byte string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedKey(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+/// What a record says, and where it sits in the DAG.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body {
+    pub address: Address,
+    pub parents: Vec<RecordId>,
+    pub change: Change,
+}
+
+/// A signed membership record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub body: Body,
+    /// The ed25519 key that signed: the space key (Genesis), an owner's feed key, or an
+    /// invite key (Join).
+    pub signer: [u8; 32],
+    #[serde(with = "crate::feed::sig_bytes")]
+    pub signature: [u8; 64],
+}
+
+/// A record whose signatures and shape checked out for its space. Only [`Record::verify`]
+/// makes one; the membership is computed from these alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedRecord {
+    record: Record,
+    id: RecordId,
+}
+
+impl VerifiedRecord {
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+    pub fn into_record(self) -> Record {
+        self.record
+    }
+}
+
+impl Record {
+    /// The exact bytes signed.
+    pub fn signing_bytes(body: &Body) -> Vec<u8> {
+        let mut out = RECORD_DOMAIN.to_vec();
+        out.extend_from_slice(&postcard::to_allocvec(body).expect("records encode"));
+        out
+    }
+
+    /// Sign `change` with `key`, after `parents`.
+    pub fn sign(key: &SigningKey, address: Address, parents: Vec<RecordId>, change: Change) -> Record {
+        let body = Body {
+            address,
+            parents,
+            change,
+        };
+        let signature = key.sign(&Self::signing_bytes(&body)).to_bytes();
+        Record {
+            body,
+            signer: key.verifying_key().to_bytes(),
+            signature,
+        }
+    }
+
+    /// The record's id.
+    pub fn id(&self) -> RecordId {
+        RecordId(*blake3::hash(&postcard::to_allocvec(self).expect("records encode")).as_bytes())
+    }
+
+    /// Check signatures and bounds for the space at `expected`. Authority (is the signer an
+    /// owner?) depends on the other records and is decided by [`Membership::compute`].
+    pub fn verify(self, expected: &Address) -> Result<VerifiedRecord, MemberError> {
+        let id = self.id();
+        let bad = |why| MemberError::Malformed { id, why };
+        if &self.body.address != expected {
+            return Err(MemberError::OtherSpace {
+                expected: *expected,
+                got: self.body.address,
+            });
+        }
+        if self.body.parents.len() > MAX_PARENTS {
+            return Err(bad("too many parents"));
+        }
+        match &self.body.change {
+            Change::Genesis { .. } => {
+                if self.signer != expected.0 || !self.body.parents.is_empty() {
+                    return Err(bad("a genesis is signed by the space key and has no parents"));
+                }
+            }
+            Change::Invite { sealed, label, .. } => {
+                if sealed.len() != SEALED_KEY_LEN || label.len() > MAX_LABEL + WRAP_OVERHEAD {
+                    return Err(bad("invite key or label of the wrong size"));
+                }
+            }
+            Change::Join {
+                invite,
+                device,
+                device_signature,
+            } => {
+                if &self.signer != invite {
+                    return Err(bad("a join is signed by its invite key"));
+                }
+                let key = verifying(&device.feed.0).ok_or(bad("device key is no curve point"))?;
+                let sig = ed25519_dalek::Signature::from_bytes(device_signature);
+                key.verify_strict(&join_bytes(expected, invite, device), &sig)
+                    .map_err(|_| MemberError::BadSignature(id))?;
+            }
+            Change::Epoch { boxes, earlier } => {
+                if boxes.is_empty() || boxes.len() > MAX_BOXES || earlier.len() > MAX_RECORDS {
+                    return Err(bad("an epoch's boxes are empty or too many"));
+                }
+                if boxes.iter().any(|(_, b)| b.0.len() != SEALED_KEY_LEN)
+                    || earlier.iter().any(|(_, w)| w.0.len() != 32 + WRAP_OVERHEAD)
+                {
+                    return Err(bad("a boxed or wrapped key of the wrong size"));
+                }
+            }
+            Change::SetRole { .. } | Change::Remove { .. } => {}
+        }
+        let key = verifying(&self.signer).ok_or(bad("signer is no curve point"))?;
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
+        key.verify_strict(&Self::signing_bytes(&self.body), &sig)
+            .map_err(|_| MemberError::BadSignature(id))?;
+        Ok(VerifiedRecord { record: self, id })
+    }
+}
+
+fn verifying(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    VerifyingKey::from_bytes(bytes).ok()
+}
+
+/// The bytes a joining device signs with its own key.
+pub fn join_bytes(address: &Address, invite: &[u8; 32], device: &Device) -> Vec<u8> {
+    let mut out = JOIN_DOMAIN.to_vec();
+    out.extend_from_slice(&address.0);
+    out.extend_from_slice(invite);
+    out.extend_from_slice(&device.feed.0);
+    out.extend_from_slice(&device.box_key);
+    out
+}
+
+/// A content key: 32 secret bytes.
+pub type ContentKey = Zeroizing<[u8; 32]>;
+
+/// The X25519 box key of a device, derived from its feed signing key.
+pub fn device_box(device: &SigningKey) -> crypto_box::SecretKey {
+    crypto_box::SecretKey::from_bytes(blake3::derive_key(CTX_DEVICE_BOX, device.as_bytes()))
+}
+
+/// A device as the log records it.
+pub fn device_of(key: &SigningKey) -> Device {
+    Device {
+        feed: FeedKey::from(key),
+        box_key: device_box(key).public_key().to_bytes(),
+    }
+}
+
+/// The two keys an invite secret stands for.
+pub struct InviteKeys {
+    pub signing: SigningKey,
+    pub boxing: crypto_box::SecretKey,
+}
+
+impl InviteKeys {
+    pub fn from_secret(secret: &[u8; 32]) -> InviteKeys {
+        let seed = Zeroizing::new(blake3::derive_key(CTX_INVITE_SIGNING, secret));
+        InviteKeys {
+            signing: SigningKey::from_bytes(&seed),
+            boxing: crypto_box::SecretKey::from_bytes(blake3::derive_key(CTX_INVITE_BOX, secret)),
+        }
+    }
+    pub fn public(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+    pub fn box_public(&self) -> [u8; 32] {
+        self.boxing.public_key().to_bytes()
+    }
+}
+
+/// Box a content key to an X25519 public key (a libsodium sealed box).
+pub fn box_key(
+    rng: &mut (impl RngCore + CryptoRng),
+    to: &[u8; 32],
+    key: &[u8; 32],
+) -> SealedKey {
+    let public = crypto_box::PublicKey::from_bytes(*to);
+    SealedKey(
+        public
+            .seal(rng, key)
+            .expect("sealing 32 bytes to a public key cannot fail"),
+    )
+}
+
+fn unbox_key(secret: &crypto_box::SecretKey, sealed: &SealedKey) -> Option<ContentKey> {
+    let plain = Zeroizing::new(secret.unseal(&sealed.0).ok()?);
+    let key: [u8; 32] = plain.as_slice().try_into().ok()?;
+    Some(Zeroizing::new(key))
+}
+
+fn wrap_aad(address: &Address, id: &KeyId) -> Vec<u8> {
+    let mut aad = WRAP_DOMAIN.to_vec();
+    aad.extend_from_slice(&address.0);
+    aad.extend_from_slice(&id.0);
+    aad
+}
+
+/// Wrap the older key `id` under `new`: nonce ‖ XChaCha20-Poly1305 ciphertext ‖ tag, AAD
+/// [`WRAP_DOMAIN`] ‖ address ‖ key id.
+pub fn wrap_key(
+    rng: &mut (impl RngCore + CryptoRng),
+    address: &Address,
+    new: &[u8; 32],
+    id: &KeyId,
+    old: &[u8; 32],
+) -> SealedKey {
+    SealedKey(seal_with(rng, new, &wrap_aad(address, id), old))
+}
+
+fn seal_with(rng: &mut (impl RngCore + CryptoRng), key: &[u8; 32], aad: &[u8], msg: &[u8]) -> Vec<u8> {
+    let aead = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; 24];
+    rng.fill_bytes(&mut nonce);
+    let mut out = nonce.to_vec();
+    out.extend(
+        aead.encrypt((&nonce).into(), Payload { msg, aad })
+            .expect("XChaCha20-Poly1305 encrypts short messages"),
+    );
+    out
+}
+
+fn open_with(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() < WRAP_OVERHEAD {
+        return None;
+    }
+    let aead = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    let (nonce, ct) = sealed.split_at(24);
+    aead.decrypt(nonce.into(), Payload { msg: ct, aad })
+        .ok()
+        .map(Zeroizing::new)
+}
+
+fn label_aad(address: &Address, invite: &[u8; 32]) -> Vec<u8> {
+    let mut aad = LABEL_DOMAIN.to_vec();
+    aad.extend_from_slice(&address.0);
+    aad.extend_from_slice(invite);
+    aad
+}
+
+/// Seal an invite's label with the content key it names, so seeders can't read it.
+pub fn seal_label(
+    rng: &mut (impl RngCore + CryptoRng),
+    address: &Address,
+    invite: &[u8; 32],
+    key: &[u8; 32],
+    label: &str,
+) -> Vec<u8> {
+    let label = &label.as_bytes()[..label.len().min(MAX_LABEL)];
+    seal_with(rng, key, &label_aad(address, invite), label)
+}
+
+/// The Genesis record of a new space whose first owner is `owner`. The caller throws
+/// `secret` away afterwards: the space's content key of epoch 0 is
+/// [`SpaceSecret::content_key`], kept by the owner device on its own.
+pub fn genesis(secret: &SpaceSecret, owner: Device) -> Record {
+    Record::sign(
+        &secret.signing_key(),
+        secret.address(),
+        Vec::new(),
+        Change::Genesis { owner },
+    )
+}
+
+/// Where a device stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub device: Device,
+    pub role: MemberRole,
+    /// Removed from the space.
+    pub removed: bool,
+    /// Entries of its feed that count; later ones are refused and ignored.
+    pub frozen_at: Option<u64>,
+    /// The invite it joined with (none for the first owner).
+    pub invite: Option<[u8; 32]>,
+    /// The record that admitted it.
+    pub since: RecordId,
+}
+
+/// A pending or used invite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    pub role: MemberRole,
+    pub invite_box: [u8; 32],
+    pub by: [u8; 32],
+    pub key: KeyId,
+    pub sealed: SealedKey,
+    pub label: Vec<u8>,
+    pub used_by: Option<FeedKey>,
+    pub revoked: bool,
+}
+
+/// A content key epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Epoch {
+    pub key: KeyId,
+    pub record: RecordId,
+    /// Who holds a box of it: devices' feed keys and invite keys.
+    pub holders: BTreeSet<[u8; 32]>,
+}
+
+/// Whether a feed is taken into the space, and how far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Not a writing member: its entries are refused.
+    No,
+    /// Entries up to `limit` (all of them when `None`) count.
+    Upto(Option<u64>),
+}
+
+/// The membership of a governed space, computed from its verified records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub members: BTreeMap<FeedKey, Member>,
+    pub invites: BTreeMap<[u8; 32], Invite>,
+    /// Epochs in order; the first is the genesis key, the last is current.
+    pub epochs: Vec<Epoch>,
+    /// Records that did not count, and why, in order.
+    pub conflicts: Vec<(RecordId, String)>,
+    /// Records whose parents are not all here yet (they wait).
+    pub waiting: usize,
+    /// Records held and counted toward [`MAX_RECORDS`].
+    pub records: usize,
+    /// The records no other record names as a parent: the parents of the next one.
+    pub heads: Vec<RecordId>,
+}
+
+impl Membership {
+    /// Compute the membership from every verified record held of a space.
+    pub fn compute(records: &[VerifiedRecord]) -> Membership {
+        let by_id: BTreeMap<RecordId, &VerifiedRecord> =
+            records.iter().map(|r| (r.id, r)).collect();
+        // Depth of each record whose ancestry is complete; the rest wait.
+        let mut depth: BTreeMap<RecordId, u64> = BTreeMap::new();
+        let mut order: Vec<RecordId> = by_id.keys().copied().collect();
+        loop {
+            let before = depth.len();
+            for id in &order {
+                if depth.contains_key(id) {
+                    continue;
+                }
+                let parents = &by_id[id].record.body.parents;
+                if parents.iter().all(|p| depth.contains_key(p)) {
+                    let d = parents.iter().map(|p| depth[p] + 1).max().unwrap_or(0);
+                    depth.insert(*id, d);
+                }
+            }
+            if depth.len() == before {
+                break;
+            }
+        }
+        order.retain(|id| depth.contains_key(id));
+        order.sort_by_key(|id| (depth[id], *id));
+        let ancestors = ancestry(&order, &by_id);
+        let mut excluded: BTreeSet<RecordId> = BTreeSet::new();
+        // Each round can only exclude more, so this ends within `order.len()` rounds.
+        let mut state;
+        loop {
+            state = apply(&order, &by_id, &excluded);
+            let mut more = excluded.clone();
+            for (removal, member) in &state.removals {
+                for id in &order {
+                    if by_id[id].record.signer == *member && !ancestors[removal].contains(id) {
+                        more.insert(*id);
+                    }
+                }
+            }
+            if more == excluded {
+                break;
+            }
+            excluded = more;
+        }
+        let mut m = state.membership;
+        for id in &order {
+            if excluded.contains(id) {
+                m.conflicts
+                    .push((*id, "signed by a removed device after its removal".into()));
+            }
+        }
+        m.waiting = records.len() - order.len();
+        m.records = records.len();
+        let named: BTreeSet<RecordId> = order
+            .iter()
+            .flat_map(|id| by_id[id].record.body.parents.iter().copied())
+            .collect();
+        m.heads = order.iter().filter(|id| !named.contains(id)).copied().collect();
+        m.heads.truncate(MAX_PARENTS);
+        m
+    }
+
+    /// Whether the space has begun (a valid Genesis).
+    pub fn is_governed(&self) -> bool {
+        !self.epochs.is_empty()
+    }
+
+    /// A device still in the space, with its role.
+    pub fn role(&self, feed: &FeedKey) -> Option<MemberRole> {
+        self.members
+            .get(feed)
+            .filter(|m| !m.removed)
+            .map(|m| m.role)
+    }
+
+    /// Whether `feed`'s entries are taken, and how far.
+    pub fn admits(&self, feed: &FeedKey) -> Admission {
+        match self.members.get(feed) {
+            None => Admission::No,
+            Some(m) if !m.removed && m.role.writes() => Admission::Upto(m.frozen_at),
+            Some(m) => match m.frozen_at {
+                Some(at) if at > 0 => Admission::Upto(Some(at)),
+                _ => Admission::No,
+            },
+        }
+    }
+
+    /// Devices still in the space.
+    pub fn active(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| !m.removed)
+    }
+
+    /// Invites neither used nor revoked.
+    pub fn pending(&self) -> impl Iterator<Item = (&[u8; 32], &Invite)> {
+        self.invites
+            .iter()
+            .filter(|(_, i)| i.used_by.is_none() && !i.revoked)
+    }
+
+    /// The number of key changes since the space began (0 at first).
+    pub fn epoch(&self) -> usize {
+        self.epochs.len().saturating_sub(1)
+    }
+
+    /// The current content key's id.
+    pub fn current_key(&self) -> Option<KeyId> {
+        self.epochs.last().map(|e| e.key)
+    }
+
+    /// Whether the current key is held by someone no longer entitled to it (two owners
+    /// removed devices at once, each boxing the new key to the other's removed device):
+    /// an owner should start another epoch.
+    pub fn needs_rotation(&self) -> bool {
+        let Some(current) = self.epochs.last() else {
+            return false;
+        };
+        current.holders.iter().any(|h| {
+            let device = self.members.get(&FeedKey(*h)).is_some_and(|m| m.removed);
+            let invite = self.invites.get(h).is_some_and(|i| i.revoked);
+            device || invite
+        })
+    }
+
+    /// Everyone a new epoch's key is boxed to: devices still in the space and pending
+    /// invites, as (holder, X25519 public key).
+    pub fn recipients(&self) -> Vec<([u8; 32], [u8; 32])> {
+        let mut out: Vec<_> = self
+            .active()
+            .map(|m| (m.device.feed.0, m.device.box_key))
+            .collect();
+        out.extend(self.pending().map(|(k, i)| (*k, i.invite_box)));
+        out
+    }
+
+    /// Every content key the holder of `boxes` (its device box key, an invite's box key)
+    /// can open, given `known` keys (the genesis key, for the first owner), by key id.
+    pub fn unlock(
+        &self,
+        records: &[VerifiedRecord],
+        address: &Address,
+        boxes: &[(&[u8; 32], &crypto_box::SecretKey)],
+        mut known: BTreeMap<KeyId, ContentKey>,
+    ) -> BTreeMap<KeyId, ContentKey> {
+        let by_id: BTreeMap<RecordId, &VerifiedRecord> =
+            records.iter().map(|r| (r.id, r)).collect();
+        for (holder, secret) in boxes {
+            for epoch in &self.epochs {
+                if let Some(Change::Epoch { boxes: b, .. }) =
+                    by_id.get(&epoch.record).map(|r| &r.record.body.change)
+                {
+                    if let Some((_, sealed)) = b.iter().find(|(h, _)| h == *holder) {
+                        if let Some(key) = unbox_key(secret, sealed) {
+                            known.insert(epoch.key, key);
+                        }
+                    }
+                }
+            }
+            if let Some(invite) = self.invites.get(*holder) {
+                if let Some(key) = unbox_key(secret, &invite.sealed) {
+                    known.insert(invite.key, key);
+                }
+            }
+        }
+        // Newer keys open older ones; walk the epochs newest first until nothing changes.
+        loop {
+            let before = known.len();
+            for epoch in self.epochs.iter().rev() {
+                let Some(new) = known.get(&epoch.key).cloned() else {
+                    continue;
+                };
+                if let Some(Change::Epoch { earlier, .. }) =
+                    by_id.get(&epoch.record).map(|r| &r.record.body.change)
+                {
+                    for (id, wrapped) in earlier {
+                        if known.contains_key(id) {
+                            continue;
+                        }
+                        if let Some(old) = open_with(&new, &wrap_aad(address, id), &wrapped.0)
+                            .and_then(|p| <[u8; 32]>::try_from(p.as_slice()).ok())
+                        {
+                            known.insert(*id, Zeroizing::new(old));
+                        }
+                    }
+                }
+            }
+            if known.len() == before {
+                break;
+            }
+        }
+        known
+    }
+
+    /// The label of `member`'s invite, if `keys` open it.
+    pub fn label(
+        &self,
+        address: &Address,
+        member: &Member,
+        keys: &BTreeMap<KeyId, ContentKey>,
+    ) -> Option<String> {
+        let invite = member.invite?;
+        self.invite_label(address, &invite, keys)
+    }
+
+    /// The label of an invite, if `keys` open it.
+    pub fn invite_label(
+        &self,
+        address: &Address,
+        invite: &[u8; 32],
+        keys: &BTreeMap<KeyId, ContentKey>,
+    ) -> Option<String> {
+        let i = self.invites.get(invite)?;
+        let key = keys.get(&i.key)?;
+        let plain = open_with(key, &label_aad(address, invite), &i.label)?;
+        Some(String::from_utf8_lossy(&plain).into_owned())
+    }
+}
+
+/// The ancestors of each record (itself excluded).
+fn ancestry(
+    order: &[RecordId],
+    by_id: &BTreeMap<RecordId, &VerifiedRecord>,
+) -> BTreeMap<RecordId, BTreeSet<RecordId>> {
+    let mut out: BTreeMap<RecordId, BTreeSet<RecordId>> = BTreeMap::new();
+    for id in order {
+        let mut set = BTreeSet::new();
+        for p in &by_id[id].record.body.parents {
+            set.insert(*p);
+            if let Some(a) = out.get(p) {
+                set.extend(a.iter().copied());
+            }
+        }
+        out.insert(*id, set);
+    }
+    out
+}
+
+struct Applied {
+    membership: Membership,
+    /// (removal record, removed signer key) for every removal that counted.
+    removals: Vec<(RecordId, [u8; 32])>,
+}
+
+fn apply(
+    order: &[RecordId],
+    by_id: &BTreeMap<RecordId, &VerifiedRecord>,
+    excluded: &BTreeSet<RecordId>,
+) -> Applied {
+    let mut applied = Applied {
+        membership: Membership::default(),
+        removals: Vec::new(),
+    };
+    for id in order {
+        if excluded.contains(id) {
+            continue;
+        }
+        if let Err(why) = apply_one(&mut applied, *id, &by_id[id].record) {
+            applied.membership.conflicts.push((*id, why.to_string()));
+        }
+    }
+    applied
+}
+
+/// Apply one record in order; `Err` says why it does not count.
+fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'static str> {
+    let m = &mut applied.membership;
+    let owner_signed = m
+        .members
+        .get(&FeedKey(rec.signer))
+        .is_some_and(|d| !d.removed && d.role == MemberRole::Owner);
+    match &rec.body.change {
+        Change::Genesis { owner } => {
+            if !m.epochs.is_empty() {
+                return Err("a second genesis");
+            }
+            m.members.insert(
+                owner.feed,
+                Member {
+                    device: *owner,
+                    role: MemberRole::Owner,
+                    removed: false,
+                    frozen_at: None,
+                    invite: None,
+                    since: id,
+                },
+            );
+            m.epochs.push(Epoch {
+                key: id.key_id(),
+                record: id,
+                holders: [owner.feed.0].into(),
+            });
+        }
+        _ if m.epochs.is_empty() => return Err("before the space's genesis"),
+        Change::Join { invite, device, .. } => {
+            let inv = m
+                .invites
+                .get_mut(invite)
+                .ok_or("a join for an unknown invite")?;
+            if inv.revoked || inv.used_by.is_some() {
+                return Err("a join for a used or revoked invite");
+            }
+            if m.members.contains_key(&device.feed) {
+                return Err("a join by a device already known");
+            }
+            inv.used_by = Some(device.feed);
+            let role = inv.role;
+            m.members.insert(
+                device.feed,
+                Member {
+                    device: *device,
+                    role,
+                    removed: false,
+                    frozen_at: None,
+                    invite: Some(*invite),
+                    since: id,
+                },
+            );
+        }
+        _ if !owner_signed => return Err("signed by a device that is not an owner"),
+        Change::Invite {
+            invite,
+            invite_box,
+            role,
+            key,
+            sealed,
+            label,
+        } => {
+            if m.invites.contains_key(invite) {
+                return Err("an invite key used twice");
+            }
+            m.invites.insert(
+                *invite,
+                Invite {
+                    role: *role,
+                    invite_box: *invite_box,
+                    by: rec.signer,
+                    key: *key,
+                    sealed: SealedKey(sealed.clone()),
+                    label: label.clone(),
+                    used_by: None,
+                    revoked: false,
+                },
+            );
+        }
+        Change::SetRole { device, role, at } => {
+            let d = m
+                .members
+                .get_mut(device)
+                .filter(|d| !d.removed)
+                .ok_or("a role change for a device not in the space")?;
+            if d.role.writes() && !role.writes() {
+                d.frozen_at = Some(d.frozen_at.map_or(*at, |f| f.min(*at)));
+            }
+            d.role = *role;
+        }
+        Change::Remove { member, at } => {
+            if let Some(d) = m.members.get_mut(&FeedKey(*member)) {
+                if d.removed {
+                    return Err("a removal of a device already removed");
+                }
+                d.removed = true;
+                let at = if d.role.writes() { *at } else { 0 };
+                d.frozen_at = Some(d.frozen_at.map_or(at, |f| f.min(at)));
+                applied.removals.push((id, *member));
+                // Invites the removed device made and nobody used go with it.
+                for inv in m.invites.values_mut() {
+                    if inv.by == *member && inv.used_by.is_none() {
+                        inv.revoked = true;
+                    }
+                }
+            } else if let Some(inv) = m.invites.get_mut(member) {
+                inv.revoked = true;
+            } else {
+                return Err("a removal of a device or invite not in the space");
+            }
+        }
+        Change::Epoch { boxes, .. } => {
+            m.epochs.push(Epoch {
+                key: id.key_id(),
+                record: id,
+                holders: boxes.iter().map(|(h, _)| *h).collect(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "members_tests.rs"]
+mod tests;
