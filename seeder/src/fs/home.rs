@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::feed::{write_batch, FeedKey, Frontier};
-use crate::space::{Address, ContentCipher, InviteCode, MembershipCert, SeedCode, SpaceSecret};
+use crate::space::{
+    members, Address, ContentCipher, InviteCode, MembershipCert, SeedCode, SpaceSecret,
+};
 use crate::store::{FeedReader, Store, StoreConfig, StoreError, Table, TableBatch};
 
 use super::{
@@ -51,6 +53,7 @@ const TREE_INDEXED: &str = "indexed";
 const TREE_ACKS: &str = "acks";
 const TREE_OWN_BEHIND: &str = "own-behind";
 const TREE_REACHED: &str = "reached";
+const TREE_RECORDS: &str = "records";
 
 /// Errors of a home.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,27 @@ pub enum HomeError {
     AlreadyJoined(String),
     #[error("space name {0:?} is not allowed: use 1 to 64 letters, digits, '-', '_' or '.'")]
     BadName(String),
+    #[error(transparent)]
+    Members(crate::space::MemberError),
+    #[error("{0:?} has roles: invite one device at a time with `seeder space invite {0} --role writer|reader|owner --as NAME`")]
+    Governed(String),
+    #[error("{0:?} is a space without roles: every member holds its secret, so it has no owners, invites per device or removal; make a new space to use them")]
+    NotGoverned(String),
+    #[error("this device holds no current key of the space: it was removed, or has not joined yet (run `seeder sync` with the invite's space)")]
+    NoCurrentKey,
+    #[error("only an owner of {space:?} can do that; this device is {}", .role.map_or("not a member (yet)".to_string(), |r| format!("a {r}")))]
+    NotOwner {
+        space: String,
+        role: Option<crate::space::MemberRole>,
+    },
+    #[error("this device can't remove itself from {0:?}: another owner does that")]
+    RemoveSelf(String),
+    #[error("nobody in {space:?} is called {who:?}: `seeder space members {space}` lists the names and device keys")]
+    NoSuchMember { space: String, who: String },
+    #[error("this device is a reader of {0:?}: it can read, not write")]
+    ReadOnly(String),
+    #[error("this device has not joined {0:?} yet: the invite is taken up at the next `seeder sync {0}` with a seeder or member that has it")]
+    NotJoined(String),
     #[error("no file at {0}")]
     NotFound(String),
     #[error("{0} is a folder")]
@@ -103,12 +127,46 @@ pub enum HomeError {
 
 type Result<T, E = HomeError> = std::result::Result<T, E>;
 
-/// What a home keeps of a space it has joined.
+/// What a home keeps of a space from before roles: its secret and this device's key.
 #[derive(Serialize, Deserialize)]
 struct SpaceRecord {
     version: u8,
     secret: [u8; 32],
     device_key: [u8; 32],
+}
+
+/// What a home keeps of a governed space: its address, this device's key, the content key of
+/// the first epoch (only on the device that created the space) and the invite secret this
+/// device joins with (until it has joined; kept after, it opens nothing newer).
+#[derive(Serialize, Deserialize)]
+pub(super) struct GovernedRecord {
+    pub version: u8,
+    pub address: Address,
+    pub device_key: [u8; 32],
+    pub genesis_key: Option<[u8; 32]>,
+    pub invite: Option<[u8; 32]>,
+}
+
+const GOVERNED_VERSION: u8 = 2;
+
+/// The keys a home holds of one space.
+pub(super) enum SpaceKeys {
+    /// A space from before roles.
+    Secret(SpaceSecret),
+    Governed {
+        address: Address,
+        genesis_key: Option<Zeroizing<[u8; 32]>>,
+        invite: Option<Zeroizing<[u8; 32]>>,
+    },
+}
+
+impl SpaceKeys {
+    pub fn address(&self) -> Address {
+        match self {
+            SpaceKeys::Secret(s) => s.address(),
+            SpaceKeys::Governed { address, .. } => *address,
+        }
+    }
 }
 
 /// A space as listed.
@@ -134,6 +192,8 @@ pub struct Home {
     own_behind: Table,
     /// Per peer: how this device last reached it, and when.
     reached: Table,
+    /// Membership records of governed spaces: address ‖ record id → record.
+    pub(super) records: Table,
 }
 
 /// How this device last reached a peer (`LAN`, `direct`, `hole-punched`, `relayed via …`),
@@ -212,6 +272,7 @@ impl Home {
             acks: store.table(TREE_ACKS)?,
             own_behind: store.table(TREE_OWN_BEHIND)?,
             reached: store.table(TREE_REACHED)?,
+            records: store.table(TREE_RECORDS)?,
             store,
         })
     }
@@ -226,30 +287,49 @@ impl Home {
         &self.store
     }
 
-    fn record(&self, name: &str) -> Result<(SpaceSecret, SigningKey)> {
+    pub(super) fn record(&self, name: &str) -> Result<(SpaceKeys, SigningKey)> {
         let bytes = self
             .spaces
             .get(name.as_bytes())?
             .ok_or_else(|| HomeError::UnknownSpace(name.to_string()))?;
-        let rec: SpaceRecord = postcard::from_bytes(&bytes).map_err(|_| HomeError::Corrupt {
+        let corrupt = || HomeError::Corrupt {
             what: format!("space {name:?}"),
-        })?;
+        };
+        if bytes.first() == Some(&GOVERNED_VERSION) {
+            let rec: GovernedRecord = postcard::from_bytes(&bytes).map_err(|_| corrupt())?;
+            let device = SigningKey::from_bytes(&rec.device_key);
+            return Ok((
+                SpaceKeys::Governed {
+                    address: rec.address,
+                    genesis_key: rec.genesis_key.map(Zeroizing::new),
+                    invite: rec.invite.map(Zeroizing::new),
+                },
+                device,
+            ));
+        }
+        let rec: SpaceRecord = postcard::from_bytes(&bytes).map_err(|_| corrupt())?;
         let secret = SpaceSecret::from_bytes(rec.secret);
         let device = SigningKey::from_bytes(&rec.device_key);
-        Ok((secret, device))
+        Ok((SpaceKeys::Secret(secret), device))
     }
 
-    fn add_space(&self, name: &str, secret: SpaceSecret, rng: &mut Rng) -> Result<Address> {
+    fn check_new(&self, name: &str, address: &Address) -> Result<()> {
         validate_name(name)?;
         if self.spaces.contains_key(name.as_bytes())? {
             return Err(HomeError::NameTaken(name.to_string()));
         }
-        let address = secret.address();
         for info in self.spaces()? {
-            if info.address == address {
+            if &info.address == address {
                 return Err(HomeError::AlreadyJoined(info.name));
             }
         }
+        Ok(())
+    }
+
+    /// Join a space from before roles with its secret.
+    fn add_space(&self, name: &str, secret: SpaceSecret, rng: &mut Rng) -> Result<Address> {
+        let address = secret.address();
+        self.check_new(name, &address)?;
         let device = SigningKey::generate(rng);
         let feed = FeedKey::from(&device);
         let cert = MembershipCert::issue(&secret, feed);
@@ -271,32 +351,90 @@ impl Home {
         Ok(address)
     }
 
-    /// Create a new space named `name`; returns its address.
+    /// Keep a governed space under `name`: this device's key and own feed, and `records`.
+    pub(super) fn add_governed(
+        &self,
+        name: &str,
+        rec: &GovernedRecord,
+        records: Vec<crate::space::VerifiedRecord>,
+    ) -> Result<()> {
+        self.check_new(name, &rec.address)?;
+        let device = SigningKey::from_bytes(&rec.device_key);
+        let cert = MembershipCert::own(&device, rec.address);
+        self.members.insert(
+            member_key(&rec.address, &cert.feed),
+            postcard::to_allocvec(&cert).expect("certificates encode"),
+        )?;
+        self.store.create_feed(cert.feed)?;
+        self.put_records(&rec.address, &records)?;
+        let bytes = Zeroizing::new(postcard::to_allocvec(rec).expect("space records encode"));
+        self.spaces.insert(name.as_bytes(), bytes.as_slice())?;
+        self.store.commit()?;
+        Ok(())
+    }
+
+    /// Create a new governed space named `name`, with this device its first owner; returns
+    /// its address. The space key signs the genesis of its membership log and is then
+    /// forgotten.
+    pub fn create_governed(&self, name: &str, rng: &mut Rng) -> Result<Address> {
+        let secret = SpaceSecret::generate(rng);
+        let address = secret.address();
+        let device = SigningKey::generate(rng);
+        let genesis = members::genesis(&secret, members::device_of(&device))
+            .verify(&address)
+            .map_err(HomeError::Members)?;
+        let rec = GovernedRecord {
+            version: GOVERNED_VERSION,
+            address,
+            device_key: device.to_bytes(),
+            genesis_key: Some(*secret.content_key()),
+            invite: None,
+        };
+        drop(secret);
+        self.add_governed(name, &rec, vec![genesis])?;
+        self.space(name)?.set_device_name(&device_name())?;
+        Ok(address)
+    }
+
+    /// Create a space without roles: one secret that every member holds, and that is its
+    /// invite code.
     pub fn create_space(&self, name: &str, rng: &mut Rng) -> Result<Address> {
         let secret = SpaceSecret::generate(rng);
         self.add_space(name, secret, rng)
     }
 
-    /// Join the space of an invite code under the local name `name`.
-    pub fn join(&self, code: &InviteCode, name: &str, rng: &mut Rng) -> Result<Address> {
-        match code {
-            InviteCode::Space(secret) => self.add_space(name, secret.clone(), rng),
-            InviteCode::Device { .. } => Err(HomeError::Corrupt {
-                what: "device invite".into(),
-            }),
+    /// The invite code of a space without roles (its secret: for members' own devices only).
+    pub fn invite(&self, name: &str) -> Result<InviteCode> {
+        match self.record(name)?.0 {
+            SpaceKeys::Secret(secret) => Ok(InviteCode::new(&secret)),
+            SpaceKeys::Governed { .. } => Err(HomeError::Governed(name.to_string())),
         }
     }
 
-    /// The invite code of a space (its secret: for members' own devices only).
-    pub fn invite(&self, name: &str) -> Result<InviteCode> {
-        let (secret, _) = self.record(name)?;
-        Ok(InviteCode::new(&secret))
+    /// Join the space of an invite code under the local name `name`. A device invite is
+    /// taken up once this device has the invite's record from a peer (`seeder sync`).
+    pub fn join(&self, code: &InviteCode, name: &str, rng: &mut Rng) -> Result<Address> {
+        match code {
+            InviteCode::Space(secret) => self.add_space(name, secret.clone(), rng),
+            InviteCode::Device { address, secret } => {
+                let device = SigningKey::generate(rng);
+                let rec = GovernedRecord {
+                    version: GOVERNED_VERSION,
+                    address: *address,
+                    device_key: device.to_bytes(),
+                    genesis_key: None,
+                    invite: Some(**secret),
+                };
+                self.add_governed(name, &rec, Vec::new())?;
+                Ok(*address)
+            }
+        }
     }
 
     /// The seed code of a space (its address only: what a seeder is given).
     pub fn seed_code(&self, name: &str) -> Result<SeedCode> {
-        let (secret, _) = self.record(name)?;
-        Ok(SeedCode::new(secret.address()))
+        let (keys, _) = self.record(name)?;
+        Ok(SeedCode::new(keys.address()))
     }
 
     /// Every space of this home, by name.
@@ -305,8 +443,8 @@ impl Home {
         for item in self.spaces.iter() {
             let (k, _) = item?;
             let name = String::from_utf8_lossy(&k).into_owned();
-            let (secret, device) = self.record(&name)?;
-            let address = secret.address();
+            let (keys, device) = self.record(&name)?;
+            let address = keys.address();
             let feeds = self.members.scan_prefix(address.as_bytes()).count();
             out.push(SpaceInfo {
                 name,
@@ -329,14 +467,25 @@ impl Home {
 
     /// Open a space for file operations.
     pub fn space(&self, name: &str) -> Result<SpaceHandle<'_>> {
-        let (secret, device) = self.record(name)?;
+        let (keys, device) = self.record(name)?;
+        let (address, cipher, access) = match keys {
+            SpaceKeys::Secret(secret) => {
+                (secret.address(), ContentCipher::new(&secret), Access::Open)
+            }
+            SpaceKeys::Governed { .. } => {
+                let (address, _, m, _, keys) = self.keys_of(name)?;
+                let cipher = ContentCipher::epochs(address, &keys, m.current_key());
+                (address, cipher, Access::Governed(Box::new(m)))
+            }
+        };
         Ok(SpaceHandle {
             home: self,
             name: name.to_string(),
-            address: secret.address(),
-            cipher: ContentCipher::new(&secret),
+            address,
+            cipher,
             own: FeedKey::from(&device),
             device,
+            access,
             view: RefCell::new(None),
         })
     }
@@ -523,9 +672,18 @@ pub struct SpaceHandle<'h> {
     cipher: ContentCipher,
     own: FeedKey,
     device: SigningKey,
+    access: Access,
     /// The merged view, built on first use and kept current with this handle's own writes.
     /// Valid for the handle's life: the home's lock keeps other processes from writing.
     view: RefCell<Option<View>>,
+}
+
+/// Which feeds of a space count, and how far.
+enum Access {
+    /// A space from before roles: every member feed, whole.
+    Open,
+    /// A governed space: what its membership admits.
+    Governed(Box<crate::space::Membership>),
 }
 
 /// Attributes of a file being put, from the local file system.
@@ -547,13 +705,42 @@ impl SpaceHandle<'_> {
         self.own
     }
 
-    fn feeds(&self) -> Result<Vec<FeedKey>> {
-        Ok(self
-            .home
-            .members(&self.address)?
-            .into_iter()
-            .map(|c| c.feed)
-            .collect())
+    /// This device's role (`None` in a space from before roles: everyone writes).
+    pub fn role(&self) -> Option<crate::space::MemberRole> {
+        match &self.access {
+            Access::Open => None,
+            Access::Governed(m) => m.role(&self.own),
+        }
+    }
+
+    /// Feeds whose entries count, each with how many of them do (`None`: all).
+    fn feeds(&self) -> Result<Vec<(FeedKey, Option<u64>)>> {
+        use crate::space::members::Admission;
+        let mut out = Vec::new();
+        for c in self.home.members(&self.address)? {
+            match &self.access {
+                Access::Open => out.push((c.feed, None)),
+                Access::Governed(m) => {
+                    if let Admission::Upto(limit) = m.admits(&c.feed) {
+                        out.push((c.feed, limit));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writing needs a role that writes and the current key.
+    fn check_writer(&self) -> Result<()> {
+        if let Access::Governed(m) = &self.access {
+            match m.role(&self.own) {
+                Some(r) if r.writes() => {}
+                Some(_) => return Err(HomeError::ReadOnly(self.name.clone())),
+                None if m.members.contains_key(&self.own) => return Err(HomeError::NoCurrentKey),
+                None => return Err(HomeError::NotJoined(self.name.clone())),
+            }
+        }
+        Ok(())
     }
 
     fn seal(&self, seq: u64, record: &Record) -> Result<Vec<u8>> {
@@ -570,6 +757,7 @@ impl SpaceHandle<'_> {
 
     /// Append sealed entries to this device's feed as one durable batch.
     fn append(&self, frontier: &mut Frontier, sealed: Vec<Vec<u8>>) -> Result<u64> {
+        self.check_writer()?;
         if let Some(theirs) = self.home.own_behind_len(&self.address)? {
             if frontier.len() < theirs {
                 return Err(HomeError::OwnFeedBehind {
@@ -821,9 +1009,11 @@ impl SpaceHandle<'_> {
 
     fn build_view(&self) -> Result<View> {
         let mut view = View::new();
-        for feed in self.feeds()? {
+        for (feed, limit) in self.feeds()? {
             let key = member_key(&self.address, &feed);
-            let length = self.home.store.feed(&feed)?.map_or(0, |s| s.length);
+            let stored = self.home.store.feed(&feed)?.map_or(0, |s| s.length);
+            // Entries past a freeze point (a removed device's later writes) don't count.
+            let length = limit.map_or(stored, |l| stored.min(l));
             if length == 0 {
                 continue;
             }

@@ -40,6 +40,7 @@ mod clock;
 pub mod home;
 mod path;
 mod record;
+pub mod roster;
 mod view;
 
 #[cfg(test)]

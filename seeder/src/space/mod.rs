@@ -77,6 +77,9 @@ pub enum SpaceError {
         expected: Address,
         got: Address,
     },
+    /// The membership log of a governed space does not admit the feed.
+    #[error("feed {feed} is not a writing member of the space")]
+    NotAMember { feed: FeedKey },
     /// A membership certificate's signature is bad.
     #[error("certificate for feed {feed} has a bad signature")]
     BadCertificate { feed: FeedKey },
@@ -382,6 +385,50 @@ impl MembershipCert {
             feed,
             signature,
         }
+    }
+
+    /// A governed space's certificate: the device's own signature over the same bytes. It
+    /// proves only that the offer comes from the feed's key holder; whether the feed belongs
+    /// to the space is the membership log's to say ([`MembershipCert::verify_in`]).
+    pub fn own(device: &SigningKey, address: Address) -> Self {
+        let feed = FeedKey::from(device);
+        let signature = device
+            .sign(&Self::signing_bytes(&address, &feed))
+            .to_bytes();
+        MembershipCert {
+            address,
+            feed,
+            signature,
+        }
+    }
+
+    /// Check that this admits its feed to the space at `expected`, whose membership (for a
+    /// governed space) is `membership`: there the certificate is the device's own and the
+    /// log must admit the feed; in a space from before roles the space key signed it.
+    pub fn verify_in(
+        self,
+        expected: &Address,
+        membership: Option<&Membership>,
+    ) -> Result<VerifiedMember, SpaceError> {
+        let Some(m) = membership.filter(|m| m.is_governed()) else {
+            return self.verify(expected);
+        };
+        if &self.address != expected {
+            return Err(SpaceError::OtherSpace {
+                feed: self.feed,
+                expected: *expected,
+                got: self.address,
+            });
+        }
+        if m.admits(&self.feed) == members::Admission::No {
+            return Err(SpaceError::NotAMember { feed: self.feed });
+        }
+        let key = VerifyingKey::from_bytes(&self.feed.0)
+            .map_err(|_| SpaceError::BadCertificate { feed: self.feed })?;
+        let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
+        key.verify_strict(&Self::signing_bytes(&self.address, &self.feed), &sig)
+            .map_err(|_| SpaceError::BadCertificate { feed: self.feed })?;
+        Ok(VerifiedMember(self))
     }
 
     /// Check that this admits its feed to the space at `expected`.

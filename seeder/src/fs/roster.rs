@@ -1,0 +1,428 @@
+/*!
+A home's side of a governed space's membership: keeping the log's records, taking up a device
+invite, inviting, removing, listing who is in the space, and the keys this device holds.
+
+The rules (who may do what, what counts) are `space::members`'; this module stores records
+and turns the member commands into new signed records. It knows nothing of the network: the
+sync layer hands it records from peers and sends on what it returns.
+*/
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use zeroize::Zeroizing;
+
+use super::home::{Home, HomeError, Rng, SpaceKeys};
+use crate::feed::FeedKey;
+use crate::space::members::{
+    self, Admission, Change, ContentKey, InviteKeys, KeyId, MemberRole, Membership, Record,
+    VerifiedRecord,
+};
+use crate::space::{Address, InviteCode};
+
+type Result<T, E = HomeError> = std::result::Result<T, E>;
+
+/// The key of a stored record: address ‖ record id.
+fn record_key(address: &Address, id: &members::RecordId) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(address.as_bytes());
+    k[32..].copy_from_slice(&id.0);
+    k
+}
+
+/// One device of a space as its members see it.
+#[derive(Clone, Debug)]
+pub struct RosterRow {
+    pub feed: FeedKey,
+    pub role: MemberRole,
+    /// Who the owner invited (the label of the invite), when this device can read it.
+    pub label: Option<String>,
+    pub removed: bool,
+    pub frozen_at: Option<u64>,
+    /// This device.
+    pub you: bool,
+}
+
+/// A governed space's membership as shown to a member.
+#[derive(Clone, Debug)]
+pub struct Roster {
+    pub devices: Vec<RosterRow>,
+    /// Pending invites: role and label.
+    pub invites: Vec<(MemberRole, Option<String>)>,
+    pub epoch: usize,
+    /// Records that did not count, and why.
+    pub conflicts: Vec<String>,
+    /// Records waiting for records they follow.
+    pub waiting: usize,
+    /// This device's own role (none: not yet joined, or removed).
+    pub role: Option<MemberRole>,
+}
+
+/// What `remove_member` did.
+#[derive(Clone, Debug)]
+pub struct Removed {
+    /// Devices removed, with their labels and the entries of theirs that stay.
+    pub devices: Vec<(FeedKey, Option<String>, u64)>,
+    /// Pending invites revoked.
+    pub invites: usize,
+    /// The new epoch number.
+    pub epoch: usize,
+}
+
+impl Home {
+    /// Every record held of `address`, verified again (the set is small).
+    pub fn records(&self, address: &Address) -> Result<Vec<VerifiedRecord>> {
+        let mut out = Vec::new();
+        for item in self.records.scan_prefix(address.as_bytes()) {
+            let (k, v) = item?;
+            let corrupt = || HomeError::Corrupt {
+                what: format!("membership record {}", hex::encode(&k)),
+            };
+            let record: Record = postcard::from_bytes(&v).map_err(|_| corrupt())?;
+            out.push(record.verify(address).map_err(|_| corrupt())?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn put_records(&self, address: &Address, records: &[VerifiedRecord]) -> Result<()> {
+        for r in records {
+            self.records.insert(
+                record_key(address, &r.id()),
+                postcard::to_allocvec(r.record()).expect("records encode"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The membership of a governed space held here; `None` for a space from before roles.
+    pub fn membership(&self, address: &Address) -> Result<Option<Membership>> {
+        let records = self.records(address)?;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Membership::compute(&records)))
+    }
+
+    /// Take records of `address` from a peer. Returns the records new here, and any this
+    /// device made in answer (its Join, once the invite it holds is in the log): the caller
+    /// passes them on to its peers. Durable when this returns.
+    pub fn add_records(
+        &self,
+        address: &Address,
+        records: Vec<VerifiedRecord>,
+    ) -> Result<Vec<VerifiedRecord>> {
+        let Some(name) = self.name_of(address)? else {
+            return Ok(Vec::new());
+        };
+        let mut held: Vec<VerifiedRecord> = self.records(address)?;
+        let mut new = Vec::new();
+        for r in records {
+            if held.len() >= members::MAX_RECORDS {
+                return Err(HomeError::Members(members::MemberError::TooMany));
+            }
+            if !held.iter().any(|h| h.id() == r.id()) {
+                held.push(r.clone());
+                new.push(r);
+            }
+        }
+        if new.is_empty() {
+            return Ok(new);
+        }
+        self.put_records(address, &new)?;
+        if let Some(join) = self.take_up_invite(&name, &held)? {
+            self.put_records(address, std::slice::from_ref(&join))?;
+            new.push(join);
+        }
+        self.store().commit()?;
+        Ok(new)
+    }
+
+    /// This device's Join, when it holds an invite the log now has and has not joined yet.
+    fn take_up_invite(
+        &self,
+        name: &str,
+        held: &[VerifiedRecord],
+    ) -> Result<Option<VerifiedRecord>> {
+        let (
+            SpaceKeys::Governed {
+                address,
+                invite: Some(secret),
+                ..
+            },
+            device,
+        ) = self.record(name)?
+        else {
+            return Ok(None);
+        };
+        let m = Membership::compute(held);
+        let own = FeedKey::from(&device);
+        let keys = InviteKeys::from_secret(&secret);
+        let public = keys.public();
+        match m.invites.get(&public) {
+            Some(i) if i.used_by.is_none() && !i.revoked && !m.members.contains_key(&own) => {}
+            _ => return Ok(None),
+        }
+        let dev = members::device_of(&device);
+        let device_signature =
+            ed25519_dalek::Signer::sign(&device, &members::join_bytes(&address, &public, &dev))
+                .to_bytes();
+        let join = Record::sign(
+            &keys.signing,
+            address,
+            m.heads.clone(),
+            Change::Join {
+                invite: public,
+                device: dev,
+                device_signature,
+            },
+        )
+        .verify(&address)
+        .map_err(HomeError::Members)?;
+        Ok(Some(join))
+    }
+
+    /// The membership of the governed space `name` and every content key this device holds.
+    pub(super) fn keys_of(
+        &self,
+        name: &str,
+    ) -> Result<(
+        Address,
+        SigningKey,
+        Membership,
+        Vec<VerifiedRecord>,
+        BTreeMap<KeyId, ContentKey>,
+    )> {
+        let (keys, device) = self.record(name)?;
+        let SpaceKeys::Governed {
+            address,
+            genesis_key,
+            invite,
+        } = keys
+        else {
+            return Err(HomeError::NotGoverned(name.to_string()));
+        };
+        let records = self.records(&address)?;
+        let m = Membership::compute(&records);
+        let mut known = BTreeMap::new();
+        if let (Some(k), Some(first)) = (genesis_key, m.epochs.first()) {
+            known.insert(first.key, k);
+        }
+        let own = FeedKey::from(&device);
+        let device_box = members::device_box(&device);
+        let invite_keys = invite.map(|s| InviteKeys::from_secret(&s));
+        let mut boxes = vec![(&own.0, &device_box)];
+        let invite_public = invite_keys.as_ref().map(|k| k.public());
+        if let (Some(k), Some(p)) = (&invite_keys, &invite_public) {
+            // The invite's box opens only what was boxed to the invite, and only while this
+            // device is in the space through it.
+            if m.members
+                .get(&own)
+                .is_some_and(|d| d.invite.as_ref() == Some(p))
+            {
+                boxes.push((p, &k.boxing));
+            }
+        }
+        let keys = m.unlock(&records, &address, &boxes, known);
+        Ok((address, device, m, records, keys))
+    }
+
+    /// A one-device invite into the space `name` with `role`, for `label` (a person's or a
+    /// device's name, readable by members only). Only an owner invites. Returns the code; the
+    /// invite reaches the new device through a seeder or any member (`seeder sync`).
+    pub fn invite_device(
+        &self,
+        name: &str,
+        role: MemberRole,
+        label: &str,
+        rng: &mut Rng,
+    ) -> Result<InviteCode> {
+        let (address, device, m, _, keys) = self.keys_of(name)?;
+        self.require_owner(name, &device, &m)?;
+        let current = m.current_key().ok_or(HomeError::NoCurrentKey)?;
+        let key = keys.get(&current).ok_or(HomeError::NoCurrentKey)?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(rng, &mut secret[..]);
+        let ik = InviteKeys::from_secret(&secret);
+        let invite = ik.public();
+        let record = Record::sign(
+            &device,
+            address,
+            m.heads.clone(),
+            Change::Invite {
+                invite,
+                invite_box: ik.box_public(),
+                role,
+                key: current,
+                sealed: members::box_key(rng, &ik.box_public(), key).0,
+                label: members::seal_label(rng, &address, &invite, key, label),
+            },
+        );
+        self.add_own_record(&address, record)?;
+        Ok(InviteCode::device(address, *secret))
+    }
+
+    fn require_owner(&self, name: &str, device: &SigningKey, m: &Membership) -> Result<()> {
+        match m.role(&FeedKey::from(device)) {
+            Some(MemberRole::Owner) => Ok(()),
+            role => Err(HomeError::NotOwner {
+                space: name.to_string(),
+                role,
+            }),
+        }
+    }
+
+    fn add_own_record(&self, address: &Address, record: Record) -> Result<VerifiedRecord> {
+        let r = record.verify(address).map_err(HomeError::Members)?;
+        self.put_records(address, std::slice::from_ref(&r))?;
+        self.store().commit()?;
+        Ok(r)
+    }
+
+    /// Remove from the space `name` every device (and pending invite) that `who` names: a
+    /// label given at invite time (a person: all their devices), or at least 8 hex digits of a
+    /// device's feed key. Their feeds are frozen at what this device holds of them; a new
+    /// epoch's key is boxed to everyone else. Only an owner removes, and not itself.
+    pub fn remove_member(&self, name: &str, who: &str, rng: &mut Rng) -> Result<Removed> {
+        let (address, device, m, _, keys) = self.keys_of(name)?;
+        self.require_owner(name, &device, &m)?;
+        let own = FeedKey::from(&device);
+        let who_l = who.trim().to_lowercase();
+        let hex_prefix =
+            who_l.len() >= 8 && who_l.len() <= 64 && who_l.chars().all(|c| c.is_ascii_hexdigit());
+        let mut targets: Vec<(FeedKey, Option<String>)> = Vec::new();
+        for d in m.active() {
+            let label = m.label(&address, d, &keys);
+            let by_label = label.as_deref().is_some_and(|l| l.to_lowercase() == who_l);
+            let by_key = hex_prefix && hex::encode(d.device.feed.0).starts_with(&who_l);
+            if by_label || by_key {
+                targets.push((d.device.feed, label));
+            }
+        }
+        let invites: Vec<[u8; 32]> = m
+            .pending()
+            .filter(|(k, _)| {
+                m.invite_label(&address, k, &keys)
+                    .is_some_and(|l| l.to_lowercase() == who_l)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        if targets.iter().any(|(f, _)| *f == own) {
+            return Err(HomeError::RemoveSelf(name.to_string()));
+        }
+        if targets.is_empty() && invites.is_empty() {
+            return Err(HomeError::NoSuchMember {
+                space: name.to_string(),
+                who: who.to_string(),
+            });
+        }
+        let mut heads = m.heads.clone();
+        let mut removed = Vec::new();
+        for (feed, label) in &targets {
+            let at = self.store().feed(feed)?.map_or(0, |s| s.length);
+            let r = self.add_own_record(
+                &address,
+                Record::sign(
+                    &device,
+                    address,
+                    heads.clone(),
+                    Change::Remove { member: feed.0, at },
+                ),
+            )?;
+            heads = vec![r.id()];
+            removed.push((*feed, label.clone(), at));
+        }
+        for invite in &invites {
+            let r = self.add_own_record(
+                &address,
+                Record::sign(
+                    &device,
+                    address,
+                    heads.clone(),
+                    Change::Remove {
+                        member: *invite,
+                        at: 0,
+                    },
+                ),
+            )?;
+            heads = vec![r.id()];
+        }
+        let epoch = self.rotate(name, rng)?;
+        Ok(Removed {
+            devices: removed,
+            invites: invites.len(),
+            epoch,
+        })
+    }
+
+    /// Start a new epoch of the space `name`: a fresh content key boxed to every device still
+    /// in it and every pending invite, with every earlier key this device holds wrapped under
+    /// it. Returns the new epoch number.
+    pub fn rotate(&self, name: &str, rng: &mut Rng) -> Result<usize> {
+        let (address, device, m, _, keys) = self.keys_of(name)?;
+        self.require_owner(name, &device, &m)?;
+        let mut new = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(rng, &mut new[..]);
+        let boxes = m
+            .recipients()
+            .into_iter()
+            .map(|(holder, public)| (holder, Box::new(members::box_key(rng, &public, &new))))
+            .collect();
+        let earlier = keys
+            .iter()
+            .map(|(id, k)| (*id, Box::new(members::wrap_key(rng, &address, &new, id, k))))
+            .collect();
+        self.add_own_record(
+            &address,
+            Record::sign(
+                &device,
+                address,
+                m.heads.clone(),
+                Change::Epoch { boxes, earlier },
+            ),
+        )?;
+        Ok(m.epoch() + 1)
+    }
+
+    /// Who is in the space `name`, as this device knows it.
+    pub fn roster(&self, name: &str) -> Result<Roster> {
+        let (address, device, m, _, keys) = self.keys_of(name)?;
+        let own = FeedKey::from(&device);
+        let devices = m
+            .members
+            .values()
+            .map(|d| RosterRow {
+                feed: d.device.feed,
+                role: d.role,
+                label: m.label(&address, d, &keys),
+                removed: d.removed,
+                frozen_at: d.frozen_at,
+                you: d.device.feed == own,
+            })
+            .collect();
+        let invites = m
+            .pending()
+            .map(|(k, i)| (i.role, m.invite_label(&address, k, &keys)))
+            .collect();
+        Ok(Roster {
+            devices,
+            invites,
+            epoch: m.epoch(),
+            conflicts: m
+                .conflicts
+                .iter()
+                .map(|(id, why)| format!("record {id}: {why}"))
+                .collect(),
+            waiting: m.waiting,
+            role: m.role(&own),
+        })
+    }
+
+    /// Whether `feed`'s entries count in the space at `address`, and how far: every feed of a
+    /// space from before roles counts whole.
+    pub fn admission(&self, address: &Address, feed: &FeedKey) -> Result<Admission> {
+        Ok(match self.membership(address)? {
+            Some(m) if m.is_governed() => m.admits(feed),
+            _ => Admission::Upto(None),
+        })
+    }
+}
