@@ -73,15 +73,8 @@ fn send(homes: &[Home], from: usize, to: usize, dir: &std::path::Path) {
     }
     let address = *homes[from].space("office").unwrap().address();
     let file = dir.join(format!("{from}-{to}-{}.bundle", rand::random::<u64>()));
-    let certs = homes[from].members(&address).unwrap();
-    seeder::fs::bundle::export(homes[from].store(), &address, &certs, &file).unwrap();
-    let target = &homes[to];
-    seeder::fs::bundle::import(target.store(), &address, &file, &mut |cert| {
-        target
-            .add_member(&address, cert)
-            .map_err(|e| seeder::fs::bundle::BundleError::Tampered(e.to_string()))
-    })
-    .unwrap();
+    homes[from].export_bundle(&address, &file).unwrap();
+    homes[to].import_bundle(&address, &file).unwrap();
 }
 
 proptest! {

@@ -339,8 +339,7 @@ fn fs(args: FsArgs) -> Result<()> {
         if d > 0 {
             let b = tmp.path().join(format!("dev{d}.bundle"));
             let address = *space.address();
-            let certs = home.members(&address)?;
-            crate::fs::bundle::export(home.store(), &address, &certs, &b)?;
+            home.export_bundle(&address, &b)?;
             bundles.push(b);
         }
     }
@@ -348,10 +347,7 @@ fn fs(args: FsArgs) -> Result<()> {
         let home = Home::open(tmp.path().join("dev0"))?;
         let address = *home.space("bench")?.address();
         for b in &bundles {
-            crate::fs::bundle::import(home.store(), &address, b, &mut |cert| {
-                home.add_member(&address, cert)
-                    .map_err(|e| crate::fs::bundle::BundleError::Tampered(e.to_string()))
-            })?;
+            home.import_bundle(&address, b)?;
         }
         // First view after the import also classifies the new entries.
         let t = Instant::now();

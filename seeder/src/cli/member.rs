@@ -12,23 +12,57 @@ use clap::{Args, Subcommand};
 use crate::fs::bundle::{self, BundleError};
 use crate::fs::home::{FileMeta, Home, HomeError, Rng};
 use crate::fs::{Change, FileState, ListEntry, Mtime, Path, View, CHUNK_SIZE};
-use crate::space::InviteCode;
+use crate::space::{InviteCode, MemberRole};
 
+use super::daemon::count;
 use super::{Failure, Io};
 
 #[derive(Debug, Subcommand)]
 pub enum SpaceCmd {
-    /// Create a new space; prints its address.
+    /// Create a new space, with this device its owner; prints its address.
     Create {
         /// What to call the space on this device (letters, digits, `-`, `_`, `.`).
         name: String,
+        /// A space without roles: its invite code is its secret, every device that has it
+        /// reads and writes for good, and nobody can be removed.
+        #[arg(long)]
+        open: bool,
     },
     /// List the spaces on this device: name and address.
     List,
-    /// Print the invite code of a space: its secret, for your members' devices only.
+    /// Invite one device into a space (owners only): prints a code that works once.
     Invite {
         /// Space name.
         name: String,
+        /// What the device may do: reader, writer or owner.
+        #[arg(long, default_value = "writer")]
+        role: MemberRole,
+        /// Who the device is for (a person's name): shown to members, never to seeders, and
+        /// what `seeder space remove-member` takes to remove all of that person's devices.
+        #[arg(long = "as", value_name = "PERSON")]
+        label: Option<String>,
+    },
+    /// List the devices of a space, their roles, and pending invites.
+    Members {
+        /// Space name.
+        name: String,
+    },
+    /// Remove a person's devices (or one device) from a space (owners only). Their files stay;
+    /// what they write afterwards is refused, and new files use a key they never get.
+    RemoveMember {
+        /// Space name.
+        name: String,
+        /// A person's name given with `invite --as`, or 8+ hex digits of a device key.
+        who: String,
+    },
+    /// Change the role of a person's devices (owners only).
+    SetRole {
+        /// Space name.
+        name: String,
+        /// A person's name given with `invite --as`, or 8+ hex digits of a device key.
+        who: String,
+        /// reader, writer or owner.
+        role: MemberRole,
     },
     /// Join a space with an invite code.
     Join {
@@ -127,8 +161,16 @@ impl LsArgs {
 fn home_err(e: HomeError) -> anyhow::Error {
     let failure = match &e {
         HomeError::UnknownSpace(_) | HomeError::NotFound(_) => Failure::NotFound,
+        HomeError::NotOwner { .. }
+        | HomeError::ReadOnly(_)
+        | HomeError::NoCurrentKey
+        | HomeError::NotJoined(_) => Failure::Refused,
+        HomeError::NoSuchMember { .. } => Failure::NotFound,
         HomeError::BadName(_)
         | HomeError::NameTaken(_)
+        | HomeError::NotGoverned(_)
+        | HomeError::Governed(_)
+        | HomeError::RemoveSelf(_)
         | HomeError::AlreadyJoined(_)
         | HomeError::IsFolder(_)
         | HomeError::Fs(_) => Failure::BadInput,
@@ -151,12 +193,27 @@ fn parse_path(s: &str) -> Result<Path> {
 pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
     let mut rng = Rng::default();
     match cmd {
-        SpaceCmd::Create { name } => {
-            let address = home.create_space(&name, &mut rng).map_err(home_err)?;
-            writeln!(
-                io.err,
-                "created space {name:?}; give seeders its seed code: seeder space seed-code {name}"
-            )?;
+        SpaceCmd::Create { name, open } => {
+            let address = if open {
+                home.create_space(&name, &mut rng)
+            } else {
+                home.create_governed(&name, &mut rng)
+            }
+            .map_err(home_err)?;
+            if open {
+                writeln!(
+                    io.err,
+                    "created space {name:?} without roles; give seeders its seed code: seeder \
+                     space seed-code {name}"
+                )?;
+            } else {
+                writeln!(
+                    io.err,
+                    "created space {name:?}; you are its owner. Invite a device: seeder space \
+                     invite {name} --as PERSON [--role writer|reader|owner]; give seeders its \
+                     seed code: seeder space seed-code {name}"
+                )?;
+            }
             writeln!(io.out, "{}", address.to_hex())?;
         }
         SpaceCmd::List => {
@@ -179,23 +236,152 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
                 )?;
             }
         }
-        SpaceCmd::Invite { name } => {
-            let code = home.invite(&name).map_err(home_err)?;
+        SpaceCmd::Invite { name, role, label } => {
+            let address = home.seed_code(&name).map_err(home_err)?.address();
+            let governed = home.membership(&address).map_err(home_err)?.is_some();
+            if !governed {
+                if label.is_some() || role != MemberRole::Writer {
+                    return Err(home_err(HomeError::NotGoverned(name)));
+                }
+                let code = home.invite(&name).map_err(home_err)?;
+                writeln!(
+                    io.err,
+                    "this code gives full access to {name:?}: share it only with your own members"
+                )?;
+                writeln!(io.out, "{code}")?;
+                return Ok(());
+            }
+            let label = match label {
+                Some(l) => l,
+                None => {
+                    let r = home.roster(&name).map_err(home_err)?;
+                    format!("device {}", r.devices.len() + r.invites.len() + 1)
+                }
+            };
+            let code = home
+                .invite_device(&name, role, &label, &mut rng)
+                .map_err(home_err)?;
             writeln!(
                 io.err,
-                "this code gives full access to {name:?}: share it only with your own members"
+                "this code lets one device join {name:?} as a {role} ({label}); it works once. \
+                 Run `seeder sync {name}` so a seeder has the invite before the device joins"
             )?;
             writeln!(io.out, "{code}")?;
+        }
+        SpaceCmd::Members { name } => {
+            let r = home.roster(&name).map_err(home_err)?;
+            for d in &r.devices {
+                let mut state = Vec::new();
+                if d.you {
+                    state.push("this device".to_string());
+                }
+                if d.removed {
+                    state.push(match d.frozen_at {
+                        Some(n) if n > 0 => {
+                            format!("removed, its first {} kept", count(n, "entry"))
+                        }
+                        _ => "removed".to_string(),
+                    });
+                } else if let Some(n) = d.frozen_at {
+                    state.push(format!("writes frozen after {}", count(n, "entry")));
+                }
+                writeln!(
+                    io.out,
+                    "{}\t{}\t{}\t{}",
+                    d.role,
+                    d.label
+                        .as_deref()
+                        .unwrap_or(if d.first { "(created the space)" } else { "?" }),
+                    hex::encode(&d.feed.0[..8]),
+                    state.join(", ")
+                )?;
+            }
+            for (role, label) in &r.invites {
+                writeln!(
+                    io.out,
+                    "{role}\t{}\t(invited)\tnot joined yet",
+                    label.as_deref().unwrap_or("?")
+                )?;
+            }
+            writeln!(
+                io.err,
+                "epoch {}: {}",
+                r.epoch,
+                match r.role {
+                    Some(role) => format!("this device is a {role}"),
+                    None => "this device is not a member (yet)".to_string(),
+                }
+            )?;
+            for c in &r.conflicts {
+                writeln!(io.err, "ignored {c}")?;
+            }
+            if r.waiting > 0 {
+                writeln!(
+                    io.err,
+                    "{} waiting for records not yet here",
+                    count(r.waiting as u64, "record")
+                )?;
+            }
+        }
+        SpaceCmd::RemoveMember { name, who } => {
+            let removed = home
+                .remove_member(&name, &who, &mut rng)
+                .map_err(home_err)?;
+            for (feed, label, kept) in &removed.devices {
+                writeln!(
+                    io.out,
+                    "removed {} ({}); its first {} stay",
+                    label.as_deref().unwrap_or("device"),
+                    hex::encode(&feed.0[..8]),
+                    count(*kept, "entry")
+                )?;
+            }
+            if removed.invites > 0 {
+                writeln!(
+                    io.out,
+                    "revoked {}",
+                    count(removed.invites as u64, "pending invite")
+                )?;
+            }
+            writeln!(
+                io.err,
+                "epoch {}: files written from now on are readable only by the remaining devices. \
+                 Run `seeder sync {name}` so seeders and members learn it",
+                removed.epoch
+            )?;
+        }
+        SpaceCmd::SetRole { name, who, role } => {
+            let changed = home.set_role(&name, &who, role).map_err(home_err)?;
+            for (feed, label) in &changed {
+                writeln!(
+                    io.out,
+                    "{} ({}) is now a {role}",
+                    label.as_deref().unwrap_or("device"),
+                    hex::encode(&feed.0[..8])
+                )?;
+            }
+            writeln!(
+                io.err,
+                "run `seeder sync {name}` so seeders and members learn it"
+            )?;
         }
         SpaceCmd::Join { code, name } => {
             let code: InviteCode = code
                 .parse()
                 .map_err(|e| anyhow::Error::new(e).context(Failure::BadInput))?;
             let address = home.join(&code, &name, &mut rng).map_err(home_err)?;
-            writeln!(
-                io.err,
-                "joined as {name:?}; get its files with: seeder sync {name} (or a bundle)"
-            )?;
+            if matches!(code, InviteCode::Device { .. }) {
+                writeln!(
+                    io.err,
+                    "added {name:?}; this device joins it at its first sync with a seeder or \
+                     member that has the invite: seeder sync {name}"
+                )?;
+            } else {
+                writeln!(
+                    io.err,
+                    "joined as {name:?}; get its files with: seeder sync {name} (or a bundle)"
+                )?;
+            }
             writeln!(io.out, "{}", address.to_hex())?;
         }
         SpaceCmd::SeedCode { name } => {
@@ -907,9 +1093,9 @@ pub fn bundle(home: &Home, cmd: BundleCmd, io: &mut Io) -> Result<()> {
         BundleCmd::Export { name, file } => {
             let file = io.resolve(&file);
             let space = home.space(&name).map_err(home_err)?;
-            let certs = home.members(space.address()).map_err(home_err)?;
-            let s =
-                bundle::export(home.store(), space.address(), &certs, &file).map_err(bundle_err)?;
+            let s = home
+                .export_bundle(space.address(), &file)
+                .map_err(bundle_err)?;
             writeln!(
                 io.err,
                 "wrote {}: {} feeds, {} entries, {} bytes",
@@ -925,16 +1111,19 @@ pub fn bundle(home: &Home, cmd: BundleCmd, io: &mut Io) -> Result<()> {
             let Some(name) = home.name_of(&address).map_err(home_err)? else {
                 return Err(bundle_err(BundleError::OtherSpace(address)));
             };
-            let s = bundle::import(home.store(), &address, &file, &mut |cert| {
-                home.add_member(&address, cert)
-                    .map_err(|e| BundleError::Tampered(e.to_string()))
-            })
-            .map_err(bundle_err)?;
+            let s = home.import_bundle(&address, &file).map_err(bundle_err)?;
             writeln!(
                 io.err,
                 "imported into {name:?}: {} feeds, {} entries checked",
                 s.feeds, s.entries
             )?;
+            if s.left_out > 0 {
+                writeln!(
+                    io.err,
+                    "left out {}: not writing members of the space",
+                    count(s.left_out as u64, "feed")
+                )?;
+            }
         }
     }
     Ok(())

@@ -8,10 +8,15 @@ Format, version 1:
 ```text
 magic    "SEEDER-BUNDLE\n" then version byte 1
 frames   u32 LE length + postcard(Frame), each at most MAX_FRAME_LEN bytes:
-         Header { address, feeds } · per feed: Feed { cert, head } then Entries { start,
-         entries, proof }… · End
+         Header { address, feeds } · Members { records } (governed spaces only) · per feed:
+         Feed { cert, head } then Entries { start, entries, proof }… · End
 trailer  BLAKE3 of every byte before it (32 bytes)
 ```
+A governed space's bundle carries its membership records right after the header, so the
+importer judges each feed by the log (with the records it already holds); a feed the log
+does not admit makes the bundle refused, and entries past a removed device's freeze point are
+not stored.
+
 Importing reads the file twice: first everything is checked (trailer, certificates, heads,
 every batch against its head, feeds complete) with nothing written; only then are the feeds
 merged, batch by batch, each batch durable on its own. So a tampered bundle imports nothing,
@@ -25,6 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::feed::{verify_batch, ConsistencyProof, FeedKey, Frontier, SignedHead};
+use crate::space::members::{Admission, Membership, Record, VerifiedRecord, MAX_RECORDS};
 use crate::space::{Address, MembershipCert};
 use crate::store::file::AtomicFile;
 use crate::store::{Store, StoreError};
@@ -55,6 +61,10 @@ enum Frame {
         proof: Option<ConsistencyProof>,
     },
     End,
+    /// The membership records of a governed space (after the header, before any feed).
+    Members {
+        records: Vec<Record>,
+    },
 }
 
 /// Why a bundle was refused.
@@ -92,6 +102,8 @@ pub struct BundleSummary {
     pub feeds: usize,
     pub entries: u64,
     pub bytes: u64,
+    /// Feeds the space's membership log does not admit: checked, not imported.
+    pub left_out: usize,
 }
 
 struct HashingWriter<W: Write> {
@@ -119,6 +131,7 @@ pub fn export(
     store: &Store,
     address: &Address,
     certs: &[MembershipCert],
+    records: &[Record],
     path: &Path,
 ) -> Result<BundleSummary> {
     let io = |what| {
@@ -129,7 +142,7 @@ pub fn export(
         }
     };
     let mut out = AtomicFile::create(path, 0o600).map_err(io("cannot create"))?;
-    let summary = write_bundle(&mut out, store, certs, address, &io)?;
+    let summary = write_bundle(&mut out, store, certs, records, address, &io)?;
     out.commit().map_err(io("cannot write"))?;
     Ok(summary)
 }
@@ -138,6 +151,7 @@ fn write_bundle<F: Fn(&'static str) -> G, G: FnOnce(std::io::Error) -> BundleErr
     out: &mut AtomicFile,
     store: &Store,
     certs: &[MembershipCert],
+    records: &[Record],
     address: &Address,
     io: &F,
 ) -> Result<BundleSummary> {
@@ -162,6 +176,12 @@ fn write_bundle<F: Fn(&'static str) -> G, G: FnOnce(std::io::Error) -> BundleErr
         feeds: u32::try_from(feeds.len()).map_err(|_| tampered("too many feeds"))?,
     })
     .map_err(io("cannot write"))?;
+    if !records.is_empty() {
+        w.frame(&Frame::Members {
+            records: records.to_vec(),
+        })
+        .map_err(io("cannot write"))?;
+    }
     for (cert, head) in feeds {
         let feed = cert.feed;
         let length = head.length;
@@ -280,6 +300,7 @@ pub fn peek_address(path: &Path) -> Result<Address> {
 fn walk(
     path: &Path,
     expect: &Address,
+    known: &[VerifiedRecord],
     sink: &mut dyn FnMut(Item<'_>) -> Result<()>,
 ) -> Result<BundleSummary> {
     let mut r = FrameReader::<BufReader<File>>::open(path)?;
@@ -295,16 +316,48 @@ fn walk(
     }
     let mut summary = BundleSummary::default();
     let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..feeds {
-        let (cert, head) = match r.next()? {
+    let mut next = r.next()?;
+    let mut all: Vec<VerifiedRecord> = known.to_vec();
+    if let Frame::Members { records } = next {
+        if records.len() > MAX_RECORDS {
+            return Err(tampered("too many membership records"));
+        }
+        let mut verified = Vec::with_capacity(records.len());
+        for rec in records {
+            verified.push(
+                rec.verify(&address)
+                    .map_err(|e| tampered(format!("a membership record: {e}")))?,
+            );
+        }
+        for v in &verified {
+            if !all.iter().any(|a| a.id() == v.id()) {
+                all.push(v.clone());
+            }
+        }
+        sink(Item::Records(verified))?;
+        next = r.next()?;
+    }
+    let membership = (!all.is_empty()).then(|| Membership::compute(&all));
+    for i in 0..feeds {
+        if i > 0 {
+            next = r.next()?;
+        }
+        let (cert, head) = match next {
             Frame::Feed { cert, head } => (cert, head),
             _ => return Err(tampered("a feed section is missing")),
         };
-        let member = cert
-            .clone()
-            .verify(&address)
-            .map_err(|e| tampered(format!("a membership certificate: {e}")))?;
-        let _ = member;
+        next = Frame::End;
+        // A feed the membership log does not admit (a reader's, a stranger's) is checked
+        // like any other and then left out; a bad certificate refuses the bundle.
+        let admitted = match cert.clone().verify_in(&address, membership.as_ref()) {
+            Ok(_) => true,
+            Err(crate::space::SpaceError::NotAMember { .. }) => false,
+            Err(e) => return Err(tampered(format!("a membership certificate: {e}"))),
+        };
+        let limit = match membership.as_ref().map(|m| m.admits(&cert.feed)) {
+            Some(Admission::Upto(limit)) => limit,
+            _ => None,
+        };
         if head.feed != cert.feed || !seen.insert(cert.feed) {
             return Err(tampered("a feed's head and certificate do not match"));
         }
@@ -312,8 +365,12 @@ fn walk(
             .clone()
             .verify()
             .map_err(|e| tampered(format!("a head: {e}")))?;
-        sink(Item::Feed(&cert, &head))?;
-        summary.feeds += 1;
+        if admitted {
+            sink(Item::Feed(&cert, &head))?;
+            summary.feeds += 1;
+        } else {
+            summary.left_out += 1;
+        }
         let mut frontier = Frontier::new();
         while frontier.len() < verified.length() {
             let (start, entries, proof) = match r.next()? {
@@ -336,12 +393,18 @@ fn walk(
                     frontier.push(*hash, |_, _| {});
                 }
             }
-            sink(Item::Batch(&cert.feed, Box::new(batch), proof.as_ref()))?;
+            // Past a removed device's freeze point: checked, not stored.
+            if admitted && limit.is_none_or(|l| batch.end() <= l) {
+                sink(Item::Batch(&cert.feed, Box::new(batch), proof.as_ref()))?;
+            }
             summary.entries += count;
             summary.bytes += bytes;
         }
     }
-    match r.next()? {
+    if feeds > 0 {
+        next = r.next()?;
+    }
+    match next {
         Frame::End => {}
         _ => return Err(tampered("it has more feeds than its header says")),
     }
@@ -350,6 +413,7 @@ fn walk(
 }
 
 enum Item<'a> {
+    Records(Vec<VerifiedRecord>),
     Feed(&'a MembershipCert, &'a SignedHead),
     Batch(
         &'a FeedKey,
@@ -358,19 +422,35 @@ enum Item<'a> {
     ),
 }
 
-/// Check the whole bundle, then merge it into `store`: `register` is called for each feed's
-/// certificate before its entries are stored. Entries the store already has are skipped.
+/// What an import does with what it found, besides storing entries.
+pub struct Registrar<'a> {
+    /// The membership records already held here of the space.
+    pub known: Vec<VerifiedRecord>,
+    /// Called with the bundle's membership records before any feed.
+    pub records: &'a mut dyn FnMut(Vec<VerifiedRecord>) -> Result<()>,
+    /// Called for each feed's certificate before its entries are stored.
+    pub feed: &'a mut dyn FnMut(&MembershipCert) -> Result<()>,
+}
+
+/// Check the whole bundle, then merge it into `store`. Entries the store already has are
+/// skipped.
 pub fn import(
     store: &Store,
     address: &Address,
     path: &Path,
-    register: &mut dyn FnMut(&MembershipCert) -> Result<()>,
+    reg: Registrar<'_>,
 ) -> Result<BundleSummary> {
+    let Registrar {
+        known,
+        records: add_records,
+        feed: register,
+    } = reg;
     // Pass 1: check everything, store nothing.
-    let summary = walk(path, address, &mut |_| Ok(()))?;
+    let summary = walk(path, address, &known, &mut |_| Ok(()))?;
     // Pass 2: merge.
     let mut current: Option<SignedHead> = None;
-    walk(path, address, &mut |item| match item {
+    walk(path, address, &known, &mut |item| match item {
+        Item::Records(records) => add_records(records),
         Item::Feed(cert, head) => {
             register(cert)?;
             current = Some(head.clone());

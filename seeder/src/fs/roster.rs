@@ -41,6 +41,8 @@ pub struct RosterRow {
     pub frozen_at: Option<u64>,
     /// This device.
     pub you: bool,
+    /// The device that created the space (it was invited by no one, so has no label).
+    pub first: bool,
 }
 
 /// A governed space's membership as shown to a member.
@@ -286,18 +288,8 @@ impl Home {
         let (address, device, m, _, keys) = self.keys_of(name)?;
         self.require_owner(name, &device, &m)?;
         let own = FeedKey::from(&device);
+        let targets = matching(&address, &m, &keys, who);
         let who_l = who.trim().to_lowercase();
-        let hex_prefix =
-            who_l.len() >= 8 && who_l.len() <= 64 && who_l.chars().all(|c| c.is_ascii_hexdigit());
-        let mut targets: Vec<(FeedKey, Option<String>)> = Vec::new();
-        for d in m.active() {
-            let label = m.label(&address, d, &keys);
-            let by_label = label.as_deref().is_some_and(|l| l.to_lowercase() == who_l);
-            let by_key = hex_prefix && hex::encode(d.device.feed.0).starts_with(&who_l);
-            if by_label || by_key {
-                targets.push((d.device.feed, label));
-            }
-        }
         let invites: Vec<[u8; 32]> = m
             .pending()
             .filter(|(k, _)| {
@@ -354,6 +346,47 @@ impl Home {
         })
     }
 
+    /// Give the devices `who` names the role `role`. A writer made reader is frozen at what
+    /// this device holds of its feed. Only an owner does this, and not to itself.
+    pub fn set_role(
+        &self,
+        name: &str,
+        who: &str,
+        role: MemberRole,
+    ) -> Result<Vec<(FeedKey, Option<String>)>> {
+        let (address, device, m, _, keys) = self.keys_of(name)?;
+        self.require_owner(name, &device, &m)?;
+        let targets = matching(&address, &m, &keys, who);
+        if targets.iter().any(|(f, _)| *f == FeedKey::from(&device)) {
+            return Err(HomeError::RemoveSelf(name.to_string()));
+        }
+        if targets.is_empty() {
+            return Err(HomeError::NoSuchMember {
+                space: name.to_string(),
+                who: who.to_string(),
+            });
+        }
+        let mut heads = m.heads.clone();
+        for (feed, _) in &targets {
+            let at = self.store().feed(feed)?.map_or(0, |s| s.length);
+            let r = self.add_own_record(
+                &address,
+                Record::sign(
+                    &device,
+                    address,
+                    heads.clone(),
+                    Change::SetRole {
+                        device: *feed,
+                        role,
+                        at,
+                    },
+                ),
+            )?;
+            heads = vec![r.id()];
+        }
+        Ok(targets)
+    }
+
     /// Start a new epoch of the space `name`: a fresh content key boxed to every device still
     /// in it and every pending invite, with every earlier key this device holds wrapped under
     /// it. Returns the new epoch number.
@@ -397,6 +430,7 @@ impl Home {
                 removed: d.removed,
                 frozen_at: d.frozen_at,
                 you: d.device.feed == own,
+                first: d.invite.is_none(),
             })
             .collect();
         let invites = m
@@ -417,6 +451,50 @@ impl Home {
         })
     }
 
+    /// Write every feed of the space at `address`, its certificates and its membership
+    /// records, to a bundle at `path`.
+    pub fn export_bundle(
+        &self,
+        address: &Address,
+        path: &std::path::Path,
+    ) -> std::result::Result<super::bundle::BundleSummary, super::bundle::BundleError> {
+        use super::bundle::BundleError;
+        let home = |e: HomeError| BundleError::Tampered(e.to_string());
+        let certs = self.members(address).map_err(home)?;
+        let records: Vec<Record> = self
+            .records(address)
+            .map_err(home)?
+            .into_iter()
+            .map(VerifiedRecord::into_record)
+            .collect();
+        super::bundle::export(self.store(), address, &certs, &records, path)
+    }
+
+    /// Check a bundle of the space at `address` whole, then merge its records and feeds here.
+    pub fn import_bundle(
+        &self,
+        address: &Address,
+        path: &std::path::Path,
+    ) -> std::result::Result<super::bundle::BundleSummary, super::bundle::BundleError> {
+        use super::bundle::{BundleError, Registrar};
+        let refused = |e: HomeError| BundleError::Tampered(e.to_string());
+        let known = self.records(address).map_err(refused)?;
+        super::bundle::import(
+            self.store(),
+            address,
+            path,
+            Registrar {
+                known,
+                records: &mut |records| {
+                    self.add_records(address, records)
+                        .map(drop)
+                        .map_err(refused)
+                },
+                feed: &mut |cert| self.add_member(address, cert).map_err(refused),
+            },
+        )
+    }
+
     /// Whether `feed`'s entries count in the space at `address`, and how far: every feed of a
     /// space from before roles counts whole.
     pub fn admission(&self, address: &Address, feed: &FeedKey) -> Result<Admission> {
@@ -425,4 +503,27 @@ impl Home {
             _ => Admission::Upto(None),
         })
     }
+}
+
+/// The devices still in the space that `who` names: the label of their invite (any case), or
+/// 8 to 64 hex digits starting a feed key.
+fn matching(
+    address: &Address,
+    m: &Membership,
+    keys: &BTreeMap<KeyId, ContentKey>,
+    who: &str,
+) -> Vec<(FeedKey, Option<String>)> {
+    let who_l = who.trim().to_lowercase();
+    let hex_prefix =
+        (8..=64).contains(&who_l.len()) && who_l.chars().all(|c| c.is_ascii_hexdigit());
+    let mut out = Vec::new();
+    for d in m.active() {
+        let label = m.label(address, d, keys);
+        let by_label = label.as_deref().is_some_and(|l| l.to_lowercase() == who_l);
+        let by_key = hex_prefix && hex::encode(d.device.feed.0).starts_with(&who_l);
+        if by_label || by_key {
+            out.push((d.device.feed, label));
+        }
+    }
+    out
 }
