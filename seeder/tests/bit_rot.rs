@@ -67,7 +67,7 @@ fn damaged_entries_are_found_served_around_and_healed_from_peers() {
     let seeder = Seeder::start(&t.join("seeder"), free_udp_port());
     let peer = seeder.peer();
     let a = Member(t.join("a"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let code = a.last(&["space", "seed-code", "office"]);
     seeder.ctl(&["space", "add", &code, "--name", "office"]);
     let mut files = Vec::new();

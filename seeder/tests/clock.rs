@@ -51,7 +51,7 @@ fn a_seeder_whose_clock_says_1970_stores_and_serves_until_the_time_is_synced() {
 
     let a = Member(dir.path().join("a"));
     let b = Member(dir.path().join("b"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let big = dir.path().join("big.bin");
     random_file(&big, 4, 7);
     a.ok(&["put", "office", big.to_str().unwrap()]);

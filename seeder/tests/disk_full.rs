@@ -121,7 +121,7 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
 
     let a = Member(tmp.path().join("a"));
     let b = Member(tmp.path().join("b"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let invite = a.last(&["space", "invite", "office"]);
     b.ok(&["space", "join", &invite, "--name", "office"]);
     let code = a.last(&["space", "seed-code", "office"]);
@@ -219,7 +219,7 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
     // The admin keeps working at 0 bytes free (the index's own writes), and it still restarts.
     for i in 0..10 {
         let other = Member(tmp.path().join(format!("o{i}")));
-        other.ok(&["space", "create", "other"]);
+        other.ok(&["space", "create", "other", "--open"]);
         let code = other.last(&["space", "seed-code", "other"]);
         let name = format!("other{i}");
         let out = common::seeder()
@@ -272,7 +272,7 @@ fn a_full_disk_refuses_with_the_reason_restarts_and_takes_the_rest_once_there_is
 
     // A quota holds within one transfer, and the member is told which.
     let q = Member(tmp.path().join("q"));
-    q.ok(&["space", "create", "small"]);
+    q.ok(&["space", "create", "small", "--open"]);
     let code = q.last(&["space", "seed-code", "small"]);
     seeder.ctl(&["space", "add", &code, "--name", "small", "--quota", "5M"]);
     files(&tmp.path().join("q-files"), 4, 5, 3);
@@ -309,7 +309,7 @@ fn transfers_running_at_once_never_overrun_a_quota_together() {
     let seeder = Seeder::start(&tmp.path().join("seeder"), free_udp_port());
     let peer = seeder.peer();
     let first = Member(tmp.path().join("m0"));
-    first.ok(&["space", "create", "office"]);
+    first.ok(&["space", "create", "office", "--open"]);
     let invite = first.last(&["space", "invite", "office"]);
     let code = first.last(&["space", "seed-code", "office"]);
     seeder.ctl(&["space", "add", &code, "--name", "office", "--quota", "5M"]);

@@ -46,7 +46,7 @@ fn folders_of_many_small_files_reach_a_second_member_through_a_seeder() {
     ];
     for (space, count, sizes, entries) in cases {
         let files = folder(&dir.path().join(space), count, sizes, count as u64);
-        a.ok(&["space", "create", space]);
+        a.ok(&["space", "create", space, "--open"]);
         a.ok(&["put", space, dir.path().join(space).to_str().unwrap()]);
         let code = a.last(&["space", "seed-code", space]);
         seeder.ctl(&["space", "add", &code, "--name", space]);

@@ -108,7 +108,7 @@ fn three(root: &Path) -> (Device, Device, Device) {
     let a = Device::new(root, "a");
     let b = Device::new(root, "b");
     let c = Device::new(root, "c");
-    let address = a.ok(&["space", "create", "office"]);
+    let address = a.ok(&["space", "create", "office", "--open"]);
     assert_eq!(last_line(&address).len(), 64, "address is 64 hex chars");
     let invite = a.ok(&["space", "invite", "office"]);
     let invite = last_line(&invite);
@@ -144,7 +144,7 @@ fn exchange(devices: &[&Device], scratch: &Path) {
 fn files_round_trip_and_survive_moves_and_deletes() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let big: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let local = root.path().join("big.bin");
     std::fs::write(&local, &big).unwrap();
@@ -173,7 +173,7 @@ fn files_round_trip_and_survive_moves_and_deletes() {
 fn a_folder_is_put_recursively() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let dir = root.path().join("project");
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("a.txt"), "A").unwrap();
@@ -187,7 +187,7 @@ fn a_folder_is_put_recursively() {
 fn names_with_control_characters_are_refused_before_anything_is_written() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let dir = root.path().join("project");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a.txt"), "A").unwrap();
@@ -326,7 +326,7 @@ fn tampered_bundles_and_other_spaces_are_refused_and_import_nothing() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
     let b = Device::new(root.path(), "b");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let invite = a.ok(&["space", "invite", "office"]);
     b.ok(&["space", "join", last_line(&invite), "--name", "office"]);
     a.put_text("office", "a.txt", &"payload ".repeat(1000), root.path());
@@ -354,7 +354,7 @@ fn tampered_bundles_and_other_spaces_are_refused_and_import_nothing() {
     }
     // A bundle of a space b hasn't joined.
     let other = Device::new(root.path(), "other");
-    other.ok(&["space", "create", "elsewhere"]);
+    other.ok(&["space", "create", "elsewhere", "--open"]);
     other.put_text("elsewhere", "x", "x", root.path());
     let foreign = root.path().join("foreign.bundle");
     other.export("elsewhere", &foreign);
@@ -370,7 +370,7 @@ fn import_killed_midway_leaves_a_consistent_home() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
     let b = Device::new(root.path(), "b");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let invite = a.ok(&["space", "invite", "office"]);
     b.ok(&["space", "join", last_line(&invite), "--name", "office"]);
     let big: Vec<u8> = (0..6_000_000u32).map(|i| (i * 7) as u8).collect();
@@ -411,7 +411,7 @@ fn import_killed_midway_leaves_a_consistent_home() {
 fn nothing_readable_reaches_the_data_files() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let marker = "MARKER-7f3a9c-plaintext";
     a.put_text(
         "office",
@@ -457,7 +457,7 @@ fn mistakes_get_messages_and_exit_codes_a_person_can_act_on() {
     let a = Device::new(root.path(), "a");
     let msg = a.fails(1, &["ls", "nowhere"]);
     assert!(msg.contains("no space named \"nowhere\""), "{msg}");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let msg = a.fails(1, &["get", "office", "missing.txt", "-"]);
     assert!(msg.contains("missing.txt"), "{msg}");
     let invite = a.ok(&["space", "invite", "office"]);
@@ -472,7 +472,7 @@ fn mistakes_get_messages_and_exit_codes_a_person_can_act_on() {
     let seed = a.ok(&["space", "seed-code", "office"]);
     let msg = b.fails(2, &["space", "join", last_line(&seed), "--name", "office"]);
     assert!(msg.contains("seed code, not an invite code"), "{msg}");
-    let msg = a.fails(2, &["space", "create", "office"]);
+    let msg = a.fails(2, &["space", "create", "office", "--open"]);
     assert!(msg.contains("already exists"), "{msg}");
     let msg = a.fails(2, &["put", "office", "/etc/hostname", "../escape"]);
     assert!(msg.contains("escape") || msg.contains(".."), "{msg}");
@@ -496,7 +496,7 @@ fn project(root: &Path) -> PathBuf {
 fn a_folder_put_prints_one_summary_line_with_bytes_and_no_line_per_file() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let dir = project(root.path());
     let out = a.run(&["put", "office", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
@@ -520,7 +520,7 @@ fn a_folder_put_prints_one_summary_line_with_bytes_and_no_line_per_file() {
 fn a_folder_is_got_whole_into_a_local_folder_with_clean_paths() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let dir = project(root.path());
     a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
     let out = a.run_in(root.path(), &["get", "office", "many", "./got"]);
@@ -579,7 +579,7 @@ fn a_folder_is_got_whole_into_a_local_folder_with_clean_paths() {
 fn get_refuses_to_replace_an_existing_file_without_force_and_changes_nothing() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let dir = project(root.path());
     a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
 
@@ -630,7 +630,7 @@ fn get_refuses_to_replace_an_existing_file_without_force_and_changes_nothing() {
 fn a_failed_get_names_the_asked_for_path_and_no_temporary_file() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let dir = project(root.path());
     a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
     // A file where a folder should be: the write can't even start.
@@ -674,7 +674,7 @@ fn a_failed_get_names_the_asked_for_path_and_no_temporary_file() {
 fn a_folder_get_never_writes_through_a_link_or_past_a_file_in_the_destination() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let dir = project(root.path());
     a.ok(&["put", "office", dir.to_str().unwrap(), "many"]);
     let outside = root.path().join("outside");
@@ -701,7 +701,7 @@ fn a_folder_get_never_writes_through_a_link_or_past_a_file_in_the_destination() 
 fn get_never_replaces_a_device_or_a_pipe_and_an_interrupted_get_leaves_no_temporary_file() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let big = root.path().join("big.bin");
     // Large enough that a get is still writing when it is interrupted.
     std::fs::write(&big, vec![7u8; 48 << 20]).unwrap();
@@ -779,7 +779,7 @@ fn get_never_replaces_a_device_or_a_pipe_and_an_interrupted_get_leaves_no_tempor
 fn the_whole_space_is_got_with_a_slash_and_a_trailing_slash_names_the_folder() {
     let root = tempfile::tempdir().unwrap();
     let a = Device::new(root.path(), "a");
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let src = root.path().join("src");
     std::fs::create_dir_all(src.join("docs")).unwrap();
     std::fs::write(src.join("top.txt"), b"top").unwrap();

@@ -497,7 +497,7 @@ fn floods_and_stalled_readers_leave_memory_bounded_and_members_syncing() {
     let s = setup();
     let a = Member(s.dir.path().join("a"));
     let b = Member(s.dir.path().join("b"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let big = s.dir.path().join("big.bin");
     random_file(&big, 64, 9);
     a.ok(&["put", "office", big.to_str().unwrap()]);

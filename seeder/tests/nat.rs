@@ -262,7 +262,7 @@ fn a_member_away_from_the_office_syncs_through_the_routers_port_mapping_with_one
 
     // The member, in the office: it reaches seeder A over the LAN.
     let home = tmp.path().join("laptop");
-    member(&net, "m", &home, &["space", "create", "office"]);
+    member(&net, "m", &home, &["space", "create", "office", "--open"]);
     let seed_code = member(&net, "m", &home, &["space", "seed-code", "office"]);
     seeder_a.ctl(&["space", "add", seed_code.trim(), "--name", "office"]);
     let first = tmp.path().join("first.bin");
@@ -469,8 +469,8 @@ fn offices(net: &Net, dir: &Path, public_flags: &[&str]) -> Offices {
     let seeder_a = start_seeder(net, "a", &dir.join("seeder-a"), &off);
     let seeder_b = start_seeder(net, "b", &dir.join("seeder-b"), &off);
     let home = dir.join("laptop");
-    member(net, "m", &home, &["space", "create", "office"]);
-    member(net, "m", &home, &["space", "create", "partners"]);
+    member(net, "m", &home, &["space", "create", "office", "--open"]);
+    member(net, "m", &home, &["space", "create", "partners", "--open"]);
     let seed = |space: &str| {
         member(net, "m", &home, &["space", "seed-code", space])
             .trim()
@@ -788,7 +788,7 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
     // A stranger to both offices, holding only a space of its own on the public seeder,
     // can't make it relay: the public seeder says so, and carries nothing for it.
     let stranger = tmp.path().join("stranger");
-    member(&net, "m", &stranger, &["space", "create", "elsewhere"]);
+    member(&net, "m", &stranger, &["space", "create", "elsewhere", "--open"]);
     let elsewhere = member(&net, "m", &stranger, &["space", "seed-code", "elsewhere"]);
     public.ctl(&["space", "add", elsewhere.trim(), "--name", "elsewhere"]);
     member(

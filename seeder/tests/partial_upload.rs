@@ -25,7 +25,7 @@ fn a_verified_prefix_of_an_unfinished_upload_is_served_at_once() {
     let seeder = Seeder::start(&t.join("seeder"), free_udp_port());
     let peer = seeder.peer();
     let a = Member(t.join("a"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let seed_code = a.last(&["space", "seed-code", "office"]);
     seeder.ctl(&[
         "space", "add", &seed_code, "--name", "office", "--quota", "8M",

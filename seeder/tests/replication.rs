@@ -36,7 +36,7 @@ fn a_seeder_with_only_the_seed_code_carries_a_space_between_members() {
     let b = Member(dir.path().join("b"));
 
     // 1. A creates the space, puts 64 MiB and a marker, the seeder is given the seed code.
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let big = dir.path().join("big.bin");
     random_file(&big, 64, 1);
     let marker = "MARKER-3f9a1c-never-in-the-clear";
@@ -106,7 +106,7 @@ fn a_seeder_killed_mid_transfer_resumes_and_ends_complete() {
     let data = dir.path().join("seeder");
     let mut seed = Seeder::start(&data, port);
     let a = Member(dir.path().join("a"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let big = dir.path().join("big.bin");
     random_file(&big, 64, 2);
     a.ok(&["put", "office", big.to_str().unwrap()]);
@@ -226,7 +226,7 @@ fn members_watching_through_a_seeder_see_each_others_writes_live() {
     let seed = Seeder::start(&dir.path().join("seeder"), port);
     let a = Member(dir.path().join("a"));
     let b = Member(dir.path().join("b"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let invite = a.last(&["space", "invite", "office"]);
     b.ok(&["space", "join", &invite, "--name", "office"]);
     let code = a.last(&["space", "seed-code", "office"]);
@@ -303,7 +303,7 @@ fn a_member_finds_the_seeder_on_the_lan_and_the_seeder_reads_its_settings_file()
         port,
     );
     let a = Member(dir.path().join("a"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let note = dir.path().join("note.txt");
     std::fs::write(&note, "found on the LAN").unwrap();
     a.ok(&["put", "office", note.to_str().unwrap()]);
@@ -382,7 +382,7 @@ fn a_space_added_on_a_seeder_opens_at_once_with_its_connected_partner() {
     std::fs::write(&note, "kept on two seeders").unwrap();
     let mut codes = Vec::new();
     for name in ["by-socket", "by-page"] {
-        member.ok(&["space", "create", name]);
+        member.ok(&["space", "create", name, "--open"]);
         member.ok(&["put", name, note.to_str().unwrap()]);
         let code = member.last(&["space", "seed-code", name]);
         b.ctl(&["space", "add", &code, "--name", name]);

@@ -60,7 +60,7 @@ fn a_restored_home_catches_up_or_its_fork_is_caught_at_equal_and_greater_length(
     let s2 = Seeder::start(&t.join("s2"), free_udp_port());
     let (p1, p2) = (s1.peer(), s2.peer());
     let a = Member(t.join("a"));
-    a.ok(&["space", "create", "office"]);
+    a.ok(&["space", "create", "office", "--open"]);
     let code = a.last(&["space", "seed-code", "office"]);
     s1.ctl(&["space", "add", &code, "--name", "office"]);
     s2.ctl(&["space", "add", &code, "--name", "office"]);
