@@ -788,7 +788,12 @@ fn seeders_behind_symmetric_nats_replicate_through_a_relay_that_strangers_cannot
     // A stranger to both offices, holding only a space of its own on the public seeder,
     // can't make it relay: the public seeder says so, and carries nothing for it.
     let stranger = tmp.path().join("stranger");
-    member(&net, "m", &stranger, &["space", "create", "elsewhere", "--open"]);
+    member(
+        &net,
+        "m",
+        &stranger,
+        &["space", "create", "elsewhere", "--open"],
+    );
     let elsewhere = member(&net, "m", &stranger, &["space", "seed-code", "elsewhere"]);
     public.ctl(&["space", "add", elsewhere.trim(), "--name", "elsewhere"]);
     member(
