@@ -163,6 +163,7 @@ fn home_err(e: HomeError) -> anyhow::Error {
         HomeError::UnknownSpace(_) | HomeError::NotFound(_) => Failure::NotFound,
         HomeError::NotOwner { .. }
         | HomeError::ReadOnly(_)
+        | HomeError::Removed(_)
         | HomeError::NoCurrentKey
         | HomeError::NotJoined(_) => Failure::Refused,
         HomeError::NoSuchMember { .. } => Failure::NotFound,

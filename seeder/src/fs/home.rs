@@ -101,6 +101,8 @@ pub enum HomeError {
     RemoveSelf(String),
     #[error("nobody in {space:?} is called {who:?}: `seeder space members {space}` lists the names and device keys")]
     NoSuchMember { space: String, who: String },
+    #[error("this device was removed from {0:?} by an owner: it can no longer write there, and can't read what is written after its removal")]
+    Removed(String),
     #[error("this device is a reader of {0:?}: it can read, not write")]
     ReadOnly(String),
     #[error("this device has not joined {0:?} yet: the invite is taken up at the next `seeder sync {0}` with a seeder or member that has it")]
@@ -431,6 +433,13 @@ impl Home {
         }
     }
 
+    /// This device's signing key in the space `name` (it is in the home folder anyway), for
+    /// tests that act as a device that ignores the rules.
+    #[doc(hidden)]
+    pub fn device_key(&self, name: &str) -> Result<SigningKey> {
+        Ok(self.record(name)?.1)
+    }
+
     /// The seed code of a space (its address only: what a seeder is given).
     pub fn seed_code(&self, name: &str) -> Result<SeedCode> {
         let (keys, _) = self.record(name)?;
@@ -474,7 +483,15 @@ impl Home {
             }
             SpaceKeys::Governed { .. } => {
                 let (address, _, m, _, keys) = self.keys_of(name)?;
-                let cipher = ContentCipher::epochs(address, &keys, m.current_key());
+                // The current key; a device without it (removed) is refused writing anyway,
+                // and seals with the newest key it holds only when told to ignore its role.
+                let current = m
+                    .epochs
+                    .iter()
+                    .rev()
+                    .map(|e| e.key)
+                    .find(|k| keys.contains_key(k));
+                let cipher = ContentCipher::epochs(address, &keys, current);
                 (address, cipher, Access::Governed(Box::new(m)))
             }
         };
@@ -486,6 +503,7 @@ impl Home {
             own: FeedKey::from(&device),
             device,
             access,
+            ignore_role: std::cell::Cell::new(false),
             view: RefCell::new(None),
         })
     }
@@ -674,6 +692,8 @@ pub struct SpaceHandle<'h> {
     own: FeedKey,
     device: SigningKey,
     access: Access,
+    /// Write whatever this device's role (see [`SpaceHandle::ignoring_role`]).
+    ignore_role: std::cell::Cell<bool>,
     /// The merged view, built on first use and kept current with this handle's own writes.
     /// Valid for the handle's life: the home's lock keeps other processes from writing.
     view: RefCell<Option<View>>,
@@ -731,13 +751,27 @@ impl SpaceHandle<'_> {
         Ok(out)
     }
 
+    /// From now on, write as a device would that ignored its role (a reader, a removed
+    /// device): entries signed with its own key and sealed with the newest key it holds.
+    /// For tests that prove such entries are refused by seeders and ignored by members.
+    #[doc(hidden)]
+    pub fn ignoring_role(self) -> Self {
+        self.ignore_role.set(true);
+        self
+    }
+
     /// Writing needs a role that writes and the current key.
     fn check_writer(&self) -> Result<()> {
+        if self.ignore_role.get() {
+            return Ok(());
+        }
         if let Access::Governed(m) = &self.access {
             match m.role(&self.own) {
                 Some(r) if r.writes() => {}
                 Some(_) => return Err(HomeError::ReadOnly(self.name.clone())),
-                None if m.members.contains_key(&self.own) => return Err(HomeError::NoCurrentKey),
+                None if m.members.contains_key(&self.own) => {
+                    return Err(HomeError::Removed(self.name.clone()))
+                }
                 None => return Err(HomeError::NotJoined(self.name.clone())),
             }
         }
@@ -772,7 +806,10 @@ impl SpaceHandle<'_> {
         Ok(self.home.store.append(batch)?)
     }
 
+    /// Where this device's next write goes; the start of every write, so refused at once
+    /// for a device that may not write.
     fn own_frontier(&self) -> Result<Frontier> {
+        self.check_writer()?;
         Ok(self.home.store.frontier(&self.own)?)
     }
 
