@@ -2,6 +2,8 @@
 //! removal with a new key epoch, and what a removed or read-only device can and can't do.
 //! The same rules over QUIC through a seeder are in `governed_sync.rs`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use seeder::fs::home::{FileMeta, Home, HomeError, Rng};

@@ -482,7 +482,9 @@ impl Home {
                 (secret.address(), ContentCipher::new(&secret), Access::Open)
             }
             SpaceKeys::Governed { .. } => {
-                let (address, _, m, _, keys) = self.keys_of(name)?;
+                let super::roster::Held {
+                    address, m, keys, ..
+                } = self.keys_of(name)?;
                 // The current key; a device without it (removed) is refused writing anyway,
                 // and seals with the newest key it holds only when told to ignore its role.
                 let current = m

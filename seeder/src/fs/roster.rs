@@ -30,6 +30,14 @@ fn record_key(address: &Address, id: &members::RecordId) -> [u8; 64] {
     k
 }
 
+/// What this device holds of a governed space.
+pub(super) struct Held {
+    pub address: Address,
+    pub device: SigningKey,
+    pub m: Membership,
+    pub keys: BTreeMap<KeyId, ContentKey>,
+}
+
 /// One device of a space as its members see it.
 #[derive(Clone, Debug)]
 pub struct RosterRow {
@@ -184,16 +192,7 @@ impl Home {
     }
 
     /// The membership of the governed space `name` and every content key this device holds.
-    pub(super) fn keys_of(
-        &self,
-        name: &str,
-    ) -> Result<(
-        Address,
-        SigningKey,
-        Membership,
-        Vec<VerifiedRecord>,
-        BTreeMap<KeyId, ContentKey>,
-    )> {
+    pub(super) fn keys_of(&self, name: &str) -> Result<Held> {
         let (keys, device) = self.record(name)?;
         let SpaceKeys::Governed {
             address,
@@ -225,7 +224,12 @@ impl Home {
             }
         }
         let keys = m.unlock(&records, &address, &boxes, known);
-        Ok((address, device, m, records, keys))
+        Ok(Held {
+            address,
+            device,
+            m,
+            keys,
+        })
     }
 
     /// A one-device invite into the space `name` with `role`, for `label` (a person's or a
@@ -238,7 +242,12 @@ impl Home {
         label: &str,
         rng: &mut Rng,
     ) -> Result<InviteCode> {
-        let (address, device, m, _, keys) = self.keys_of(name)?;
+        let Held {
+            address,
+            device,
+            m,
+            keys,
+        } = self.keys_of(name)?;
         self.require_owner(name, &device, &m)?;
         let current = m.current_key().ok_or(HomeError::NoCurrentKey)?;
         let key = keys.get(&current).ok_or(HomeError::NoCurrentKey)?;
@@ -285,7 +294,12 @@ impl Home {
     /// device's feed key. Their feeds are frozen at what this device holds of them; a new
     /// epoch's key is boxed to everyone else. Only an owner removes, and not itself.
     pub fn remove_member(&self, name: &str, who: &str, rng: &mut Rng) -> Result<Removed> {
-        let (address, device, m, _, keys) = self.keys_of(name)?;
+        let Held {
+            address,
+            device,
+            m,
+            keys,
+        } = self.keys_of(name)?;
         self.require_owner(name, &device, &m)?;
         let own = FeedKey::from(&device);
         let targets = matching(&address, &m, &keys, who);
@@ -354,7 +368,12 @@ impl Home {
         who: &str,
         role: MemberRole,
     ) -> Result<Vec<(FeedKey, Option<String>)>> {
-        let (address, device, m, _, keys) = self.keys_of(name)?;
+        let Held {
+            address,
+            device,
+            m,
+            keys,
+        } = self.keys_of(name)?;
         self.require_owner(name, &device, &m)?;
         let targets = matching(&address, &m, &keys, who);
         if targets.iter().any(|(f, _)| *f == FeedKey::from(&device)) {
@@ -391,7 +410,12 @@ impl Home {
     /// in it and every pending invite, with every earlier key this device holds wrapped under
     /// it. Returns the new epoch number.
     pub fn rotate(&self, name: &str, rng: &mut Rng) -> Result<usize> {
-        let (address, device, m, _, keys) = self.keys_of(name)?;
+        let Held {
+            address,
+            device,
+            m,
+            keys,
+        } = self.keys_of(name)?;
         self.require_owner(name, &device, &m)?;
         let mut new = Zeroizing::new([0u8; 32]);
         rand::RngCore::fill_bytes(rng, &mut new[..]);
@@ -418,7 +442,12 @@ impl Home {
 
     /// Who is in the space `name`, as this device knows it.
     pub fn roster(&self, name: &str) -> Result<Roster> {
-        let (address, device, m, _, keys) = self.keys_of(name)?;
+        let Held {
+            address,
+            device,
+            m,
+            keys,
+        } = self.keys_of(name)?;
         let own = FeedKey::from(&device);
         let devices = m
             .members
