@@ -350,7 +350,10 @@ impl std::str::FromStr for SeedCode {
     type Err = CodeError;
     fn from_str(s: &str) -> Result<Self, CodeError> {
         let (_, key) = decode(Kind::Seed, s)?;
-        let key: [u8; 32] = key.as_slice().try_into().expect("seed codes carry 32 bytes");
+        let key: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .expect("seed codes carry 32 bytes");
         Ok(SeedCode(Address(key)))
     }
 }
@@ -422,7 +425,10 @@ impl std::str::FromStr for InviteCode {
             secret.copy_from_slice(&key[32..]);
             return Ok(InviteCode::device(Address(address), secret));
         }
-        let secret: [u8; 32] = key.as_slice().try_into().expect("invite codes carry 32 or 64 bytes");
+        let secret: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .expect("invite codes carry 32 or 64 bytes");
         Ok(InviteCode::Space(SpaceSecret::from_bytes(secret)))
     }
 }

@@ -269,7 +269,12 @@ impl Record {
     }
 
     /// Sign `change` with `key`, after `parents`.
-    pub fn sign(key: &SigningKey, address: Address, parents: Vec<RecordId>, change: Change) -> Record {
+    pub fn sign(
+        key: &SigningKey,
+        address: Address,
+        parents: Vec<RecordId>,
+        change: Change,
+    ) -> Record {
         let body = Body {
             address,
             parents,
@@ -305,7 +310,9 @@ impl Record {
         match &self.body.change {
             Change::Genesis { .. } => {
                 if self.signer != expected.0 || !self.body.parents.is_empty() {
-                    return Err(bad("a genesis is signed by the space key and has no parents"));
+                    return Err(bad(
+                        "a genesis is signed by the space key and has no parents",
+                    ));
                 }
             }
             Change::Invite { sealed, label, .. } => {
@@ -399,11 +406,7 @@ impl InviteKeys {
 }
 
 /// Box a content key to an X25519 public key (a libsodium sealed box).
-pub fn box_key(
-    rng: &mut (impl RngCore + CryptoRng),
-    to: &[u8; 32],
-    key: &[u8; 32],
-) -> SealedKey {
+pub fn box_key(rng: &mut (impl RngCore + CryptoRng), to: &[u8; 32], key: &[u8; 32]) -> SealedKey {
     let public = crypto_box::PublicKey::from_bytes(*to);
     SealedKey(
         public
@@ -437,7 +440,12 @@ pub fn wrap_key(
     SealedKey(seal_with(rng, new, &wrap_aad(address, id), old))
 }
 
-fn seal_with(rng: &mut (impl RngCore + CryptoRng), key: &[u8; 32], aad: &[u8], msg: &[u8]) -> Vec<u8> {
+fn seal_with(
+    rng: &mut (impl RngCore + CryptoRng),
+    key: &[u8; 32],
+    aad: &[u8],
+    msg: &[u8],
+) -> Vec<u8> {
     let aead = chacha20poly1305::XChaCha20Poly1305::new(key.into());
     let mut nonce = [0u8; 24];
     rng.fill_bytes(&mut nonce);
@@ -612,7 +620,11 @@ impl Membership {
             .iter()
             .flat_map(|id| by_id[id].record.body.parents.iter().copied())
             .collect();
-        m.heads = order.iter().filter(|id| !named.contains(id)).copied().collect();
+        m.heads = order
+            .iter()
+            .filter(|id| !named.contains(id))
+            .copied()
+            .collect();
         m.heads.truncate(MAX_PARENTS);
         m
     }

@@ -202,7 +202,9 @@ fn wrong_kind_length_and_characters_get_their_own_messages() {
 fn sealed_entries_only_open_at_their_own_place() {
     let s = secret();
     let c = ContentCipher::new(&s);
-    let sealed = c.seal(&feed(1), 5, b"secret path and content", &[9; 24]).unwrap();
+    let sealed = c
+        .seal(&feed(1), 5, b"secret path and content", &[9; 24])
+        .unwrap();
     assert_eq!(sealed.len(), 23 + SEAL_OVERHEAD);
     assert_eq!(
         c.open(&feed(1), 5, &sealed).unwrap(),
