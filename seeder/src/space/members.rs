@@ -927,7 +927,13 @@ fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'
                     return Err("a removal of a device already removed");
                 }
                 d.removed = true;
-                let at = if d.role.writes() { *at } else { 0 };
+                // A reader's feed stays where it was frozen when it was made reader, or at 0
+                // if it never wrote as a member.
+                let at = if d.role.writes() {
+                    *at
+                } else {
+                    d.frozen_at.unwrap_or(0)
+                };
                 d.frozen_at = Some(d.frozen_at.map_or(at, |f| f.min(at)));
                 applied.removals.push((id, *member));
                 // Invites the removed device made and nobody used go with it.
