@@ -677,15 +677,21 @@ impl Membership {
     }
 
     /// Whether the current key is held by someone no longer entitled to it (two owners
-    /// removed devices at once, each boxing the new key to the other's removed device):
-    /// an owner should start another epoch.
+    /// removed devices at once, each boxing the new key to the other's removed device; or
+    /// it was boxed to an invite that is revoked, or whose device is removed): an owner
+    /// should start another epoch.
     pub fn needs_rotation(&self) -> bool {
         let Some(current) = self.epochs.last() else {
             return false;
         };
         current.holders.iter().any(|h| {
-            let device = self.members.get(&FeedKey(*h)).is_some_and(|m| m.removed);
-            let invite = self.invites.get(h).is_some_and(|i| i.revoked);
+            let removed = |feed: &FeedKey| self.members.get(feed).is_some_and(|m| m.removed);
+            let device = removed(&FeedKey(*h));
+            // An invite's secret stays with the device that joined with it.
+            let invite = self
+                .invites
+                .get(h)
+                .is_some_and(|i| i.revoked || i.used_by.as_ref().is_some_and(removed));
             device || invite
         })
     }
