@@ -614,8 +614,9 @@ impl Membership {
                     .push((*id, "signed by a removed device after its removal".into()));
             }
         }
-        m.waiting = records.len() - order.len();
-        m.records = records.len();
+        // Counted by id: the same record given twice is held once.
+        m.waiting = by_id.len() - order.len();
+        m.records = by_id.len();
         let named: BTreeSet<RecordId> = order
             .iter()
             .flat_map(|id| by_id[id].record.body.parents.iter().copied())
