@@ -590,7 +590,9 @@ impl Membership {
         order.sort_by_key(|id| (depth[id], *id));
         let ancestors = ancestry(&order, &by_id);
         let mut excluded: BTreeSet<RecordId> = BTreeSet::new();
-        // Each round can only exclude more, so this ends within `order.len()` rounds.
+        // Each round can only exclude more, so this ends within `order.len()` rounds. A round
+        // takes the exclusions of one removal, the first in order that has any: they may take
+        // away the authority behind a later removal, which must then exclude nothing.
         let mut state;
         loop {
             state = apply(&order, &by_id, &excluded);
@@ -600,6 +602,9 @@ impl Membership {
                     if by_id[id].record.signer == *member && !ancestors[removal].contains(id) {
                         more.insert(*id);
                     }
+                }
+                if more.len() > excluded.len() {
+                    break;
                 }
             }
             if more == excluded {
