@@ -588,29 +588,33 @@ impl Membership {
         }
         order.retain(|id| depth.contains_key(id));
         order.sort_by_key(|id| (depth[id], *id));
-        let ancestors = ancestry(&order, &by_id);
         let mut excluded: BTreeSet<RecordId> = BTreeSet::new();
+        // Removals whose exclusions are in `excluded`: each is worked out once.
+        let mut done: BTreeSet<RecordId> = BTreeSet::new();
         // Each round can only exclude more, so this ends within `order.len()` rounds. A round
         // takes the exclusions of one removal, the first in order that has any: they may take
         // away the authority behind a later removal, which must then exclude nothing.
         let mut state;
         loop {
             state = apply(&order, &by_id, &excluded);
-            let mut more = excluded.clone();
+            let before = excluded.len();
             for (removal, member) in &state.removals {
-                for id in &order {
-                    if by_id[id].record.signer == *member && !ancestors[removal].contains(id) {
-                        more.insert(*id);
-                    }
+                if !done.insert(*removal) {
+                    continue;
                 }
-                if more.len() > excluded.len() {
+                let seen = ancestors(*removal, &by_id);
+                excluded.extend(
+                    order
+                        .iter()
+                        .filter(|id| by_id[id].record.signer == *member && !seen.contains(id)),
+                );
+                if excluded.len() > before {
                     break;
                 }
             }
-            if more == excluded {
+            if excluded.len() == before {
                 break;
             }
-            excluded = more;
         }
         let mut m = state.membership;
         for id in &order {
@@ -796,21 +800,18 @@ impl Membership {
     }
 }
 
-/// The ancestors of each record (itself excluded).
-fn ancestry(
-    order: &[RecordId],
-    by_id: &BTreeMap<RecordId, &VerifiedRecord>,
-) -> BTreeMap<RecordId, BTreeSet<RecordId>> {
-    let mut out: BTreeMap<RecordId, BTreeSet<RecordId>> = BTreeMap::new();
-    for id in order {
-        let mut set = BTreeSet::new();
-        for p in &by_id[id].record.body.parents {
-            set.insert(*p);
-            if let Some(a) = out.get(p) {
-                set.extend(a.iter().copied());
+/// The ancestors of one record (itself excluded). Worked out for removals only, as they
+/// are needed: the ancestors of every record of a log at [`MAX_RECORDS`] would be eight
+/// million ids, half a gigabyte.
+fn ancestors(of: RecordId, by_id: &BTreeMap<RecordId, &VerifiedRecord>) -> BTreeSet<RecordId> {
+    let mut out = BTreeSet::new();
+    let mut next: Vec<RecordId> = by_id[&of].record.body.parents.clone();
+    while let Some(id) = next.pop() {
+        if out.insert(id) {
+            if let Some(r) = by_id.get(&id) {
+                next.extend(r.record.body.parents.iter().copied());
             }
         }
-        out.insert(*id, set);
     }
     out
 }
