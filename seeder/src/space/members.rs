@@ -567,23 +567,33 @@ impl Membership {
     pub fn compute(records: &[VerifiedRecord]) -> Membership {
         let by_id: BTreeMap<RecordId, &VerifiedRecord> =
             records.iter().map(|r| (r.id, r)).collect();
-        // Depth of each record whose ancestry is complete; the rest wait.
+        // Depth of each record whose ancestry is complete; the rest wait. A record gets its
+        // depth once all its parents have theirs (each parent counted as often as named).
         let mut depth: BTreeMap<RecordId, u64> = BTreeMap::new();
         let mut order: Vec<RecordId> = by_id.keys().copied().collect();
-        loop {
-            let before = depth.len();
-            for id in &order {
-                if depth.contains_key(id) {
-                    continue;
-                }
-                let parents = &by_id[id].record.body.parents;
-                if parents.iter().all(|p| depth.contains_key(p)) {
-                    let d = parents.iter().map(|p| depth[p] + 1).max().unwrap_or(0);
-                    depth.insert(*id, d);
-                }
+        let mut children: BTreeMap<RecordId, Vec<RecordId>> = BTreeMap::new();
+        let mut unplaced: BTreeMap<RecordId, usize> = BTreeMap::new();
+        let mut ready: Vec<RecordId> = Vec::new();
+        for (id, r) in &by_id {
+            let parents = &r.record.body.parents;
+            for p in parents {
+                children.entry(*p).or_default().push(*id);
             }
-            if depth.len() == before {
-                break;
+            unplaced.insert(*id, parents.len());
+            if parents.is_empty() {
+                ready.push(*id);
+            }
+        }
+        while let Some(id) = ready.pop() {
+            let parents = &by_id[&id].record.body.parents;
+            let d = parents.iter().map(|p| depth[p] + 1).max().unwrap_or(0);
+            depth.insert(id, d);
+            for child in children.get(&id).into_iter().flatten() {
+                let n = unplaced.get_mut(child).expect("every record is counted");
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(*child);
+                }
             }
         }
         order.retain(|id| depth.contains_key(id));
