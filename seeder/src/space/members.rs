@@ -567,45 +567,64 @@ impl Membership {
     pub fn compute(records: &[VerifiedRecord]) -> Membership {
         let by_id: BTreeMap<RecordId, &VerifiedRecord> =
             records.iter().map(|r| (r.id, r)).collect();
-        // Depth of each record whose ancestry is complete; the rest wait.
+        // Depth of each record whose ancestry is complete; the rest wait. A record gets its
+        // depth once all its parents have theirs (each parent counted as often as named).
         let mut depth: BTreeMap<RecordId, u64> = BTreeMap::new();
         let mut order: Vec<RecordId> = by_id.keys().copied().collect();
-        loop {
-            let before = depth.len();
-            for id in &order {
-                if depth.contains_key(id) {
-                    continue;
-                }
-                let parents = &by_id[id].record.body.parents;
-                if parents.iter().all(|p| depth.contains_key(p)) {
-                    let d = parents.iter().map(|p| depth[p] + 1).max().unwrap_or(0);
-                    depth.insert(*id, d);
-                }
+        let mut children: BTreeMap<RecordId, Vec<RecordId>> = BTreeMap::new();
+        let mut unplaced: BTreeMap<RecordId, usize> = BTreeMap::new();
+        let mut ready: Vec<RecordId> = Vec::new();
+        for (id, r) in &by_id {
+            let parents = &r.record.body.parents;
+            for p in parents {
+                children.entry(*p).or_default().push(*id);
             }
-            if depth.len() == before {
-                break;
+            unplaced.insert(*id, parents.len());
+            if parents.is_empty() {
+                ready.push(*id);
+            }
+        }
+        while let Some(id) = ready.pop() {
+            let parents = &by_id[&id].record.body.parents;
+            let d = parents.iter().map(|p| depth[p] + 1).max().unwrap_or(0);
+            depth.insert(id, d);
+            for child in children.get(&id).into_iter().flatten() {
+                let n = unplaced.get_mut(child).expect("every record is counted");
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(*child);
+                }
             }
         }
         order.retain(|id| depth.contains_key(id));
         order.sort_by_key(|id| (depth[id], *id));
-        let ancestors = ancestry(&order, &by_id);
         let mut excluded: BTreeSet<RecordId> = BTreeSet::new();
-        // Each round can only exclude more, so this ends within `order.len()` rounds.
+        // Removals whose exclusions are in `excluded`: each is worked out once.
+        let mut done: BTreeSet<RecordId> = BTreeSet::new();
+        // Each round can only exclude more, so this ends within `order.len()` rounds. A round
+        // takes the exclusions of one removal, the first in order that has any: they may take
+        // away the authority behind a later removal, which must then exclude nothing.
         let mut state;
         loop {
             state = apply(&order, &by_id, &excluded);
-            let mut more = excluded.clone();
+            let before = excluded.len();
             for (removal, member) in &state.removals {
-                for id in &order {
-                    if by_id[id].record.signer == *member && !ancestors[removal].contains(id) {
-                        more.insert(*id);
-                    }
+                if !done.insert(*removal) {
+                    continue;
+                }
+                let seen = ancestors(*removal, &by_id);
+                excluded.extend(
+                    order
+                        .iter()
+                        .filter(|id| by_id[id].record.signer == *member && !seen.contains(id)),
+                );
+                if excluded.len() > before {
+                    break;
                 }
             }
-            if more == excluded {
+            if excluded.len() == before {
                 break;
             }
-            excluded = more;
         }
         let mut m = state.membership;
         for id in &order {
@@ -614,8 +633,9 @@ impl Membership {
                     .push((*id, "signed by a removed device after its removal".into()));
             }
         }
-        m.waiting = records.len() - order.len();
-        m.records = records.len();
+        // Counted by id: the same record given twice is held once.
+        m.waiting = by_id.len() - order.len();
+        m.records = by_id.len();
         let named: BTreeSet<RecordId> = order
             .iter()
             .flat_map(|id| by_id[id].record.body.parents.iter().copied())
@@ -677,15 +697,21 @@ impl Membership {
     }
 
     /// Whether the current key is held by someone no longer entitled to it (two owners
-    /// removed devices at once, each boxing the new key to the other's removed device):
-    /// an owner should start another epoch.
+    /// removed devices at once, each boxing the new key to the other's removed device; or
+    /// it was boxed to an invite that is revoked, or whose device is removed): an owner
+    /// should start another epoch.
     pub fn needs_rotation(&self) -> bool {
         let Some(current) = self.epochs.last() else {
             return false;
         };
         current.holders.iter().any(|h| {
-            let device = self.members.get(&FeedKey(*h)).is_some_and(|m| m.removed);
-            let invite = self.invites.get(h).is_some_and(|i| i.revoked);
+            let removed = |feed: &FeedKey| self.members.get(feed).is_some_and(|m| m.removed);
+            let device = removed(&FeedKey(*h));
+            // An invite's secret stays with the device that joined with it.
+            let invite = self
+                .invites
+                .get(h)
+                .is_some_and(|i| i.revoked || i.used_by.as_ref().is_some_and(removed));
             device || invite
         })
     }
@@ -784,21 +810,18 @@ impl Membership {
     }
 }
 
-/// The ancestors of each record (itself excluded).
-fn ancestry(
-    order: &[RecordId],
-    by_id: &BTreeMap<RecordId, &VerifiedRecord>,
-) -> BTreeMap<RecordId, BTreeSet<RecordId>> {
-    let mut out: BTreeMap<RecordId, BTreeSet<RecordId>> = BTreeMap::new();
-    for id in order {
-        let mut set = BTreeSet::new();
-        for p in &by_id[id].record.body.parents {
-            set.insert(*p);
-            if let Some(a) = out.get(p) {
-                set.extend(a.iter().copied());
+/// The ancestors of one record (itself excluded). Worked out for removals only, as they
+/// are needed: the ancestors of every record of a log at [`MAX_RECORDS`] would be eight
+/// million ids, half a gigabyte.
+fn ancestors(of: RecordId, by_id: &BTreeMap<RecordId, &VerifiedRecord>) -> BTreeSet<RecordId> {
+    let mut out = BTreeSet::new();
+    let mut next: Vec<RecordId> = by_id[&of].record.body.parents.clone();
+    while let Some(id) = next.pop() {
+        if out.insert(id) {
+            if let Some(r) = by_id.get(&id) {
+                next.extend(r.record.body.parents.iter().copied());
             }
         }
-        out.insert(*id, set);
     }
     out
 }
@@ -927,7 +950,13 @@ fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'
                     return Err("a removal of a device already removed");
                 }
                 d.removed = true;
-                let at = if d.role.writes() { *at } else { 0 };
+                // A reader's feed stays where it was frozen when it was made reader, or at 0
+                // if it never wrote as a member.
+                let at = if d.role.writes() {
+                    *at
+                } else {
+                    d.frozen_at.unwrap_or(0)
+                };
                 d.frozen_at = Some(d.frozen_at.map_or(at, |f| f.min(at)));
                 applied.removals.push((id, *member));
                 // Invites the removed device made and nobody used go with it.
