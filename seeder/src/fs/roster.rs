@@ -144,6 +144,9 @@ impl Home {
             new.push(join);
         }
         self.store().commit()?;
+        if let Some(epoch) = self.rotate_if_asked(&name)? {
+            new.push(epoch);
+        }
         Ok(new)
     }
 
@@ -352,7 +355,7 @@ impl Home {
             )?;
             heads = vec![r.id()];
         }
-        let epoch = self.rotate(name, rng)?;
+        let (epoch, _) = self.rotate(name, rng)?;
         Ok(Removed {
             devices: removed,
             invites: invites.len(),
@@ -408,8 +411,8 @@ impl Home {
 
     /// Start a new epoch of the space `name`: a fresh content key boxed to every device still
     /// in it and every pending invite, with every earlier key this device holds wrapped under
-    /// it. Returns the new epoch number.
-    pub fn rotate(&self, name: &str, rng: &mut Rng) -> Result<usize> {
+    /// it. Returns the new epoch number and its record.
+    pub fn rotate(&self, name: &str, rng: &mut Rng) -> Result<(usize, VerifiedRecord)> {
         let Held {
             address,
             device,
@@ -428,7 +431,7 @@ impl Home {
             .iter()
             .map(|(id, k)| (*id, Box::new(members::wrap_key(rng, &address, &new, id, k))))
             .collect();
-        self.add_own_record(
+        let record = self.add_own_record(
             &address,
             Record::sign(
                 &device,
@@ -437,7 +440,27 @@ impl Home {
                 Change::Epoch { boxes, earlier },
             ),
         )?;
-        Ok(m.epoch() + 1)
+        Ok((m.epoch() + 1, record))
+    }
+
+    /// The membership asks for a new epoch (two owners removed devices at once, each boxing
+    /// its new key to the other's removed device, or leaving out the other's key) and this
+    /// device is the one to make it: the most senior owner, holding every key so far.
+    fn rotate_if_asked(&self, name: &str) -> Result<Option<VerifiedRecord>> {
+        let Ok(Held {
+            device, m, keys, ..
+        }) = self.keys_of(name)
+        else {
+            return Ok(None);
+        };
+        let own = FeedKey::from(&device);
+        if !m.needs_rotation()
+            || m.senior_owner() != Some(own)
+            || !m.epochs.iter().all(|e| keys.contains_key(&e.key))
+        {
+            return Ok(None);
+        }
+        Ok(Some(self.rotate(name, &mut Rng::default())?.1))
     }
 
     /// Who is in the space `name`, as this device knows it.

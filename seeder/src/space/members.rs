@@ -25,8 +25,16 @@ Order and conflicts: records are applied in a topological order of the DAG (dept
 record id), so every peer with the same set computes the same result. A record counts only
 if its signer has the authority at that point. Records by a device that is removed count
 only if the removal had seen them (they are its ancestors): this is applied to a fixed
-point, so a removed owner can't slip in records that sort before its own removal.
-Concurrent epochs are all kept (an entry names its key); the newest in order is current.
+point, so a removed owner can't slip in records that sort before its own removal. Two owners
+who remove or demote each other concurrently are settled by seniority (who became an owner
+first in order), not by the order of the two changes, whose parents the signers choose: a
+removed owner can't back-date a counter-removal. The price, as in every system without a
+central order: a stolen device of the *senior* owner can still counter-remove the owner who
+removed it; keep the founding device safe, or hand seniority on by making a new space.
+Concurrent epochs are all kept (an entry names its key); the newest in order is current, and
+when it leaves out a key another holds (or was boxed to a removed device) the membership asks
+for another rotation ([`Membership::needs_rotation`]), which the most senior owner device
+makes ([`Membership::senior_owner`]).
 Whatever was ignored is listed in [`Membership::conflicts`], for people to see.
 
 This module knows nothing of feeds' contents, storage or the network.
@@ -534,6 +542,8 @@ pub struct Epoch {
     pub record: RecordId,
     /// Who holds a box of it: devices' feed keys and invite keys.
     pub holders: BTreeSet<[u8; 32]>,
+    /// Earlier keys it wraps (opens).
+    pub wraps: BTreeSet<KeyId>,
 }
 
 /// Whether a feed is taken into the space, and how far.
@@ -560,6 +570,8 @@ pub struct Membership {
     pub records: usize,
     /// The records no other record names as a parent: the parents of the next one.
     pub heads: Vec<RecordId>,
+    /// Where in the order each device first became an owner (its seniority).
+    pub owner_since: BTreeMap<FeedKey, usize>,
 }
 
 impl Membership {
@@ -598,7 +610,8 @@ impl Membership {
         }
         order.retain(|id| depth.contains_key(id));
         order.sort_by_key(|id| (depth[id], *id));
-        let mut excluded: BTreeSet<RecordId> = BTreeSet::new();
+        let mut excluded = senior_wins(&order, &by_id);
+        let juniors = excluded.clone();
         // Removals whose exclusions are in `excluded`: each is worked out once.
         let mut done: BTreeSet<RecordId> = BTreeSet::new();
         // Each round can only exclude more, so this ends within `order.len()` rounds. A round
@@ -627,8 +640,14 @@ impl Membership {
             }
         }
         let mut m = state.membership;
+        m.owner_since = state.owner_since;
         for id in &order {
-            if excluded.contains(id) {
+            if juniors.contains(id) {
+                m.conflicts.push((
+                    *id,
+                    "the junior of two owners removing or demoting each other at once".into(),
+                ));
+            } else if excluded.contains(id) {
                 m.conflicts
                     .push((*id, "signed by a removed device after its removal".into()));
             }
@@ -704,6 +723,14 @@ impl Membership {
         let Some(current) = self.epochs.last() else {
             return false;
         };
+        // A concurrent epoch's key the current one doesn't open: devices invited from now on
+        // could not read what was sealed with it.
+        if self.epochs[..self.epochs.len() - 1]
+            .iter()
+            .any(|e| !current.wraps.contains(&e.key))
+        {
+            return true;
+        }
         current.holders.iter().any(|h| {
             let removed = |feed: &FeedKey| self.members.get(feed).is_some_and(|m| m.removed);
             let device = removed(&FeedKey(*h));
@@ -714,6 +741,18 @@ impl Membership {
                 .is_some_and(|i| i.revoked || i.used_by.as_ref().is_some_and(removed));
             device || invite
         })
+    }
+
+    /// The owner device still in the space that became an owner first: the one that makes a
+    /// rotation the membership asks for, so that two owners never race to.
+    pub fn senior_owner(&self) -> Option<FeedKey> {
+        self.active()
+            .filter(|d| d.role == MemberRole::Owner)
+            .min_by_key(|d| {
+                let since = self.owner_since.get(&d.device.feed).copied();
+                (since.unwrap_or(usize::MAX), d.device.feed)
+            })
+            .map(|d| d.device.feed)
     }
 
     /// Everyone a new epoch's key is boxed to: devices still in the space and pending
@@ -826,10 +865,58 @@ fn ancestors(of: RecordId, by_id: &BTreeMap<RecordId, &VerifiedRecord>) -> BTree
     out
 }
 
+/// Two owners who remove or demote each other concurrently (neither change had seen the
+/// other): the change by the senior one, the owner first in order, counts; the junior's is
+/// excluded. Parents a signer chooses can't decide this (a removed owner could name old ones
+/// to sort its counter-removal first); seniority is fixed by records others signed.
+fn senior_wins(
+    order: &[RecordId],
+    by_id: &BTreeMap<RecordId, &VerifiedRecord>,
+) -> BTreeSet<RecordId> {
+    let mut out = BTreeSet::new();
+    let hostile: Vec<(RecordId, [u8; 32], [u8; 32])> = order
+        .iter()
+        .filter_map(|id| {
+            let r = &by_id[id].record;
+            match &r.body.change {
+                Change::Remove { member, .. } => Some((*id, r.signer, *member)),
+                Change::SetRole { device, role, .. } if *role != MemberRole::Owner => {
+                    Some((*id, r.signer, device.0))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    if hostile.len() < 2 {
+        return out;
+    }
+    let rank = apply(order, by_id, &BTreeSet::new()).owner_since;
+    let rank_of = |k: &[u8; 32]| rank.get(&FeedKey(*k)).copied().unwrap_or(usize::MAX);
+    for (i, (a, sa, ta)) in hostile.iter().enumerate() {
+        for (b, sb, tb) in &hostile[i + 1..] {
+            if ta != sb || tb != sa || sa == sb {
+                continue;
+            }
+            if ancestors(*a, by_id).contains(b) || ancestors(*b, by_id).contains(a) {
+                continue;
+            }
+            let junior = if (rank_of(sa), *a) < (rank_of(sb), *b) {
+                *b
+            } else {
+                *a
+            };
+            out.insert(junior);
+        }
+    }
+    out
+}
+
 struct Applied {
     membership: Membership,
     /// (removal record, removed signer key) for every removal that counted.
     removals: Vec<(RecordId, [u8; 32])>,
+    /// Where in the order each device first became an owner: its seniority.
+    owner_since: BTreeMap<FeedKey, usize>,
 }
 
 fn apply(
@@ -840,13 +927,27 @@ fn apply(
     let mut applied = Applied {
         membership: Membership::default(),
         removals: Vec::new(),
+        owner_since: BTreeMap::new(),
     };
-    for id in order {
+    for (pos, id) in order.iter().enumerate() {
         if excluded.contains(id) {
             continue;
         }
-        if let Err(why) = apply_one(&mut applied, *id, &by_id[id].record) {
+        let rec = &by_id[id].record;
+        if let Err(why) = apply_one(&mut applied, *id, rec) {
             applied.membership.conflicts.push((*id, why.to_string()));
+            continue;
+        }
+        let subject = match &rec.body.change {
+            Change::Genesis { owner } => Some(owner.feed),
+            Change::Join { device, .. } => Some(device.feed),
+            Change::SetRole { device, .. } => Some(*device),
+            _ => None,
+        };
+        if let Some(f) = subject {
+            if applied.membership.role(&f) == Some(MemberRole::Owner) {
+                applied.owner_since.entry(f).or_insert(pos);
+            }
         }
     }
     applied
@@ -879,6 +980,7 @@ fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'
                 key: id.key_id(),
                 record: id,
                 holders: [owner.feed.0].into(),
+                wraps: BTreeSet::new(),
             });
         }
         _ if m.epochs.is_empty() => return Err("before the space's genesis"),
@@ -971,11 +1073,12 @@ fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'
                 return Err("a removal of a device or invite not in the space");
             }
         }
-        Change::Epoch { boxes, .. } => {
+        Change::Epoch { boxes, earlier } => {
             m.epochs.push(Epoch {
                 key: id.key_id(),
                 record: id,
                 holders: boxes.iter().map(|(h, _)| *h).collect(),
+                wraps: earlier.iter().map(|(k, _)| *k).collect(),
             });
         }
     }

@@ -1002,35 +1002,59 @@ fn owners_removing_each_other_concurrently_leave_exactly_one() {
         },
     );
     let m = order_free(&s.records);
-    // Both removals are at the same depth: the smaller id is first and wins.
-    let (winner, loser, lost, lost_after, at) = if by_a < by_b {
-        (&a, &b, by_b, after_b, 6)
-    } else {
-        (&b, &a, by_a, after_a, 7)
-    };
-    assert_eq!(m.role(&feed(winner)), Some(MemberRole::Owner));
-    assert_eq!(m.role(&feed(loser)), None);
-    assert_eq!(m.admits(&feed(loser)), Admission::Upto(Some(at)));
+    // Seniority decides, not the order: `a` made the space, so it stays.
+    assert_eq!(m.role(&feed(&a)), Some(MemberRole::Owner));
+    assert_eq!(m.role(&feed(&b)), None);
+    assert_eq!(m.admits(&feed(&b)), Admission::Upto(Some(6)));
     assert_eq!(
-        m.active()
-            .filter(|d| d.device.feed == feed(&a) || d.device.feed == feed(&b))
-            .count(),
-        1
+        conflict(&m, by_b),
+        Some("the junior of two owners removing or demoting each other at once")
     );
-    for id in [lost, lost_after] {
-        assert_eq!(
-            conflict(&m, id),
-            Some("signed by a removed device after its removal")
-        );
-    }
+    assert_eq!(
+        conflict(&m, after_b),
+        Some("signed by a removed device after its removal")
+    );
     assert_eq!(m.conflicts.len(), 2, "{:?}", m.conflicts);
-    // The winner's later record counts, the loser's doesn't.
-    let expected = if by_a < by_b {
-        MemberRole::Owner
-    } else {
-        MemberRole::Reader
-    };
-    assert_eq!(m.role(&feed(&w)), Some(expected));
+    // The senior's later record counts, the junior's doesn't.
+    assert_eq!(m.role(&feed(&w)), Some(MemberRole::Owner));
+    let _ = after_a;
+}
+
+#[test]
+fn a_removed_owner_cannot_back_date_a_counter_removal() {
+    let a = device(1);
+    let mut s = Space::new(&a);
+    let b = s.admit(&a, MemberRole::Owner, 2);
+    let old = s.heads();
+    let w = s.admit(&a, MemberRole::Writer, 3);
+    let removal = s.sign_after(
+        &a,
+        s.heads(),
+        Change::Remove {
+            member: feed(&b).0,
+            at: 4,
+        },
+    );
+    // `b`, removed, names the parents it had when it became an owner, so its records sort
+    // before the removal: removing `a`, then demoting it.
+    for change in [
+        Change::Remove {
+            member: feed(&a).0,
+            at: 0,
+        },
+        Change::SetRole {
+            device: feed(&a),
+            role: MemberRole::Reader,
+            at: 0,
+        },
+    ] {
+        let _ = s.sign_after(&b, old.clone(), change);
+    }
+    let m = order_free(&s.records);
+    assert_eq!(m.role(&feed(&a)), Some(MemberRole::Owner));
+    assert_eq!(m.role(&feed(&b)), None);
+    assert_eq!(m.role(&feed(&w)), Some(MemberRole::Writer));
+    assert!(conflict(&m, removal).is_none());
 }
 
 #[test]
