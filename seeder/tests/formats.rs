@@ -4,21 +4,24 @@
 //! `SEEDER_WRITE_VECTORS=1` the test rewrites the block instead of failing.
 //!
 //! Where FORMATS.md describes a construction that the library keeps private (the capability
-//! key, the cipher's associated data, the code checksum and base32), the generator builds it
-//! from the description with the standard primitives and checks it against what the library
-//! produces, so the prose is tested too, not only the bytes.
+//! key, the cipher's associated data, the code checksum and base32, the postcard layout of
+//! membership records, sealed boxes, key wraps and labels), the generator builds it from the
+//! description with the standard primitives and checks it against what the library produces,
+//! so the prose is tested too, not only the bytes.
 //!
 //! To add vectors: add a function returning a [`Section`] and list it in [`sections`].
 
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer, SigningKey};
+use rand::rngs::StdRng;
+use rand::{CryptoRng, RngCore, SeedableRng};
 
 use seeder::feed::{
     empty_root, leaf_hash, node_hash, write_batch, ConsistencyProof, FeedKey, Frontier, Hash,
@@ -29,10 +32,15 @@ use seeder::fs::{
     MAX_CLOCK_FEEDS, MAX_COMPONENT_LEN, MAX_DEVICE_NAME_LEN, MAX_PATH_LEN, MODE_MASK,
 };
 use seeder::net::{reach::PeerCode, tunnel, NodeIdentity, CAPABILITY_EXPORTER_LABEL};
+use seeder::space::members::{
+    self, Admission, Body, Change, ContentKey, InviteKeys, KeyId, MemberRole, Membership,
+    VerifiedRecord, CTX_DEVICE_BOX, CTX_INVITE_BOX, CTX_INVITE_SIGNING, JOIN_DOMAIN, LABEL_DOMAIN,
+    RECORD_DOMAIN, WRAP_DOMAIN,
+};
 use seeder::space::{
     Address, Capability, ContentCipher, InviteCode, MembershipCert, Role, SeedCode, SpaceSecret,
     CAPABILITY_DOMAIN, CERT_DOMAIN, CTX_CAPABILITY, CTX_CONTENT, CTX_DISCOVERY, CTX_SIGNING,
-    ENTRY_AAD_DOMAIN,
+    ENTRY_AAD_DOMAIN, ENTRY_AAD_DOMAIN_V2,
 };
 use seeder::store::{Store, StoreConfig};
 use seeder::wire::{FeedOffer, Message, Refusal};
@@ -72,6 +80,7 @@ impl Section {
 /// Every section, in the order FORMATS.md shows them. New vectors go here.
 fn sections() -> Vec<Section> {
     let w = World::new();
+    let g = Gov::new(&w);
     vec![
         inputs(),
         strings_and_limits(),
@@ -84,7 +93,11 @@ fn sections() -> Vec<Section> {
         wire_frames(&w),
         file_records(&w),
         bundle(&w),
-        membership_log(),
+        device_invite(&w, &g),
+        membership_records(&w, &g),
+        membership(&w, &g),
+        governed_entry(&w, &g),
+        governed_bundle(&w, &g),
     ]
 }
 
@@ -321,7 +334,11 @@ fn inputs() -> Section {
          `feed_seed` the ed25519 seed of the device's feed key; `other_feed_seed` that of a \
          second device, whose feed key only appears in vector clocks; `node_seed` that of a \
          node's identity; `exporter_secret` what a connection's TLS exporter gave both ends; \
-         `nonce_N` the nonce entry N of the device's feed is sealed with.",
+         `nonce_N` the nonce entry N of the device's feed is sealed with. For the governed \
+         space: `invite_secret` is the secret of a device invite, `epoch_1_key` the content \
+         key of its second epoch, `governed_nonce` the nonce of its entry, and `rng_seed` (in \
+         decimal) seeds the RNG the sealed boxes and wraps drew from (Rust's \
+         `rand::rngs::StdRng::seed_from_u64`; every draw is listed where it is used).",
     );
     s.hex("space_secret", counting(0x00));
     s.hex("feed_seed", counting(0x20));
@@ -331,6 +348,10 @@ fn inputs() -> Section {
     for seq in 0..ENTRIES {
         s.hex(format!("nonce_{seq}"), nonce(seq));
     }
+    s.hex("invite_secret", counting(0xa0));
+    s.hex("epoch_1_key", counting(0xe0));
+    s.hex("governed_nonce", GOVERNED_NONCE);
+    s.text("rng_seed", RNG_SEED);
     s
 }
 
@@ -390,6 +411,19 @@ fn strings_and_limits() -> Section {
     s.text("max_component_len", MAX_COMPONENT_LEN);
     s.text("bundle_max_frame_len", seeder::fs::bundle::MAX_FRAME_LEN);
     s.text("bundle_max_feeds", seeder::fs::bundle::MAX_BUNDLE_FEEDS);
+    s.text("ctx_device_box", quoted(CTX_DEVICE_BOX));
+    s.text("ctx_invite_signing", quoted(CTX_INVITE_SIGNING));
+    s.text("ctx_invite_box", quoted(CTX_INVITE_BOX));
+    s.hex("record_domain", RECORD_DOMAIN);
+    s.hex("join_domain", JOIN_DOMAIN);
+    s.hex("wrap_domain", WRAP_DOMAIN);
+    s.hex("label_domain", LABEL_DOMAIN);
+    s.hex("entry_aad_domain_v2", ENTRY_AAD_DOMAIN_V2);
+    s.text("max_records", members::MAX_RECORDS);
+    s.text("max_parents", members::MAX_PARENTS);
+    s.text("max_boxes", members::MAX_BOXES);
+    s.text("max_label", members::MAX_LABEL);
+    s.text("sealed_key_len", members::SEALED_KEY_LEN);
     s
 }
 
@@ -430,20 +464,21 @@ const CODE_CHECKSUM_CTX: &str = "seeder 2026-11 code checksum v1";
 const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 /// A code made as FORMATS.md says: returns (checksum input, checksum, payload, text).
-fn code(prefix: &str, kind: u8, key: &[u8; 32]) -> (Vec<u8>, [u8; 4], Vec<u8>, String) {
-    let mut input = vec![kind, 1];
+fn code(prefix: &str, kind: u8, version: u8, key: &[u8]) -> (Vec<u8>, [u8; 4], Vec<u8>, String) {
+    let mut input = vec![kind, version];
     input.extend_from_slice(key);
     let d = blake3::derive_key(CODE_CHECKSUM_CTX, &input);
     let checksum = [d[0], d[1], d[2], d[3]];
-    let mut payload = vec![1];
+    let mut payload = vec![version];
     payload.extend_from_slice(key);
     payload.extend_from_slice(&checksum);
-    // 296 bits, most significant first, then four zero bits: 60 characters.
+    // Most significant bit first, then zero bits up to a whole character: 296 bits and four
+    // zero bits make 60 characters, 552 bits and three zero bits 111.
     let mut bits: Vec<u8> = payload
         .iter()
         .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1))
         .collect();
-    bits.resize(300, 0);
+    bits.resize(bits.len().div_ceil(5) * 5, 0);
     let chars: Vec<u8> = bits
         .chunks(5)
         .map(|c| CROCKFORD[c.iter().fold(0, |acc, b| (acc << 1) | *b as usize)])
@@ -466,8 +501,8 @@ fn codes(w: &World) -> Section {
     );
     let invite = InviteCode::new(&w.secret).to_string();
     let seed = SeedCode::new(w.address).to_string();
-    let (i_input, i_sum, i_payload, i_text) = code("invite", b'i', w.secret.as_bytes());
-    let (s_input, s_sum, s_payload, s_text) = code("seed", b's', &w.address.0);
+    let (i_input, i_sum, i_payload, i_text) = code("invite", b'i', 1, w.secret.as_bytes());
+    let (s_input, s_sum, s_payload, s_text) = code("seed", b's', 1, &w.address.0);
     assert_eq!(invite, i_text);
     assert_eq!(seed, s_text);
     assert_eq!((seed.len(), invite.len()), (76, 78));
@@ -887,6 +922,735 @@ fn bundle(w: &World) -> Section {
     s
 }
 
-fn membership_log() -> Section {
-    Section::new("Membership log", "Described with the membership log.")
+// ---------------------------------------------------------------------------------------------
+// Governed spaces: the membership log, its keys, and what changes in codes, certificates,
+// entries and bundles.
+
+/// Seed of the RNG the membership vectors draw ephemeral keys and nonces from. Every draw is
+/// listed in the vectors, so another implementation never needs this RNG.
+const RNG_SEED: u64 = 2026;
+/// Nonce of the governed entry.
+const GOVERNED_NONCE: [u8; 24] = [0xd0; 24];
+/// Who the invite is for, as the owner typed it.
+const LABEL: &str = "alice";
+/// Entries of the invited device's feed that stay after its removal.
+const REMOVED_AT: u64 = 2;
+
+/// A seeded RNG that keeps what it gave, so each sealed box's ephemeral secret and each
+/// nonce can be listed and the sealing rebuilt from them.
+struct Tape {
+    rng: StdRng,
+    drawn: Vec<Vec<u8>>,
+}
+
+impl Tape {
+    fn new() -> Tape {
+        Tape {
+            rng: StdRng::seed_from_u64(RNG_SEED),
+            drawn: Vec::new(),
+        }
+    }
+
+    /// The one draw made since the last call.
+    fn take(&mut self) -> Vec<u8> {
+        assert_eq!(self.drawn.len(), 1, "one draw per sealing");
+        self.drawn.pop().unwrap()
+    }
+}
+
+impl RngCore for Tape {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.rng.fill_bytes(dest);
+        self.drawn.push(dest.to_vec());
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoRng for Tape {}
+
+/// The governed space of the vectors and its log: made from `space_secret`, first owner the
+/// device (`feed_seed`), then an invite, the second device's join, its removal and a new epoch.
+struct Gov {
+    owner: SigningKey,
+    other: SigningKey,
+    invite_secret: [u8; 32],
+    invite: InviteKeys,
+    /// Epoch 0's key (the space's content key) and epoch 1's.
+    key0: [u8; 32],
+    key1: [u8; 32],
+    genesis: members::Record,
+    invite_record: members::Record,
+    join: members::Record,
+    remove: members::Record,
+    epoch: members::Record,
+    /// Random bytes drawn while sealing, in order: (name, bytes).
+    draws: Vec<(&'static str, Vec<u8>)>,
+    verified: Vec<VerifiedRecord>,
+    m: Membership,
+}
+
+impl Gov {
+    fn new(w: &World) -> Gov {
+        let address = w.address;
+        let owner = w.device.clone();
+        let other = SigningKey::from_bytes(&counting(0x40));
+        let invite_secret = counting(0xa0);
+        let invite = InviteKeys::from_secret(&invite_secret);
+        let key0 = *w.secret.content_key();
+        let key1 = counting(0xe0);
+        let mut tape = Tape::new();
+        let mut draws = Vec::new();
+
+        let genesis = members::genesis(&w.secret, members::device_of(&owner));
+        let k0 = genesis.id().key_id();
+        let sealed = members::box_key(&mut tape, &invite.box_public(), &key0);
+        draws.push(("invite_sealed_ephemeral_secret", tape.take()));
+        let label = members::seal_label(&mut tape, &address, &invite.public(), &key0, LABEL);
+        draws.push(("invite_label_nonce", tape.take()));
+        let invite_record = members::Record::sign(
+            &owner,
+            address,
+            vec![genesis.id()],
+            Change::Invite {
+                invite: invite.public(),
+                invite_box: invite.box_public(),
+                role: MemberRole::Writer,
+                key: k0,
+                sealed: sealed.0,
+                label,
+            },
+        );
+        let device = members::device_of(&other);
+        let device_signature = other
+            .sign(&members::join_bytes(&address, &invite.public(), &device))
+            .to_bytes();
+        let join = members::Record::sign(
+            &invite.signing,
+            address,
+            vec![invite_record.id()],
+            Change::Join {
+                invite: invite.public(),
+                device,
+                device_signature,
+            },
+        );
+        let remove = members::Record::sign(
+            &owner,
+            address,
+            vec![join.id()],
+            Change::Remove {
+                member: device.feed.0,
+                at: REMOVED_AT,
+            },
+        );
+        let boxed = members::box_key(&mut tape, &members::device_of(&owner).box_key, &key1);
+        draws.push(("epoch_box_ephemeral_secret", tape.take()));
+        let wrapped = members::wrap_key(&mut tape, &address, &key1, &k0, &key0);
+        draws.push(("epoch_wrap_nonce", tape.take()));
+        let epoch = members::Record::sign(
+            &owner,
+            address,
+            vec![remove.id()],
+            Change::Epoch {
+                boxes: vec![(FeedKey::from(&owner).0, Box::new(boxed))],
+                earlier: vec![(k0, Box::new(wrapped))],
+            },
+        );
+        let verified: Vec<VerifiedRecord> = [&genesis, &invite_record, &join, &remove, &epoch]
+            .into_iter()
+            .map(|r| r.clone().verify(&address).unwrap())
+            .collect();
+        // Any order of the same set gives the same membership.
+        let m = Membership::compute(&verified);
+        let reversed: Vec<VerifiedRecord> = verified.iter().rev().cloned().collect();
+        assert_eq!(Membership::compute(&reversed), m);
+        Gov {
+            owner,
+            other,
+            invite_secret,
+            invite,
+            key0,
+            key1,
+            genesis,
+            invite_record,
+            join,
+            remove,
+            epoch,
+            draws,
+            verified,
+            m,
+        }
+    }
+
+    fn draw(&self, name: &str) -> &[u8] {
+        &self.draws.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    /// Every content key a device holds: its box (and the invite's, for the invited device)
+    /// opened, nothing known beforehand.
+    fn keys_of(&self, device: &SigningKey, address: &Address) -> BTreeMap<KeyId, ContentKey> {
+        let feed = FeedKey::from(device);
+        let own_box = members::device_box(device);
+        let mut boxes = vec![(&feed.0, &own_box)];
+        let invite = self.invite.public();
+        if device.verifying_key() == self.other.verifying_key() {
+            boxes.push((&invite, &self.invite.boxing));
+        }
+        self.m
+            .unlock(&self.verified, address, &boxes, BTreeMap::new())
+    }
+}
+
+/// A postcard varint, as FORMATS.md spells it.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(low);
+            return out;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+/// A postcard byte string: varint length, then the bytes.
+fn byte_string(bytes: &[u8]) -> Vec<u8> {
+    let mut out = varint(bytes.len() as u64);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// `MemberRole` as FORMATS.md numbers it.
+fn role_index(role: MemberRole) -> u8 {
+    match role {
+        MemberRole::Reader => 0,
+        MemberRole::Writer => 1,
+        MemberRole::Owner => 2,
+    }
+}
+
+/// `postcard(Change)` built by hand from FORMATS.md's table.
+fn change_postcard(change: &Change) -> Vec<u8> {
+    let mut out = Vec::new();
+    match change {
+        Change::Genesis { owner } => {
+            out.push(0);
+            out.extend_from_slice(&owner.feed.0);
+            out.extend_from_slice(&owner.box_key);
+        }
+        Change::Invite {
+            invite,
+            invite_box,
+            role,
+            key,
+            sealed,
+            label,
+        } => {
+            out.push(1);
+            out.extend_from_slice(invite);
+            out.extend_from_slice(invite_box);
+            out.push(role_index(*role));
+            out.extend_from_slice(&key.0);
+            out.extend(byte_string(sealed));
+            out.extend(byte_string(label));
+        }
+        Change::Join {
+            invite,
+            device,
+            device_signature,
+        } => {
+            out.push(2);
+            out.extend_from_slice(invite);
+            out.extend_from_slice(&device.feed.0);
+            out.extend_from_slice(&device.box_key);
+            out.extend(byte_string(device_signature));
+        }
+        Change::SetRole { device, role, at } => {
+            out.push(3);
+            out.extend_from_slice(&device.0);
+            out.push(role_index(*role));
+            out.extend(varint(*at));
+        }
+        Change::Remove { member, at } => {
+            out.push(4);
+            out.extend_from_slice(member);
+            out.extend(varint(*at));
+        }
+        Change::Epoch { boxes, earlier } => {
+            out.push(5);
+            out.extend(varint(boxes.len() as u64));
+            for (holder, sealed) in boxes {
+                out.extend_from_slice(holder);
+                out.extend(byte_string(&sealed.0));
+            }
+            out.extend(varint(earlier.len() as u64));
+            for (id, wrapped) in earlier {
+                out.extend_from_slice(&id.0);
+                out.extend(byte_string(&wrapped.0));
+            }
+        }
+    }
+    out
+}
+
+/// `postcard(Body)` by hand.
+fn body_postcard(body: &Body) -> Vec<u8> {
+    let mut out = body.address.0.to_vec();
+    out.extend(varint(body.parents.len() as u64));
+    for p in &body.parents {
+        out.extend_from_slice(&p.0);
+    }
+    out.extend(change_postcard(&body.change));
+    out
+}
+
+/// Check one record against FORMATS.md (encoding, signing bytes, signature, id) and list it
+/// as `name_signing_bytes`, `name_signature`, `name_record`, `name_id`.
+fn record_lines(s: &mut Section, name: &str, r: &members::Record) {
+    let encoded = postcard::to_allocvec(r).unwrap();
+    let mut expected = body_postcard(&r.body);
+    expected.extend_from_slice(&r.signer);
+    expected.extend(byte_string(&r.signature));
+    assert_eq!(encoded, expected, "{name}");
+    assert_eq!(
+        postcard::to_allocvec(&r.body).unwrap(),
+        body_postcard(&r.body)
+    );
+    let mut signing = RECORD_DOMAIN.to_vec();
+    signing.extend(body_postcard(&r.body));
+    assert_eq!(members::Record::signing_bytes(&r.body), signing);
+    ed25519_dalek::VerifyingKey::from_bytes(&r.signer)
+        .unwrap()
+        .verify_strict(
+            &signing,
+            &ed25519_dalek::Signature::from_bytes(&r.signature),
+        )
+        .unwrap();
+    let id = *blake3::hash(&encoded).as_bytes();
+    assert_eq!(r.id().0, id);
+    assert_eq!(
+        postcard::from_bytes::<members::Record>(&encoded).unwrap(),
+        *r
+    );
+    s.hex(format!("{name}_signing_bytes"), signing);
+    s.hex(format!("{name}_signature"), r.signature);
+    s.hex(format!("{name}_record"), encoded);
+    s.hex(format!("{name}_id"), id);
+}
+
+/// libsodium's sealed-box nonce: BLAKE2b with a 24-byte output of `epk ‖ recipient`.
+fn seal_nonce(ephemeral: &[u8; 32], recipient: &[u8; 32]) -> [u8; 24] {
+    use blake2::Digest;
+    let mut h = blake2::Blake2b::<blake2::digest::consts::U24>::new();
+    h.update(ephemeral);
+    h.update(recipient);
+    h.finalize().into()
+}
+
+/// `crypto_box_seal` as FORMATS.md spells it, from the ephemeral secret.
+fn sealed_box(ephemeral_secret: &[u8], to: &[u8; 32], msg: &[u8]) -> Vec<u8> {
+    use crypto_box::aead::Aead;
+    let esk = crypto_box::SecretKey::from_bytes(ephemeral_secret.try_into().unwrap());
+    let epk = esk.public_key().to_bytes();
+    let nonce = seal_nonce(&epk, to);
+    let to = crypto_box::PublicKey::from_bytes(*to);
+    let ct = crypto_box::SalsaBox::new(&to, &esk)
+        .encrypt((&nonce).into(), msg)
+        .unwrap();
+    let mut out = epk.to_vec();
+    out.extend(ct);
+    out
+}
+
+/// `crypto_box_seal_open` as FORMATS.md spells it.
+fn open_sealed_box(secret: &[u8; 32], sealed: &[u8]) -> Vec<u8> {
+    use crypto_box::aead::Aead;
+    let sk = crypto_box::SecretKey::from_bytes(*secret);
+    let epk: [u8; 32] = sealed[..32].try_into().unwrap();
+    let nonce = seal_nonce(&epk, &sk.public_key().to_bytes());
+    crypto_box::SalsaBox::new(&crypto_box::PublicKey::from_bytes(epk), &sk)
+        .decrypt((&nonce).into(), &sealed[32..])
+        .unwrap()
+}
+
+/// `nonce ‖ XChaCha20-Poly1305(key, nonce, msg, aad)`: wrapped keys and labels.
+fn xseal(key: &[u8; 32], nonce: &[u8], aad: &[u8], msg: &[u8]) -> Vec<u8> {
+    let aead = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    let mut out = nonce.to_vec();
+    out.extend(aead.encrypt(nonce.into(), Payload { msg, aad }).unwrap());
+    out
+}
+
+fn xopen(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Vec<u8> {
+    let aead = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    aead.decrypt(
+        sealed[..24].into(),
+        Payload {
+            msg: &sealed[24..],
+            aad,
+        },
+    )
+    .unwrap()
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn device_invite(w: &World, g: &Gov) -> Section {
+    let mut s = Section::new(
+        "Device invite",
+        "From `address` and `invite_secret`: a one-device invite into the governed space. \
+         `device_invite_*` are as for the codes above, with version 2 and `address ‖ \
+         invite_secret` as the key: a 69-byte payload spelt in 111 characters. \
+         `invite_signing_seed` is the ed25519 seed of the invite key and `invite_key` its \
+         public key; `invite_box_secret` is the X25519 secret of the invite's box key and \
+         `invite_box_key` its public key. `device_box_*` are the box keys of the device (from \
+         `feed_seed`), `other_box_*` those of the second device (from `other_feed_seed`).",
+    );
+    let mut key = w.address.0.to_vec();
+    key.extend_from_slice(&g.invite_secret);
+    let (input, sum, payload, text) = code("invite", b'i', 2, &key);
+    let code = InviteCode::device(w.address, g.invite_secret);
+    assert_eq!(code.to_string(), text);
+    assert_eq!((payload.len(), text.len()), (69, 140));
+    assert_eq!(text.parse::<InviteCode>().unwrap(), code);
+    s.hex("device_invite_checksum_input", input);
+    s.hex("device_invite_checksum", sum);
+    s.hex("device_invite_payload", payload);
+    s.text("device_invite_code", text);
+
+    let signing_seed = blake3::derive_key(CTX_INVITE_SIGNING, &g.invite_secret);
+    let invite_key = SigningKey::from_bytes(&signing_seed)
+        .verifying_key()
+        .to_bytes();
+    assert_eq!(invite_key, g.invite.public());
+    let box_secret = blake3::derive_key(CTX_INVITE_BOX, &g.invite_secret);
+    let box_key = crypto_box::SecretKey::from_bytes(box_secret)
+        .public_key()
+        .to_bytes();
+    assert_eq!(box_key, g.invite.box_public());
+    assert_eq!(g.invite.boxing.to_bytes(), box_secret);
+    s.hex("invite_signing_seed", signing_seed);
+    s.hex("invite_key", invite_key);
+    s.hex("invite_box_secret", box_secret);
+    s.hex("invite_box_key", box_key);
+    for (name, device) in [("device", &g.owner), ("other", &g.other)] {
+        let secret = blake3::derive_key(CTX_DEVICE_BOX, device.as_bytes());
+        assert_eq!(members::device_box(device).to_bytes(), secret);
+        let public = crypto_box::SecretKey::from_bytes(secret)
+            .public_key()
+            .to_bytes();
+        assert_eq!(members::device_of(device).box_key, public);
+        s.hex(format!("{name}_box_secret"), secret);
+        s.hex(format!("{name}_box_key"), public);
+    }
+    s
+}
+
+fn membership_records(w: &World, g: &Gov) -> Section {
+    let mut s = Section::new(
+        "Membership records",
+        "The log of the governed space made from `space_secret`, whose first owner is the \
+         device, in the order it was written: the Genesis (signed by the space signing key); \
+         the device's Invite of `invite_key` as a writer for \"alice\", boxing the key of epoch \
+         0 (`content_key`); the second device's Join (signed by the invite key); the device's \
+         Remove of the second device, whose first 2 entries stay; and the device's Epoch \
+         starting `epoch_1_key`, boxed to the device alone and wrapping the key of epoch 0. \
+         Each record after the Genesis has the one before it as its only parent. For each: \
+         `*_signing_bytes`, `*_signature`, `*_record` (its postcard, which is stored, sent and \
+         hashed) and `*_id`. The random bytes were drawn in the order listed: \
+         `*_ephemeral_secret` is the X25519 secret of a sealed box's ephemeral key, `*_nonce` \
+         an XChaCha20-Poly1305 nonce. `epoch_unwrapped_key` is what the device gets by \
+         opening its box of epoch 1 and unwrapping the earlier key with it. `set_role_change` \
+         is the postcard of a change not in this log: SetRole of the second device to reader, \
+         frozen at 2 entries.",
+    );
+    let address = w.address;
+    let k0 = g.genesis.id().key_id();
+    assert_eq!(k0.0, g.genesis.id().0[..8]);
+
+    // Genesis.
+    assert_eq!(g.genesis.signer, address.0);
+    record_lines(&mut s, "genesis", &g.genesis);
+    s.hex("genesis_key_id", k0.0);
+
+    // Invite: the sealed box of epoch 0's key and the label.
+    let Change::Invite { sealed, label, .. } = &g.invite_record.body.change else {
+        unreachable!()
+    };
+    let esk = g.draw("invite_sealed_ephemeral_secret");
+    assert_eq!(*sealed, sealed_box(esk, &g.invite.box_public(), &g.key0));
+    assert_eq!(
+        open_sealed_box(&g.invite.boxing.to_bytes(), sealed),
+        g.key0.to_vec()
+    );
+    let label_aad = cat(&[LABEL_DOMAIN, &address.0, &g.invite.public()]);
+    let nonce = g.draw("invite_label_nonce");
+    assert_eq!(*label, xseal(&g.key0, nonce, &label_aad, LABEL.as_bytes()));
+    assert_eq!(xopen(&g.key0, &label_aad, label), LABEL.as_bytes());
+    s.hex("invite_sealed_ephemeral_secret", esk);
+    s.hex("invite_sealed", sealed);
+    s.text("invite_label_text", format!("{LABEL:?}"));
+    s.hex("invite_label_nonce", nonce);
+    s.hex("invite_label_aad", &label_aad);
+    s.hex("invite_label", label);
+    record_lines(&mut s, "invite", &g.invite_record);
+
+    // Join: the device's own signature, then the invite key's.
+    let Change::Join {
+        device,
+        device_signature,
+        ..
+    } = &g.join.body.change
+    else {
+        unreachable!()
+    };
+    let join_bytes = cat(&[
+        JOIN_DOMAIN,
+        &address.0,
+        &g.invite.public(),
+        &device.feed.0,
+        &device.box_key,
+    ]);
+    assert_eq!(
+        members::join_bytes(&address, &g.invite.public(), device),
+        join_bytes
+    );
+    g.other
+        .verifying_key()
+        .verify_strict(
+            &join_bytes,
+            &ed25519_dalek::Signature::from_bytes(device_signature),
+        )
+        .unwrap();
+    assert_eq!(g.join.signer, g.invite.public());
+    s.hex("join_bytes", &join_bytes);
+    s.hex("join_device_signature", device_signature);
+    record_lines(&mut s, "join", &g.join);
+
+    record_lines(&mut s, "remove", &g.remove);
+
+    // Epoch: one box, one wrapped key.
+    let Change::Epoch { boxes, earlier } = &g.epoch.body.change else {
+        unreachable!()
+    };
+    let owner_box = members::device_box(&g.owner).to_bytes();
+    let esk = g.draw("epoch_box_ephemeral_secret");
+    assert_eq!(boxes[0].0, FeedKey::from(&g.owner).0);
+    assert_eq!(
+        boxes[0].1 .0,
+        sealed_box(esk, &members::device_of(&g.owner).box_key, &g.key1)
+    );
+    let opened: [u8; 32] = open_sealed_box(&owner_box, &boxes[0].1 .0)
+        .try_into()
+        .unwrap();
+    assert_eq!(opened, g.key1);
+    let wrap_aad = cat(&[WRAP_DOMAIN, &address.0, &k0.0]);
+    let nonce = g.draw("epoch_wrap_nonce");
+    assert_eq!(earlier[0].0, k0);
+    assert_eq!(earlier[0].1 .0, xseal(&opened, nonce, &wrap_aad, &g.key0));
+    let unwrapped = xopen(&opened, &wrap_aad, &earlier[0].1 .0);
+    assert_eq!(unwrapped, g.key0);
+    s.hex("epoch_box_ephemeral_secret", esk);
+    s.hex("epoch_box", &boxes[0].1 .0);
+    s.hex("epoch_wrap_nonce", nonce);
+    s.hex("epoch_wrap_aad", &wrap_aad);
+    s.hex("epoch_wrapped", &earlier[0].1 .0);
+    record_lines(&mut s, "epoch", &g.epoch);
+    s.hex("epoch_key_id", g.epoch.id().key_id().0);
+    s.hex("epoch_unwrapped_key", unwrapped);
+
+    let set_role = Change::SetRole {
+        device: FeedKey::from(&g.other),
+        role: MemberRole::Reader,
+        at: REMOVED_AT,
+    };
+    assert_eq!(
+        postcard::to_allocvec(&set_role).unwrap(),
+        change_postcard(&set_role)
+    );
+    s.hex("set_role_change", postcard::to_allocvec(&set_role).unwrap());
+    s
+}
+
+fn membership(w: &World, g: &Gov) -> Section {
+    let mut s = Section::new(
+        "Membership",
+        "What the five records above give, in any order. Devices are listed by feed key, \
+         smallest first. `frozen_at` is how many entries of a device's feed count (`all`: no \
+         limit); `*_keys` are the key ids a device's boxes open with no key known beforehand \
+         (the invited device also holds its invite's box).",
+    );
+    let m = &g.m;
+    let owner = FeedKey::from(&g.owner);
+    let other = FeedKey::from(&g.other);
+    assert!(m.is_governed());
+    assert_eq!(m.role(&owner), Some(MemberRole::Owner));
+    assert_eq!(m.role(&other), None);
+    assert_eq!(m.admits(&owner), Admission::Upto(None));
+    assert_eq!(m.admits(&other), Admission::Upto(Some(REMOVED_AT)));
+    assert!(m.conflicts.is_empty());
+    assert_eq!(m.waiting, 0);
+    assert_eq!(m.heads, vec![g.epoch.id()]);
+    assert!(!m.needs_rotation());
+    assert_eq!(m.current_key(), Some(g.epoch.id().key_id()));
+    for (i, (feed, d)) in m.members.iter().enumerate() {
+        s.hex(format!("device_{i}_feed"), feed.0);
+        s.text(format!("device_{i}_role"), d.role);
+        s.text(format!("device_{i}_removed"), d.removed);
+        s.text(
+            format!("device_{i}_frozen_at"),
+            d.frozen_at.map_or("all".to_string(), |n| n.to_string()),
+        );
+    }
+    let (invite, i) = m.invites.iter().next().unwrap();
+    assert_eq!(i.used_by, Some(other));
+    s.hex("invite_key", invite);
+    s.text("invite_role", i.role);
+    s.hex("invite_used_by", i.used_by.unwrap().0);
+    s.text("epochs", m.epochs.len());
+    for (n, e) in m.epochs.iter().enumerate() {
+        s.hex(format!("epoch_{n}_key_id"), e.key.0);
+    }
+    s.hex("current_key_id", m.current_key().unwrap().0);
+    s.hex("head", m.heads[0].0);
+    s.text("conflicts", m.conflicts.len());
+    s.text("needs_rotation", m.needs_rotation());
+    let ids = |keys: &BTreeMap<KeyId, ContentKey>| {
+        keys.keys()
+            .map(|k| hex::encode(k.0))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let device_keys = g.keys_of(&g.owner, &w.address);
+    assert_eq!(device_keys.len(), 2);
+    assert_eq!(*device_keys[&g.genesis.id().key_id()], g.key0);
+    assert_eq!(*device_keys[&g.epoch.id().key_id()], g.key1);
+    let other_keys = g.keys_of(&g.other, &w.address);
+    assert_eq!(other_keys.len(), 1);
+    assert_eq!(*other_keys[&g.genesis.id().key_id()], g.key0);
+    assert_eq!(
+        m.label(&w.address, &m.members[&other], &other_keys)
+            .as_deref(),
+        Some(LABEL)
+    );
+    s.text("device_keys", ids(&device_keys));
+    s.text("other_keys", ids(&other_keys));
+    s
+}
+
+fn governed_entry(w: &World, g: &Gov) -> Section {
+    let mut s = Section::new(
+        "Governed certificate and entry",
+        "In the governed space above. `own_cert_*` is the device's own certificate for its \
+         feed: the same `cert_signing_bytes`, signed with `feed_seed`. The entry is entry 0 \
+         of the device's feed, sealed with the current key (`epoch_1_key`, id \
+         `epoch_key_id`) and the nonce `governed_nonce`; its plaintext is `record_0`.",
+    );
+    let address = w.address;
+    let cert = MembershipCert::own(&g.owner, address);
+    let bytes = MembershipCert::signing_bytes(&address, &w.feed);
+    assert_eq!(cert.feed, w.feed);
+    w.device
+        .verifying_key()
+        .verify_strict(
+            &bytes,
+            &ed25519_dalek::Signature::from_bytes(&cert.signature),
+        )
+        .unwrap();
+    assert!(cert.clone().verify_in(&address, Some(&g.m)).is_ok());
+    assert!(cert.clone().verify(&address).is_err());
+    assert!(MembershipCert::own(&g.other, address)
+        .verify_in(&address, Some(&g.m))
+        .is_ok());
+    let stranger = SigningKey::from_bytes(&counting(0x60));
+    assert!(MembershipCert::own(&stranger, address)
+        .verify_in(&address, Some(&g.m))
+        .is_err());
+    s.hex("own_cert_signature", cert.signature);
+    s.hex("own_cert_postcard", postcard::to_allocvec(&cert).unwrap());
+
+    let seq = 0u64;
+    let plain = w.records[seq as usize].encode();
+    let key_id = g.epoch.id().key_id();
+    let aad = cat(&[
+        ENTRY_AAD_DOMAIN_V2,
+        &address.0,
+        &w.feed.0,
+        &seq.to_le_bytes(),
+        &key_id.0,
+    ]);
+    let mut expected = key_id.0.to_vec();
+    expected.extend(xseal(&g.key1, &GOVERNED_NONCE, &aad, &plain));
+    let keys = g.keys_of(&g.owner, &address);
+    let cipher = ContentCipher::epochs(address, &keys, g.m.current_key());
+    let sealed = cipher.seal(&w.feed, seq, &plain, &GOVERNED_NONCE).unwrap();
+    assert_eq!(sealed, expected);
+    assert_eq!(sealed.len(), plain.len() + 48);
+    assert_eq!(cipher.open(&w.feed, seq, &sealed).unwrap(), plain);
+    assert!(cipher.open(&w.feed, seq + 1, &sealed).is_err());
+    // The removed device holds only the key of epoch 0.
+    let other = ContentCipher::epochs(address, &g.keys_of(&g.other, &address), None);
+    assert!(other.open(&w.feed, seq, &sealed).is_err());
+    s.text("seq", seq);
+    s.hex("plaintext", &plain);
+    s.hex("key_id", key_id.0);
+    s.hex("aad", &aad);
+    s.hex("sealed", &sealed);
+    s
+}
+
+fn governed_bundle(w: &World, g: &Gov) -> Section {
+    let mut s = Section::new(
+        "Governed bundle",
+        "A bundle of the governed space with no feeds: the magic, a header saying 0 feeds, \
+         the `Members` frame with the five records above in the order of their ids, `End` and \
+         the trailer.",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), &StoreConfig::default()).unwrap();
+    let mut records: Vec<members::Record> = g.verified.iter().map(|r| r.record().clone()).collect();
+    records.sort_by_key(|r| r.id());
+    let file = dir.path().join("space.bundle");
+    seeder::fs::bundle::export(&store, &w.address, &[], &records, &file).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let (body, trailer) = bytes.split_at(bytes.len() - 32);
+    assert_eq!(blake3::hash(body).as_bytes(), trailer);
+    let mut rest = &body[b"SEEDER-BUNDLE\n\x01".len()..];
+    let mut frames = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        frames.push(&rest[..4 + len]);
+        rest = &rest[4 + len..];
+    }
+    assert_eq!(frames.len(), 3);
+    let mut members = vec![4u8];
+    members.extend(varint(records.len() as u64));
+    for r in &records {
+        members.extend(postcard::to_allocvec(r).unwrap());
+    }
+    let mut framed = (members.len() as u32).to_le_bytes().to_vec();
+    framed.extend(members);
+    assert_eq!(frames[1], framed);
+    s.hex("governed_frame_header", frames[0]);
+    s.hex("governed_frame_members", frames[1]);
+    s.hex("governed_frame_end", frames[2]);
+    s.hex("governed_trailer", trailer);
+    s
 }
