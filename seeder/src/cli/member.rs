@@ -172,6 +172,7 @@ fn home_err(e: HomeError) -> anyhow::Error {
         | HomeError::NotGoverned(_)
         | HomeError::Governed(_)
         | HomeError::RemoveSelf(_)
+        | HomeError::StaysFrozen { .. }
         | HomeError::AlreadyJoined(_)
         | HomeError::IsFolder(_)
         | HomeError::Fs(_) => Failure::BadInput,

@@ -14,8 +14,9 @@ trailer  BLAKE3 of every byte before it (32 bytes)
 ```
 A governed space's bundle carries its membership records right after the header, so the
 importer judges each feed by the log (with the records it already holds); a feed the log
-does not admit makes the bundle refused, and entries past a removed device's freeze point are
-not stored.
+does not admit (a reader's, a stranger's) is checked and left out, a bad certificate refuses
+the bundle, and a batch that reaches past a removed device's freeze point is not stored (all
+of it: a batch is only stored whole).
 
 Importing reads the file twice: first everything is checked (trailer, certificates, heads,
 every batch against its head, feeds complete) with nothing written; only then are the feeds

@@ -97,6 +97,8 @@ pub enum HomeError {
         space: String,
         role: Option<crate::space::MemberRole>,
     },
+    #[error("{who} was a reader of {space:?}: its feed stays frozen where it stopped writing, so it can't write again; invite the person's device anew instead")]
+    StaysFrozen { space: String, who: String },
     #[error("this device can't remove itself from {0:?}: another owner does that")]
     RemoveSelf(String),
     #[error("nobody in {space:?} is called {who:?}: `seeder space members {space}` lists the names and device keys")]

@@ -388,6 +388,20 @@ impl Home {
                 who: who.to_string(),
             });
         }
+        if role.writes() {
+            if let Some(frozen) = targets
+                .iter()
+                .find(|(f, _)| m.members.get(f).is_some_and(|d| d.frozen_at.is_some()))
+            {
+                return Err(HomeError::StaysFrozen {
+                    space: name.to_string(),
+                    who: frozen
+                        .1
+                        .clone()
+                        .unwrap_or_else(|| hex::encode(&frozen.0 .0[..8])),
+                });
+            }
+        }
         let mut heads = m.heads.clone();
         for (feed, _) in &targets {
             let at = self.store().feed(feed)?.map_or(0, |s| s.length);
