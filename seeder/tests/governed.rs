@@ -1,6 +1,6 @@
 //! Governed spaces between real homes on disk, exchanging bundles (no network): roles,
 //! removal with a new key epoch, and what a removed or read-only device can and can't do.
-//! The same rules over QUIC through a seeder are in `governed_sync.rs`.
+//! The same rules through a real seeder, with the real binary, are in `governed_cli.rs`.
 
 #![allow(clippy::unwrap_used)]
 
