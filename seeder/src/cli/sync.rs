@@ -660,6 +660,21 @@ fn report(
             {
                 (Failure::Fork, own_fork(peer))
             }
+            Outcome::Refused(peer, refused)
+                if refused
+                    .iter()
+                    .any(|(f, r)| *f == own && *r == Refusal::Removed) =>
+            {
+                (
+                    Failure::Refused,
+                    format!(
+                        "seeder {peer} does not take what this device wrote to {name:?} lately: \
+                         the space's membership log says it was removed or may only read. \
+                         Members ignore those entries too; an owner of the space can invite it \
+                         again"
+                    ),
+                )
+            }
             Outcome::Refused(peer, refused) => {
                 if refused.iter().any(|(_, r)| *r == Refusal::NotHeld) {
                     home.forget_acks(address, &peer.0)?;
@@ -671,6 +686,7 @@ fn report(
                     Refusal::Frozen => Failure::Fork,
                     Refusal::NotHeld => Failure::NotHeld,
                     Refusal::Failed(_) => Failure::Internal,
+                    Refusal::Removed => Failure::Refused,
                 };
                 let what = match reason {
                     Refusal::Quota { limit, .. } => format!(
@@ -690,6 +706,9 @@ fn report(
                     }
                     Refusal::NotHeld => "its admin holds it again with seeder ctl space add",
                     Refusal::Failed(_) => "its admin page says more",
+                    Refusal::Removed => {
+                        "members ignore those entries too; nothing else of the space is affected"
+                    }
                 };
                 (
                     kind,

@@ -689,6 +689,7 @@ impl Session {
                 }
                 Ok(())
             }
+            Message::Members { space: id, .. } => self.opened(id).map(|_| ()),
             Message::Goodbye { reason } => Err(SyncError::Goodbye(reason)),
             Message::Error { code, message } => {
                 tracing::warn!(code, %message, "peer reported an error");
