@@ -179,6 +179,14 @@ impl Local for SeederLocal {
         contradiction_in(&self.store, head)
     }
 
+    fn records(&self, _space: &Address) -> Vec<crate::space::Record> {
+        Vec::new()
+    }
+
+    fn membership(&self, _space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
+        None
+    }
+
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
         let pending = self.pending.lock();
         self.room_with(space, bytes, &pending)
@@ -311,6 +319,14 @@ impl Local for HomeLocal {
         contradiction_in(self.home.store(), head)
     }
 
+    fn records(&self, _space: &Address) -> Vec<crate::space::Record> {
+        Vec::new()
+    }
+
+    fn membership(&self, _space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
+        None
+    }
+
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
         // A member takes all of its own space while its disk has room; it never fills the
         // laptop's disk to the last byte.
@@ -407,6 +423,14 @@ impl Node for SeederLocal {
         self.registry.member(space, feed).ok().flatten()
     }
 
+    fn add_records(
+        &self,
+        _space: &Address,
+        _records: Vec<crate::space::VerifiedRecord>,
+    ) -> Result<Vec<crate::space::VerifiedRecord>, String> {
+        Err("membership records are not kept yet".into())
+    }
+
     fn appended(&self, space: &Address, _feed: FeedKey, _length: u64) {
         self.activity.appended(space);
     }
@@ -460,6 +484,14 @@ impl Node for HomeLocal {
 
     fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert> {
         self.home.member(space, feed).ok().flatten()
+    }
+
+    fn add_records(
+        &self,
+        _space: &Address,
+        _records: Vec<crate::space::VerifiedRecord>,
+    ) -> Result<Vec<crate::space::VerifiedRecord>, String> {
+        Err("membership records are not kept yet".into())
     }
 
     fn connected(&self, id: u64, conn: &crate::net::Connection) {
