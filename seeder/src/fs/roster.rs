@@ -69,6 +69,16 @@ pub struct Removed {
     pub epoch: usize,
 }
 
+/// What [`Home::keys_of`] finds of a governed space: its address, this device's key, its
+/// membership, its records and every content key this device holds.
+pub(super) type SpaceKeysHeld = (
+    Address,
+    SigningKey,
+    Membership,
+    Vec<VerifiedRecord>,
+    BTreeMap<KeyId, ContentKey>,
+);
+
 impl Home {
     /// Every record held of `address`, verified again (the set is small).
     pub fn records(&self, address: &Address) -> Result<Vec<VerifiedRecord>> {
@@ -182,16 +192,7 @@ impl Home {
     }
 
     /// The membership of the governed space `name` and every content key this device holds.
-    pub(super) fn keys_of(
-        &self,
-        name: &str,
-    ) -> Result<(
-        Address,
-        SigningKey,
-        Membership,
-        Vec<VerifiedRecord>,
-        BTreeMap<KeyId, ContentKey>,
-    )> {
+    pub(super) fn keys_of(&self, name: &str) -> Result<SpaceKeysHeld> {
         let (keys, device) = self.record(name)?;
         let SpaceKeys::Governed {
             address,
