@@ -179,12 +179,18 @@ impl Local for SeederLocal {
         contradiction_in(&self.store, head)
     }
 
-    fn records(&self, _space: &Address) -> Vec<crate::space::Record> {
-        Vec::new()
+    fn records(&self, space: &Address) -> Vec<crate::space::Record> {
+        self.registry.records(space).unwrap_or_else(|e| {
+            tracing::error!(%space, error = %e, "reading membership records");
+            Vec::new()
+        })
     }
 
-    fn membership(&self, _space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
-        None
+    fn membership(&self, space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
+        self.registry.membership(space).unwrap_or_else(|e| {
+            tracing::error!(%space, error = %e, "reading membership records");
+            None
+        })
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
@@ -425,10 +431,12 @@ impl Node for SeederLocal {
 
     fn add_records(
         &self,
-        _space: &Address,
-        _records: Vec<crate::space::VerifiedRecord>,
+        space: &Address,
+        records: Vec<crate::space::VerifiedRecord>,
     ) -> Result<Vec<crate::space::VerifiedRecord>, String> {
-        Err("membership records are not kept yet".into())
+        self.registry
+            .add_records(space, records)
+            .map_err(|e| e.to_string())
     }
 
     fn appended(&self, space: &Address, _feed: FeedKey, _length: u64) {
