@@ -1198,24 +1198,23 @@ impl Driver {
                             tokio::task::spawn_blocking(move || node.add_records(&space, records))
                                 .await
                                 .map_err(|e| NetError::Stream(e.to_string()))?;
-                        match r {
-                            Ok(new) if !new.is_empty() => {
-                                tracing::info!(%space, peer = %conn.peer.short(), records = new.len(), "membership records taken");
-                                let new: Vec<Record> =
-                                    new.into_iter().map(VerifiedRecord::into_record).collect();
-                                // This peer gets what was made here in answer (a Join); every
-                                // other one, everything new.
-                                s.handle_local_records(&space, &new, &*self.node);
-                                let _ = self.relay.send(Relay {
-                                    space,
-                                    what: Relayed::Records(Arc::new(new)),
-                                    origin: conn_id,
-                                });
-                            }
-                            Ok(_) => {}
+                        let new: Vec<Record> = match r {
+                            Ok(new) => new.into_iter().map(VerifiedRecord::into_record).collect(),
                             Err(e) => {
-                                tracing::warn!(%space, error = %e, "cannot keep membership records")
+                                tracing::warn!(%space, error = %e, "cannot keep membership records");
+                                Vec::new()
                             }
+                        };
+                        // This peer gets what was made here in answer (a Join) and its
+                        // acknowledgement; every other one, everything new.
+                        s.handle_records_added(&space, &new, &*self.node);
+                        if !new.is_empty() {
+                            tracing::info!(%space, peer = %conn.peer.short(), records = new.len(), "membership records taken");
+                            let _ = self.relay.send(Relay {
+                                space,
+                                what: Relayed::Records(Arc::new(new)),
+                                origin: conn_id,
+                            });
                         }
                     }
                     Action::Serve {

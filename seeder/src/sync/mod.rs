@@ -8,8 +8,9 @@ Method groups, in the manner of quinn-proto's `Connection`:
 - input: [`Session::handle_message`] (control-stream messages), [`Session::handle_appended`]
   (the driver stored verified data), [`Session::handle_refusing`] (the driver would not store
   received data: no room, or a frozen feed), [`Session::handle_local_head`] (a feed grew here,
-  from this peer, another peer or the local writer), [`Session::handle_local_records`]
-  (membership records new here, from this peer, another one or made here),
+  from this peer, another peer or the local writer), [`Session::handle_records_added`] (the
+  driver kept records this peer sent), [`Session::handle_local_records`] (membership records
+  new here from another peer or made here),
   [`Session::handle_transfer_ended`] (a data stream closed);
 - commands: [`Session::open`] (ask for a space);
 - output: [`Session::poll_transmit`] (messages for the control stream), [`Session::poll_action`]
@@ -31,9 +32,10 @@ The protocol:
    their spaces with even ids, listeners with odd ones, so ids never collide.
 3. A governed space's membership records go first (`Members`, in bounded chunks), so that the
    peer knows who is in the space before it judges a feed. Each side verifies every record
-   ([`Action::AddRecords`] keeps them) and acknowledges them with an empty `Members`; records
-   new here later go to the peer the same way ([`Session::handle_local_records`]), never the
-   ones it is known to hold. Then each side lists the feeds it holds (membership certificate
+   ([`Action::AddRecords`] keeps them) and, once they are kept and the feeds they admit judged
+   again, acknowledges them with an empty `Members` (`sync --once` waits for that: a joining
+   device's Join has then reached the peer); records new here later go to the peer the same
+   way ([`Session::handle_local_records`]), never the ones it is known to hold. Then each side lists the feeds it holds (membership certificate
    and newest complete head). A feed is taken into a space from before roles only with a
    certificate the space key signed; into a governed space only with the device's own
    signature and only as far as the membership log admits it: a feed the log does not admit
@@ -71,8 +73,8 @@ use crate::space::{
     VerifiedRecord,
 };
 use crate::wire::{
-    members_messages, FeedOffer, Message, Refusal, MAX_FEEDS_PER_LIST, MAX_SPACES_PER_CONNECTION,
-    PROTOCOL_VERSION,
+    members_messages, FeedOffer, Message, Refusal, FEATURE_MEMBERS, MAX_FEEDS_PER_LIST,
+    MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
 };
 
 #[cfg(test)]
@@ -161,8 +163,10 @@ pub enum Action {
         cert: MembershipCert,
     },
     /// Keep membership records of `space` the peer sent (their signatures verified; whether
-    /// they count is the membership's to say), then tell every session with the space open
-    /// about those new here ([`Session::handle_local_records`]), this one included.
+    /// they count is the membership's to say), then tell this session what came of it
+    /// ([`Session::handle_records_added`], always: the peer waits for it) and every other
+    /// session with the space open about the records new here
+    /// ([`Session::handle_local_records`]).
     AddRecords {
         space: Address,
         records: Vec<VerifiedRecord>,
@@ -271,6 +275,12 @@ struct OpenSpace {
     records_received: usize,
     /// `Members` messages sent and not yet acknowledged.
     records_unacked: u32,
+    /// `Members` messages received whose records the driver has not yet reported taken
+    /// ([`Session::handle_records_added`]): each is acknowledged then.
+    records_owed: u32,
+    /// The peer's first feed list has come (a peer with [`FEATURE_MEMBERS`] always sends
+    /// one, after its records): until then it may still say who is in the space.
+    listed: bool,
     /// The peer's offers the membership here does not admit (yet), judged again when records
     /// arrive; at most [`MAX_WITHHELD_OFFERS`].
     withheld_offers: BTreeMap<FeedKey, FeedOffer>,
@@ -288,6 +298,8 @@ pub struct Session {
     node_id: [u8; 32],
     peer: Option<[u8; 32]>,
     hello_received: bool,
+    /// The peer speaks `Members` ([`FEATURE_MEMBERS`] in its hello).
+    peer_members: bool,
     /// Spaces we asked for and the peer hasn't answered yet, by id.
     asked: BTreeMap<u32, Address>,
     open: BTreeMap<u32, OpenSpace>,
@@ -308,6 +320,7 @@ impl Session {
             node_id,
             peer: None,
             hello_received: false,
+            peer_members: false,
             asked: BTreeMap::new(),
             open: BTreeMap::new(),
             next_id: match role {
@@ -323,7 +336,7 @@ impl Session {
         s.send(Message::Hello {
             version: PROTOCOL_VERSION,
             node_id,
-            features: 0,
+            features: FEATURE_MEMBERS,
         });
         s
     }
@@ -372,9 +385,9 @@ impl Session {
     /// here), and the peer holds (has acknowledged or offered) everything stored here of
     /// those spaces, or refused it. [`Session::refusals`] tells the two endings apart.
     ///
-    /// Membership counts too: records sent must be acknowledged, and only what the membership
-    /// here admits of a feed is waited for (a device's Join must reach the peer before its
-    /// feed can).
+    /// Membership counts too: the peer's records and first feed list must have come, records
+    /// sent must be acknowledged, and only what the membership here admits of a feed is
+    /// waited for (a device's Join must reach the peer before its feed can).
     pub fn is_caught_up(&self, local: &dyn Local) -> bool {
         if !self.asked.is_empty() || self.closed {
             return false;
@@ -387,6 +400,8 @@ impl Session {
                 && s.repairing.is_empty()
                 && s.resending.is_empty()
                 && s.records_unacked == 0
+                && s.records_owed == 0
+                && (s.listed || !self.peer_members)
                 && s.remote.iter().all(|(feed, len)| {
                     let (stored, frozen) = local.stored(feed);
                     stored >= counts(feed, *len) || frozen || s.refusing.contains_key(feed)
@@ -621,8 +636,39 @@ impl Session {
         }
     }
 
+    /// The driver carried out this session's [`Action::AddRecords`] for `space`: `new` are the
+    /// records new here, with any made in answer (a Join). The peer gets what it lacks of them
+    /// and, once the feeds they admit are judged again, its acknowledgement. Said also when
+    /// keeping them failed (logged by the driver), so the peer is not left waiting.
+    pub fn handle_records_added(&mut self, space: &Address, new: &[Record], local: &dyn Local) {
+        if self.closed {
+            return;
+        }
+        self.handle_local_records(space, new, local);
+        let ids: Vec<u32> = self
+            .open
+            .iter()
+            .filter(|(_, s)| s.address == *space)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let s = self.open.get_mut(&id).expect("id from the open map");
+            // After whatever judging again asked for (actions are carried out first).
+            for _ in 0..std::mem::take(&mut s.records_owed) {
+                self.transmits.push_back(Transmit(Message::Members {
+                    space: id,
+                    records: Vec::new(),
+                }));
+            }
+        }
+    }
+
     /// Send the peer `records` of open space `id` it isn't known to hold.
     fn send_records(&mut self, id: u32, records: Vec<Record>) {
+        if !self.peer_members {
+            // A peer from before roles can't read them (and can't hold a governed space).
+            return;
+        }
         let Some(s) = self.open.get_mut(&id) else {
             return;
         };
@@ -694,7 +740,9 @@ impl Session {
         let misbehaved = |s: &str| Err(SyncError::PeerMisbehaved(s.to_string()));
         if !self.hello_received {
             let Message::Hello {
-                version, node_id, ..
+                version,
+                node_id,
+                features,
             } = msg
             else {
                 return misbehaved("the first message was not hello");
@@ -704,6 +752,7 @@ impl Session {
             }
             self.hello_received = true;
             self.peer = Some(node_id);
+            self.peer_members = features & FEATURE_MEMBERS != 0;
             return Ok(());
         }
         match msg {
@@ -718,6 +767,7 @@ impl Session {
                 if feeds.len() > MAX_FEEDS_PER_LIST {
                     return misbehaved("feed list over the limit");
                 }
+                self.open.get_mut(&id).expect("opened above").listed = true;
                 for offer in feeds {
                     self.on_offer(id, address, offer, local)?;
                 }
@@ -876,15 +926,12 @@ impl Session {
                     }
                     verified.push(r);
                 }
+                // Acknowledged once the driver says they are kept
+                // (`handle_records_added`).
+                s.records_owed += 1;
                 self.actions.push_back(Action::AddRecords {
                     space: address,
                     records: verified,
-                });
-                // Said after the action, which the driver carries out first: the peer learns
-                // they are kept (and its feeds judged again) only once they are.
-                self.send(Message::Members {
-                    space: id,
-                    records: Vec::new(),
                 });
                 Ok(())
             }
@@ -1008,6 +1055,8 @@ impl Session {
                 peer_records: Default::default(),
                 records_received: 0,
                 records_unacked: 0,
+                records_owed: 0,
+                listed: false,
                 withheld_offers: Default::default(),
                 withheld_ours: Default::default(),
             },
@@ -1028,6 +1077,13 @@ impl Session {
             self.send(Message::FeedList {
                 space: id,
                 feeds: chunk.to_vec(),
+            });
+        }
+        if offers.is_empty() && self.peer_members {
+            // Said anyway: the peer then knows it has heard everything we hold.
+            self.send(Message::FeedList {
+                space: id,
+                feeds: Vec::new(),
             });
         }
     }

@@ -409,11 +409,18 @@ impl Mesh {
                     self.nodes[me].feed(&space, feed).cert = Some(cert);
                 }
                 Action::AddRecords { space, records } => {
-                    let new = self.nodes[me].add_records(&space, records);
+                    let new: Vec<Record> = self.nodes[me]
+                        .add_records(&space, records)
+                        .into_iter()
+                        .map(VerifiedRecord::into_record)
+                        .collect();
+                    {
+                        let (nodes, l) = (&self.nodes, &mut self.links[li]);
+                        let s = if side == 0 { &mut l.sa } else { &mut l.sb };
+                        s.handle_records_added(&space, &new, &nodes[me]);
+                    }
                     if !new.is_empty() {
-                        let new: Vec<Record> =
-                            new.into_iter().map(VerifiedRecord::into_record).collect();
-                        self.announce_records(me, &space, &new);
+                        self.announce_records(me, &space, &new, Some(li));
                     }
                 }
                 Action::Serve {
@@ -491,11 +498,20 @@ impl Mesh {
         }
     }
 
-    /// Node `n` has new membership records: every session of `n` hears them, as the driver
-    /// does it (the one they came from too: it filters what its peer holds).
-    fn announce_records(&mut self, n: usize, space: &Address, records: &[Record]) {
+    /// Node `n` has new membership records: every session of `n` (except on `skip`, where
+    /// they came from) hears them.
+    fn announce_records(
+        &mut self,
+        n: usize,
+        space: &Address,
+        records: &[Record],
+        skip: Option<usize>,
+    ) {
         let (nodes, links) = (&self.nodes, &mut self.links);
-        for l in links.iter_mut() {
+        for (li, l) in links.iter_mut().enumerate() {
+            if Some(li) == skip {
+                continue;
+            }
             if l.a == n {
                 l.sa.handle_local_records(space, records, &nodes[n]);
             }
@@ -1386,7 +1402,7 @@ fn records_made_on_one_member_reach_another_live_and_go_back_to_nobody() {
         .get_mut(&address)
         .unwrap()
         .push(invite.clone());
-    m.announce_records(0, &address, &[invite.record().clone()]);
+    m.announce_records(0, &address, &[invite.record().clone()], None);
     m.drive_bounded();
     assert!(
         m.nodes[2].records[&address].contains(&invite),
@@ -1475,9 +1491,116 @@ fn bad_membership_records_close_the_session() {
     );
     assert_eq!(
         b.poll_transmit(),
+        None,
+        "acknowledged once kept, not before"
+    );
+    node.records.insert(gov.address, vec![gov.log[0].clone()]);
+    b.handle_records_added(&gov.address, &[gov.log[0].record().clone()], &node);
+    assert_eq!(
+        b.poll_transmit(),
         Some(Transmit(Message::Members {
             space: 0,
             records: Vec::new()
-        }))
+        })),
+        "not sent back to the peer it came from"
+    );
+}
+
+#[test]
+fn a_joining_device_is_not_caught_up_before_its_join_is_taken_by_the_peer() {
+    let mut gov = Gov::new();
+    let address = gov.address;
+    gov.invite(&[26; 32], MemberRole::Writer);
+    let device = SigningKey::from_bytes(&[26; 32]);
+    let fd = FeedKey::from(&device);
+    let mut seeder = Node::default();
+    seeder.hold(address);
+    seeder.records.insert(address, gov.log.clone());
+    // The device holds its invite and an empty feed of its own, nothing else.
+    let mut member = Node::default();
+    member.hold(address);
+    member.feed(&address, fd).cert = Some(MembershipCert::own(&device, address));
+    member.invite = Some(([26; 32], device));
+    let mut a = Session::new(Role::Dialer, [1; 32], b"s".to_vec());
+    let mut b = Session::new(Role::Listener, [2; 32], b"s".to_vec());
+    a.open(address).unwrap();
+    let mut acked = false;
+    for _ in 0..MAX_STEPS {
+        let mut moved = false;
+        while let Some(Transmit(msg)) = a.poll_transmit() {
+            moved = true;
+            b.handle_message(msg, &seeder);
+        }
+        while let Some(action) = b.poll_action() {
+            match action {
+                Action::AddRecords { space, records } => {
+                    let new: Vec<Record> = seeder
+                        .add_records(&space, records)
+                        .into_iter()
+                        .map(VerifiedRecord::into_record)
+                        .collect();
+                    b.handle_records_added(&space, &new, &seeder);
+                }
+                Action::AddFeed { space, cert } => {
+                    let feed = cert.feed;
+                    seeder.feed(&space, feed).cert = Some(cert);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // One message at a time to the device, which must not call itself done too early.
+        if let Some(Transmit(msg)) = b.poll_transmit() {
+            moved = true;
+            acked |= matches!(&msg, Message::Members { records, .. } if records.is_empty());
+            a.handle_message(msg, &member);
+            while let Some(action) = a.poll_action() {
+                if let Action::AddRecords { space, records } = action {
+                    let new: Vec<Record> = member
+                        .add_records(&space, records)
+                        .into_iter()
+                        .map(VerifiedRecord::into_record)
+                        .collect();
+                    a.handle_records_added(&space, &new, &member);
+                }
+            }
+            if a.is_caught_up(&member) {
+                assert!(acked, "caught up before the peer took the Join");
+                break;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(a.is_caught_up(&member));
+    assert!(
+        seeder.spaces[&address][&fd].cert.is_some(),
+        "the seeder took the device's feed before the device was done"
+    );
+
+    // A peer from before roles (no feature bits) gets no records, and isn't waited for.
+    let mut old = Session::new(Role::Listener, [3; 32], b"s".to_vec());
+    let _ = old.poll_transmit();
+    old.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [4; 32],
+            features: 0,
+        },
+        &seeder,
+    );
+    old.handle_message(
+        Message::OpenSpace {
+            space: 0,
+            discovery: address.discovery_key(),
+            capability: Capability::new(&address, b"s", Role::Dialer),
+        },
+        &seeder,
+    );
+    let said: Vec<Message> = std::iter::from_fn(|| old.poll_transmit().map(|t| t.0)).collect();
+    assert!(matches!(said[0], Message::OpenSpace { .. }));
+    assert!(
+        !said.iter().any(|m| matches!(m, Message::Members { .. })),
+        "{said:?}"
     );
 }

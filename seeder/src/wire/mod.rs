@@ -29,6 +29,12 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// ALPN protocol id for QUIC.
 pub const ALPN: &[u8] = b"seeder/1";
 
+/// A bit of [`Message::Hello`]'s `features`: the sender speaks [`Message::Members`], and when
+/// a space opens it sends its records (if any), then at least one `FeedList` (empty if it
+/// holds no feed), so the peer knows when it has heard who is in the space and what the
+/// sender holds. Peers from before (which set no bits) get neither.
+pub const FEATURE_MEMBERS: u64 = 1;
+
 /// Largest frame body. A data message carries at most [`MAX_DATA_BYTES`] of entries plus one
 /// maximal entry, a head, a proof and framing; 64 KiB of slack covers the rest. Far below
 /// what `u32` allows, so a hostile length prefix is refused before allocation.
