@@ -210,6 +210,25 @@ pub struct HomeLocal {
     pub observer: Option<std::sync::Arc<dyn SyncObserver>>,
     /// What the peers said and did, for `sync --once` to report.
     pub peers: PeerReports,
+    /// The space's membership as last read from the home, and the records it was made of
+    /// (sessions ask for it at every offer and batch; records change rarely).
+    log: std::sync::Mutex<Option<MemberLog>>,
+}
+
+/// What [`HomeLocal`] keeps of its space's membership log.
+struct MemberLog {
+    ids: std::collections::HashSet<crate::space::members::RecordId>,
+    membership: Option<std::sync::Arc<crate::space::Membership>>,
+}
+
+impl MemberLog {
+    fn of(records: &[crate::space::VerifiedRecord]) -> MemberLog {
+        MemberLog {
+            ids: records.iter().map(|r| r.id()).collect(),
+            membership: (!records.is_empty())
+                .then(|| std::sync::Arc::new(crate::space::Membership::compute(records))),
+        }
+    }
 }
 
 /// What each peer of a member's sync said: whether it opened the space, what it refused.
@@ -286,6 +305,58 @@ pub trait SyncObserver: Send + Sync {
     fn repaired(&self, _peer: NodeId, _feed: FeedKey, _count: u64) {}
 }
 
+impl HomeLocal {
+    /// A member device's answers for its space at `space`.
+    pub fn new(
+        home: std::sync::Arc<crate::fs::home::Home>,
+        space: Address,
+        observer: Option<std::sync::Arc<dyn SyncObserver>>,
+    ) -> HomeLocal {
+        HomeLocal {
+            home,
+            space,
+            observer,
+            peers: PeerReports::default(),
+            log: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn lock_log(&self) -> std::sync::MutexGuard<'_, Option<MemberLog>> {
+        self.log
+            .lock()
+            .expect("membership cache poisoned: a thread panicked while holding it")
+    }
+
+    /// The space's records as the home holds them now (each verified again).
+    fn read_records(&self) -> Vec<crate::space::VerifiedRecord> {
+        self.home.records(&self.space).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading membership records");
+            Vec::new()
+        })
+    }
+
+    /// Records the home holds that this sync has not seen yet (a command run meanwhile made
+    /// them, `seeder space invite` say): the membership is read again and they are returned,
+    /// for every peer to get.
+    pub fn records_made(&self) -> Vec<crate::space::Record> {
+        let records = self.read_records();
+        let mut log = self.lock_log();
+        // Not read yet: no space opened yet either, and each sends them all when it does.
+        let new: Vec<crate::space::Record> = match log.as_ref() {
+            None => Vec::new(),
+            Some(l) => records
+                .iter()
+                .filter(|r| !l.ids.contains(&r.id()))
+                .map(|r| r.record().clone())
+                .collect(),
+        };
+        if !new.is_empty() || log.is_none() {
+            *log = Some(MemberLog::of(&records));
+        }
+        new
+    }
+}
+
 impl Local for HomeLocal {
     fn space_for(&self, discovery: &DiscoveryKey) -> Option<Address> {
         (self.space.discovery_key() == *discovery).then_some(self.space)
@@ -325,12 +396,27 @@ impl Local for HomeLocal {
         contradiction_in(self.home.store(), head)
     }
 
-    fn records(&self, _space: &Address) -> Vec<crate::space::Record> {
-        Vec::new()
+    fn records(&self, space: &Address) -> Vec<crate::space::Record> {
+        if *space != self.space {
+            return Vec::new();
+        }
+        self.read_records()
+            .into_iter()
+            .map(crate::space::VerifiedRecord::into_record)
+            .collect()
     }
 
-    fn membership(&self, _space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
-        None
+    fn membership(&self, space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
+        if *space != self.space {
+            return None;
+        }
+        if let Some(log) = self.lock_log().as_ref() {
+            return log.membership.clone();
+        }
+        let log = MemberLog::of(&self.read_records());
+        let m = log.membership.clone();
+        *self.lock_log() = Some(log);
+        m
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
@@ -496,10 +582,21 @@ impl Node for HomeLocal {
 
     fn add_records(
         &self,
-        _space: &Address,
-        _records: Vec<crate::space::VerifiedRecord>,
+        space: &Address,
+        records: Vec<crate::space::VerifiedRecord>,
     ) -> Result<Vec<crate::space::VerifiedRecord>, String> {
-        Err("membership records are not kept yet".into())
+        if *space != self.space {
+            return Err(format!("space {space} is not the one being synced"));
+        }
+        // New here, and this device's Join when the invite it holds has just come.
+        let new = self
+            .home
+            .add_records(space, records)
+            .map_err(|e| e.to_string())?;
+        if !new.is_empty() {
+            *self.lock_log() = Some(MemberLog::of(&self.read_records()));
+        }
+        Ok(new)
     }
 
     fn connected(&self, id: u64, conn: &crate::net::Connection) {
@@ -737,12 +834,7 @@ mod tests {
         let mut rng = crate::fs::home::Rng::default();
         let address = home.create_space("office", &mut rng).unwrap();
         let home = std::sync::Arc::new(home);
-        let local = HomeLocal {
-            home: home.clone(),
-            space: address,
-            observer: None,
-            peers: PeerReports::default(),
-        };
+        let local = HomeLocal::new(home.clone(), address, None);
         assert_eq!(local.space_for(&address.discovery_key()), Some(address));
         let other = SpaceSecret::from_bytes([2; 32]).address();
         assert_eq!(local.space_for(&other.discovery_key()), None);

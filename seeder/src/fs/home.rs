@@ -639,9 +639,11 @@ impl Home {
         }
     }
 
-    /// Record a verified member feed of `address` (from a bundle or a peer).
+    /// Record a verified member feed of `address` (from a bundle or a peer): in a governed
+    /// space, one its membership log admits.
     pub fn add_member(&self, address: &Address, cert: &MembershipCert) -> Result<()> {
-        cert.clone().verify(address)?;
+        cert.clone()
+            .verify_in(address, self.membership(address)?.as_ref())?;
         self.members.insert(
             member_key(address, &cert.feed),
             postcard::to_allocvec(cert).expect("certificates encode"),
