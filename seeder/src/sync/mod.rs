@@ -778,13 +778,18 @@ impl Session {
                 let s = self.open.get_mut(&id).expect("opened above");
                 if !s.remote.contains_key(&head.feed) {
                     // A feed not taken (yet): its offer is judged again, with this head.
-                    let Some(offer) = s.withheld_offers.get_mut(&head.feed) else {
-                        return misbehaved("head of a feed never listed");
-                    };
-                    if offer.head.as_ref().is_none_or(|h| h.length < head.length) {
-                        offer.head = Some(head);
+                    if let Some(offer) = s.withheld_offers.get_mut(&head.feed) {
+                        if offer.head.as_ref().is_none_or(|h| h.length < head.length) {
+                            offer.head = Some(head);
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
+                    // One whose offer was not kept (there were too many): nothing to do.
+                    let m = local.membership(&address);
+                    if admission(m.as_deref(), &head.feed) == Admission::No {
+                        return Ok(());
+                    }
+                    return misbehaved("head of a feed never listed");
                 }
                 self.on_head(id, address, head, local)
             }

@@ -1604,3 +1604,45 @@ fn a_joining_device_is_not_caught_up_before_its_join_is_taken_by_the_peer() {
         "{said:?}"
     );
 }
+
+#[test]
+fn offers_not_admitted_are_kept_within_their_bound_and_never_close_the_session() {
+    let gov = Gov::new();
+    let mut node = Node::default();
+    node.hold(gov.address);
+    node.records.insert(gov.address, gov.log.clone());
+    let (_, mut b) = opened_pair(&node, gov.address);
+    let strangers: Vec<SigningKey> = (0..MAX_WITHHELD_OFFERS + 6)
+        .map(|i| SigningKey::from_bytes(&[(i as u8).wrapping_add(100); 32]))
+        .collect();
+    let mut scratch = Node::default();
+    let feeds: Vec<FeedOffer> = strangers
+        .iter()
+        .map(|k| FeedOffer {
+            cert: MembershipCert::own(k, gov.address),
+            head: Some(scratch.write_own(gov.address, k, entries("x", 1))),
+            prefix: None,
+            damaged_from: None,
+        })
+        .collect();
+    b.handle_message(
+        Message::FeedList {
+            space: 0,
+            feeds: feeds.clone(),
+        },
+        &node,
+    );
+    // Heads of kept offers and of dropped ones alike.
+    for k in [&strangers[0], strangers.last().unwrap()] {
+        let head = scratch.write_own(gov.address, k, entries("y", 1));
+        b.handle_message(Message::Head { space: 0, head }, &node);
+    }
+    assert_eq!(b.poll_action(), None, "nothing taken, nothing closed");
+    assert!(!std::iter::from_fn(|| b.poll_transmit()).any(|t| matches!(t.0, Message::Want { .. })));
+    let kept = b
+        .open
+        .values()
+        .map(|s| s.withheld_offers.len())
+        .sum::<usize>();
+    assert_eq!(kept, MAX_WITHHELD_OFFERS);
+}
