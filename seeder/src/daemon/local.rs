@@ -2,7 +2,9 @@
 What the sync state machine may ask of this node ([`crate::sync::Local`]): for a seeder
 ([`SeederLocal`]) from the store and the registry; for a member device ([`HomeLocal`]) from
 its home, for the one space it syncs. The spaces held, their feeds with certificates and
-complete heads, and whether a space may take more data.
+complete heads, the membership records of governed spaces and the membership they make (kept
+in memory, computed again only when records are added), and whether a space may take more
+data.
 
 Room ([`Local::room`]), asked before every `Want` and again before every batch is stored (so
 one transfer can't overrun a limit): a space's quota, every agreement covering it, and the

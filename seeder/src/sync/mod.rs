@@ -35,14 +35,17 @@ The protocol:
    ([`Action::AddRecords`] keeps them) and, once they are kept and the feeds they admit judged
    again, acknowledges them with an empty `Members` (`sync --once` waits for that: a joining
    device's Join has then reached the peer); records new here later go to the peer the same
-   way ([`Session::handle_local_records`]), never the ones it is known to hold. Then each side lists the feeds it holds (membership certificate
-   and newest complete head). A feed is taken into a space from before roles only with a
-   certificate the space key signed; into a governed space only with the device's own
-   signature and only as far as the membership log admits it: a feed the log does not admit
-   is not taken (the offer is kept, bounded, and judged again when records arrive, so their
-   order never loses a feed), and entries past a removed device's freeze point are refused
-   (`Refused` with [`Refusal::Removed`]) and never served. For every offered head longer than
-   what is stored here, a `Want` asks for the rest.
+   way ([`Session::handle_local_records`]), never the ones it is known to hold. Only peers
+   that say [`FEATURE_MEMBERS`] in their hello get records; they always send a feed list
+   after their records, even an empty one, so the peer knows it has heard both.
+   Then each side lists the feeds it holds (membership certificate and newest complete head).
+   A feed is taken into a space from before roles only with a certificate the space key
+   signed; into a governed space only with the device's own signature and only as far as the
+   membership log admits it: a feed the log does not admit is not taken (the offer is kept,
+   bounded, and judged again when records arrive, so their order never loses a feed), and
+   entries past a removed device's freeze point are refused (`Refused` with
+   [`Refusal::Removed`]) and never served. For every offered head longer than what is stored
+   here, a `Want` asks for the rest.
 4. `Want` is answered by the driver on a stream of its own per feed ([`Action::Serve`]):
    `Data` batches, each verifiable against a signed head. The driver verifies and stores them
    (the store takes only `VerifiedBatch`es), then reports [`Session::handle_appended`], which
