@@ -871,6 +871,29 @@ mod tests {
     }
 
     #[test]
+    fn a_home_keeps_no_membership_log_for_a_space_from_before_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::fs::home::Home::open(dir.path()).unwrap();
+        let mut rng = crate::fs::home::Rng::default();
+        let address = home.create_space("office", &mut rng).unwrap();
+        // Any member holds the secret, so any member could sign a genesis.
+        let crate::space::InviteCode::Space(secret) = home.invite("office").unwrap() else {
+            panic!("a space from before roles has a space invite");
+        };
+        let forged = crate::space::members::genesis(
+            &secret,
+            crate::space::members::device_of(&ed25519_dalek::SigningKey::from_bytes(&[7; 32])),
+        )
+        .verify(&address)
+        .unwrap();
+        let local = HomeLocal::new(std::sync::Arc::new(home), address, None);
+        assert!(local.add_records(&address, vec![forged]).is_err());
+        assert!(local.records(&address).is_empty());
+        assert_eq!(local.membership(&address), None);
+        assert_eq!(local.offers(&address).len(), 1, "its feeds still count");
+    }
+
+    #[test]
     fn disk_room_reads_the_file_system() {
         let (free, total) = disk_room(std::path::Path::new("/")).unwrap();
         assert!(total > 0 && free <= total);

@@ -58,6 +58,8 @@ pub enum RegistryError {
     UnknownAgreement(u64),
     #[error("space {0} is not held here")]
     NotHeld(Address),
+    #[error("space {0} is a space from before roles (its feeds are admitted by the space key): it takes no membership records")]
+    NotGoverned(Address),
 }
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -400,7 +402,13 @@ impl Registry {
         if self.space(space)?.is_none() {
             return Err(RegistryError::NotHeld(*space));
         }
-        self.membership(space)?;
+        let log = self.membership(space)?;
+        // Every member of a space from before roles holds its secret and could sign a genesis
+        // that would shut the others out: a space whose feeds came in with the space key's
+        // certificates never takes a membership log.
+        if log.is_none() && self.members(space)?.iter().any(|c| !c.is_own()) {
+            return Err(RegistryError::NotGoverned(*space));
+        }
         // Which are new, decided under the lock; written without it (a write waits for the
         // disk, and sessions ask for the membership meanwhile).
         let new: Vec<VerifiedRecord> = {
@@ -1033,6 +1041,25 @@ mod tests {
         r.add_records(&address, log.clone()).unwrap();
         r.add_member(&cert).unwrap();
         assert_eq!(r.member(&address, &cert.feed).unwrap(), Some(cert));
+    }
+
+    #[test]
+    fn a_space_from_before_roles_takes_no_membership_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        // Its secret is every member's: any of them could sign a genesis for it.
+        let secret = SpaceSecret::from_bytes([5; 32]);
+        let (address, log) = governed_log();
+        assert_eq!(secret.address(), address);
+        r.add_space(&SeedCode::new(address), None, None, 0).unwrap();
+        r.add_member(&MembershipCert::issue(&secret, FeedKey([9; 32])))
+            .unwrap();
+        assert!(matches!(
+            r.add_records(&address, log),
+            Err(RegistryError::NotGoverned(_))
+        ));
+        assert_eq!(r.membership(&address).unwrap(), None);
     }
 
     #[test]
