@@ -142,6 +142,31 @@ pub struct SpaceInfo {
     pub peers: u64,
     /// New data is refused: the space's quota, an agreement's or the disk's limit is reached.
     pub full: bool,
+    /// A governed space's membership as the seeder counts it; none for a space from before
+    /// roles (or one whose membership log hasn't reached the seeder yet).
+    #[serde(default)]
+    pub membership: Option<SpaceMembership>,
+}
+
+/// Who is in a governed space, in counts only: the seeder verifies the membership log but
+/// can't read who anyone is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SpaceMembership {
+    /// Devices in the space now (removed ones not counted).
+    pub devices: u64,
+    /// Content-key changes since the space began (every removal makes one).
+    pub epoch: u64,
+}
+
+impl SpaceMembership {
+    /// As the admin page shows it: `4 devices · epoch 2`.
+    pub fn summary(&self) -> String {
+        let devices = match self.devices {
+            1 => "1 device".to_string(),
+            n => format!("{n} devices"),
+        };
+        format!("{devices} · epoch {}", self.epoch)
+    }
 }
 
 /// A request to hold a space.

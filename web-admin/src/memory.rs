@@ -81,6 +81,7 @@ impl MemoryBackend {
                     last_verified: Some(1),
                     peers: 1,
                     full: false,
+                    membership: None,
                 });
             }
         }
@@ -102,6 +103,14 @@ impl MemoryBackend {
         if let Some(s) = i.spaces.iter_mut().find(|s| s.name == name) {
             s.bytes += bytes;
             s.entries += 1;
+        }
+    }
+
+    /// Simulate a governed space's membership log reaching the seeder.
+    pub fn set_membership(&self, name: &str, membership: Option<crate::backend::SpaceMembership>) {
+        let mut i = self.inner.lock().expect("lock");
+        if let Some(s) = i.spaces.iter_mut().find(|s| s.name == name) {
+            s.membership = membership;
         }
     }
 
@@ -181,6 +190,7 @@ impl AdminBackend for MemoryBackend {
             last_verified: None,
             peers: 0,
             full: false,
+            membership: None,
         };
         i.spaces.push(s.clone());
         Ok(s)

@@ -155,12 +155,19 @@ fn schemas() -> Value {
             "last_verified",
             "peers",
             "full",
+            "membership",
         ],
         json!({
             "name": s(), "address": s(), "seed_code": s(), "quota_bytes": nullable(int()),
             "feeds": int(), "entries": int(), "bytes": int(), "complete": { "type": "boolean" },
             "last_sync": nullable(int()), "last_verified": nullable(int()), "peers": int(),
             "full": { "type": "boolean" },
+            "membership": nullable(json!({
+                "type": "object",
+                "description": "A governed space's membership, in counts only; null for a space without roles",
+                "required": ["devices", "epoch"],
+                "properties": { "devices": int(), "epoch": int() },
+            })),
         }),
     );
     let agreement = obj(

@@ -802,7 +802,27 @@ async fn spaces_are_added_with_clear_messages_for_typos_and_removed_only_with_ty
     let page = s.get(&mut b, "/spaces").await;
     assert!(page.body.contains("Now holding office"));
     assert!(page.body.contains("data-live=\"space:office:bytes\""));
+    assert!(
+        !page.body.contains("epoch"),
+        "a space without roles shows no membership"
+    );
     assert_eq!(s.backend.spaces().unwrap()[0].quota_bytes, Some(20 << 30));
+    // Its membership log reached the seeder: counts, never names.
+    s.backend.set_membership(
+        "office",
+        Some(web_admin::backend::SpaceMembership {
+            devices: 4,
+            epoch: 2,
+        }),
+    );
+    let page = s.get(&mut b, "/spaces").await;
+    assert!(page.body.contains("4 devices · epoch 2"), "{}", page.body);
+    let r = s.api(&mut b, "GET", "/spaces", None, Auth::Csrf).await;
+    let listed: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        listed[0]["membership"],
+        serde_json::json!({ "devices": 4, "epoch": 2 })
+    );
 
     let r = s
         .post_form(

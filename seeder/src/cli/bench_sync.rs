@@ -122,6 +122,15 @@ impl Local for BareMember {
         crate::daemon::local::contradiction_in(&self.store, head)
     }
 
+    fn records(&self, _space: &Address) -> Vec<crate::space::Record> {
+        // The bench syncs spaces from before roles.
+        Vec::new()
+    }
+
+    fn membership(&self, _space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
+        None
+    }
+
     fn room(&self, space: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
         if *space == self.space {
             Ok(())
@@ -148,6 +157,14 @@ impl Node for BareMember {
             m.push(cert.clone());
         }
         Ok(())
+    }
+
+    fn add_records(
+        &self,
+        _space: &Address,
+        _records: Vec<crate::space::VerifiedRecord>,
+    ) -> Result<Vec<crate::space::VerifiedRecord>, String> {
+        Err("the bench keeps no membership records".into())
     }
 
     fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert> {

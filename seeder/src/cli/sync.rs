@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::daemon::local::{HomeLocal, PeerReports, SyncObserver};
+use crate::daemon::local::{HomeLocal, SyncObserver};
 use crate::feed::FeedKey;
 use crate::fs::home::Home;
 use crate::net::driver::{Admit, Driver};
@@ -166,18 +166,19 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             std::io::stderr().is_terminal(),
             home.store().clone(),
         ));
-        let node = Arc::new(HomeLocal {
-            home: home.clone(),
-            space: address,
-            observer: Some(progress.clone()),
-            peers: PeerReports::default(),
-        });
+        let node = Arc::new(HomeLocal::new(
+            home.clone(),
+            address,
+            Some(progress.clone()),
+        ));
         let driver = Driver::new(node.clone(), identity.node_id());
         // File commands typed meanwhile run here, and what they write goes out at once.
         let _commands = {
             let driver = driver.clone();
             let node = node.clone();
             super::forward::serve(home.clone(), move || {
+                // Who is in the space before the feeds it admits.
+                driver.announce_records(address, node.records_made());
                 for offer in crate::sync::Local::offers(&*node, &address) {
                     if let Some(head) = offer.head {
                         driver.announce(address, offer.cert, head);
@@ -660,6 +661,21 @@ fn report(
             {
                 (Failure::Fork, own_fork(peer))
             }
+            Outcome::Refused(peer, refused)
+                if refused
+                    .iter()
+                    .any(|(f, r)| *f == own && *r == Refusal::Removed) =>
+            {
+                (
+                    Failure::Refused,
+                    format!(
+                        "seeder {peer} does not take what this device wrote to {name:?} lately: \
+                         the space's membership log says it was removed or may only read. \
+                         Members ignore those entries too; an owner of the space can invite it \
+                         again"
+                    ),
+                )
+            }
             Outcome::Refused(peer, refused) => {
                 if refused.iter().any(|(_, r)| *r == Refusal::NotHeld) {
                     home.forget_acks(address, &peer.0)?;
@@ -671,6 +687,7 @@ fn report(
                     Refusal::Frozen => Failure::Fork,
                     Refusal::NotHeld => Failure::NotHeld,
                     Refusal::Failed(_) => Failure::Internal,
+                    Refusal::Removed => Failure::Refused,
                 };
                 let what = match reason {
                     Refusal::Quota { limit, .. } => format!(
@@ -690,6 +707,9 @@ fn report(
                     }
                     Refusal::NotHeld => "its admin holds it again with seeder ctl space add",
                     Refusal::Failed(_) => "its admin page says more",
+                    Refusal::Removed => {
+                        "members ignore those entries too; nothing else of the space is affected"
+                    }
                 };
                 (
                     kind,
@@ -752,6 +772,25 @@ fn report(
             failure = Some((kind, message));
         } else {
             eprintln!("seeder: {message}");
+        }
+    }
+    // Removed from a governed space, a device still gets what the others wrote, but nothing
+    // it writes counts any more: whether or not a seeder said so before the sync ended.
+    if failure.is_none() {
+        if let Ok(roster) = home.roster(name) {
+            if let Some(me) = roster.devices.iter().find(|d| d.you && d.removed) {
+                let kept = me
+                    .frozen_at
+                    .map_or(String::new(), |n| format!(" (its first {n} entries stay)"));
+                failure = Some((
+                    Failure::Refused,
+                    format!(
+                        "this device was removed from {name:?}: seeders don't take what it \
+                         writes and members ignore it{kept}; an owner of the space can invite \
+                         it again"
+                    ),
+                ));
+            }
         }
     }
     match failure {

@@ -287,6 +287,15 @@ impl AdminDaemon {
                     .filter(|p| p.spaces.contains(&s.address))
                     .count() as u64,
                 full: self.local.room(&s.address, 1).is_err(),
+                // Counts only: the labels in the log are sealed to members.
+                membership: registry
+                    .membership(&s.address)
+                    .map_err(registry_error)?
+                    .filter(|m| m.is_governed())
+                    .map(|m| web_admin::SpaceMembership {
+                        devices: m.active().count() as u64,
+                        epoch: m.epoch() as u64,
+                    }),
                 name: s.name,
             });
         }

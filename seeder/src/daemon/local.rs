@@ -2,7 +2,9 @@
 What the sync state machine may ask of this node ([`crate::sync::Local`]): for a seeder
 ([`SeederLocal`]) from the store and the registry; for a member device ([`HomeLocal`]) from
 its home, for the one space it syncs. The spaces held, their feeds with certificates and
-complete heads, and whether a space may take more data.
+complete heads, the membership records of governed spaces and the membership they make (kept
+in memory, computed again only when records are added), and whether a space may take more
+data.
 
 Room ([`Local::room`]), asked before every `Want` and again before every batch is stored (so
 one transfer can't overrun a limit): a space's quota, every agreement covering it, and the
@@ -179,6 +181,20 @@ impl Local for SeederLocal {
         contradiction_in(&self.store, head)
     }
 
+    fn records(&self, space: &Address) -> Vec<crate::space::Record> {
+        self.registry.records(space).unwrap_or_else(|e| {
+            tracing::error!(%space, error = %e, "reading membership records");
+            Vec::new()
+        })
+    }
+
+    fn membership(&self, space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
+        self.registry.membership(space).unwrap_or_else(|e| {
+            tracing::error!(%space, error = %e, "reading membership records");
+            None
+        })
+    }
+
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
         let pending = self.pending.lock();
         self.room_with(space, bytes, &pending)
@@ -196,6 +212,25 @@ pub struct HomeLocal {
     pub observer: Option<std::sync::Arc<dyn SyncObserver>>,
     /// What the peers said and did, for `sync --once` to report.
     pub peers: PeerReports,
+    /// The space's membership as last read from the home, and the records it was made of
+    /// (sessions ask for it at every offer and batch; records change rarely).
+    log: std::sync::Mutex<Option<MemberLog>>,
+}
+
+/// What [`HomeLocal`] keeps of its space's membership log.
+struct MemberLog {
+    ids: std::collections::HashSet<crate::space::members::RecordId>,
+    membership: Option<std::sync::Arc<crate::space::Membership>>,
+}
+
+impl MemberLog {
+    fn of(records: &[crate::space::VerifiedRecord]) -> MemberLog {
+        MemberLog {
+            ids: records.iter().map(|r| r.id()).collect(),
+            membership: (!records.is_empty())
+                .then(|| std::sync::Arc::new(crate::space::Membership::compute(records))),
+        }
+    }
 }
 
 /// What each peer of a member's sync said: whether it opened the space, what it refused.
@@ -272,6 +307,58 @@ pub trait SyncObserver: Send + Sync {
     fn repaired(&self, _peer: NodeId, _feed: FeedKey, _count: u64) {}
 }
 
+impl HomeLocal {
+    /// A member device's answers for its space at `space`.
+    pub fn new(
+        home: std::sync::Arc<crate::fs::home::Home>,
+        space: Address,
+        observer: Option<std::sync::Arc<dyn SyncObserver>>,
+    ) -> HomeLocal {
+        HomeLocal {
+            home,
+            space,
+            observer,
+            peers: PeerReports::default(),
+            log: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn lock_log(&self) -> std::sync::MutexGuard<'_, Option<MemberLog>> {
+        self.log
+            .lock()
+            .expect("membership cache poisoned: a thread panicked while holding it")
+    }
+
+    /// The space's records as the home holds them now (each verified again).
+    fn read_records(&self) -> Vec<crate::space::VerifiedRecord> {
+        self.home.records(&self.space).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading membership records");
+            Vec::new()
+        })
+    }
+
+    /// Records the home holds that this sync has not seen yet (a command run meanwhile made
+    /// them, `seeder space invite` say): the membership is read again and they are returned,
+    /// for every peer to get.
+    pub fn records_made(&self) -> Vec<crate::space::Record> {
+        let records = self.read_records();
+        let mut log = self.lock_log();
+        // Not read yet: no space opened yet either, and each sends them all when it does.
+        let new: Vec<crate::space::Record> = match log.as_ref() {
+            None => Vec::new(),
+            Some(l) => records
+                .iter()
+                .filter(|r| !l.ids.contains(&r.id()))
+                .map(|r| r.record().clone())
+                .collect(),
+        };
+        if !new.is_empty() || log.is_none() {
+            *log = Some(MemberLog::of(&records));
+        }
+        new
+    }
+}
+
 impl Local for HomeLocal {
     fn space_for(&self, discovery: &DiscoveryKey) -> Option<Address> {
         (self.space.discovery_key() == *discovery).then_some(self.space)
@@ -309,6 +396,29 @@ impl Local for HomeLocal {
 
     fn contradicts(&self, head: &crate::feed::VerifiedHead) -> Option<crate::feed::ForkEvidence> {
         contradiction_in(self.home.store(), head)
+    }
+
+    fn records(&self, space: &Address) -> Vec<crate::space::Record> {
+        if *space != self.space {
+            return Vec::new();
+        }
+        self.read_records()
+            .into_iter()
+            .map(crate::space::VerifiedRecord::into_record)
+            .collect()
+    }
+
+    fn membership(&self, space: &Address) -> Option<std::sync::Arc<crate::space::Membership>> {
+        if *space != self.space {
+            return None;
+        }
+        if let Some(log) = self.lock_log().as_ref() {
+            return log.membership.clone();
+        }
+        let log = MemberLog::of(&self.read_records());
+        let m = log.membership.clone();
+        *self.lock_log() = Some(log);
+        m
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
@@ -407,6 +517,16 @@ impl Node for SeederLocal {
         self.registry.member(space, feed).ok().flatten()
     }
 
+    fn add_records(
+        &self,
+        space: &Address,
+        records: Vec<crate::space::VerifiedRecord>,
+    ) -> Result<Vec<crate::space::VerifiedRecord>, String> {
+        self.registry
+            .add_records(space, records)
+            .map_err(|e| e.to_string())
+    }
+
     fn appended(&self, space: &Address, _feed: FeedKey, _length: u64) {
         self.activity.appended(space);
     }
@@ -460,6 +580,25 @@ impl Node for HomeLocal {
 
     fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert> {
         self.home.member(space, feed).ok().flatten()
+    }
+
+    fn add_records(
+        &self,
+        space: &Address,
+        records: Vec<crate::space::VerifiedRecord>,
+    ) -> Result<Vec<crate::space::VerifiedRecord>, String> {
+        if *space != self.space {
+            return Err(format!("space {space} is not the one being synced"));
+        }
+        // New here, and this device's Join when the invite it holds has just come.
+        let new = self
+            .home
+            .add_records(space, records)
+            .map_err(|e| e.to_string())?;
+        if !new.is_empty() {
+            *self.lock_log() = Some(MemberLog::of(&self.read_records()));
+        }
+        Ok(new)
     }
 
     fn connected(&self, id: u64, conn: &crate::net::Connection) {
@@ -697,12 +836,7 @@ mod tests {
         let mut rng = crate::fs::home::Rng::default();
         let address = home.create_space("office", &mut rng).unwrap();
         let home = std::sync::Arc::new(home);
-        let local = HomeLocal {
-            home: home.clone(),
-            space: address,
-            observer: None,
-            peers: PeerReports::default(),
-        };
+        let local = HomeLocal::new(home.clone(), address, None);
         assert_eq!(local.space_for(&address.discovery_key()), Some(address));
         let other = SpaceSecret::from_bytes([2; 32]).address();
         assert_eq!(local.space_for(&other.discovery_key()), None);
@@ -734,6 +868,29 @@ mod tests {
             vec![ack],
             "acks never go down"
         );
+    }
+
+    #[test]
+    fn a_home_keeps_no_membership_log_for_a_space_from_before_roles() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::fs::home::Home::open(dir.path()).unwrap();
+        let mut rng = crate::fs::home::Rng::default();
+        let address = home.create_space("office", &mut rng).unwrap();
+        // Any member holds the secret, so any member could sign a genesis.
+        let crate::space::InviteCode::Space(secret) = home.invite("office").unwrap() else {
+            panic!("a space from before roles has a space invite");
+        };
+        let forged = crate::space::members::genesis(
+            &secret,
+            crate::space::members::device_of(&ed25519_dalek::SigningKey::from_bytes(&[7; 32])),
+        )
+        .verify(&address)
+        .unwrap();
+        let local = HomeLocal::new(std::sync::Arc::new(home), address, None);
+        assert!(local.add_records(&address, vec![forged]).is_err());
+        assert!(local.records(&address).is_empty());
+        assert_eq!(local.membership(&address), None);
+        assert_eq!(local.offers(&address).len(), 1, "its feeds still count");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 /*!
 The daemon's durable state beside the feeds: which spaces it holds (by address, with a local
-name and a quota), which feeds belong to each (their membership certificates), and which
-partner seeders it dials. Kept in sled trees of the store's database, so it survives restarts
-and is made durable by the same barrier ([`Store::commit`]) before any change is reported.
+name and a quota), which feeds belong to each (their membership certificates), the membership
+records of governed spaces (and the [`Membership`] they make, kept in memory while they don't
+change), and which partner seeders it dials. Kept in sled trees of the store's database, so it
+survives restarts and is made durable by the same barrier ([`Store::commit`]) before any change
+is reported.
 
 Not here: feed data (the store), secrets (a seeder has none), anything about connections.
 */
@@ -11,11 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use super::totals::{SpaceTotals, Totals};
 use crate::feed::FeedKey;
-use crate::space::{Address, MembershipCert, SeedCode};
+use crate::space::members::{RecordId, MAX_RECORDS};
+use crate::space::{Address, Membership, MembershipCert, Record, SeedCode, VerifiedRecord};
 use crate::store::{FeedSize, FeedWatcher, Store, StoreError, Table};
 
 const TREE_SPACES: &str = "registry.spaces";
 const TREE_MEMBERS: &str = "registry.members";
+/// Membership records: address ‖ record id → record.
+const TREE_RECORDS: &str = "registry.records";
 const TREE_PEERS: &str = "registry.peers";
 const TREE_AGREEMENTS: &str = "registry.agreements";
 const TREE_ADMIN: &str = "registry.admin";
@@ -51,6 +56,10 @@ pub enum RegistryError {
     Certificate(#[from] crate::space::SpaceError),
     #[error("no agreement {0}")]
     UnknownAgreement(u64),
+    #[error("space {0} is not held here")]
+    NotHeld(Address),
+    #[error("space {0} is a space from before roles (its feeds are admitted by the space key): it takes no membership records")]
+    NotGoverned(Address),
 }
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -114,6 +123,13 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T> {
     Ok(v.value)
 }
 
+fn record_key(space: &Address, id: &RecordId) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&space.0);
+    k[32..].copy_from_slice(&id.0);
+    k
+}
+
 fn member_key(space: &Address, feed: &FeedKey) -> [u8; 64] {
     let mut k = [0u8; 64];
     k[..32].copy_from_slice(&space.0);
@@ -139,9 +155,41 @@ pub struct Registry {
     totals: std::sync::Arc<Totals>,
     spaces: Table,
     members: Table,
+    records: Table,
     peers: Table,
     agreements: Table,
     admin: Table,
+    /// Each held space's membership log as verified, read from [`TREE_RECORDS`] on first use
+    /// and kept current by [`Registry::add_records`]: at most [`MAX_RECORDS`] records a space
+    /// (a few hundred bytes each in an office's log).
+    logs: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Address, Log>>>,
+}
+
+/// A space's membership records and what they make.
+#[derive(Default)]
+struct Log {
+    records: Vec<VerifiedRecord>,
+    ids: std::collections::HashSet<RecordId>,
+    /// `None` while the space has no records (a space from before roles).
+    membership: Option<std::sync::Arc<Membership>>,
+}
+
+impl Log {
+    fn of(records: Vec<VerifiedRecord>) -> Log {
+        let mut log = Log::default();
+        log.extend(records);
+        log
+    }
+
+    fn extend(&mut self, records: Vec<VerifiedRecord>) {
+        for r in records {
+            if self.ids.insert(r.id()) {
+                self.records.push(r);
+            }
+        }
+        self.membership = (!self.records.is_empty())
+            .then(|| std::sync::Arc::new(Membership::compute(&self.records)));
+    }
 }
 
 impl Registry {
@@ -149,16 +197,22 @@ impl Registry {
         let registry = Registry {
             spaces: store.table(TREE_SPACES)?,
             members: store.table(TREE_MEMBERS)?,
+            records: store.table(TREE_RECORDS)?,
             peers: store.table(TREE_PEERS)?,
             agreements: store.table(TREE_AGREEMENTS)?,
             admin: store.table(TREE_ADMIN)?,
             store: store.clone(),
             totals: Default::default(),
+            logs: Default::default(),
         };
         // Watching first: a change during the rebuild is then applied after it, never lost.
         let watcher: std::sync::Arc<dyn FeedWatcher> = registry.totals.clone();
         store.watch(&watcher);
         registry.rebuild_totals()?;
+        // Read (and verified) now rather than by the first connection that asks.
+        for s in registry.spaces()? {
+            registry.membership(&s.address)?;
+        }
         Ok(registry)
     }
 
@@ -254,14 +308,16 @@ impl Registry {
         Ok(held)
     }
 
-    /// Stop holding a space. With `purge`, its feeds are deleted from the disk too (space
-    /// really freed); without, they stay (and are taken up again if the space is re-added).
-    /// Returns the feeds purged.
+    /// Stop holding a space. With `purge`, its feeds and membership records are deleted from
+    /// the disk too (space really freed); without, they stay (and are taken up again if the
+    /// space is re-added: the records are what says how far each kept feed counts). Returns
+    /// the feeds purged.
     pub fn remove_space(&self, name: &str, purge: bool) -> Result<usize> {
         let held = self.space_named(name)?;
         self.spaces.remove(held.address.0)?;
         self.store.commit()?;
         self.totals.remove_space(&held.address);
+        self.lock_logs().remove(&held.address);
         let mut purged = 0;
         if purge {
             for cert in self.members(&held.address)? {
@@ -269,14 +325,134 @@ impl Registry {
                 self.members.remove(member_key(&held.address, &cert.feed))?;
                 purged += 1;
             }
+            let keys: Vec<Vec<u8>> = self
+                .records
+                .scan_prefix(held.address.0)
+                .map(|item| item.map(|(k, _)| k))
+                .collect::<std::result::Result<_, _>>()?;
+            for k in keys {
+                self.records.remove(k)?;
+            }
             self.store.commit()?;
         }
         Ok(purged)
     }
 
-    /// Take a member feed into a held space: its certificate must verify for the space.
+    fn lock_logs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Address, Log>> {
+        self.logs
+            .lock()
+            .expect("membership logs poisoned: a thread panicked while holding them")
+    }
+
+    /// The membership records of `space` read from disk, each verified again (only
+    /// [`Record::verify`] makes the proof [`Membership::compute`] takes).
+    fn read_records(&self, space: &Address) -> Result<Vec<VerifiedRecord>> {
+        let mut out = Vec::new();
+        for item in self.records.scan_prefix(space.0) {
+            let (k, v) = item?;
+            let what = format!("membership record {}", hex::encode(&k));
+            let record: Record = decode(&what, &v)?;
+            out.push(
+                record
+                    .verify(space)
+                    .map_err(|_| RegistryError::Corrupt(what))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The membership of the held space at `space`, if it has records (a governed space);
+    /// `None` for a space from before roles, or one not held. Computed once and kept until
+    /// records change.
+    pub fn membership(&self, space: &Address) -> Result<Option<std::sync::Arc<Membership>>> {
+        if let Some(log) = self.lock_logs().get(space) {
+            return Ok(log.membership.clone());
+        }
+        if self.space(space)?.is_none() {
+            return Ok(None);
+        }
+        let log = Log::of(self.read_records(space)?);
+        let m = log.membership.clone();
+        // Another thread may have read it meanwhile, or added records: keep the fuller one.
+        let mut logs = self.lock_logs();
+        let kept = logs.entry(*space).or_default();
+        if kept.records.len() < log.records.len() {
+            *kept = log;
+            return Ok(m);
+        }
+        Ok(kept.membership.clone())
+    }
+
+    /// The membership records of `space` held here.
+    pub fn records(&self, space: &Address) -> Result<Vec<Record>> {
+        self.membership(space)?;
+        Ok(self.lock_logs().get(space).map_or_else(Vec::new, |log| {
+            log.records.iter().map(|r| r.record().clone()).collect()
+        }))
+    }
+
+    /// Keep membership records of the held space `space`, durably before this returns, and
+    /// compute its membership again. Returns those new here; beyond [`MAX_RECORDS`] a space
+    /// takes no more (logged).
+    pub fn add_records(
+        &self,
+        space: &Address,
+        records: Vec<VerifiedRecord>,
+    ) -> Result<Vec<VerifiedRecord>> {
+        if self.space(space)?.is_none() {
+            return Err(RegistryError::NotHeld(*space));
+        }
+        let log = self.membership(space)?;
+        // Every member of a space from before roles holds its secret and could sign a genesis
+        // that would shut the others out: a space whose feeds came in with the space key's
+        // certificates never takes a membership log.
+        if log.is_none() && self.members(space)?.iter().any(|c| !c.is_own()) {
+            return Err(RegistryError::NotGoverned(*space));
+        }
+        // Which are new, decided under the lock; written without it (a write waits for the
+        // disk, and sessions ask for the membership meanwhile).
+        let new: Vec<VerifiedRecord> = {
+            let logs = self.lock_logs();
+            let held = logs.get(space).map_or(0, |l| l.records.len());
+            let known = |id: &RecordId| logs.get(space).is_some_and(|l| l.ids.contains(id));
+            let mut seen = std::collections::HashSet::new();
+            let mut new = Vec::new();
+            for r in records {
+                if known(&r.id()) || !seen.insert(r.id()) {
+                    continue;
+                }
+                if held + new.len() >= MAX_RECORDS {
+                    tracing::warn!(%space, "the space holds {MAX_RECORDS} membership records: no more are taken");
+                    break;
+                }
+                new.push(r);
+            }
+            new
+        };
+        if new.is_empty() {
+            return Ok(new);
+        }
+        let mut batch = crate::store::TableBatch::default();
+        for r in &new {
+            batch.insert(record_key(space, &r.id()), encode(r.record()));
+        }
+        self.records.apply(batch)?;
+        // Durable before the peer is told they are taken.
+        self.store.commit()?;
+        self.lock_logs()
+            .entry(*space)
+            .or_default()
+            .extend(new.clone());
+        Ok(new)
+    }
+
+    /// Take a member feed into a held space: its certificate must verify for the space (in a
+    /// governed space: the device's own signature, and the membership log must admit it).
     pub fn add_member(&self, cert: &MembershipCert) -> Result<()> {
-        let member = cert.clone().verify(&cert.address)?;
+        let membership = self.membership(&cert.address)?;
+        let member = cert
+            .clone()
+            .verify_in(&cert.address, membership.as_deref())?;
         self.members.insert(
             member_key(&member.address(), &member.feed()),
             encode(member.cert()),
@@ -760,6 +936,130 @@ mod tests {
         let r = Registry::open(&store).unwrap();
         assert_eq!(r.totals(&a.address()), None);
         assert_eq!(r.totals(&b.address()), Some(tb));
+    }
+
+    /// A governed space's log: genesis (owner device `[10; 32]`), a writer `[11; 32]` invited
+    /// and joined.
+    fn governed_log() -> (Address, Vec<VerifiedRecord>) {
+        use crate::space::members::{self, Change, InviteKeys, KeyId, MemberRole};
+        use ed25519_dalek::Signer;
+        let secret = SpaceSecret::from_bytes([5; 32]);
+        let address = secret.address();
+        let owner = ed25519_dalek::SigningKey::from_bytes(&[10; 32]);
+        let genesis = members::genesis(&secret, members::device_of(&owner))
+            .verify(&address)
+            .unwrap();
+        let ik = InviteKeys::from_secret(&[1; 32]);
+        let invite = Record::sign(
+            &owner,
+            address,
+            vec![genesis.id()],
+            Change::Invite {
+                invite: ik.public(),
+                invite_box: ik.box_public(),
+                role: MemberRole::Writer,
+                key: KeyId([0; 8]),
+                sealed: vec![0; members::SEALED_KEY_LEN],
+                label: Vec::new(),
+            },
+        )
+        .verify(&address)
+        .unwrap();
+        let device = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+        let dev = members::device_of(&device);
+        let join = Record::sign(
+            &ik.signing,
+            address,
+            vec![invite.id()],
+            Change::Join {
+                invite: ik.public(),
+                device: dev,
+                device_signature: device
+                    .sign(&members::join_bytes(&address, &ik.public(), &dev))
+                    .to_bytes(),
+            },
+        )
+        .verify(&address)
+        .unwrap();
+        (address, vec![genesis, invite, join])
+    }
+
+    #[test]
+    fn membership_records_are_kept_once_survive_a_restart_and_go_with_a_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (address, log) = governed_log();
+        let code = SeedCode::new(address);
+        {
+            let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+            let r = Registry::open(&store).unwrap();
+            assert!(
+                r.add_records(&address, log.clone()).is_err(),
+                "not held: not kept"
+            );
+            r.add_space(&code, Some("office"), None, 0).unwrap();
+            assert_eq!(r.membership(&address).unwrap(), None, "no records yet");
+            let new = r.add_records(&address, log[..2].to_vec()).unwrap();
+            assert_eq!(new.len(), 2);
+            let m = r.membership(&address).unwrap().unwrap();
+            assert_eq!((m.active().count(), m.epoch()), (1, 0));
+            let new = r.add_records(&address, log.clone()).unwrap();
+            assert_eq!(new, vec![log[2].clone()], "only the one new here");
+            assert_eq!(r.membership(&address).unwrap().unwrap().active().count(), 2);
+        }
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        assert_eq!(
+            r.records(&address).unwrap().len(),
+            3,
+            "kept across a restart"
+        );
+        let m = r.membership(&address).unwrap().unwrap();
+        assert_eq!(m.active().count(), 2);
+        // Removed and held again: the records come back with the feeds they admit.
+        r.remove_space("office", false).unwrap();
+        assert_eq!(r.membership(&address).unwrap(), None, "not held");
+        r.add_space(&code, Some("office"), None, 0).unwrap();
+        assert_eq!(r.records(&address).unwrap().len(), 3);
+        // Purged: gone from the disk.
+        r.remove_space("office", true).unwrap();
+        r.add_space(&code, Some("office"), None, 0).unwrap();
+        assert!(r.records(&address).unwrap().is_empty());
+        assert_eq!(r.membership(&address).unwrap(), None);
+    }
+
+    #[test]
+    fn a_governed_spaces_feed_is_taken_only_with_its_own_signature_once_the_log_admits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        let (address, log) = governed_log();
+        r.add_space(&SeedCode::new(address), None, None, 0).unwrap();
+        let device = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+        let cert = MembershipCert::own(&device, address);
+        r.add_records(&address, log[..2].to_vec()).unwrap();
+        assert!(r.add_member(&cert).is_err(), "invited, not yet joined");
+        r.add_records(&address, log.clone()).unwrap();
+        r.add_member(&cert).unwrap();
+        assert_eq!(r.member(&address, &cert.feed).unwrap(), Some(cert));
+    }
+
+    #[test]
+    fn a_space_from_before_roles_takes_no_membership_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let r = Registry::open(&store).unwrap();
+        // Its secret is every member's: any of them could sign a genesis for it.
+        let secret = SpaceSecret::from_bytes([5; 32]);
+        let (address, log) = governed_log();
+        assert_eq!(secret.address(), address);
+        r.add_space(&SeedCode::new(address), None, None, 0).unwrap();
+        r.add_member(&MembershipCert::issue(&secret, FeedKey([9; 32])))
+            .unwrap();
+        assert!(matches!(
+            r.add_records(&address, log),
+            Err(RegistryError::NotGoverned(_))
+        ));
+        assert_eq!(r.membership(&address).unwrap(), None);
     }
 
     #[test]

@@ -661,7 +661,8 @@ impl Home {
         }
     }
 
-    /// Record a verified member feed of `address` (from a bundle or a peer).
+    /// Record a verified member feed of `address` (from a bundle or a peer): in a governed
+    /// space, one its membership log admits.
     pub fn add_member(&self, address: &Address, cert: &MembershipCert) -> Result<()> {
         cert.clone()
             .verify_in(address, self.membership(address)?.as_ref())?;

@@ -124,6 +124,11 @@ impl Home {
         let Some(name) = self.name_of(address)? else {
             return Ok(Vec::new());
         };
+        if let (SpaceKeys::Secret(_), _) = self.record(&name)? {
+            // Every member of a space from before roles holds its secret and could sign a
+            // genesis: such a space never takes a membership log.
+            return Err(HomeError::NotGoverned(name));
+        }
         let mut held: Vec<VerifiedRecord> = self.records(address)?;
         let mut new = Vec::new();
         for r in records {

@@ -1,6 +1,7 @@
 /*!
 The connection driver: runs one [`Session`] over one QUIC connection, carrying out what it asks
-against this node's store, and relays new heads between all of this node's connections.
+against this node's store, and relays new heads and membership records between all of this
+node's connections (in one queue, so each connection hears them in the order they came).
 
 Per connection:
 - one bidirectional control stream (the dialer opens it), read by a task that forwards
@@ -34,7 +35,7 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use super::frames::{Budget, Charge, Frames, Next};
 use super::{send_message, Connection, NetError, NodeId};
 use crate::feed::{verify_batch, FeedKey, SignedHead};
-use crate::space::{Address, MembershipCert};
+use crate::space::{Address, MembershipCert, Record, VerifiedRecord};
 use crate::store::Store;
 use crate::sync::transfer::{
     DataMsg, Ingest, Limits, Read, StoreOutcome, Stored, Transfer, TransferEvent,
@@ -360,6 +361,13 @@ pub trait Node: Local + Send + Sync + 'static {
     }
     /// Record a member feed of `space` whose certificate the session verified.
     fn add_feed(&self, space: &Address, cert: &MembershipCert) -> Result<(), String>;
+    /// Keep membership records of `space` a peer sent, durably. Returns those new here, and
+    /// any this node made in answer (a joining device's Join): they go on to every peer.
+    fn add_records(
+        &self,
+        space: &Address,
+        records: Vec<VerifiedRecord>,
+    ) -> Result<Vec<VerifiedRecord>, String>;
     /// The certificate of `feed` in `space`, if it is a member here.
     fn member(&self, space: &Address, feed: &FeedKey) -> Option<MembershipCert>;
     /// The peer acknowledged storing `length` entries of `feed`.
@@ -402,14 +410,21 @@ impl Drop for Ended<'_> {
     }
 }
 
-/// A head to pass on to every other connection.
+/// A head or membership records to pass on to every other connection.
 #[derive(Clone, Debug)]
 struct Relay {
     space: Address,
-    cert: MembershipCert,
-    head: SignedHead,
+    what: Relayed,
     /// The connection it came from (not told again).
     origin: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Relayed {
+    /// A feed grew here (boxed: a head and a certificate are large beside an `Arc`).
+    Head(Box<(MembershipCert, SignedHead)>),
+    /// Records new here, shared by every connection's copy of the message.
+    Records(Arc<Vec<Record>>),
 }
 
 /// Shared by all connections of a node.
@@ -823,8 +838,20 @@ impl Driver {
     pub fn announce(&self, space: Address, cert: MembershipCert, head: SignedHead) {
         let _ = self.relay.send(Relay {
             space,
-            cert,
-            head,
+            what: Relayed::Head(Box::new((cert, head))),
+            origin: 0,
+        });
+    }
+
+    /// Tell every connection about membership records of `space` this device made (each
+    /// peer gets those it isn't known to hold).
+    pub fn announce_records(&self, space: Address, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let _ = self.relay.send(Relay {
+            space,
+            what: Relayed::Records(Arc::new(records)),
             origin: 0,
         });
     }
@@ -997,7 +1024,8 @@ impl Driver {
                             if let Some(head) = head {
                                 if let Some(space) = space {
                                     if let Some(cert) = self.node.member(&space, &feed) {
-                                        let _ = self.relay.send(Relay { space, cert, head, origin: conn_id });
+                                        let what = Relayed::Head(Box::new((cert, head)));
+                                        let _ = self.relay.send(Relay { space, what, origin: conn_id });
                                     }
                                 }
                             }
@@ -1012,12 +1040,17 @@ impl Driver {
                 r = relay.recv() => {
                     let s = &mut session;
                     match r {
-                        Ok(r) if r.origin != conn_id => s.handle_local_head(&r.space, &r.cert, &r.head),
+                        Ok(r) if r.origin != conn_id => match &r.what {
+                            Relayed::Head(h) => s.handle_local_head(&r.space, &h.0, &h.1),
+                            Relayed::Records(records) => s.handle_local_records(&r.space, records, &*self.node),
+                        },
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(lagged = n, "relay queue overflowed; re-announcing every feed");
+                            tracing::warn!(lagged = n, "relay queue overflowed; re-announcing every feed and record");
                             let spaces: Vec<Address> = s.open_spaces().map(|(_, a)| *a).collect();
                             for space in spaces {
+                                // The peer gets only the records it isn't known to hold.
+                                s.handle_local_records(&space, &self.node.records(&space), &*self.node);
                                 for offer in self.node.offers(&space) {
                                     if let Some(head) = &offer.head {
                                         s.handle_local_head(&space, &offer.cert, head);
@@ -1157,6 +1190,31 @@ impl Driver {
                             .map_err(|e| NetError::Stream(e.to_string()))?;
                         if let Err(e) = r {
                             tracing::warn!(%space, error = %e, "cannot add a member feed");
+                        }
+                    }
+                    Action::AddRecords { space, records } => {
+                        let node = self.node.clone();
+                        let r =
+                            tokio::task::spawn_blocking(move || node.add_records(&space, records))
+                                .await
+                                .map_err(|e| NetError::Stream(e.to_string()))?;
+                        let new: Vec<Record> = match r {
+                            Ok(new) => new.into_iter().map(VerifiedRecord::into_record).collect(),
+                            Err(e) => {
+                                tracing::warn!(%space, error = %e, "cannot keep membership records");
+                                Vec::new()
+                            }
+                        };
+                        // This peer gets what was made here in answer (a Join) and its
+                        // acknowledgement; every other one, everything new.
+                        s.handle_records_added(&space, &new, &*self.node);
+                        if !new.is_empty() {
+                            tracing::info!(%space, peer = %conn.peer.short(), records = new.len(), "membership records taken");
+                            let _ = self.relay.send(Relay {
+                                space,
+                                what: Relayed::Records(Arc::new(new)),
+                                origin: conn_id,
+                            });
                         }
                     }
                     Action::Serve {
@@ -1584,6 +1642,9 @@ impl Ingest for ConnIngest<'_> {
     }
     fn is_member(&self, space: &Address, feed: &FeedKey) -> bool {
         self.node.member(space, feed).is_some()
+    }
+    fn admission(&self, space: &Address, feed: &FeedKey) -> crate::space::members::Admission {
+        crate::sync::admission(self.node.membership(space).as_deref(), feed)
     }
     fn stored(&self, feed: &FeedKey) -> u64 {
         self.node.stored(feed).0

@@ -402,6 +402,19 @@ impl MembershipCert {
         }
     }
 
+    /// Whether this is a governed space's kind of certificate: signed by its feed's own key.
+    /// Says nothing of membership; a peer without the space's records yet can tell with it a
+    /// feed of a governed space from a forged certificate.
+    pub fn is_own(&self) -> bool {
+        VerifyingKey::from_bytes(&self.feed.0).is_ok_and(|key| {
+            key.verify_strict(
+                &Self::signing_bytes(&self.address, &self.feed),
+                &ed25519_dalek::Signature::from_bytes(&self.signature),
+            )
+            .is_ok()
+        })
+    }
+
     /// Check that this admits its feed to the space at `expected`, whose membership (for a
     /// governed space) is `membership`: there the certificate is the device's own and the
     /// log must admit the feed; in a space from before roles the space key signed it.

@@ -8,8 +8,10 @@ Method groups, in the manner of quinn-proto's `Connection`:
 - input: [`Session::handle_message`] (control-stream messages), [`Session::handle_appended`]
   (the driver stored verified data), [`Session::handle_refusing`] (the driver would not store
   received data: no room, or a frozen feed), [`Session::handle_local_head`] (a feed grew here,
-  from this peer, another peer or the local writer), [`Session::handle_transfer_ended`] (a
-  data stream closed);
+  from this peer, another peer or the local writer), [`Session::handle_records_added`] (the
+  driver kept records this peer sent), [`Session::handle_local_records`] (membership records
+  new here from another peer or made here),
+  [`Session::handle_transfer_ended`] (a data stream closed);
 - commands: [`Session::open`] (ask for a space);
 - output: [`Session::poll_transmit`] (messages for the control stream), [`Session::poll_action`]
   (work for the driver: register a feed, serve a transfer, close), [`Session::poll_event`]
@@ -28,9 +30,22 @@ The protocol:
    nothing at all, so a peer that doesn't know the address can't even learn whether the space
    is held; after [`MAX_FAILED_OPENS`] such attempts the connection is closed. Dialers number
    their spaces with even ids, listeners with odd ones, so ids never collide.
-3. Each side lists the feeds it holds (membership certificate + newest complete head). A
-   feed is taken into a space only with a certificate that verifies for the space's address.
-   For every offered head longer than what is stored here, a `Want` asks for the rest.
+3. A governed space's membership records go first (`Members`, in bounded chunks), so that the
+   peer knows who is in the space before it judges a feed. Each side verifies every record
+   ([`Action::AddRecords`] keeps them) and, once they are kept and the feeds they admit judged
+   again, acknowledges them with an empty `Members` (`sync --once` waits for that: a joining
+   device's Join has then reached the peer); records new here later go to the peer the same
+   way ([`Session::handle_local_records`]), never the ones it is known to hold. Only peers
+   that say [`FEATURE_MEMBERS`] in their hello get records; they always send a feed list
+   after their records, even an empty one, so the peer knows it has heard both.
+   Then each side lists the feeds it holds (membership certificate and newest complete head).
+   A feed is taken into a space from before roles only with a certificate the space key
+   signed; into a governed space only with the device's own signature and only as far as the
+   membership log admits it: a feed the log does not admit is not taken (the offer is kept,
+   bounded, and judged again when records arrive, so their order never loses a feed), and
+   entries past a removed device's freeze point are refused (`Refused` with
+   [`Refusal::Removed`]) and never served. For every offered head longer than what is stored
+   here, a `Want` asks for the rest.
 4. `Want` is answered by the driver on a stream of its own per feed ([`Action::Serve`]):
    `Data` batches, each verifiable against a signed head. The driver verifies and stores them
    (the store takes only `VerifiedBatch`es), then reports [`Session::handle_appended`], which
@@ -47,16 +62,22 @@ The protocol:
    serve from where it was asked (its own copy is damaged there) says `Unavailable`. A prefix
    held verified against a longer head (an upload cut short) is offered and served as such.
 
-Misbehaviour ends the session with [`Action::Close`]: bad certificates or signatures,
-messages for spaces never opened, an unexpected message before `Hello`.
+Misbehaviour ends the session with [`Action::Close`]: bad certificates, signatures or
+membership records, messages for spaces never opened, an unexpected message before `Hello`.
 */
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::feed::{FeedKey, ForkEvidence, SignedHead, VerifiedHead};
-use crate::space::{Address, Capability, DiscoveryKey, MembershipCert, Role};
+use crate::space::members::{Admission, RecordId, MAX_RECORDS};
+use crate::space::{
+    Address, Capability, DiscoveryKey, Membership, MembershipCert, Record, Role, SpaceError,
+    VerifiedRecord,
+};
 use crate::wire::{
-    FeedOffer, Message, Refusal, MAX_FEEDS_PER_LIST, MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
+    members_messages, FeedOffer, Message, Refusal, FEATURE_MEMBERS, MAX_FEEDS_PER_LIST,
+    MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
 };
 
 #[cfg(test)]
@@ -70,6 +91,30 @@ pub const MAX_FAILED_OPENS: u32 = 8;
 /// Feeds one space may hold. A small organisation has tens of devices; the bound keeps a
 /// hostile member-key holder from making a seeder track unbounded feeds.
 pub const MAX_FEEDS_PER_SPACE: usize = 4096;
+
+/// Offers of feeds the membership log here does not admit (yet), kept per open space to be
+/// judged again when records arrive: a device whose Join is on its way, readers' feeds. An
+/// office space has a few; 64 of about 300 bytes each keep a hostile peer to 20 KiB per
+/// space it opens. Offers beyond are dropped (the peer offers them again next connection).
+pub const MAX_WITHHELD_OFFERS: usize = 64;
+
+/// How far the entries of `feed` count in a space whose membership here is `m`: all of them in
+/// a space from before roles (no records, or no genesis yet).
+pub fn admission(m: Option<&Membership>, feed: &FeedKey) -> Admission {
+    match m {
+        Some(m) if m.is_governed() => m.admits(feed),
+        _ => Admission::Upto(None),
+    }
+}
+
+/// How many of `length` entries of a feed with `admission` count.
+fn admitted_len(admission: Admission, length: u64) -> u64 {
+    match admission {
+        Admission::No => 0,
+        Admission::Upto(None) => length,
+        Admission::Upto(Some(limit)) => length.min(limit),
+    }
+}
 
 /// What the session needs to know of this node, answered synchronously by the driver from
 /// the store (cheap, in-memory lookups).
@@ -90,6 +135,11 @@ pub trait Local {
     fn contradicts(&self, head: &VerifiedHead) -> Option<ForkEvidence>;
     /// Entries of `feed` found damaged here and not yet repaired, in order.
     fn damaged(&self, feed: &FeedKey) -> Vec<u64>;
+    /// The membership records held here of `space` (none for a space from before roles).
+    fn records(&self, space: &Address) -> Vec<Record>;
+    /// The membership those records make, if `space` has any (cheap: kept up to date by the
+    /// node as records are added).
+    fn membership(&self, space: &Address) -> Option<Arc<Membership>>;
 }
 
 /// Why the session ended.
@@ -114,6 +164,15 @@ pub enum Action {
     AddFeed {
         space: Address,
         cert: MembershipCert,
+    },
+    /// Keep membership records of `space` the peer sent (their signatures verified; whether
+    /// they count is the membership's to say), then tell this session what came of it
+    /// ([`Session::handle_records_added`], always: the peer waits for it) and every other
+    /// session with the space open about the records new here
+    /// ([`Session::handle_local_records`]).
+    AddRecords {
+        space: Address,
+        records: Vec<VerifiedRecord>,
     },
     /// Send entries of `feed` from `from` on (up to `to`, if given, else as far as can be
     /// proven), on a stream of its own, as `Data` messages for connection space id `id`.
@@ -211,6 +270,26 @@ struct OpenSpace {
     /// Damaged entries already asked for on this connection: a peer whose copies don't match
     /// either is not asked again and again.
     fetched: std::collections::BTreeSet<(FeedKey, u64)>,
+    /// Membership records the peer holds (it sent them, or we did): not sent to it again.
+    /// At most [`MAX_RECORDS`], what a space may hold; past that, some may be sent twice.
+    peer_records: BTreeSet<RecordId>,
+    /// Records the peer sent of this space on this connection: an honest peer sends each at
+    /// most about once, so more than twice [`MAX_RECORDS`] is a flood.
+    records_received: usize,
+    /// `Members` messages sent and not yet acknowledged.
+    records_unacked: u32,
+    /// `Members` messages received whose records the driver has not yet reported taken
+    /// ([`Session::handle_records_added`]): each is acknowledged then.
+    records_owed: u32,
+    /// The peer's first feed list has come (a peer with [`FEATURE_MEMBERS`] always sends
+    /// one, after its records): until then it may still say who is in the space.
+    listed: bool,
+    /// The peer's offers the membership here does not admit (yet), judged again when records
+    /// arrive; at most [`MAX_WITHHELD_OFFERS`].
+    withheld_offers: BTreeMap<FeedKey, FeedOffer>,
+    /// Feeds held here left out of our lists because the membership here does not admit them;
+    /// offered once records do.
+    withheld_ours: BTreeSet<FeedKey>,
 }
 
 /// One connection's replication state.
@@ -222,6 +301,8 @@ pub struct Session {
     node_id: [u8; 32],
     peer: Option<[u8; 32]>,
     hello_received: bool,
+    /// The peer speaks `Members` ([`FEATURE_MEMBERS`] in its hello).
+    peer_members: bool,
     /// Spaces we asked for and the peer hasn't answered yet, by id.
     asked: BTreeMap<u32, Address>,
     open: BTreeMap<u32, OpenSpace>,
@@ -242,6 +323,7 @@ impl Session {
             node_id,
             peer: None,
             hello_received: false,
+            peer_members: false,
             asked: BTreeMap::new(),
             open: BTreeMap::new(),
             next_id: match role {
@@ -257,7 +339,7 @@ impl Session {
         s.send(Message::Hello {
             version: PROTOCOL_VERSION,
             node_id,
-            features: 0,
+            features: FEATURE_MEMBERS,
         });
         s
     }
@@ -305,20 +387,30 @@ impl Session {
     /// open, nothing is being fetched, everything the peer offered is stored here (or refused
     /// here), and the peer holds (has acknowledged or offered) everything stored here of
     /// those spaces, or refused it. [`Session::refusals`] tells the two endings apart.
+    ///
+    /// Membership counts too: the peer's records and first feed list must have come, records
+    /// sent must be acknowledged, and only what the membership here admits of a feed is
+    /// waited for (a device's Join must reach the peer before its feed can).
     pub fn is_caught_up(&self, local: &dyn Local) -> bool {
         if !self.asked.is_empty() || self.closed {
             return false;
         }
         self.open.values().all(|s| {
+            let m = local.membership(&s.address);
+            let counts =
+                |feed: &FeedKey, len: u64| admitted_len(admission(m.as_deref(), feed), len);
             s.wanted.is_empty()
                 && s.repairing.is_empty()
                 && s.resending.is_empty()
+                && s.records_unacked == 0
+                && s.records_owed == 0
+                && (s.listed || !self.peer_members)
                 && s.remote.iter().all(|(feed, len)| {
                     let (stored, frozen) = local.stored(feed);
-                    stored >= *len || frozen || s.refusing.contains_key(feed)
+                    stored >= counts(feed, *len) || frozen || s.refusing.contains_key(feed)
                 })
                 && local.offers(&s.address).iter().all(|o| {
-                    let ours = o.head.as_ref().map_or(0, |h| h.length);
+                    let ours = counts(&o.cert.feed, o.head.as_ref().map_or(0, |h| h.length));
                     s.remote.get(&o.cert.feed).copied().unwrap_or(0) >= ours
                         || s.refused.contains_key(&o.cert.feed)
                 })
@@ -526,6 +618,116 @@ impl Session {
         }
     }
 
+    /// Membership records of `space` are new here (from this peer, another one, or made on
+    /// this device): send the peer those it isn't known to hold, offer our feeds the new
+    /// membership admits, and judge again the peer's offers it did not.
+    pub fn handle_local_records(&mut self, space: &Address, records: &[Record], local: &dyn Local) {
+        if self.closed {
+            return;
+        }
+        let ids: Vec<u32> = self
+            .open
+            .iter()
+            .filter(|(_, s)| s.address == *space)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.send_records(id, records.to_vec());
+            if let Err(e) = self.rejudge(id, local) {
+                return self.close(e);
+            }
+        }
+    }
+
+    /// The driver carried out this session's [`Action::AddRecords`] for `space`: `new` are the
+    /// records new here, with any made in answer (a Join). The peer gets what it lacks of them
+    /// and, once the feeds they admit are judged again, its acknowledgement. Said also when
+    /// keeping them failed (logged by the driver), so the peer is not left waiting.
+    pub fn handle_records_added(&mut self, space: &Address, new: &[Record], local: &dyn Local) {
+        if self.closed {
+            return;
+        }
+        self.handle_local_records(space, new, local);
+        let ids: Vec<u32> = self
+            .open
+            .iter()
+            .filter(|(_, s)| s.address == *space)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let s = self.open.get_mut(&id).expect("id from the open map");
+            // After whatever judging again asked for (actions are carried out first).
+            for _ in 0..std::mem::take(&mut s.records_owed) {
+                self.transmits.push_back(Transmit(Message::Members {
+                    space: id,
+                    records: Vec::new(),
+                }));
+            }
+        }
+    }
+
+    /// Send the peer `records` of open space `id` it isn't known to hold.
+    fn send_records(&mut self, id: u32, records: Vec<Record>) {
+        if !self.peer_members {
+            // A peer from before roles can't read them (and can't hold a governed space).
+            return;
+        }
+        let Some(s) = self.open.get_mut(&id) else {
+            return;
+        };
+        let mut fresh = Vec::new();
+        for r in records {
+            let rid = r.id();
+            if s.peer_records.contains(&rid) {
+                continue;
+            }
+            if s.peer_records.len() < MAX_RECORDS {
+                s.peer_records.insert(rid);
+            }
+            fresh.push(r);
+        }
+        for msg in members_messages(id, fresh) {
+            s.records_unacked += 1;
+            self.transmits.push_back(Transmit(msg));
+        }
+    }
+
+    /// The membership here changed: offer our feeds it now admits, and judge again the
+    /// peer's offers it did not admit before.
+    fn rejudge(&mut self, id: u32, local: &dyn Local) -> Result<(), SyncError> {
+        let Some(s) = self.open.get_mut(&id) else {
+            return Ok(());
+        };
+        let address = s.address;
+        let offers: Vec<FeedOffer> = std::mem::take(&mut s.withheld_offers)
+            .into_values()
+            .collect();
+        if !s.withheld_ours.is_empty() {
+            let m = local.membership(&address);
+            let ours: Vec<FeedOffer> = local
+                .offers(&address)
+                .into_iter()
+                .filter(|o| {
+                    s.withheld_ours.contains(&o.cert.feed)
+                        && admission(m.as_deref(), &o.cert.feed) != Admission::No
+                })
+                .collect();
+            for o in &ours {
+                s.withheld_ours.remove(&o.cert.feed);
+            }
+            for chunk in ours.chunks(MAX_FEEDS_PER_LIST) {
+                self.send(Message::FeedList {
+                    space: id,
+                    feeds: chunk.to_vec(),
+                });
+            }
+        }
+        for offer in offers {
+            self.on_offer(id, address, offer, local)?;
+        }
+        Ok(())
+    }
+
     fn send(&mut self, msg: Message) {
         self.transmits.push_back(Transmit(msg));
     }
@@ -541,7 +743,9 @@ impl Session {
         let misbehaved = |s: &str| Err(SyncError::PeerMisbehaved(s.to_string()));
         if !self.hello_received {
             let Message::Hello {
-                version, node_id, ..
+                version,
+                node_id,
+                features,
             } = msg
             else {
                 return misbehaved("the first message was not hello");
@@ -551,6 +755,7 @@ impl Session {
             }
             self.hello_received = true;
             self.peer = Some(node_id);
+            self.peer_members = features & FEATURE_MEMBERS != 0;
             return Ok(());
         }
         match msg {
@@ -565,6 +770,7 @@ impl Session {
                 if feeds.len() > MAX_FEEDS_PER_LIST {
                     return misbehaved("feed list over the limit");
                 }
+                self.open.get_mut(&id).expect("opened above").listed = true;
                 for offer in feeds {
                     self.on_offer(id, address, offer, local)?;
                 }
@@ -572,11 +778,20 @@ impl Session {
             }
             Message::Head { space: id, head } => {
                 let address = self.opened(id)?;
-                let known = self
-                    .open
-                    .get(&id)
-                    .is_some_and(|s| s.remote.contains_key(&head.feed));
-                if !known {
+                let s = self.open.get_mut(&id).expect("opened above");
+                if !s.remote.contains_key(&head.feed) {
+                    // A feed not taken (yet): its offer is judged again, with this head.
+                    if let Some(offer) = s.withheld_offers.get_mut(&head.feed) {
+                        if offer.head.as_ref().is_none_or(|h| h.length < head.length) {
+                            offer.head = Some(head);
+                        }
+                        return Ok(());
+                    }
+                    // One whose offer was not kept (there were too many): nothing to do.
+                    let m = local.membership(&address);
+                    if admission(m.as_deref(), &head.feed) == Admission::No {
+                        return Ok(());
+                    }
                     return misbehaved("head of a feed never listed");
                 }
                 self.on_head(id, address, head, local)
@@ -587,14 +802,19 @@ impl Session {
                 from,
             } => {
                 let address = self.opened(id)?;
+                // Only what the membership here admits is served.
+                let limit = match admission(local.membership(&address).as_deref(), &feed) {
+                    Admission::No => Some(0),
+                    Admission::Upto(limit) => limit,
+                };
                 let (stored, _) = local.stored(&feed);
-                if from < stored {
+                if from < limit.map_or(stored, |l| stored.min(l)) {
                     self.actions.push_back(Action::Serve {
                         id,
                         space: address,
                         feed,
                         from,
-                        to: None,
+                        to: limit,
                     });
                 } else {
                     self.send(Message::Unavailable {
@@ -613,7 +833,11 @@ impl Session {
             } => {
                 let address = self.opened(id)?;
                 let (stored, _) = local.stored(&feed);
-                if from < stored {
+                let admitted = admitted_len(
+                    admission(local.membership(&address).as_deref(), &feed),
+                    stored,
+                );
+                if from < admitted {
                     let s = self.open.get_mut(&id).expect("opened above");
                     s.resending.insert(feed);
                     self.actions.push_back(Action::Serve {
@@ -621,7 +845,7 @@ impl Session {
                         space: address,
                         feed,
                         from,
-                        to: Some(to.min(stored)),
+                        to: Some(to.min(admitted)),
                     });
                 } else {
                     self.send(Message::Unavailable {
@@ -687,6 +911,36 @@ impl Session {
                 if !self.open.is_empty() {
                     self.actions.push_back(Action::Observed { addr });
                 }
+                Ok(())
+            }
+            Message::Members { space: id, records } => {
+                let address = self.opened(id)?;
+                let s = self.open.get_mut(&id).expect("opened above");
+                if records.is_empty() {
+                    s.records_unacked = s.records_unacked.saturating_sub(1);
+                    return Ok(());
+                }
+                s.records_received = s.records_received.saturating_add(records.len());
+                if s.records_received > 2 * MAX_RECORDS {
+                    return misbehaved("more membership records than a space may hold");
+                }
+                let mut verified = Vec::with_capacity(records.len());
+                for r in records {
+                    let r = r.verify(&address).map_err(|e| {
+                        SyncError::PeerMisbehaved(format!("membership record: {e}"))
+                    })?;
+                    if s.peer_records.len() < MAX_RECORDS {
+                        s.peer_records.insert(r.id());
+                    }
+                    verified.push(r);
+                }
+                // Acknowledged once the driver says they are kept
+                // (`handle_records_added`).
+                s.records_owed += 1;
+                self.actions.push_back(Action::AddRecords {
+                    space: address,
+                    records: verified,
+                });
                 Ok(())
             }
             Message::Goodbye { reason } => Err(SyncError::Goodbye(reason)),
@@ -806,14 +1060,38 @@ impl Session {
                 repairing: Default::default(),
                 resending: Default::default(),
                 fetched: Default::default(),
+                peer_records: Default::default(),
+                records_received: 0,
+                records_unacked: 0,
+                records_owed: 0,
+                listed: false,
+                withheld_offers: Default::default(),
+                withheld_ours: Default::default(),
             },
         );
         self.events
             .push_back(Event::SpaceOpened { id, space: address });
-        for chunk in local.offers(&address).chunks(MAX_FEEDS_PER_LIST) {
+        // Who is in the space first: the peer judges our feeds by it.
+        self.send_records(id, local.records(&address));
+        let m = local.membership(&address);
+        let (offers, withheld): (Vec<FeedOffer>, Vec<FeedOffer>) = local
+            .offers(&address)
+            .into_iter()
+            .partition(|o| admission(m.as_deref(), &o.cert.feed) != Admission::No);
+        if let Some(s) = self.open.get_mut(&id) {
+            s.withheld_ours = withheld.into_iter().map(|o| o.cert.feed).collect();
+        }
+        for chunk in offers.chunks(MAX_FEEDS_PER_LIST) {
             self.send(Message::FeedList {
                 space: id,
                 feeds: chunk.to_vec(),
+            });
+        }
+        if offers.is_empty() && self.peer_members {
+            // Said anyway: the peer then knows it has heard everything we hold.
+            self.send(Message::FeedList {
+                space: id,
+                feeds: Vec::new(),
             });
         }
     }
@@ -826,11 +1104,22 @@ impl Session {
         local: &dyn Local,
     ) -> Result<(), SyncError> {
         let feed = offer.cert.feed;
-        offer
-            .cert
-            .clone()
-            .verify(&address)
-            .map_err(|e| SyncError::PeerMisbehaved(format!("feed offer: {e}")))?;
+        let m = local.membership(&address);
+        let governed = m.as_deref().filter(|m| m.is_governed());
+        match offer.cert.clone().verify_in(&address, governed) {
+            Ok(_) => {}
+            // Not in the log (yet), or a reader's: not taken, judged again when records come.
+            Err(SpaceError::NotAMember { .. }) => {
+                self.withhold(id, offer);
+                return Ok(());
+            }
+            // A governed space's certificate, and no records of it here yet.
+            Err(SpaceError::BadCertificate { .. }) if governed.is_none() && offer.cert.is_own() => {
+                self.withhold(id, offer);
+                return Ok(());
+            }
+            Err(e) => return Err(SyncError::PeerMisbehaved(format!("feed offer: {e}"))),
+        }
         let (stored, _) = local.stored(&feed);
         let known = stored > 0 || local.offers(&address).iter().any(|o| o.cert.feed == feed);
         if !known {
@@ -874,6 +1163,21 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Keep an offer the membership here does not admit (yet), to judge it again when records
+    /// arrive.
+    fn withhold(&mut self, id: u32, offer: FeedOffer) {
+        let Some(s) = self.open.get_mut(&id) else {
+            return;
+        };
+        let feed = offer.cert.feed;
+        if s.withheld_offers.len() >= MAX_WITHHELD_OFFERS && !s.withheld_offers.contains_key(&feed)
+        {
+            tracing::debug!(space = %s.address, %feed, "too many offers not admitted; dropped");
+            return;
+        }
+        s.withheld_offers.insert(feed, offer);
     }
 
     fn on_head(
@@ -965,6 +1269,14 @@ impl Session {
         }
         if frozen {
             return self.refuse(id, address, feed, Refusal::Frozen);
+        }
+        match admission(local.membership(&address).as_deref(), &feed) {
+            // No longer admitted (a writer made reader before it wrote): simply not wanted.
+            Admission::No => return,
+            Admission::Upto(Some(limit)) if stored >= limit => {
+                return self.refuse(id, address, feed, Refusal::Removed);
+            }
+            Admission::Upto(_) => {}
         }
         if let Err(reason) = local.room(&address, 1) {
             return self.refuse(id, address, feed, reason);

@@ -7,6 +7,7 @@ use ed25519_dalek::SigningKey;
 
 use super::*;
 use crate::feed::{leaf_hash, verify_batch, write_batch, ConsistencyProof, Frontier, Hash, NodeId};
+use crate::space::members::{self, Change, InviteKeys, KeyId, MemberRole, SEALED_KEY_LEN};
 use crate::space::SpaceSecret;
 
 /// Steps before a test declares a livelock.
@@ -27,6 +28,11 @@ struct MemFeed {
 struct Node {
     spaces: BTreeMap<Address, BTreeMap<FeedKey, MemFeed>>,
     full: bool,
+    /// Membership records of governed spaces.
+    records: BTreeMap<Address, Vec<VerifiedRecord>>,
+    /// A device invite (its secret) this node takes up with the device key once the log has
+    /// the invite, as a member's home does.
+    invite: Option<([u8; 32], SigningKey)>,
 }
 
 impl Local for Node {
@@ -86,6 +92,17 @@ impl Local for Node {
     fn damaged(&self, _feed: &FeedKey) -> Vec<u64> {
         Vec::new()
     }
+    fn records(&self, space: &Address) -> Vec<Record> {
+        self.records.get(space).map_or_else(Vec::new, |rs| {
+            rs.iter().map(|r| r.record().clone()).collect()
+        })
+    }
+    fn membership(&self, space: &Address) -> Option<Arc<Membership>> {
+        self.records
+            .get(space)
+            .filter(|rs| !rs.is_empty())
+            .map(|rs| Arc::new(Membership::compute(rs)))
+    }
     fn room(&self, _: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
         if self.full {
             Err(crate::wire::Refusal::Quota {
@@ -118,10 +135,31 @@ impl Node {
         key: &SigningKey,
         entries: Vec<Vec<u8>>,
     ) -> SignedHead {
-        let address = secret.address();
+        let cert = MembershipCert::issue(secret, FeedKey::from(key));
+        self.write_with(cert, key, entries)
+    }
+
+    /// Write entries to a feed of a governed space (its certificate the device's own).
+    fn write_own(
+        &mut self,
+        address: Address,
+        key: &SigningKey,
+        entries: Vec<Vec<u8>>,
+    ) -> SignedHead {
+        self.write_with(MembershipCert::own(key, address), key, entries)
+    }
+
+    fn write_with(
+        &mut self,
+        cert: MembershipCert,
+        key: &SigningKey,
+        entries: Vec<Vec<u8>>,
+    ) -> SignedHead {
+        let address = cert.address;
         let feed = FeedKey::from(key);
+        self.hold(address);
         let f = self.feed(&address, feed);
-        f.cert = Some(MembershipCert::issue(secret, feed));
+        f.cert = Some(cert);
         let batch = write_batch(key, &mut f.frontier, entries).unwrap();
         for (id, h) in batch.nodes() {
             f.nodes.insert(*id, *h);
@@ -130,6 +168,36 @@ impl Node {
         let head = batch.head().signed().clone();
         f.head = Some(head.clone());
         head
+    }
+
+    /// Keep membership records, as a node's driver does: returns those new here and, like a
+    /// member's home, this node's Join once the log has the invite it holds.
+    fn add_records(
+        &mut self,
+        space: &Address,
+        records: Vec<VerifiedRecord>,
+    ) -> Vec<VerifiedRecord> {
+        let held = self.records.entry(*space).or_default();
+        let mut new = Vec::new();
+        for r in records {
+            if !held.iter().any(|h| h.id() == r.id()) {
+                held.push(r.clone());
+                new.push(r);
+            }
+        }
+        if let Some((secret, device)) = &self.invite {
+            let m = Membership::compute(held);
+            let public = InviteKeys::from_secret(secret).public();
+            let own = FeedKey::from(device);
+            if m.invites.get(&public).is_some_and(|i| i.used_by.is_none())
+                && !m.members.contains_key(&own)
+            {
+                let join = join(*space, secret, device, m.heads.clone());
+                held.push(join.clone());
+                new.push(join);
+            }
+        }
+        new
     }
 
     /// `Data` messages answering a want, as a serving driver would send them.
@@ -223,6 +291,8 @@ struct Link {
     events: Vec<(usize, Event)>,
     /// Forks each side asked its driver to record.
     forks: Vec<(usize, crate::feed::ForkEvidence)>,
+    /// Every control message, with the node that sent it, in order.
+    said: Vec<(usize, Message)>,
 }
 
 struct Mesh {
@@ -250,6 +320,7 @@ impl Mesh {
             closed: Vec::new(),
             events: Vec::new(),
             forks: Vec::new(),
+            said: Vec::new(),
         });
         self.links.len() - 1
     }
@@ -287,6 +358,15 @@ impl Mesh {
                     };
                     let Some(Transmit(msg)) = t else { break };
                     moved = true;
+                    let from = {
+                        let l = &self.links[li];
+                        if side == 0 {
+                            l.a
+                        } else {
+                            l.b
+                        }
+                    };
+                    self.links[li].said.push((from, msg.clone()));
                     {
                         let (nodes, links) = (&self.nodes, &mut self.links);
                         let l = &mut links[li];
@@ -327,6 +407,21 @@ impl Mesh {
                 Action::AddFeed { space, cert } => {
                     let feed = cert.feed;
                     self.nodes[me].feed(&space, feed).cert = Some(cert);
+                }
+                Action::AddRecords { space, records } => {
+                    let new: Vec<Record> = self.nodes[me]
+                        .add_records(&space, records)
+                        .into_iter()
+                        .map(VerifiedRecord::into_record)
+                        .collect();
+                    {
+                        let (nodes, l) = (&self.nodes, &mut self.links[li]);
+                        let s = if side == 0 { &mut l.sa } else { &mut l.sb };
+                        s.handle_records_added(&space, &new, &nodes[me]);
+                    }
+                    if !new.is_empty() {
+                        self.announce_records(me, &space, &new, Some(li));
+                    }
                 }
                 Action::Serve {
                     id,
@@ -399,6 +494,29 @@ impl Mesh {
             }
             if l.b == n {
                 l.sb.handle_local_head(space, &cert, head);
+            }
+        }
+    }
+
+    /// Node `n` has new membership records: every session of `n` (except on `skip`, where
+    /// they came from) hears them.
+    fn announce_records(
+        &mut self,
+        n: usize,
+        space: &Address,
+        records: &[Record],
+        skip: Option<usize>,
+    ) {
+        let (nodes, links) = (&self.nodes, &mut self.links);
+        for (li, l) in links.iter_mut().enumerate() {
+            if Some(li) == skip {
+                continue;
+            }
+            if l.a == n {
+                l.sa.handle_local_records(space, records, &nodes[n]);
+            }
+            if l.b == n {
+                l.sb.handle_local_records(space, records, &nodes[n]);
             }
         }
     }
@@ -913,4 +1031,618 @@ fn only_a_peer_holding_a_space_with_us_gets_introductions_and_punches() {
     // Never asked to introduce a peer to itself.
     a.introduce([2; 32]);
     assert_eq!(a.poll_transmit(), None);
+}
+
+// ---- governed spaces: membership records ----
+
+/// A governed space: its address, its first owner's device key and its log so far.
+struct Gov {
+    secret: SpaceSecret,
+    address: Address,
+    owner: SigningKey,
+    log: Vec<VerifiedRecord>,
+}
+
+impl Gov {
+    fn new() -> Gov {
+        let secret = SpaceSecret::from_bytes([5; 32]);
+        let owner = SigningKey::from_bytes(&[20; 32]);
+        let address = secret.address();
+        let genesis = members::genesis(&secret, members::device_of(&owner))
+            .verify(&address)
+            .unwrap();
+        Gov {
+            secret,
+            address,
+            owner,
+            log: vec![genesis],
+        }
+    }
+
+    fn heads(&self) -> Vec<RecordId> {
+        Membership::compute(&self.log).heads
+    }
+
+    /// The owner signs `change` after everything in the log.
+    fn sign(&mut self, change: Change) -> VerifiedRecord {
+        let r = Record::sign(&self.owner, self.address, self.heads(), change)
+            .verify(&self.address)
+            .unwrap();
+        self.log.push(r.clone());
+        r
+    }
+
+    fn invite(&mut self, secret: &[u8; 32], role: MemberRole) -> VerifiedRecord {
+        let ik = InviteKeys::from_secret(secret);
+        self.sign(Change::Invite {
+            invite: ik.public(),
+            invite_box: ik.box_public(),
+            role,
+            key: KeyId([0; 8]),
+            sealed: vec![0; SEALED_KEY_LEN],
+            label: Vec::new(),
+        })
+    }
+
+    /// `device` joins with the invite of `secret`.
+    fn join(&mut self, secret: &[u8; 32], device: &SigningKey) -> VerifiedRecord {
+        let r = join(self.address, secret, device, self.heads());
+        self.log.push(r.clone());
+        r
+    }
+
+    /// A writer invited and joined: its device key.
+    fn writer(&mut self, n: u8) -> SigningKey {
+        let device = SigningKey::from_bytes(&[n; 32]);
+        self.invite(&[n; 32], MemberRole::Writer);
+        self.join(&[n; 32], &device);
+        device
+    }
+}
+
+/// The Join of `device` through the invite of `secret`.
+fn join(
+    address: Address,
+    secret: &[u8; 32],
+    device: &SigningKey,
+    parents: Vec<RecordId>,
+) -> VerifiedRecord {
+    use ed25519_dalek::Signer;
+    let keys = InviteKeys::from_secret(secret);
+    let dev = members::device_of(device);
+    let device_signature = device
+        .sign(&members::join_bytes(&address, &keys.public(), &dev))
+        .to_bytes();
+    Record::sign(
+        &keys.signing,
+        address,
+        parents,
+        Change::Join {
+            invite: keys.public(),
+            device: dev,
+            device_signature,
+        },
+    )
+    .verify(&address)
+    .unwrap()
+}
+
+/// Where in a link's transcript `from` first said something matching `what`.
+fn first_said(link: &Link, from: usize, what: impl Fn(&Message) -> bool) -> Option<usize> {
+    link.said
+        .iter()
+        .position(|(who, msg)| *who == from && what(msg))
+}
+
+/// The records `from` sent on a link (acknowledgements left out).
+fn records_said(link: &Link, from: usize) -> Vec<Record> {
+    link.said
+        .iter()
+        .filter(|(who, _)| *who == from)
+        .flat_map(|(_, msg)| match msg {
+            Message::Members { records, .. } => records.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn is_list(m: &Message) -> bool {
+    matches!(m, Message::FeedList { .. })
+}
+
+fn is_records(m: &Message) -> bool {
+    matches!(m, Message::Members { records, .. } if !records.is_empty())
+}
+
+#[test]
+fn membership_records_go_before_the_feed_list_and_a_seeder_takes_the_members_feeds() {
+    let mut gov = Gov::new();
+    let writer = gov.writer(21);
+    let (address, owner) = (gov.address, FeedKey::from(&gov.owner));
+    let mut m = Mesh::new(2);
+    m.nodes[0].records.insert(address, gov.log.clone());
+    m.nodes[0].write_own(address, &gov.owner, entries("o", 2));
+    m.nodes[0].write_own(address, &writer, entries("w", 4));
+    m.nodes[1].hold(address); // a seeder given the seed code: no records yet
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let link = &m.links[l];
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    let records = first_said(link, 0, is_records).expect("the member sent its records");
+    let list = first_said(link, 0, is_list).expect("and its feed list");
+    assert!(records < list, "records first: {:?}", link.said);
+    assert_eq!(m.nodes[1].records[&address].len(), gov.log.len());
+    assert_eq!(m.feed_len(1, &address, &owner), 2);
+    assert_eq!(m.feed_len(1, &address, &FeedKey::from(&writer)), 4);
+    assert!(
+        records_said(link, 1).is_empty(),
+        "nothing echoed back to the member that sent them"
+    );
+    assert!(link.sa.is_caught_up(&m.nodes[0]));
+    assert!(link.sb.is_caught_up(&m.nodes[1]));
+}
+
+#[test]
+fn feeds_the_membership_does_not_admit_are_not_taken_and_the_session_stays_up() {
+    let mut gov = Gov::new();
+    let address = gov.address;
+    // A reader (invited and joined as one) and a stranger (never in the log).
+    let reader = SigningKey::from_bytes(&[22; 32]);
+    gov.invite(&[22; 32], MemberRole::Reader);
+    gov.join(&[22; 32], &reader);
+    let stranger = SigningKey::from_bytes(&[30; 32]);
+    let mut m = Mesh::new(2);
+    m.nodes[0].records.insert(address, gov.log.clone());
+    m.nodes[0].write_own(address, &gov.owner, entries("o", 2));
+    m.nodes[0].write_own(address, &reader, entries("r", 2));
+    m.nodes[0].write_own(address, &stranger, entries("x", 3));
+    m.nodes[1].records.insert(address, gov.log.clone());
+    m.nodes[1].hold(address);
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let link = &m.links[l];
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    assert_eq!(m.feed_len(1, &address, &FeedKey::from(&gov.owner)), 2);
+    for (who, key) in [("reader", &reader), ("stranger", &stranger)] {
+        let feed = FeedKey::from(key);
+        assert!(
+            !m.nodes[1].spaces[&address].contains_key(&feed),
+            "the {who}'s feed is not taken"
+        );
+    }
+    assert!(link.sa.is_caught_up(&m.nodes[0]));
+    assert!(link.sb.is_caught_up(&m.nodes[1]));
+
+    // A certificate signed with the space key has no place in a governed space: forged.
+    let mut node = Node::default();
+    node.hold(address);
+    node.records.insert(address, gov.log.clone());
+    let (_, mut b) = opened_pair(&node, address);
+    b.handle_message(
+        Message::FeedList {
+            space: 0,
+            feeds: vec![FeedOffer {
+                cert: MembershipCert::issue(&gov.secret, FeedKey::from(&gov.owner)),
+                head: None,
+                prefix: None,
+                damaged_from: None,
+            }],
+        },
+        &node,
+    );
+    assert!(matches!(
+        std::iter::from_fn(|| b.poll_action()).last(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+}
+
+#[test]
+fn a_removed_writers_entries_past_the_freeze_point_are_refused_and_never_served() {
+    let mut gov = Gov::new();
+    let writer = gov.writer(21);
+    let address = gov.address;
+    let fw = FeedKey::from(&writer);
+    let mut m = Mesh::new(2);
+    // The seeder knows the writer; the member also knows it was removed after 3 entries
+    // (and holds 6: it got the last 3 before the removal reached it).
+    m.nodes[1].records.insert(address, gov.log.clone());
+    m.nodes[1].hold(address);
+    gov.sign(Change::Remove {
+        member: fw.0,
+        at: 3,
+    });
+    m.nodes[0].records.insert(address, gov.log.clone());
+    m.nodes[0].write_own(address, &writer, entries("w", 6));
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let link = &m.links[l];
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    assert_eq!(
+        m.nodes[1].records[&address].len(),
+        gov.log.len(),
+        "the removal reached the seeder first"
+    );
+    assert_eq!(
+        m.feed_len(1, &address, &fw),
+        3,
+        "up to the freeze point only"
+    );
+    assert_eq!(m.nodes[1].spaces[&address][&fw].entries, entries("w", 3));
+    assert!(link.events.iter().any(|(n, e)| *n == 1
+        && *e
+            == Event::Refusing {
+                space: address,
+                feed: fw,
+                reason: Refusal::Removed
+            }));
+    assert!(link.events.iter().any(|(n, e)| *n == 0
+        && *e
+            == Event::Refused {
+                space: address,
+                feed: fw,
+                reason: Refusal::Removed
+            }));
+    assert!(link.sa.is_caught_up(&m.nodes[0]));
+    assert!(link.sb.is_caught_up(&m.nodes[1]));
+
+    // Asked for more anyway, the seeder serves nothing past the point.
+    let (_, mut b) = opened_pair(&m.nodes[1], address);
+    b.handle_message(
+        Message::Want {
+            space: 0,
+            feed: fw,
+            from: 3,
+        },
+        &m.nodes[1],
+    );
+    assert!(b.poll_action().is_none(), "nothing served");
+    assert!(std::iter::from_fn(|| b.poll_transmit())
+        .any(|t| matches!(t.0, Message::Unavailable { from: 3, .. })));
+    b.handle_message(
+        Message::Want {
+            space: 0,
+            feed: fw,
+            from: 1,
+        },
+        &m.nodes[1],
+    );
+    assert!(matches!(
+        b.poll_action(),
+        Some(Action::Serve {
+            from: 1,
+            to: Some(3),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_seeder_relays_records_between_members_never_online_together_and_no_feed_is_lost() {
+    let mut gov = Gov::new();
+    let address = gov.address;
+    let device = SigningKey::from_bytes(&[23; 32]);
+    let fd = FeedKey::from(&device);
+    let fo = FeedKey::from(&gov.owner);
+    gov.invite(&[23; 32], MemberRole::Writer);
+    let mut m = Mesh::new(3); // 0: owner, 1: seeder, 2: the invited device
+    m.nodes[0].records.insert(address, gov.log.clone());
+    m.nodes[0].write_own(address, &gov.owner, entries("o", 2));
+    m.nodes[1].hold(address);
+    // The device has only its invite code: no records, a feed of its own.
+    m.nodes[2].invite = Some(([23; 32], device.clone()));
+    m.nodes[2].write_own(address, &device, entries("d", 3));
+
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    m.links.clear(); // the owner goes away
+
+    let l = m.connect(2, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let link = &m.links[l];
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    // The device listed its feed before it could join: the seeder kept the offer and took
+    // the feed once the Join came.
+    let list = first_said(link, 2, is_list).unwrap();
+    let join_sent = first_said(link, 2, is_records).unwrap();
+    assert!(list < join_sent, "{:?}", link.said);
+    assert_eq!(
+        records_said(link, 2).len(),
+        1,
+        "only its Join: the rest the seeder has"
+    );
+    assert_eq!(m.feed_len(1, &address, &fd), 3);
+    assert_eq!(
+        m.feed_len(2, &address, &fo),
+        2,
+        "the owner's feed, through the seeder"
+    );
+    assert!(link.sa.is_caught_up(&m.nodes[2]));
+    assert!(link.sb.is_caught_up(&m.nodes[1]));
+    m.links.clear();
+
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let link = &m.links[l];
+    // Each side sends what it holds once when the space opens (neither knows yet what the
+    // other holds), and nothing twice.
+    let sent = records_said(link, 1);
+    let ids: std::collections::BTreeSet<RecordId> = sent.iter().map(Record::id).collect();
+    assert_eq!(ids.len(), sent.len(), "no record sent twice");
+    assert_eq!(m.nodes[0].records[&address].len(), gov.log.len() + 1);
+    assert_eq!(m.nodes[0].spaces[&address][&fd].entries, entries("d", 3));
+}
+
+#[test]
+fn records_made_on_one_member_reach_another_live_and_go_back_to_nobody() {
+    let mut gov = Gov::new();
+    let address = gov.address;
+    let mut m = Mesh::new(3); // 0: owner, 1: seeder, 2: another member
+    let member = gov.writer(24);
+    for n in 0..3 {
+        m.nodes[n].records.insert(address, gov.log.clone());
+        m.nodes[n].hold(address);
+    }
+    m.nodes[2].write_own(address, &member, entries("m", 1));
+    let l1 = m.connect(0, 1);
+    let l2 = m.connect(2, 1);
+    m.links[l1].sa.open(address).unwrap();
+    m.links[l2].sa.open(address).unwrap();
+    m.drive_bounded();
+    let before = (m.links[l1].said.len(), m.links[l2].said.len());
+    // The owner invites someone while everyone is connected.
+    let invite = gov.invite(&[25; 32], MemberRole::Reader);
+    m.nodes[0]
+        .records
+        .get_mut(&address)
+        .unwrap()
+        .push(invite.clone());
+    m.announce_records(0, &address, &[invite.record().clone()], None);
+    m.drive_bounded();
+    assert!(
+        m.nodes[2].records[&address].contains(&invite),
+        "relayed live"
+    );
+    let after = |link: &Link, from: usize, since: usize| -> Vec<Record> {
+        link.said[since..]
+            .iter()
+            .filter(|(who, _)| *who == from)
+            .flat_map(|(_, m)| match m {
+                Message::Members { records, .. } => records.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        after(&m.links[l1], 0, before.0),
+        vec![invite.record().clone()]
+    );
+    assert!(
+        after(&m.links[l1], 1, before.0).is_empty(),
+        "not echoed to the owner"
+    );
+    assert_eq!(
+        after(&m.links[l2], 1, before.1),
+        vec![invite.record().clone()]
+    );
+    assert!(
+        after(&m.links[l2], 2, before.1).is_empty(),
+        "nor back from the member"
+    );
+    for l in [l1, l2] {
+        assert!(m.links[l].closed.is_empty());
+    }
+}
+
+#[test]
+fn bad_membership_records_close_the_session() {
+    let gov = Gov::new();
+    let mut node = Node::default();
+    node.hold(gov.address);
+    // A bad signature.
+    let (_, mut b) = opened_pair(&node, gov.address);
+    let mut bad = gov.log[0].record().clone();
+    bad.signature[0] ^= 1;
+    b.handle_message(
+        Message::Members {
+            space: 0,
+            records: vec![bad],
+        },
+        &node,
+    );
+    assert!(matches!(
+        b.poll_action(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+    // A record of another space.
+    let (_, mut b) = opened_pair(&node, gov.address);
+    let other = SpaceSecret::from_bytes([6; 32]);
+    b.handle_message(
+        Message::Members {
+            space: 0,
+            records: vec![members::genesis(&other, members::device_of(&gov.owner))],
+        },
+        &node,
+    );
+    assert!(matches!(
+        b.poll_action(),
+        Some(Action::Close(SyncError::PeerMisbehaved(_)))
+    ));
+    // A good one is kept, and acknowledged.
+    let (_, mut b) = opened_pair(&node, gov.address);
+    b.handle_message(
+        Message::Members {
+            space: 0,
+            records: vec![gov.log[0].record().clone()],
+        },
+        &node,
+    );
+    assert_eq!(
+        b.poll_action(),
+        Some(Action::AddRecords {
+            space: gov.address,
+            records: vec![gov.log[0].clone()]
+        })
+    );
+    assert_eq!(
+        b.poll_transmit(),
+        None,
+        "acknowledged once kept, not before"
+    );
+    node.records.insert(gov.address, vec![gov.log[0].clone()]);
+    b.handle_records_added(&gov.address, &[gov.log[0].record().clone()], &node);
+    assert_eq!(
+        b.poll_transmit(),
+        Some(Transmit(Message::Members {
+            space: 0,
+            records: Vec::new()
+        })),
+        "not sent back to the peer it came from"
+    );
+}
+
+#[test]
+fn a_joining_device_is_not_caught_up_before_its_join_is_taken_by_the_peer() {
+    let mut gov = Gov::new();
+    let address = gov.address;
+    gov.invite(&[26; 32], MemberRole::Writer);
+    let device = SigningKey::from_bytes(&[26; 32]);
+    let fd = FeedKey::from(&device);
+    let mut seeder = Node::default();
+    seeder.hold(address);
+    seeder.records.insert(address, gov.log.clone());
+    // The device holds its invite and an empty feed of its own, nothing else.
+    let mut member = Node::default();
+    member.hold(address);
+    member.feed(&address, fd).cert = Some(MembershipCert::own(&device, address));
+    member.invite = Some(([26; 32], device));
+    let mut a = Session::new(Role::Dialer, [1; 32], b"s".to_vec());
+    let mut b = Session::new(Role::Listener, [2; 32], b"s".to_vec());
+    a.open(address).unwrap();
+    let mut acked = false;
+    for _ in 0..MAX_STEPS {
+        let mut moved = false;
+        while let Some(Transmit(msg)) = a.poll_transmit() {
+            moved = true;
+            b.handle_message(msg, &seeder);
+        }
+        while let Some(action) = b.poll_action() {
+            match action {
+                Action::AddRecords { space, records } => {
+                    let new: Vec<Record> = seeder
+                        .add_records(&space, records)
+                        .into_iter()
+                        .map(VerifiedRecord::into_record)
+                        .collect();
+                    b.handle_records_added(&space, &new, &seeder);
+                }
+                Action::AddFeed { space, cert } => {
+                    let feed = cert.feed;
+                    seeder.feed(&space, feed).cert = Some(cert);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // One message at a time to the device, which must not call itself done too early.
+        if let Some(Transmit(msg)) = b.poll_transmit() {
+            moved = true;
+            acked |= matches!(&msg, Message::Members { records, .. } if records.is_empty());
+            a.handle_message(msg, &member);
+            while let Some(action) = a.poll_action() {
+                if let Action::AddRecords { space, records } = action {
+                    let new: Vec<Record> = member
+                        .add_records(&space, records)
+                        .into_iter()
+                        .map(VerifiedRecord::into_record)
+                        .collect();
+                    a.handle_records_added(&space, &new, &member);
+                }
+            }
+            if a.is_caught_up(&member) {
+                assert!(acked, "caught up before the peer took the Join");
+                break;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(a.is_caught_up(&member));
+    assert!(
+        seeder.spaces[&address][&fd].cert.is_some(),
+        "the seeder took the device's feed before the device was done"
+    );
+
+    // A peer from before roles (no feature bits) gets no records, and isn't waited for.
+    let mut old = Session::new(Role::Listener, [3; 32], b"s".to_vec());
+    let _ = old.poll_transmit();
+    old.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [4; 32],
+            features: 0,
+        },
+        &seeder,
+    );
+    old.handle_message(
+        Message::OpenSpace {
+            space: 0,
+            discovery: address.discovery_key(),
+            capability: Capability::new(&address, b"s", Role::Dialer),
+        },
+        &seeder,
+    );
+    let said: Vec<Message> = std::iter::from_fn(|| old.poll_transmit().map(|t| t.0)).collect();
+    assert!(matches!(said[0], Message::OpenSpace { .. }));
+    assert!(
+        !said.iter().any(|m| matches!(m, Message::Members { .. })),
+        "{said:?}"
+    );
+}
+
+#[test]
+fn offers_not_admitted_are_kept_within_their_bound_and_never_close_the_session() {
+    let gov = Gov::new();
+    let mut node = Node::default();
+    node.hold(gov.address);
+    node.records.insert(gov.address, gov.log.clone());
+    let (_, mut b) = opened_pair(&node, gov.address);
+    let strangers: Vec<SigningKey> = (0..MAX_WITHHELD_OFFERS + 6)
+        .map(|i| SigningKey::from_bytes(&[(i as u8).wrapping_add(100); 32]))
+        .collect();
+    let mut scratch = Node::default();
+    let feeds: Vec<FeedOffer> = strangers
+        .iter()
+        .map(|k| FeedOffer {
+            cert: MembershipCert::own(k, gov.address),
+            head: Some(scratch.write_own(gov.address, k, entries("x", 1))),
+            prefix: None,
+            damaged_from: None,
+        })
+        .collect();
+    b.handle_message(
+        Message::FeedList {
+            space: 0,
+            feeds: feeds.clone(),
+        },
+        &node,
+    );
+    // Heads of kept offers and of dropped ones alike.
+    for k in [&strangers[0], strangers.last().unwrap()] {
+        let head = scratch.write_own(gov.address, k, entries("y", 1));
+        b.handle_message(Message::Head { space: 0, head }, &node);
+    }
+    assert_eq!(b.poll_action(), None, "nothing taken, nothing closed");
+    assert!(!std::iter::from_fn(|| b.poll_transmit()).any(|t| matches!(t.0, Message::Want { .. })));
+    let kept = b
+        .open
+        .values()
+        .map(|s| s.withheld_offers.len())
+        .sum::<usize>();
+    assert_eq!(kept, MAX_WITHHELD_OFFERS);
 }

@@ -10,7 +10,10 @@ the next frame.
 
 What it decides:
 - **admission**: data only for a space opened on this connection and a member feed of it, one
-  feed per stream, the messages of a group consecutive and against one head;
+  feed per stream, the messages of a group consecutive and against one head; in a governed
+  space only what its membership log admits: a message of a feed it does not admit, or
+  reaching past a removed device's freeze point, is refused ([`Refusal::Removed`]) with
+  whatever comes after it, and never stored;
 - **room**: every message that grows the feed reserves its bytes ([`Ingest::reserve`]) before
   it is stored; when there is none, what is in hand is stored and the rest refused;
 - **coalescing**: consecutive messages are gathered into one store of up to
@@ -32,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::feed::{ConsistencyProof, FeedKey, Hash, PrefixHead, SignedHead};
+use crate::space::members::Admission;
 use crate::space::Address;
 use crate::wire::{Message, Refusal};
 
@@ -93,6 +97,9 @@ pub trait Ingest {
     fn space_of(&self, id: u32) -> Option<Address>;
     /// Whether `feed` is a member feed of `space` here.
     fn is_member(&self, space: &Address, feed: &FeedKey) -> bool;
+    /// How far the membership log of `space` admits `feed`'s entries (all of them in a space
+    /// from before roles).
+    fn admission(&self, space: &Address, feed: &FeedKey) -> Admission;
     /// Entries of `feed` stored here.
     fn stored(&self, feed: &FeedKey) -> u64;
     /// Take room for `bytes` more of `space`, or say why not.
@@ -274,6 +281,19 @@ impl<H, R> Transfer<H, R> {
                 (msg.id, msg.feed, space)
             }
         };
+        // A removed device's later entries, or a feed the log doesn't admit: what is in hand
+        // is stored, nothing from this message on. Members ignore those entries too.
+        let admitted = match ingest.admission(&space, &feed) {
+            Admission::No => false,
+            Admission::Upto(None) => true,
+            Admission::Upto(Some(limit)) => msg.end() <= limit,
+        };
+        if !admitted {
+            self.reading_done = true;
+            self.refusal = Some(Refusal::Removed);
+            self.group_ready();
+            return self.settle();
+        }
         // Room is taken before anything is written, per message: one transfer can't overrun
         // the disk's reserve or a quota by more than nothing. Entries already held (a repair,
         // or a group still being stored) are counted as growth: that errs towards refusing.

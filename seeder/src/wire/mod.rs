@@ -21,13 +21,19 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::feed::{ConsistencyProof, FeedKey, Hash, PrefixHead, SignedHead};
-use crate::space::{Capability, DiscoveryKey, MembershipCert};
+use crate::space::{Capability, DiscoveryKey, MembershipCert, Record};
 
 /// Protocol version said in [`Message::Hello`] and in the ALPN (`seeder/1`).
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// ALPN protocol id for QUIC.
 pub const ALPN: &[u8] = b"seeder/1";
+
+/// A bit of [`Message::Hello`]'s `features`: the sender speaks [`Message::Members`], and when
+/// a space opens it sends its records (if any), then at least one `FeedList` (empty if it
+/// holds no feed), so the peer knows when it has heard who is in the space and what the
+/// sender holds. Peers from before (which set no bits) get neither.
+pub const FEATURE_MEMBERS: u64 = 1;
 
 /// Largest frame body. A data message carries at most [`MAX_DATA_BYTES`] of entries plus one
 /// maximal entry, a head, a proof and framing; 64 KiB of slack covers the rest. Far below
@@ -54,6 +60,18 @@ pub const MAX_TEXT_LEN: usize = 512;
 
 /// Hashes in one consistency proof: at most two per level of a 2^64-leaf tree.
 pub const MAX_PROOF_HASHES: usize = 128;
+
+/// Membership records in one [`Message::Members`]. Each costs the receiver one or two
+/// signature checks (a Join carries the device's own signature too): 256 bound one message's
+/// work to a few tens of milliseconds on the Lime2, and a whole log of
+/// [`MAX_RECORDS`](crate::space::members::MAX_RECORDS) goes in 16 messages.
+pub const MAX_RECORDS_PER_MESSAGE: usize = 256;
+
+/// Encoded record bytes a sender puts in one [`Message::Members`] before starting another.
+/// Most records are a few hundred bytes; an epoch of a large space can be a few hundred KiB,
+/// and goes alone when it doesn't fit. Half of [`MAX_DATA_BYTES`] keeps every such frame
+/// far below [`MAX_FRAME_LEN`].
+pub const MAX_RECORD_BYTES_PER_MESSAGE: usize = MAX_DATA_BYTES / 2;
 
 /// Errors of framing and decoding. All are the sender's fault: the connection is closed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -109,6 +127,9 @@ pub enum Refusal {
     NotHeld,
     /// Storing failed here (a disk error, say); the text says what.
     Failed(String),
+    /// The feed's device was removed from the space or may no longer write (its membership
+    /// log says so): entries after the point it was frozen at are not taken.
+    Removed,
 }
 
 impl Refusal {
@@ -159,6 +180,10 @@ impl std::fmt::Display for Refusal {
             Refusal::Frozen => f.write_str("the feed is frozen: its writer signed two histories"),
             Refusal::NotHeld => f.write_str("this space is not held there (any more)"),
             Refusal::Failed(why) => write!(f, "storing failed: {why}"),
+            Refusal::Removed => f.write_str(
+                "the device that writes this feed was removed from the space or may only read: \
+                 what it wrote after that is not taken",
+            ),
         }
     }
 }
@@ -251,6 +276,12 @@ pub enum Message {
     },
     /// The receiver is seen at `addr` from here (its NAT's public side, if it is behind one).
     Observed { addr: std::net::SocketAddr },
+    /// Membership records of a governed space the sender holds (sent when the space opens,
+    /// before its feed list, and whenever new ones appear), at most
+    /// [`MAX_RECORDS_PER_MESSAGE`]. An empty list acknowledges the peer's earlier `Members`
+    /// messages of the space: their records are taken (or were known) and the feeds they
+    /// admit judged again. Last of the variants, so the others keep their encoding.
+    Members { space: u32, records: Vec<Record> },
 }
 
 impl Message {
@@ -276,6 +307,7 @@ impl Message {
             | Message::Refused { space, .. }
             | Message::Fetch { space, .. }
             | Message::Unavailable { space, .. }
+            | Message::Members { space, .. }
                 if *space >= MAX_SPACES_PER_CONNECTION =>
             {
                 limit(
@@ -326,6 +358,11 @@ impl Message {
                     MAX_ENTRIES_PER_DATA,
                 )
             }
+            Message::Members { records, .. } => limit(
+                "records in a members message",
+                records.len(),
+                MAX_RECORDS_PER_MESSAGE,
+            ),
             Message::Goodbye { reason } => limit("reason bytes", reason.len(), MAX_TEXT_LEN),
             Message::Error { message, .. } => limit("message bytes", message.len(), MAX_TEXT_LEN),
             Message::Refused { reason, .. } => match reason {
@@ -432,6 +469,37 @@ impl Message {
         msg.check_limits()?;
         Ok(msg)
     }
+}
+
+/// `records` of open space `space` as [`Message::Members`] messages, in order, each within
+/// [`MAX_RECORDS_PER_MESSAGE`] and [`MAX_RECORD_BYTES_PER_MESSAGE`] (a record larger than
+/// that goes alone). None for no records: an empty `Members` is an acknowledgement.
+pub fn members_messages(space: u32, records: Vec<Record>) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<Record> = Vec::new();
+    let mut bytes = 0usize;
+    for r in records {
+        let size = postcard::experimental::serialized_size(&r).unwrap_or(usize::MAX);
+        if !chunk.is_empty()
+            && (chunk.len() == MAX_RECORDS_PER_MESSAGE
+                || bytes.saturating_add(size) > MAX_RECORD_BYTES_PER_MESSAGE)
+        {
+            out.push(Message::Members {
+                space,
+                records: std::mem::take(&mut chunk),
+            });
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+        chunk.push(r);
+    }
+    if !chunk.is_empty() {
+        out.push(Message::Members {
+            space,
+            records: chunk,
+        });
+    }
+    out
 }
 
 /// The index postcard writes for [`Message::Data`]: its place in the enum.

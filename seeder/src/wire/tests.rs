@@ -85,7 +85,96 @@ fn every_message() -> Vec<Message> {
                 limit: 5 << 20,
             },
         },
+        Message::Refused {
+            space: 1,
+            feed,
+            reason: Refusal::Removed,
+        },
+        Message::Members {
+            space: 1,
+            records: vec![genesis()],
+        },
+        Message::Members {
+            space: 1,
+            records: Vec::new(),
+        },
     ]
+}
+
+/// A governed space's first record.
+fn genesis() -> crate::space::Record {
+    let secret = SpaceSecret::from_bytes([1; 32]);
+    crate::space::members::genesis(
+        &secret,
+        crate::space::members::device_of(&SigningKey::from_bytes(&[4; 32])),
+    )
+}
+
+#[test]
+fn a_members_message_over_its_record_limit_is_refused_on_both_sides() {
+    let too_many = Message::Members {
+        space: 0,
+        records: vec![genesis(); MAX_RECORDS_PER_MESSAGE + 1],
+    };
+    assert!(matches!(
+        too_many.encode(),
+        Err(WireError::LimitExceeded { .. })
+    ));
+    let body = postcard::to_allocvec(&too_many).unwrap();
+    assert!(matches!(
+        Message::decode_body(&body),
+        Err(WireError::LimitExceeded { .. })
+    ));
+    let bad_space = Message::Members {
+        space: MAX_SPACES_PER_CONNECTION,
+        records: vec![genesis()],
+    };
+    assert!(bad_space.encode().is_err());
+}
+
+#[test]
+fn records_go_in_messages_within_the_count_and_byte_limits_in_order() {
+    use crate::space::members::{Change, SealedKey, MAX_BOXES};
+    let owner = SigningKey::from_bytes(&[4; 32]);
+    let address = SpaceSecret::from_bytes([1; 32]).address();
+    // An epoch of the largest space: hundreds of KiB on its own.
+    let epoch = crate::space::Record::sign(
+        &owner,
+        address,
+        Vec::new(),
+        Change::Epoch {
+            boxes: (0..MAX_BOXES)
+                .map(|i| ([i as u8; 32], Box::new(SealedKey(vec![0; 80]))))
+                .collect(),
+            earlier: Vec::new(),
+        },
+    );
+    let mut records = vec![genesis(); 2 * MAX_RECORDS_PER_MESSAGE + 3];
+    // Six of them fill more than one message's bytes.
+    for i in 0..6 {
+        records.insert(5 + i, epoch.clone());
+    }
+    let msgs = members_messages(3, records.clone());
+    let mut back = Vec::new();
+    for m in &msgs {
+        let frame = m.encode().unwrap();
+        assert!(
+            frame.len() <= MAX_RECORD_BYTES_PER_MESSAGE + 4 + 16,
+            "{}",
+            frame.len()
+        );
+        let Message::Members { space: 3, records } = Message::decode_body(&frame[4..]).unwrap()
+        else {
+            panic!("not a members message");
+        };
+        assert!(!records.is_empty() && records.len() <= MAX_RECORDS_PER_MESSAGE);
+        back.extend(records);
+    }
+    assert_eq!(back, records, "every record, once, in order");
+    assert!(
+        members_messages(3, Vec::new()).is_empty(),
+        "no records, no message"
+    );
 }
 
 #[test]
@@ -106,6 +195,10 @@ fn refusals_read_as_people_expect() {
     );
     assert!(full.is_room());
     assert!(!Refusal::Frozen.is_room());
+    assert!(!Refusal::Removed.is_room());
+    assert!(Refusal::Removed
+        .to_string()
+        .contains("removed from the space"));
 }
 
 #[test]

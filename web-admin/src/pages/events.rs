@@ -47,6 +47,9 @@ pub fn live_values(app: &Shared) -> Result<serde_json::Value, Fail> {
         values.insert(format!("space:{}:bytes", s.name), format::bytes(s.bytes));
         values.insert(format!("space:{}:feeds", s.name), s.feeds.to_string());
         values.insert(format!("space:{}:entries", s.name), s.entries.to_string());
+        if let Some(m) = &s.membership {
+            values.insert(format!("space:{}:members", s.name), m.summary());
+        }
     }
     Ok(serde_json::json!({
         "values": values,

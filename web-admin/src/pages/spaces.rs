@@ -61,6 +61,9 @@ fn render(
                     dt { "Entries" } dd data-live=(format!("space:{}:entries", s.name)) { (s.entries) }
                     dt { "Last sync" } dd data-live=(format!("space:{}:last_sync", s.name)) { (format::ago(s.last_sync, now)) }
                     dt { "Peers" } dd data-live=(format!("space:{}:peers", s.name)) { (s.peers) }
+                    @if let Some(m) = &s.membership {
+                        dt { "Members" } dd data-live=(format!("space:{}:members", s.name)) { (m.summary()) }
+                    }
                     dt { "Quota" } dd {
                         @if let Some(q) = s.quota_bytes { (bar(s.bytes, q)) " " (format::bytes(q)) } @else { "none" }
                     }

@@ -32,6 +32,8 @@ struct Conn {
     stored: Cell<u64>,
     room: Cell<u64>,
     rooms: Rc<Cell<usize>>,
+    /// What the space's membership log admits of `FEED`.
+    admission: Cell<Admission>,
 }
 
 impl Conn {
@@ -40,6 +42,7 @@ impl Conn {
             stored: Cell::new(0),
             room: Cell::new(room),
             rooms: Rc::new(Cell::new(0)),
+            admission: Cell::new(Admission::Upto(None)),
         }
     }
 }
@@ -51,6 +54,9 @@ impl Ingest for Conn {
     }
     fn is_member(&self, _space: &Address, feed: &FeedKey) -> bool {
         *feed == FEED
+    }
+    fn admission(&self, _space: &Address, _feed: &FeedKey) -> Admission {
+        self.admission.get()
     }
     fn stored(&self, _feed: &FeedKey) -> u64 {
         self.stored.get()
@@ -238,6 +244,78 @@ fn no_room_stores_what_is_in_hand_then_refuses_the_rest() {
     assert_eq!(ev[2], TransferEvent::Ended { id: 0, feed: FEED });
     assert!(r.t.is_finished());
     assert_eq!(r.frames.get(), 0);
+}
+
+#[test]
+fn entries_past_a_removed_devices_freeze_point_are_refused_and_never_stored() {
+    let mut r = Run::new(u64::MAX);
+    r.conn.admission.set(Admission::Upto(Some(5)));
+    r.send(data(0, 1, 100));
+    r.send(data(1, 2, 100));
+    // Would end at 5, past the freeze point at 3: it and all after are refused.
+    r.conn.admission.set(Admission::Upto(Some(3)));
+    r.send(data(3, 2, 100));
+    assert_eq!(r.t.wants_frame(), None, "nothing more is read");
+    let group = r.store();
+    assert_eq!(
+        group.end(),
+        3,
+        "only what came before the freeze point is stored"
+    );
+    assert!(r.t.poll_store().is_none());
+    let ev = events(&mut r.t);
+    assert!(matches!(ev[0], TransferEvent::Appended { length: 3, .. }));
+    assert_eq!(
+        ev[1],
+        TransferEvent::Refusing {
+            id: 0,
+            feed: FEED,
+            reason: Refusal::Removed
+        }
+    );
+    assert_eq!(ev[2], TransferEvent::Ended { id: 0, feed: FEED });
+    assert_eq!(
+        r.frames.get(),
+        0,
+        "the refused frame's budget is given back"
+    );
+
+    // A batch crossing the point is refused whole: its proof reaches past it.
+    let mut r = Run::new(u64::MAX);
+    r.conn.admission.set(Admission::Upto(Some(5)));
+    r.send(data(3, 4, 100));
+    assert!(r.t.poll_store().is_none(), "nothing stored");
+    assert_eq!(
+        events(&mut r.t),
+        vec![
+            TransferEvent::Refusing {
+                id: 0,
+                feed: FEED,
+                reason: Refusal::Removed
+            },
+            TransferEvent::Ended { id: 0, feed: FEED }
+        ]
+    );
+}
+
+#[test]
+fn a_feed_the_membership_does_not_admit_is_refused_without_closing() {
+    let mut r = Run::new(u64::MAX);
+    r.conn.admission.set(Admission::No);
+    r.send(data(0, 1, 100));
+    assert!(r.t.poll_store().is_none(), "nothing stored");
+    assert_eq!(
+        events(&mut r.t),
+        vec![
+            TransferEvent::Refusing {
+                id: 0,
+                feed: FEED,
+                reason: Refusal::Removed
+            },
+            TransferEvent::Ended { id: 0, feed: FEED }
+        ]
+    );
+    assert!(r.t.is_finished());
 }
 
 #[test]
