@@ -641,8 +641,12 @@ fn print_spaces(v: &serde_json::Value) {
         let quota = s["quota"]
             .as_u64()
             .map_or("no quota".to_string(), |q| format!("quota {}", human(q)));
+        let membership = match (s["devices"].as_u64(), s["epoch"].as_u64()) {
+            (Some(d), Some(e)) => format!("\t{} · epoch {e}", count(d, "device")),
+            _ => String::new(),
+        };
         println!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}{membership}",
             s["name"].as_str().unwrap_or("?"),
             s["address"].as_str().unwrap_or("?"),
             count(s["feeds"].as_u64().unwrap_or(0), "feed"),

@@ -259,7 +259,7 @@ impl Daemon {
         let mut out = Vec::new();
         for s in self.registry.spaces()? {
             let totals = self.registry.totals(&s.address).unwrap_or_default();
-            out.push(json!({
+            let mut space = json!({
                 "name": s.name,
                 "address": s.address.to_hex(),
                 "seed_code": SeedCode::new(s.address).to_string(),
@@ -267,7 +267,17 @@ impl Daemon {
                 "feeds": totals.feeds,
                 "entries": totals.entries,
                 "bytes": totals.bytes,
-            }));
+            });
+            // A governed space's counts (the seeder can't read who the devices are).
+            if let Some(m) = self
+                .registry
+                .membership(&s.address)?
+                .filter(|m| m.is_governed())
+            {
+                space["devices"] = json!(m.active().count());
+                space["epoch"] = json!(m.epoch());
+            }
+            out.push(space);
         }
         Ok(json!(out))
     }
