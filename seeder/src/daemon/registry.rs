@@ -413,14 +413,13 @@ impl Registry {
         // disk, and sessions ask for the membership meanwhile).
         let new: Vec<VerifiedRecord> = {
             let logs = self.lock_logs();
-            let held = logs.get(space).map_or(0, |l| l.records.len());
-            let known = |id: &RecordId| logs.get(space).is_some_and(|l| l.ids.contains(id));
-            let mut seen = std::collections::HashSet::new();
+            let held_records: &[VerifiedRecord] = logs.get(space).map_or(&[], |l| &l.records);
+            let held = held_records.len();
+            // Only records of the space's own devices (and a few waiting for their parents):
+            // a stranger who knows the address can't fill the log.
+            let records = crate::space::members::worth_keeping(space, held_records, records);
             let mut new = Vec::new();
             for r in records {
-                if known(&r.id()) || !seen.insert(r.id()) {
-                    continue;
-                }
                 if held + new.len() >= MAX_RECORDS {
                     tracing::warn!(%space, "the space holds {MAX_RECORDS} membership records: no more are taken");
                     break;

@@ -131,14 +131,12 @@ impl Home {
         }
         let mut held: Vec<VerifiedRecord> = self.records(address)?;
         let mut new = Vec::new();
-        for r in records {
+        for r in members::worth_keeping(address, &held, records) {
             if held.len() >= members::MAX_RECORDS {
                 return Err(HomeError::Members(members::MemberError::TooMany));
             }
-            if !held.iter().any(|h| h.id() == r.id()) {
-                held.push(r.clone());
-                new.push(r);
-            }
+            held.push(r.clone());
+            new.push(r);
         }
         if new.is_empty() {
             return Ok(new);

@@ -67,6 +67,10 @@ pub const CTX_INVITE_BOX: &str = "seeder 2026-12 invite box key v1";
 /// Records one space may hold. Membership changes are rare (tens a year in an office); the
 /// bound keeps a hostile owner from making every seeder hold and sort an unbounded set.
 pub const MAX_RECORDS: usize = 4096;
+/// Records held whose parents have not all arrived. In real use a record waits only while
+/// the one before it is on its way; the bound keeps a stranger's records with made-up parents
+/// from filling the log.
+pub const MAX_WAITING: usize = 64;
 /// Parents one record may name: the heads its signer saw. Concurrent heads are few.
 pub const MAX_PARENTS: usize = 32;
 /// Boxes one epoch may carry: every device and pending invite of the space.
@@ -847,6 +851,75 @@ impl Membership {
         let plain = open_with(key, &label_aad(address, invite), &i.label)?;
         Some(String::from_utf8_lossy(&plain).into_owned())
     }
+}
+
+/// Of `new` records, those worth keeping beside `held` (and passing on): records signed by
+/// the space key, by a device or an invite the log knows (even one removed or revoked since:
+/// members must agree on what such records did), or waiting for parents not yet here (up to
+/// [`MAX_WAITING`] in all). Anyone who knows a space's address can sign records with keys of
+/// its own, and would fill the log up to [`MAX_RECORDS`] if those were kept; none are.
+pub fn worth_keeping(
+    address: &Address,
+    held: &[VerifiedRecord],
+    new: Vec<VerifiedRecord>,
+) -> Vec<VerifiedRecord> {
+    let mut all: Vec<VerifiedRecord> = held.to_vec();
+    let mut fresh = Vec::new();
+    let held_ids: BTreeSet<RecordId> = held.iter().map(|r| r.id).collect();
+    let mut seen = BTreeSet::new();
+    for r in new {
+        if !held_ids.contains(&r.id) && seen.insert(r.id) {
+            all.push(r.clone());
+            fresh.push(r);
+        }
+    }
+    let m = Membership::compute(&all);
+    let placed = placed(&all);
+    let mut waiting = held.iter().filter(|r| !placed.contains(&r.id)).count();
+    fresh
+        .into_iter()
+        .filter(|r| {
+            let known = r.record.signer == address.0
+                || m.members.contains_key(&FeedKey(r.record.signer))
+                || m.invites.contains_key(&r.record.signer);
+            if placed.contains(&r.id) {
+                return known;
+            }
+            waiting += 1;
+            waiting <= MAX_WAITING
+        })
+        .collect()
+}
+
+/// The records whose whole ancestry is here.
+fn placed(records: &[VerifiedRecord]) -> BTreeSet<RecordId> {
+    let by_id: BTreeMap<RecordId, &VerifiedRecord> = records.iter().map(|r| (r.id, r)).collect();
+    let mut children: BTreeMap<RecordId, Vec<RecordId>> = BTreeMap::new();
+    let mut missing: BTreeMap<RecordId, usize> = BTreeMap::new();
+    let mut ready = Vec::new();
+    for (id, r) in &by_id {
+        let parents: BTreeSet<&RecordId> = r.record.body.parents.iter().collect();
+        for p in &parents {
+            children.entry(**p).or_default().push(*id);
+        }
+        missing.insert(*id, parents.len());
+        if parents.is_empty() {
+            ready.push(*id);
+        }
+    }
+    let mut out = BTreeSet::new();
+    while let Some(id) = ready.pop() {
+        out.insert(id);
+        for c in children.get(&id).into_iter().flatten() {
+            if let Some(n) = missing.get_mut(c) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push(*c);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The ancestors of one record (itself excluded). Worked out for removals only, as they

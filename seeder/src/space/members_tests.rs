@@ -1971,3 +1971,40 @@ fn roles_read_back_from_their_names() {
     let err = MemberRole::from_str("admin").expect_err("not a role");
     assert!(err.contains("reader, writer or owner"), "{err}");
 }
+
+#[test]
+fn a_strangers_records_are_not_kept_and_records_waiting_for_parents_are_bounded() {
+    let a = device(1);
+    let mut s = Space::new(&a);
+    let w = s.admit(&a, MemberRole::Writer, 2);
+    let held = s.records.clone();
+    let stranger = device(99);
+    let address = s.address;
+    let heads = s.heads();
+    let sign = |by: &SigningKey, parents: Vec<RecordId>, n: u64| {
+        Record::sign(
+            by,
+            address,
+            parents,
+            Change::Remove {
+                member: feed(&device(50)).0,
+                at: n,
+            },
+        )
+        .verify(&address)
+        .unwrap()
+    };
+    // Placed records: the stranger's are dropped, a member's (even one with no authority) kept.
+    let junk: Vec<_> = (0..10).map(|n| sign(&stranger, heads.clone(), n)).collect();
+    let by_writer = sign(&w, heads.clone(), 0);
+    let kept = worth_keeping(&address, &held, [junk, vec![by_writer.clone()]].concat());
+    assert_eq!(kept, vec![by_writer]);
+    // Records naming parents not here wait, at most MAX_WAITING of them.
+    let missing = vec![RecordId([9; 32])];
+    let waiting: Vec<_> = (0..MAX_WAITING as u64 + 10)
+        .map(|n| sign(&stranger, missing.clone(), n))
+        .collect();
+    assert_eq!(worth_keeping(&address, &held, waiting).len(), MAX_WAITING);
+    // Already held: nothing new.
+    assert!(worth_keeping(&address, &held, held.clone()).is_empty());
+}
