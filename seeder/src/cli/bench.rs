@@ -34,6 +34,9 @@ pub enum Bench {
     /// frames, stalled streams of a proven peer, floods of wrong logins; the member's upload
     /// time under each and the seeder's peak memory.
     Attack(super::bench_attack::AttackArgs),
+    /// A governed space's membership log at its bound: checking every record, computing the
+    /// membership, and the keys one device opens.
+    Members(super::bench_members::MembersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +97,7 @@ pub fn run(which: Bench) -> Result<()> {
         Bench::Sync(args) => super::bench_sync::run(args),
         Bench::Admin(args) => super::bench_admin::run(args),
         Bench::Attack(args) => super::bench_attack::run(args),
+        Bench::Members(args) => super::bench_members::run(args),
     }
 }
 

@@ -13,6 +13,7 @@ tampered bundle, a bundle of another space); 4 busy (another command holds the h
 mod bench;
 mod bench_admin;
 mod bench_attack;
+mod bench_members;
 mod bench_sync;
 mod board;
 mod daemon;
