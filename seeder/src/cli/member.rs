@@ -254,7 +254,20 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
                 return Ok(());
             }
             let label = match label {
-                Some(l) => l,
+                Some(l) => {
+                    let l = l.trim().to_string();
+                    if l.is_empty()
+                        || l.len() > crate::space::members::MAX_LABEL
+                        || l.chars().any(char::is_control)
+                    {
+                        return Err(anyhow::anyhow!(
+                            "--as takes a name of 1 to {} bytes without control characters",
+                            crate::space::members::MAX_LABEL
+                        )
+                        .context(Failure::BadInput));
+                    }
+                    l
+                }
                 None => {
                     let r = home.roster(&name).map_err(home_err)?;
                     format!("device {}", r.devices.len() + r.invites.len() + 1)
@@ -291,9 +304,11 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
                     io.out,
                     "{}\t{}\t{}\t{}",
                     d.role,
-                    d.label
-                        .as_deref()
-                        .unwrap_or(if d.first { "(created the space)" } else { "?" }),
+                    shown(d.label.as_deref().unwrap_or(if d.first {
+                        "(created the space)"
+                    } else {
+                        "?"
+                    })),
                     hex::encode(&d.feed.0[..8]),
                     state.join(", ")
                 )?;
@@ -302,7 +317,7 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
                 writeln!(
                     io.out,
                     "{role}\t{}\t(invited)\tnot joined yet",
-                    label.as_deref().unwrap_or("?")
+                    shown(label.as_deref().unwrap_or("?"))
                 )?;
             }
             writeln!(
@@ -332,8 +347,8 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
             for (feed, label, kept) in &removed.devices {
                 writeln!(
                     io.out,
-                    "removed {} ({}); its first {} stay",
-                    label.as_deref().unwrap_or("device"),
+                    "removed {} ({}); what it wrote before stays: {}",
+                    shown(label.as_deref().unwrap_or("device")),
                     hex::encode(&feed.0[..8]),
                     count(*kept, "entry")
                 )?;
@@ -358,7 +373,7 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
                 writeln!(
                     io.out,
                     "{} ({}) is now a {role}",
-                    label.as_deref().unwrap_or("device"),
+                    shown(label.as_deref().unwrap_or("device")),
                     hex::encode(&feed.0[..8])
                 )?;
             }
@@ -392,6 +407,15 @@ pub fn space(home: &Home, cmd: SpaceCmd, io: &mut Io) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A name another device chose, safe to print: control characters (a terminal escape, a
+/// line break that would split a row) are shown as `?`.
+fn shown(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn file_meta(md: &std::fs::Metadata) -> FileMeta {

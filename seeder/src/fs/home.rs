@@ -99,7 +99,7 @@ pub enum HomeError {
     },
     #[error("{who} was a reader of {space:?}: its feed stays frozen where it stopped writing, so it can't write again; invite the person's device anew instead")]
     StaysFrozen { space: String, who: String },
-    #[error("this device can't remove itself from {0:?}: another owner does that")]
+    #[error("this device can't remove itself from {0:?} or change its own role: another owner does that")]
     RemoveSelf(String),
     #[error("nobody in {space:?} is called {who:?}: `seeder space members {space}` lists the names and device keys")]
     NoSuchMember { space: String, who: String },
@@ -1064,17 +1064,24 @@ impl SpaceHandle<'_> {
             let mut indexed = self.indexed_len(&key)?;
             if indexed < length {
                 let mut batch = TableBatch::default();
+                let mut upto = length;
                 for seq in indexed..length {
                     match self.open_entry(&mut reader, &feed, seq) {
                         Ok(Record::Chunk(_)) => {}
                         Ok(_) => batch.insert(&op_key(&self.address, &feed, seq)[..], &[][..]),
+                        // Sealed with a key this device doesn't hold yet (its epoch record is
+                        // on its way): classified no further, so it is read again next time.
+                        Err(HomeError::Space(crate::space::SpaceError::NoKey { .. })) => {
+                            upto = seq;
+                            break;
+                        }
                         Err(e) => {
                             // A feed with an entry we can't read still shows everything else.
                             tracing::warn!(%feed, seq, error = %e, "unreadable entry skipped");
                         }
                     }
                 }
-                indexed = length;
+                indexed = upto;
                 // Op positions first, then the mark that they're classified: a crash between
                 // the two only means classifying the same entries again.
                 self.home.opindex.apply(batch)?;

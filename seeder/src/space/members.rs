@@ -616,6 +616,8 @@ impl Membership {
         order.sort_by_key(|id| (depth[id], *id));
         let mut excluded = senior_wins(&order, &by_id);
         let juniors = excluded.clone();
+        let second_joins = second_joins(&order, &by_id, &excluded);
+        excluded.extend(second_joins.iter().copied());
         // Removals whose exclusions are in `excluded`: each is worked out once.
         let mut done: BTreeSet<RecordId> = BTreeSet::new();
         // Each round can only exclude more, so this ends within `order.len()` rounds. A round
@@ -646,7 +648,14 @@ impl Membership {
         let mut m = state.membership;
         m.owner_since = state.owner_since;
         for id in &order {
-            if juniors.contains(id) {
+            if second_joins.contains(id) {
+                m.conflicts.push((
+                    *id,
+                    "a second join with one invite (an owner confirmed another, or none: then \
+                     the invite admits nobody, and an owner invites the device again)"
+                        .into(),
+                ));
+            } else if juniors.contains(id) {
                 m.conflicts.push((
                     *id,
                     "the junior of two owners removing or demoting each other at once".into(),
@@ -980,6 +989,69 @@ fn senior_wins(
             };
             out.insert(junior);
         }
+    }
+    out
+}
+
+/// An invite admits one device, but its secret is in a code that others may have seen, and a
+/// Join's signer chooses its parents: the first Join in order can't decide. When an invite has
+/// several Joins, one made after seeing another (its ancestors hold it) loses; if several
+/// remain, none made after another, the one an owner confirmed first counts: the first record in order, signed
+/// by an owner still in the space, whose ancestors hold that Join and no other of them. If no
+/// owner confirmed one alone, none counts. So a used code, kept or leaked, can't push out the
+/// device that used it once an owner has seen that device (any change an owner makes after
+/// the Join reached it confirms it, a removal of the device included); before that, a second
+/// Join only shuts both out.
+fn second_joins(
+    order: &[RecordId],
+    by_id: &BTreeMap<RecordId, &VerifiedRecord>,
+    excluded: &BTreeSet<RecordId>,
+) -> BTreeSet<RecordId> {
+    let mut by_invite: BTreeMap<[u8; 32], Vec<RecordId>> = BTreeMap::new();
+    for id in order {
+        if let Change::Join { invite, .. } = &by_id[id].record.body.change {
+            by_invite.entry(*invite).or_default().push(*id);
+        }
+    }
+    by_invite.retain(|_, joins| joins.len() > 1);
+    let mut out = BTreeSet::new();
+    if by_invite.is_empty() {
+        return out;
+    }
+    let state = apply(order, by_id, excluded).membership;
+    let confirmer = |r: &Record| {
+        state
+            .members
+            .get(&FeedKey(r.signer))
+            .is_some_and(|d| !d.removed && d.role == MemberRole::Owner)
+    };
+    let confirmers: Vec<(RecordId, BTreeSet<RecordId>)> = order
+        .iter()
+        .filter(|id| !excluded.contains(id) && confirmer(&by_id[id].record))
+        .map(|id| (*id, ancestors(*id, by_id)))
+        .collect();
+    for joins in by_invite.values() {
+        // A join made after seeing another for the same invite knew it was used: it loses.
+        let first: Vec<RecordId> = joins
+            .iter()
+            .filter(|j| {
+                let seen = ancestors(**j, by_id);
+                !joins.iter().any(|other| seen.contains(other))
+            })
+            .copied()
+            .collect();
+        let winner = if first.len() == 1 {
+            first.first().copied()
+        } else {
+            confirmers.iter().find_map(|(_, seen)| {
+                let mut held = first.iter().filter(|j| seen.contains(j));
+                match (held.next(), held.next()) {
+                    (Some(j), None) => Some(*j),
+                    _ => None,
+                }
+            })
+        };
+        out.extend(joins.iter().filter(|j| Some(**j) != winner));
     }
     out
 }

@@ -424,7 +424,7 @@ fn invite_and_join_admit_a_device_with_the_invites_role() {
 }
 
 #[test]
-fn an_invite_used_twice_admits_only_the_first_device_in_order() {
+fn an_invite_joined_twice_admits_the_device_an_owner_confirmed_or_none() {
     let a = device(1);
     let mut s = Space::new(&a);
     let invite = s.invite(&a, MemberRole::Writer, [9; 32]);
@@ -432,26 +432,51 @@ fn an_invite_used_twice_admits_only_the_first_device_in_order() {
     let (b, c) = (device(2), device(3));
     let jb = s.join_after(&invite, &b, after.clone());
     let jc = s.join_after(&invite, &c, after);
+    // Nobody confirmed either: the invite admits neither.
     let m = order_free(&s.records);
-    let (kept, lost, won) = if jb < jc { (jb, jc, &b) } else { (jc, jb, &c) };
-    let other = if jb < jc { &c } else { &b };
-    assert_eq!(m.role(&feed(won)), Some(MemberRole::Writer));
-    assert_eq!(m.members[&feed(won)].since, kept);
-    assert_eq!(m.role(&feed(other)), None);
-    assert_eq!(m.admits(&feed(other)), Admission::No);
-    assert_eq!(
-        conflict(&m, lost),
-        Some("a join for a used or revoked invite")
-    );
-    // A join that names the first join as a parent loses to it whatever its id.
+    assert_eq!(m.role(&feed(&b)), None);
+    assert_eq!(m.role(&feed(&c)), None);
+    assert!(conflict(&m, jb).is_some_and(|c| c.starts_with("a second join")));
+    assert!(conflict(&m, jc).is_some_and(|c| c.starts_with("a second join")));
+    // An owner that saw only `b`'s join confirms it with its next change, whatever the ids.
     let mut s2 = Space::new(&a);
     let invite = s2.invite(&a, MemberRole::Writer, [9; 32]);
+    let before = s2.heads();
     s2.join(&invite, &b);
-    let late = s2.join(&invite, &c);
+    let w = s2.admit(&a, MemberRole::Writer, 4);
+    let late = s2.join_after(&invite, &c, before);
     let m = order_free(&s2.records);
     assert_eq!(m.role(&feed(&b)), Some(MemberRole::Writer));
     assert_eq!(m.role(&feed(&c)), None);
+    assert_eq!(m.role(&feed(&w)), Some(MemberRole::Writer));
     assert!(conflict(&m, late).is_some());
+}
+
+#[test]
+fn a_used_invite_code_cannot_push_out_the_device_that_used_it() {
+    let a = device(1);
+    let mut s = Space::new(&a);
+    let invite = s.invite(&a, MemberRole::Owner, [9; 32]);
+    let invited = s.heads();
+    let b = device(2);
+    s.join(&invite, &b);
+    // The owner removes `b`; the removal names its join.
+    s.sign(
+        &a,
+        Change::Remove {
+            member: feed(&b).0,
+            at: 3,
+        },
+    );
+    // Whoever kept the code joins again with another device, naming only the invite as
+    // parent so its join sorts before `b`'s.
+    let thief = device(3);
+    let again = s.join_after(&invite, &thief, invited);
+    let m = order_free(&s.records);
+    assert!(m.members[&feed(&b)].removed, "the removal still counts");
+    assert_eq!(m.role(&feed(&thief)), None);
+    assert_eq!(m.role(&feed(&a)), Some(MemberRole::Owner));
+    assert!(conflict(&m, again).is_some_and(|c| c.starts_with("a second join")));
 }
 
 #[test]
