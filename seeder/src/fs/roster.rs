@@ -288,6 +288,21 @@ impl Home {
         }
     }
 
+    /// Sign `changes` one after the other, the first after `heads`, and keep them.
+    fn add_chain(
+        &self,
+        address: &Address,
+        device: &SigningKey,
+        mut heads: Vec<members::RecordId>,
+        changes: Vec<Change>,
+    ) -> Result<()> {
+        for change in changes {
+            let r = self.add_own_record(address, Record::sign(device, *address, heads, change))?;
+            heads = vec![r.id()];
+        }
+        Ok(())
+    }
+
     fn add_own_record(&self, address: &Address, record: Record) -> Result<VerifiedRecord> {
         let r = record.verify(address).map_err(HomeError::Members)?;
         self.put_records(address, std::slice::from_ref(&r))?;
@@ -327,37 +342,18 @@ impl Home {
                 who: who.to_string(),
             });
         }
-        let mut heads = m.heads.clone();
         let mut removed = Vec::new();
+        let mut changes = Vec::new();
         for (feed, label) in &targets {
             let at = self.store().feed(feed)?.map_or(0, |s| s.length);
-            let r = self.add_own_record(
-                &address,
-                Record::sign(
-                    &device,
-                    address,
-                    heads.clone(),
-                    Change::Remove { member: feed.0, at },
-                ),
-            )?;
-            heads = vec![r.id()];
+            changes.push(Change::Remove { member: feed.0, at });
             removed.push((*feed, label.clone(), at));
         }
-        for invite in &invites {
-            let r = self.add_own_record(
-                &address,
-                Record::sign(
-                    &device,
-                    address,
-                    heads.clone(),
-                    Change::Remove {
-                        member: *invite,
-                        at: 0,
-                    },
-                ),
-            )?;
-            heads = vec![r.id()];
-        }
+        changes.extend(invites.iter().map(|invite| Change::Remove {
+            member: *invite,
+            at: 0,
+        }));
+        self.add_chain(&address, &device, m.heads.clone(), changes)?;
         let (epoch, _) = self.rotate(name, rng)?;
         Ok(Removed {
             devices: removed,
@@ -405,24 +401,16 @@ impl Home {
                 });
             }
         }
-        let mut heads = m.heads.clone();
+        let mut changes = Vec::new();
         for (feed, _) in &targets {
             let at = self.store().feed(feed)?.map_or(0, |s| s.length);
-            let r = self.add_own_record(
-                &address,
-                Record::sign(
-                    &device,
-                    address,
-                    heads.clone(),
-                    Change::SetRole {
-                        device: *feed,
-                        role,
-                        at,
-                    },
-                ),
-            )?;
-            heads = vec![r.id()];
+            changes.push(Change::SetRole {
+                device: *feed,
+                role,
+                at,
+            });
         }
+        self.add_chain(&address, &device, m.heads.clone(), changes)?;
         Ok(targets)
     }
 

@@ -1018,7 +1018,23 @@ fn second_joins(
     if by_invite.is_empty() {
         return out;
     }
-    let state = apply(order, by_id, excluded).membership;
+    // Who may confirm is decided without any of these Joins, or any record made after one
+    // of them: a device that joined with a contested invite can't confirm itself, or remove
+    // the owners who would confirm the other. (The order is topological: parents first.)
+    let mut tainted: BTreeSet<RecordId> = by_invite.values().flatten().copied().collect();
+    for id in order {
+        if by_id[id]
+            .record
+            .body
+            .parents
+            .iter()
+            .any(|p| tainted.contains(p))
+        {
+            tainted.insert(*id);
+        }
+    }
+    let skip: BTreeSet<RecordId> = excluded.union(&tainted).copied().collect();
+    let state = apply(order, by_id, &skip).membership;
     let confirmer = |r: &Record| {
         state
             .members

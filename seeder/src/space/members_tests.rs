@@ -2033,3 +2033,48 @@ fn a_strangers_records_are_not_kept_and_records_waiting_for_parents_are_bounded(
     // Already held: nothing new.
     assert!(worth_keeping(&address, &held, held.clone()).is_empty());
 }
+
+#[test]
+fn a_second_join_with_an_owner_invite_cannot_confirm_itself_or_remove_the_owners() {
+    let a = device(1);
+    let (b, thief) = (device(2), device(3));
+    for confirmed in [true, false] {
+        let mut s = Space::new(&a);
+        let invite = s.invite(&a, MemberRole::Owner, [9; 32]);
+        let invited = s.heads();
+        s.join(&invite, &b);
+        if confirmed {
+            // The owner's next change has `b`'s join among its ancestors.
+            s.admit(&a, MemberRole::Writer, 4);
+        }
+        // The code's other holder joins with only the invite as parent, then, as the owner
+        // it would be, confirms itself and removes the space's first owner.
+        let again = s.join_after(&invite, &thief, invited);
+        s.sign_after(
+            &thief,
+            vec![again],
+            Change::SetRole {
+                device: feed(&thief),
+                role: MemberRole::Owner,
+                at: 0,
+            },
+        );
+        s.sign_after(
+            &thief,
+            vec![again],
+            Change::Remove {
+                member: feed(&a).0,
+                at: 0,
+            },
+        );
+        let m = order_free(&s.records);
+        assert_eq!(
+            m.role(&feed(&a)),
+            Some(MemberRole::Owner),
+            "confirmed: {confirmed}"
+        );
+        assert_eq!(m.role(&feed(&thief)), None, "confirmed: {confirmed}");
+        let expected = confirmed.then_some(MemberRole::Owner);
+        assert_eq!(m.role(&feed(&b)), expected, "confirmed: {confirmed}");
+    }
+}

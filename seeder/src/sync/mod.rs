@@ -586,17 +586,21 @@ impl Session {
         }
     }
 
+    /// The connection's ids of `space`, where it is open.
+    fn open_ids(&self, space: &Address) -> Vec<u32> {
+        self.open
+            .iter()
+            .filter(|(_, s)| s.address == *space)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// `feed` of `space` now has `head` complete here. Tell the peer if it may not have it.
     pub fn handle_local_head(&mut self, space: &Address, cert: &MembershipCert, head: &SignedHead) {
         if self.closed {
             return;
         }
-        let ids: Vec<u32> = self
-            .open
-            .iter()
-            .filter(|(_, s)| s.address == *space)
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.open_ids(space);
         for id in ids {
             let s = self.open.get(&id).expect("id from the open map");
             match s.remote.get(&cert.feed) {
@@ -625,12 +629,7 @@ impl Session {
         if self.closed {
             return;
         }
-        let ids: Vec<u32> = self
-            .open
-            .iter()
-            .filter(|(_, s)| s.address == *space)
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.open_ids(space);
         for id in ids {
             self.send_records(id, records.to_vec());
             if let Err(e) = self.rejudge(id, local) {
@@ -648,12 +647,7 @@ impl Session {
             return;
         }
         self.handle_local_records(space, new, local);
-        let ids: Vec<u32> = self
-            .open
-            .iter()
-            .filter(|(_, s)| s.address == *space)
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.open_ids(space);
         for id in ids {
             let s = self.open.get_mut(&id).expect("id from the open map");
             // After whatever judging again asked for (actions are carried out first).
