@@ -1018,22 +1018,27 @@ fn second_joins(
     if by_invite.is_empty() {
         return out;
     }
-    // Who may confirm is decided without any of these Joins, or any record made after one
-    // of them: a device that joined with a contested invite can't confirm itself, or remove
-    // the owners who would confirm the other. (The order is topological: parents first.)
-    let mut tainted: BTreeSet<RecordId> = by_invite.values().flatten().copied().collect();
-    for id in order {
-        if by_id[id]
-            .record
-            .body
-            .parents
-            .iter()
-            .any(|p| tainted.contains(p))
-        {
-            tainted.insert(*id);
-        }
-    }
-    let skip: BTreeSet<RecordId> = excluded.union(&tainted).copied().collect();
+    // Who may confirm is decided without any of these Joins and without anything the devices
+    // they would admit signed: such a device can't confirm itself, or remove the owners who
+    // would confirm another. Everything else counts, owners' removals made after one of the
+    // Joins included, so a removed owner can't confirm a Join for a code it kept.
+    let contested: BTreeSet<RecordId> = by_invite.values().flatten().copied().collect();
+    let joined: BTreeSet<[u8; 32]> = contested
+        .iter()
+        .filter_map(|id| match &by_id[id].record.body.change {
+            Change::Join { device, .. } => Some(device.feed.0),
+            _ => None,
+        })
+        .collect();
+    let skip: BTreeSet<RecordId> = order
+        .iter()
+        .filter(|id| {
+            excluded.contains(id)
+                || contested.contains(id)
+                || joined.contains(&by_id[id].record.signer)
+        })
+        .copied()
+        .collect();
     let state = apply(order, by_id, &skip).membership;
     let confirmer = |r: &Record| {
         state

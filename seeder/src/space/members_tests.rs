@@ -2078,3 +2078,48 @@ fn a_second_join_with_an_owner_invite_cannot_confirm_itself_or_remove_the_owners
         assert_eq!(m.role(&feed(&b)), expected, "confirmed: {confirmed}");
     }
 }
+
+#[test]
+fn a_removed_owner_cannot_confirm_a_second_join_for_a_code_it_kept() {
+    let o = device(1);
+    let mut s = Space::new(&o);
+    let p = s.admit(&o, MemberRole::Owner, 2);
+    let invite = s.invite(&o, MemberRole::Owner, [9; 32]);
+    let invited = s.heads();
+    let d = device(3);
+    s.join(&invite, &d);
+    // The owner removes `p`: the removal names `d`'s join, so it confirms it.
+    s.sign(
+        &o,
+        Change::Remove {
+            member: feed(&p).0,
+            at: 0,
+        },
+    );
+    // `p` kept `d`'s code: another device joins with it, and `p` "confirms" that join with a
+    // record that sorts before its own removal.
+    let thief = device(4);
+    let again = s.join_after(&invite, &thief, invited);
+    s.sign_after(
+        &p,
+        vec![again],
+        Change::SetRole {
+            device: feed(&thief),
+            role: MemberRole::Owner,
+            at: 0,
+        },
+    );
+    s.sign_after(
+        &thief,
+        vec![again],
+        Change::Remove {
+            member: feed(&o).0,
+            at: 0,
+        },
+    );
+    let m = order_free(&s.records);
+    assert_eq!(m.role(&feed(&o)), Some(MemberRole::Owner));
+    assert_eq!(m.role(&feed(&d)), Some(MemberRole::Owner));
+    assert_eq!(m.role(&feed(&thief)), None);
+    assert!(m.members[&feed(&p)].removed);
+}
