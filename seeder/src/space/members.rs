@@ -631,12 +631,14 @@ impl Membership {
                 if !done.insert(*removal) {
                     continue;
                 }
+                // What the device signed concurrently with losing its place (neither seen by
+                // the change nor made after seeing it) is out; what it signed after seeing it
+                // is judged by the role it has then.
                 let seen = ancestors(*removal, &by_id);
-                excluded.extend(
-                    order
-                        .iter()
-                        .filter(|id| by_id[id].record.signer == *member && !seen.contains(id)),
-                );
+                let after = descendants(*removal, &order, &by_id);
+                excluded.extend(order.iter().filter(|id| {
+                    by_id[id].record.signer == *member && !seen.contains(id) && !after.contains(id)
+                }));
                 if excluded.len() > before {
                     break;
                 }
@@ -661,8 +663,12 @@ impl Membership {
                     "the junior of two owners removing or demoting each other at once".into(),
                 ));
             } else if excluded.contains(id) {
-                m.conflicts
-                    .push((*id, "signed by a removed device after its removal".into()));
+                m.conflicts.push((
+                    *id,
+                    "signed by a removed device (or an owner made writer or reader) without \
+                     having seen that change"
+                        .into(),
+                ));
             }
         }
         // Counted by id: the same record given twice is held once.
@@ -931,6 +937,30 @@ fn placed(records: &[VerifiedRecord]) -> BTreeSet<RecordId> {
     out
 }
 
+/// The records in `order` that have `of` among their ancestors.
+fn descendants(
+    of: RecordId,
+    order: &[RecordId],
+    by_id: &BTreeMap<RecordId, &VerifiedRecord>,
+) -> BTreeSet<RecordId> {
+    let mut out = BTreeSet::new();
+    let mut reached: BTreeSet<RecordId> = [of].into();
+    // The order is topological: parents come first.
+    for id in order {
+        if by_id[id]
+            .record
+            .body
+            .parents
+            .iter()
+            .any(|p| reached.contains(p))
+        {
+            reached.insert(*id);
+            out.insert(*id);
+        }
+    }
+    out
+}
+
 /// The ancestors of one record (itself excluded). Worked out for removals only, as they
 /// are needed: the ancestors of every record of a log at [`MAX_RECORDS`] would be eight
 /// million ids, half a gigabyte.
@@ -1079,7 +1109,8 @@ fn second_joins(
 
 struct Applied {
     membership: Membership,
-    /// (removal record, removed signer key) for every removal that counted.
+    /// (record, signer key) for every removal, and every change that took an owner's role
+    /// away, that counted.
     removals: Vec<(RecordId, [u8; 32])>,
     /// Where in the order each device first became an owner: its seniority.
     owner_since: BTreeMap<FeedKey, usize>,
@@ -1209,6 +1240,11 @@ fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'
                 .ok_or("a role change for a device not in the space")?;
             if d.role.writes() && !role.writes() {
                 d.frozen_at = Some(d.frozen_at.map_or(*at, |f| f.min(*at)));
+            }
+            // An owner that loses the role is treated like a removed one for what it signed
+            // concurrently: it can't back-date an invite to let a device in as owner.
+            if d.role == MemberRole::Owner && *role != MemberRole::Owner {
+                applied.removals.push((id, device.0));
             }
             d.role = *role;
         }

@@ -903,7 +903,7 @@ fn a_removed_owner_cannot_add_records_its_removal_had_not_seen() {
     for id in [invited, epoch_id, demoted] {
         assert_eq!(
             conflict(&m, id),
-            Some("signed by a removed device after its removal")
+            Some("signed by a removed device (or an owner made writer or reader) without having seen that change")
         );
     }
     assert_eq!(conflict(&m, joined), Some("a join for an unknown invite"));
@@ -973,7 +973,7 @@ fn an_owner_removed_while_its_invitee_removes_the_remover_stays_removed() {
     assert!(conflict(&m, removal).is_none(), "{:?}", m.conflicts);
     assert_eq!(
         conflict(&m, invited),
-        Some("signed by a removed device after its removal")
+        Some("signed by a removed device (or an owner made writer or reader) without having seen that change")
     );
     assert_eq!(conflict(&m, joined), Some("a join for an unknown invite"));
     for id in [by_x, counter] {
@@ -1037,7 +1037,7 @@ fn owners_removing_each_other_concurrently_leave_exactly_one() {
     );
     assert_eq!(
         conflict(&m, after_b),
-        Some("signed by a removed device after its removal")
+        Some("signed by a removed device (or an owner made writer or reader) without having seen that change")
     );
     assert_eq!(m.conflicts.len(), 2, "{:?}", m.conflicts);
     // The senior's later record counts, the junior's doesn't.
@@ -2122,4 +2122,39 @@ fn a_removed_owner_cannot_confirm_a_second_join_for_a_code_it_kept() {
     assert_eq!(m.role(&feed(&d)), Some(MemberRole::Owner));
     assert_eq!(m.role(&feed(&thief)), None);
     assert!(m.members[&feed(&p)].removed);
+}
+
+#[test]
+fn an_owner_made_writer_cannot_back_date_an_invite_to_take_the_space() {
+    let o = device(1);
+    let mut s = Space::new(&o);
+    let p = s.admit(&o, MemberRole::Owner, 2);
+    let before = s.heads();
+    s.sign(
+        &o,
+        Change::SetRole {
+            device: feed(&p),
+            role: MemberRole::Writer,
+            at: 0,
+        },
+    );
+    // `p`, no longer an owner, signs an owner invite with the parents it had before, and the
+    // device it lets in removes the space's creator.
+    let (change, keys) = s.invite_change(MemberRole::Owner, [9; 32], "mine");
+    let invite = s.sign_after(&p, before, change);
+    let n = device(3);
+    let join = s.join_after(&keys, &n, vec![invite]);
+    s.sign_after(
+        &n,
+        vec![join],
+        Change::Remove {
+            member: feed(&o).0,
+            at: 0,
+        },
+    );
+    let m = order_free(&s.records);
+    assert_eq!(m.role(&feed(&o)), Some(MemberRole::Owner));
+    assert_eq!(m.role(&feed(&p)), Some(MemberRole::Writer));
+    assert_eq!(m.role(&feed(&n)), None);
+    assert!(conflict(&m, invite).is_some());
 }
