@@ -621,13 +621,25 @@ impl Membership {
         // Removals whose exclusions are in `excluded`: each is worked out once.
         let mut done: BTreeSet<RecordId> = BTreeSet::new();
         // Each round can only exclude more, so this ends within `order.len()` rounds. A round
-        // takes the exclusions of one removal, the first in order that has any: they may take
+        // takes the exclusions of one removal, the first (as below) that has any: they may take
         // away the authority behind a later removal, which must then exclude nothing.
+        // Losses are taken most senior signer first, then in order: the order of two records
+        // at one depth is only their ids, which a signer can grind, but seniority comes from
+        // records others signed. So a device let in by an owner that is losing its place can't
+        // make its own removal of that owner's remover be worked out first.
+        let position: BTreeMap<RecordId, usize> =
+            order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let mut state;
         loop {
             state = apply(&order, &by_id, &excluded);
             let before = excluded.len();
-            for (removal, member) in &state.removals {
+            let mut losses = state.removals.clone();
+            losses.sort_by_key(|(r, _)| {
+                let signer = FeedKey(by_id[r].record.signer);
+                let since = state.owner_since.get(&signer).copied();
+                (since.unwrap_or(usize::MAX), position[r])
+            });
+            for (removal, member) in &losses {
                 if !done.insert(*removal) {
                     continue;
                 }
@@ -978,8 +990,9 @@ fn ancestors(of: RecordId, by_id: &BTreeMap<RecordId, &VerifiedRecord>) -> BTree
 }
 
 /// Two owners who remove or demote each other concurrently (neither change had seen the
-/// other): the change by the senior one, the owner first in order, counts; the junior's is
-/// excluded. Parents a signer chooses can't decide this (a removed owner could name old ones
+/// other), or an owner and a device that holds its authority from the owner the first one is
+/// removing or demoting: the change by the senior one, the owner first in order, counts; the
+/// junior's is excluded. Parents a signer chooses can't decide this (a removed owner could name old ones
 /// to sort its counter-removal first); seniority is fixed by records others signed.
 fn senior_wins(
     order: &[RecordId],
@@ -1002,11 +1015,33 @@ fn senior_wins(
     if hostile.len() < 2 {
         return out;
     }
-    let rank = apply(order, by_id, &BTreeSet::new()).owner_since;
+    let first = apply(order, by_id, &BTreeSet::new());
+    let rank = first.owner_since;
     let rank_of = |k: &[u8; 32]| rank.get(&FeedKey(*k)).copied().unwrap_or(usize::MAX);
+    // A device acts with its own authority and that of the owners it holds it from: the owner
+    // that made it one, and so on up to the first owner.
+    let acts_for = |device: &[u8; 32], target: &[u8; 32]| {
+        let mut at = FeedKey(*device);
+        let mut seen = BTreeSet::new();
+        loop {
+            if at.0 == *target {
+                return true;
+            }
+            if !seen.insert(at) {
+                return false;
+            }
+            match first.granted_by.get(&at) {
+                Some(by) => at = *by,
+                None => return false,
+            }
+        }
+    };
     for (i, (a, sa, ta)) in hostile.iter().enumerate() {
         for (b, sb, tb) in &hostile[i + 1..] {
-            if ta != sb || tb != sa || sa == sb {
+            // Aimed at each other: each at the other's signer, or at an owner the other holds
+            // its authority from (a device let in by an owner that is losing its place,
+            // removing the owner who takes it).
+            if sa == sb || !acts_for(sb, ta) || !acts_for(sa, tb) {
                 continue;
             }
             if ancestors(*a, by_id).contains(b) || ancestors(*b, by_id).contains(a) {
@@ -1114,6 +1149,8 @@ struct Applied {
     removals: Vec<(RecordId, [u8; 32])>,
     /// Where in the order each device first became an owner: its seniority.
     owner_since: BTreeMap<FeedKey, usize>,
+    /// Which owner made each device an owner (the first time).
+    granted_by: BTreeMap<FeedKey, FeedKey>,
 }
 
 fn apply(
@@ -1125,6 +1162,7 @@ fn apply(
         membership: Membership::default(),
         removals: Vec::new(),
         owner_since: BTreeMap::new(),
+        granted_by: BTreeMap::new(),
     };
     for (pos, id) in order.iter().enumerate() {
         if excluded.contains(id) {
@@ -1142,8 +1180,22 @@ fn apply(
             _ => None,
         };
         if let Some(f) = subject {
-            if applied.membership.role(&f) == Some(MemberRole::Owner) {
-                applied.owner_since.entry(f).or_insert(pos);
+            if applied.membership.role(&f) == Some(MemberRole::Owner)
+                && !applied.owner_since.contains_key(&f)
+            {
+                applied.owner_since.insert(f, pos);
+                // Whose authority made it an owner: the invite's maker for a Join, the signer
+                // of a role change; none for the first owner.
+                let by = match &rec.body.change {
+                    Change::Join { invite, .. } => {
+                        applied.membership.invites.get(invite).map(|i| i.by)
+                    }
+                    Change::SetRole { .. } => Some(rec.signer),
+                    _ => None,
+                };
+                if let Some(by) = by {
+                    applied.granted_by.insert(f, FeedKey(by));
+                }
             }
         }
     }

@@ -976,12 +976,15 @@ fn an_owner_removed_while_its_invitee_removes_the_remover_stays_removed() {
         Some("signed by a removed device (or an owner made writer or reader) without having seen that change")
     );
     assert_eq!(conflict(&m, joined), Some("a join for an unknown invite"));
-    for id in [by_x, counter] {
-        assert_eq!(
-            conflict(&m, id),
-            Some("signed by a device that is not an owner")
-        );
-    }
+    assert_eq!(
+        conflict(&m, by_x),
+        Some("signed by a device that is not an owner")
+    );
+    // x holds its authority from b, whom a removes: x's removal of a is the junior side.
+    assert_eq!(
+        conflict(&m, counter),
+        Some("the junior of two owners removing or demoting each other at once")
+    );
 }
 
 #[test]
@@ -2157,4 +2160,68 @@ fn an_owner_made_writer_cannot_back_date_an_invite_to_take_the_space() {
     assert_eq!(m.role(&feed(&p)), Some(MemberRole::Writer));
     assert_eq!(m.role(&feed(&n)), None);
     assert!(conflict(&m, invite).is_some());
+}
+
+#[test]
+fn a_device_let_in_by_a_demoted_owner_cannot_remove_the_remover_by_sorting_first() {
+    for removed in [false, true] {
+        let o = device(1);
+        let mut s = Space::new(&o);
+        let p = s.admit(&o, MemberRole::Owner, 2);
+        let before = s.heads();
+        // The creator admits a writer (two records), then takes `p`'s place: that change is as
+        // deep as the removal the attacker makes below.
+        s.admit(&o, MemberRole::Writer, 5);
+        let loss = s.sign(
+            &o,
+            if removed {
+                Change::Remove {
+                    member: feed(&p).0,
+                    at: 0,
+                }
+            } else {
+                Change::SetRole {
+                    device: feed(&p),
+                    role: MemberRole::Writer,
+                    at: 0,
+                }
+            },
+        );
+        let (change, keys) = s.invite_change(MemberRole::Owner, [9; 32], "mine");
+        let invite = s.sign_after(&p, before, change);
+        let n = device(3);
+        let join = s.join_after(&keys, &n, vec![invite]);
+        // Ground so that the removal of the creator sorts before the creator's change.
+        let mut at = 0;
+        let counter = loop {
+            let r = Record::sign(
+                &n,
+                s.address,
+                vec![join],
+                Change::Remove {
+                    member: feed(&o).0,
+                    at,
+                },
+            )
+            .verify(&s.address)
+            .unwrap();
+            if r.id() < loss {
+                break s.add(r.into_record());
+            }
+            at += 1;
+        };
+        let m = order_free(&s.records);
+        assert_eq!(
+            m.role(&feed(&o)),
+            Some(MemberRole::Owner),
+            "removed: {removed}"
+        );
+        assert_eq!(m.role(&feed(&n)), None, "removed: {removed}");
+        assert_ne!(
+            m.role(&feed(&p)),
+            Some(MemberRole::Owner),
+            "removed: {removed}"
+        );
+        assert!(conflict(&m, counter).is_some());
+    }
 }
