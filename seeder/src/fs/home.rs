@@ -664,8 +664,18 @@ impl Home {
     /// Record a verified member feed of `address` (from a bundle or a peer): in a governed
     /// space, one its membership log admits.
     pub fn add_member(&self, address: &Address, cert: &MembershipCert) -> Result<()> {
-        cert.clone()
-            .verify_in(address, self.membership(address)?.as_ref())?;
+        self.add_member_in(address, cert, self.membership(address)?.as_ref())
+    }
+
+    /// As [`Home::add_member`], judged by `membership` (the space's, computed by the caller
+    /// once for many feeds).
+    pub(super) fn add_member_in(
+        &self,
+        address: &Address,
+        cert: &MembershipCert,
+        membership: Option<&crate::space::Membership>,
+    ) -> Result<()> {
+        cert.clone().verify_in(address, membership)?;
         self.members.insert(
             member_key(address, &cert.feed),
             postcard::to_allocvec(cert).expect("certificates encode"),

@@ -536,6 +536,9 @@ impl Home {
         use super::bundle::{BundleError, Registrar};
         let refused = |e: HomeError| BundleError::Tampered(e.to_string());
         let known = self.records(address).map_err(refused)?;
+        // The membership feeds are judged by, computed once after the records come in rather
+        // than once per feed (each time checking every record's signatures).
+        let membership: std::cell::RefCell<Option<Option<Membership>>> = Default::default();
         super::bundle::import(
             self.store(),
             address,
@@ -543,11 +546,19 @@ impl Home {
             Registrar {
                 known,
                 records: &mut |records| {
+                    membership.replace(None);
                     self.add_records(address, records)
                         .map(drop)
                         .map_err(refused)
                 },
-                feed: &mut |cert| self.add_member(address, cert).map_err(refused),
+                feed: &mut |cert| {
+                    let mut m = membership.borrow_mut();
+                    if m.is_none() {
+                        *m = Some(self.membership(address).map_err(refused)?);
+                    }
+                    let m = m.as_ref().and_then(Option::as_ref);
+                    self.add_member_in(address, cert, m).map_err(refused)
+                },
             },
         )
     }
