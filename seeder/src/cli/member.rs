@@ -1108,7 +1108,7 @@ pub fn conflicts(home: &Home, name: &str, path: Option<&str>, io: &mut Io) -> Re
 
 fn bundle_err(e: BundleError) -> anyhow::Error {
     let failure = match &e {
-        BundleError::Io { .. } | BundleError::Store(_) => Failure::Internal,
+        BundleError::Io { .. } | BundleError::Store(_) | BundleError::Home(_) => Failure::Internal,
         _ => Failure::Refused,
     };
     anyhow::Error::new(e).context(failure)

@@ -89,6 +89,9 @@ pub enum BundleError {
     Fork { feed: FeedKey },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This device's home could not be read (not the bundle's fault).
+    #[error("this device's home: {0}")]
+    Home(String),
 }
 
 type Result<T, E = BundleError> = std::result::Result<T, E>;

@@ -516,7 +516,7 @@ impl Home {
         path: &std::path::Path,
     ) -> std::result::Result<super::bundle::BundleSummary, super::bundle::BundleError> {
         use super::bundle::BundleError;
-        let home = |e: HomeError| BundleError::Tampered(e.to_string());
+        let home = |e: HomeError| BundleError::Home(e.to_string());
         let certs = self.members(address).map_err(home)?;
         let records: Vec<Record> = self
             .records(address)
@@ -535,7 +535,9 @@ impl Home {
     ) -> std::result::Result<super::bundle::BundleSummary, super::bundle::BundleError> {
         use super::bundle::{BundleError, Registrar};
         let refused = |e: HomeError| BundleError::Tampered(e.to_string());
-        let known = self.records(address).map_err(refused)?;
+        let known = self
+            .records(address)
+            .map_err(|e| BundleError::Home(e.to_string()))?;
         // The membership feeds are judged by, computed once after the records come in rather
         // than once per feed (each time checking every record's signatures).
         let membership: std::cell::RefCell<Option<Option<Membership>>> = Default::default();
