@@ -185,27 +185,41 @@ fn roles_and_removal_hold_through_a_seeder() {
     sync(&owner, &peer);
     assert_eq!(seeder_membership(&seed), (3, 1));
 
-    // The laptop, not yet knowing, writes; a modified build writes again after learning.
+    // The laptop, not yet knowing, writes and syncs: the seeder serves it nothing any more,
+    // takes nothing from it, and its sync says why.
     wendy.ok(&["put", SPACE, &write(d, "later.txt", "after my removal")]);
     let before = seed.entries();
-    wendy.sync_once(SPACE, &peer, 20);
+    let (code, err) = wendy.sync_once(SPACE, &peer, 20);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no longer serves"), "{err}");
     assert_eq!(
         seed.entries(),
         before,
         "the seeder took a removed device's new entries"
     );
-    let refused = wendy.run(&["put", SPACE, &write(d, "again.txt", "still here")]);
-    assert_eq!(refused.status.code(), Some(3));
-    put_ignoring_role(&wendy, "again.txt", "still here");
-    wendy.sync_once(SPACE, &peer, 20);
-    assert_eq!(seed.entries(), before);
-    // It can't read what was written after its removal, even with its old invite code.
+    // It learned that it was removed, and nothing written since: not the file, not the new
+    // key's record.
     let unreadable = wendy.run(&["get", SPACE, "after.txt", "-"]);
-    assert_ne!(unreadable.status.code(), Some(0));
+    assert_eq!(unreadable.status.code(), Some(1), "{unreadable:?}");
     {
         let home = Home::open(&wendy.0).unwrap();
         let address = home.seed_code(SPACE).unwrap().address();
-        let records = home.records(&address).unwrap();
+        let m = Membership::compute(&home.records(&address).unwrap());
+        assert!(m.members[&wendy_feed].removed);
+        assert_eq!(
+            m.epochs.len(),
+            1,
+            "it got the records made after its removal"
+        );
+    }
+    let refused = wendy.run(&["put", SPACE, &write(d, "again.txt", "still here")]);
+    assert_eq!(refused.status.code(), Some(3));
+    // Had it got them anyway (from a copy of a member's disk, say), it could not read what
+    // was written after its removal, even with its old invite code.
+    {
+        let home = Home::open(&wendy.0).unwrap();
+        let address = home.seed_code(SPACE).unwrap().address();
+        let records = Home::open(&owner.0).unwrap().records(&address).unwrap();
         let m = Membership::compute(&records);
         assert!(m.members[&wendy_feed].removed);
         let InviteCode::Device { secret, .. } = invite_wendy.parse::<InviteCode>().unwrap() else {
@@ -248,12 +262,15 @@ fn roles_and_removal_hold_through_a_seeder() {
         sync(m, &peer);
         assert_eq!(m.ok(&["get", SPACE, "walt.txt", "-"]), "walt writes on");
         assert_eq!(m.ok(&["get", SPACE, "after.txt", "-"]), "the new plan");
-        for gone in ["later.txt", "again.txt"] {
-            assert_eq!(m.run(&["get", SPACE, gone, "-"]).status.code(), Some(1));
-        }
+        assert_eq!(
+            m.run(&["get", SPACE, "later.txt", "-"]).status.code(),
+            Some(1)
+        );
     }
 
-    // 4. The removed laptop signs an invite for a new device anyway: refused everywhere.
+    // 4. The removed laptop signs an invite for a new device anyway (from the log as it knew
+    // it): the seeder serves neither of them, and the invite, carried to an owner by a
+    // bundle, is ignored there.
     let mallory = Member(d.join("mallory"));
     {
         let home = Home::open(&wendy.0).unwrap();
@@ -284,12 +301,20 @@ fn roles_and_removal_hold_through_a_seeder() {
         let code = InviteCode::device(address, secret).to_string();
         mallory.ok(&["space", "join", &code, "--name", SPACE]);
     }
-    wendy.sync_once(SPACE, &peer, 20);
-    mallory.sync_once(SPACE, &peer, 20);
+    let (code, err) = mallory.sync_once(SPACE, &peer, 20);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("does not serve"), "{err}");
     // It holds no key of the space, so it appends raw signed entries.
     append_raw(&mallory, b"let me in");
     mallory.sync_once(SPACE, &peer, 20);
     assert!(!seeder_holds(&seed, &own_feed(&mallory)));
+    let bundle = d.join("wendy.bundle");
+    wendy.ok(&["bundle", "export", SPACE, bundle.to_str().unwrap()]);
+    let imported = owner.run(&["bundle", "import", bundle.to_str().unwrap()]);
+    assert!(
+        imported.status.code() == Some(0) || imported.status.code() == Some(3),
+        "{imported:?}"
+    );
     sync(&owner, &peer);
     assert_eq!(
         owner.run(&["get", SPACE, "mallory.txt", "-"]).status.code(),
@@ -324,6 +349,48 @@ fn roles_and_removal_hold_through_a_seeder() {
         .count();
     assert_eq!(owners_left, 1, "{:?}", views[0]);
     assert_eq!(seeder_membership(&seed).0, 2);
+
+    // 6. A second seeder given the seed code dials this one as its partner. It proves no
+    // device (a removed laptop that hides which one it is looks the same), and this seeder
+    // serves a governed space only to its devices and its own partners: it gets nothing, and
+    // its status says so. Made a partner here too, it gets everything.
+    let address = Home::open(&owner.0)
+        .unwrap()
+        .seed_code(SPACE)
+        .unwrap()
+        .address()
+        .to_hex();
+    let seed2 = Seeder::start(&d.join("seeder2"), free_udp_port());
+    let seed_code = owner.last(&["space", "seed-code", SPACE]);
+    seed2.ctl(&["space", "add", &seed_code, "--name", SPACE]);
+    seed2.ctl(&["peer", "add", &peer]);
+    let denied = |s: &Seeder| {
+        let status: serde_json::Value =
+            serde_json::from_str(&s.ctl(&["status", "--json"])).unwrap();
+        status["peers"].as_array().unwrap().iter().any(|p| {
+            p["denied"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a.as_str() == Some(address.as_str()))
+        })
+    };
+    poll("the partner's denial", || denied(&seed2));
+    assert_eq!(seed2.entries(), 0);
+    seed.ctl(&["peer", "add", &seed2.peer()]);
+    let all = seed.entries();
+    poll("everything at the second seeder", || seed2.entries() == all);
+}
+
+/// Poll `done` until it holds: a bounded loop (30 s).
+fn poll(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{what}: not within the bound");
 }
 
 fn own_feed_of(key: &ed25519_dalek::SigningKey) -> seeder::feed::FeedKey {

@@ -333,6 +333,8 @@ enum Outcome {
     Incomplete(NodeId, Vec<(FeedKey, u64)>),
     /// Connected, but the peer never opened the space: it doesn't hold it.
     NotHeld(NodeId),
+    /// The peer holds the space but does not serve it to this device, and why.
+    Denied(NodeId, crate::wire::Denial),
     /// Never connected (or lost the connection) before the deadline; the last error.
     Unreachable(String),
     /// Another node answered at the peer's address than the node id given: the peer code is
@@ -492,7 +494,9 @@ impl PeerCtx {
                             let (refused, forked) = (reports.refused(&peer), reports.forked(&peer));
                             let (refusing, unavailable) =
                                 (reports.refusing(&peer), reports.unavailable(&peer));
-                            break Some(if !refused.is_empty() {
+                            break Some(if let Some(reason) = reports.denied(&peer) {
+                                Outcome::Denied(peer, reason)
+                            } else if !refused.is_empty() {
                                 Outcome::Refused(peer, refused)
                             } else if !forked.is_empty() {
                                 Outcome::Forked(peer, forked)
@@ -743,6 +747,23 @@ fn report(
                     ),
                 )
             }
+            Outcome::Denied(peer, crate::wire::Denial::Removed) => (
+                Failure::Refused,
+                format!(
+                    "seeder {peer} no longer serves {name:?} to this device: it was removed from \
+                     the space. Nothing it wrote since counts, and nothing new reaches it; an \
+                     owner of the space can invite it again"
+                ),
+            ),
+            Outcome::Denied(peer, crate::wire::Denial::NotAMember) => (
+                Failure::Refused,
+                format!(
+                    "seeder {peer} does not serve {name:?} to this device: it serves the space \
+                     only to devices its membership log lists (and to partner seeders). If \
+                     this device joined just now, the owner who invited it must sync with \
+                     that seeder first, so that it learns of the invite"
+                ),
+            ),
             Outcome::NotHeld(peer) => {
                 // What it acknowledged before is gone with the space (removed, perhaps
                 // purged): `status` must not count it as a backup any more.
@@ -774,8 +795,8 @@ fn report(
             eprintln!("seeder: {message}");
         }
     }
-    // Removed from a governed space, a device still gets what the others wrote, but nothing
-    // it writes counts any more: whether or not a seeder said so before the sync ended.
+    // Removed from a governed space, nothing a device writes counts any more (and seeders
+    // serve it nothing): whether or not a seeder said so before the sync ended.
     if failure.is_none() {
         if let Ok(roster) = home.roster(name) {
             if let Some(me) = roster.devices.iter().find(|d| d.you && d.removed) {

@@ -28,6 +28,7 @@ struct Live {
     introduced: bool,
     relayed_via: Option<NodeId>,
     spaces: BTreeSet<Address>,
+    denied: BTreeSet<Address>,
 }
 
 /// A connected peer as the admin page shows it.
@@ -45,6 +46,9 @@ pub struct PeerNow {
     /// The connection is carried by this relay.
     pub relayed_via: Option<NodeId>,
     pub spaces: BTreeSet<Address>,
+    /// Spaces the peer holds but does not serve to this seeder (a governed space whose
+    /// seeder has not added this one as a partner).
+    pub denied: BTreeSet<Address>,
 }
 
 /// A relayed connection: from, to, since (Unix seconds), and its byte counter.
@@ -161,6 +165,7 @@ impl Activity {
                 introduced: conn.introduced,
                 relayed_via: conn.relayed_via,
                 spaces: BTreeSet::new(),
+                denied: BTreeSet::new(),
             },
         );
     }
@@ -168,6 +173,15 @@ impl Activity {
     pub fn space_opened(&self, id: u64, space: &Address) {
         if let Some(l) = self.live.lock().expect("activity lock").get_mut(&id) {
             l.spaces.insert(*space);
+        }
+    }
+
+    /// `peer` does not serve `space` to this seeder.
+    pub fn denied(&self, peer: &NodeId, space: &Address) {
+        for l in self.live.lock().expect("activity lock").values_mut() {
+            if l.peer == *peer {
+                l.denied.insert(*space);
+            }
         }
     }
 
@@ -226,6 +240,7 @@ impl Activity {
                     introduced: l.introduced,
                     relayed_via: l.relayed_via,
                     spaces: l.spaces.clone(),
+                    denied: l.denied.clone(),
                 }
             })
             .collect();

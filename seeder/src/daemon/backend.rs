@@ -431,6 +431,7 @@ impl CtlBackend for Daemon {
                             "since": p.since,
                             "partner": p.dialed,
                             "spaces": p.spaces.iter().map(|a| a.to_hex()).collect::<Vec<_>>(),
+                            "denied": p.denied.iter().map(|a| a.to_hex()).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
                         "relay_budget": {
                             "connections": self.relay_budget.0,

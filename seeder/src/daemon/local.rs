@@ -199,6 +199,26 @@ impl Local for SeederLocal {
         let pending = self.pending.lock();
         self.room_with(space, bytes, &pending)
     }
+
+    /// A seeder holds no device of any space.
+    fn prove_device(
+        &self,
+        _space: &Address,
+        _conn_secret: &[u8],
+        _role: crate::space::Role,
+    ) -> Option<(crate::space::DeviceProof, Option<crate::space::DeviceProof>)> {
+        None
+    }
+
+    /// A governed space is served to its devices, which prove themselves, and to the partner
+    /// seeders the admin added; not to anyone else who knows the seed code (a removed device
+    /// does).
+    fn serves_unproven(&self, _space: &Address, peer: &[u8; 32]) -> bool {
+        self.registry.is_partner(peer).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading partners");
+            false
+        })
+    }
 }
 
 /// A member device stops taking others' data when its disk would fall below this share free.
@@ -247,6 +267,8 @@ struct Reports {
     opened: std::collections::HashSet<NodeId>,
     /// Refusals by peer: feed and why (the latest for each feed).
     refused: std::collections::HashMap<NodeId, Vec<(FeedKey, Refusal)>>,
+    /// Peers that do not serve the space to this device, and why.
+    denied: std::collections::HashMap<NodeId, crate::wire::Denial>,
     /// Feeds whose writer forked, by the peer whose head showed it.
     forked: std::collections::HashMap<NodeId, Vec<FeedKey>>,
     /// Feeds this device refused to take from a peer (its own disk full), and why.
@@ -270,6 +292,11 @@ impl PeerReports {
     /// What `peer` refused to take, by feed.
     pub fn refused(&self, peer: &NodeId) -> Vec<(FeedKey, Refusal)> {
         self.lock().refused.get(peer).cloned().unwrap_or_default()
+    }
+
+    /// Whether `peer` does not serve the space to this device, and why.
+    pub fn denied(&self, peer: &NodeId) -> Option<crate::wire::Denial> {
+        self.lock().denied.get(peer).copied()
     }
 
     /// Feeds whose heads from `peer` showed a fork.
@@ -421,6 +448,29 @@ impl Local for HomeLocal {
         m
     }
 
+    fn prove_device(
+        &self,
+        space: &Address,
+        conn_secret: &[u8],
+        role: crate::space::Role,
+    ) -> Option<(crate::space::DeviceProof, Option<crate::space::DeviceProof>)> {
+        if *space != self.space {
+            return None;
+        }
+        self.home
+            .prove_device(space, conn_secret, role)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "reading this device's key");
+                None
+            })
+    }
+
+    /// A member serves its space to any peer that knows the address: seeders prove no device.
+    /// A peer that proves a removed device is denied all the same.
+    fn serves_unproven(&self, _space: &Address, _peer: &[u8; 32]) -> bool {
+        true
+    }
+
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
         // A member takes all of its own space while its disk has room; it never fills the
         // laptop's disk to the last byte.
@@ -547,6 +597,16 @@ impl Node for SeederLocal {
         self.activity.space_opened(id, space);
     }
 
+    fn denied(&self, peer: NodeId, space: &Address, reason: crate::wire::Denial) {
+        tracing::warn!(
+            peer = %peer.short(),
+            %space,
+            %reason,
+            "the peer does not serve the space to this seeder: on it, add this seeder as a partner"
+        );
+        self.activity.denied(&peer, space);
+    }
+
     fn disconnected(&self, id: u64) {
         self.activity.disconnected(id);
     }
@@ -649,6 +709,12 @@ impl Node for HomeLocal {
             let list = r.unavailable.entry(peer).or_default();
             list.retain(|(f, _)| *f != feed);
             list.push((feed, from));
+        }
+    }
+
+    fn denied(&self, peer: NodeId, space: &Address, reason: crate::wire::Denial) {
+        if *space == self.space {
+            self.peers.lock().denied.insert(peer, reason);
         }
     }
 

@@ -100,6 +100,16 @@ impl Daemon {
         }
         self.registry.add_partner(partner)?;
         tracing::info!(partner = %partner.address, "partner seeder added");
+        // Connected already (it dialed this seeder): governed spaces it was denied are
+        // opened again, now that it is served them.
+        let id = NodeId(partner.node_id);
+        if let Some(driver) = &self.links.driver {
+            if self.activity.is_connected(&id) {
+                for held in self.registry.spaces()? {
+                    driver.open_with(id, held.address);
+                }
+            }
+        }
         self.links.partners_changed.notify_one();
         Ok(())
     }

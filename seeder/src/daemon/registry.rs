@@ -527,6 +527,11 @@ impl Registry {
         Ok(changed)
     }
 
+    /// Whether `node_id` is a partner seeder the admin added.
+    pub fn is_partner(&self, node_id: &[u8; 32]) -> Result<bool> {
+        Ok(self.peers.contains_key(node_id)?)
+    }
+
     pub fn remove_partner(&self, node_id: &[u8; 32]) -> Result<bool> {
         let had = self.peers.remove(node_id)?;
         self.store.commit()?;

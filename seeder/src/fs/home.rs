@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::feed::{write_batch, FeedKey, Frontier};
 use crate::space::{
-    members, Address, ContentCipher, InviteCode, MembershipCert, SeedCode, SpaceSecret,
+    members, Address, ContentCipher, DeviceProof, InviteCode, MembershipCert, SeedCode, SpaceSecret,
 };
 use crate::store::{FeedReader, Store, StoreConfig, StoreError, Table, TableBatch};
 
@@ -440,6 +440,32 @@ impl Home {
     #[doc(hidden)]
     pub fn device_key(&self, name: &str) -> Result<SigningKey> {
         Ok(self.record(name)?.1)
+    }
+
+    /// This device's proof that it is a device of the governed space at `address`, playing
+    /// `role` on the connection with `conn_secret` (see [`DeviceProof`]), and the same proof
+    /// made with the key of the invite it joined with, if it holds one; `None` for a space
+    /// from before roles or one not held here.
+    pub fn prove_device(
+        &self,
+        address: &Address,
+        conn_secret: &[u8],
+        role: crate::space::Role,
+    ) -> Result<Option<(DeviceProof, Option<DeviceProof>)>> {
+        let Some(name) = self.name_of(address)? else {
+            return Ok(None);
+        };
+        let (keys, device) = self.record(&name)?;
+        Ok(match keys {
+            SpaceKeys::Governed { invite, .. } => Some((
+                DeviceProof::sign(&device, address, conn_secret, role),
+                invite.map(|secret| {
+                    let keys = members::InviteKeys::from_secret(&secret);
+                    DeviceProof::sign(&keys.signing, address, conn_secret, role)
+                }),
+            )),
+            SpaceKeys::Secret(_) => None,
+        })
     }
 
     /// The seed code of a space (its address only: what a seeder is given).

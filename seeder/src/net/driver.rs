@@ -374,6 +374,8 @@ pub trait Node: Local + Send + Sync + 'static {
     fn acked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _length: u64) {}
     /// The peer refuses (more of) `feed`, for `reason`.
     fn refused(&self, _peer: NodeId, _space: &Address, _feed: FeedKey, _reason: &Refusal) {}
+    /// The peer does not serve `space` to this node, for `reason`.
+    fn denied(&self, _peer: NodeId, _space: &Address, _reason: crate::wire::Denial) {}
     /// The peer's head of `feed` contradicts ours: the writer forked (recorded already).
     fn forked(&self, _peer: NodeId, _space: &Address, _feed: FeedKey) {}
     /// `count` damaged entries of `feed` were rewritten with the peer's good copies.
@@ -1382,6 +1384,13 @@ impl Driver {
                     }
                     Event::Forked { space, feed } => {
                         self.node.forked(conn.peer, &space, feed);
+                    }
+                    Event::Denying { space, reason } => {
+                        tracing::info!(peer = %conn.peer.short(), %space, %reason, "space not served to the peer");
+                    }
+                    Event::Denied { space, reason } => {
+                        tracing::info!(peer = %conn.peer.short(), %space, %reason, "the peer does not serve the space to this node");
+                        self.node.denied(conn.peer, &space, reason);
                     }
                     Event::Repaired { space, feed, count } => {
                         tracing::info!(peer = %conn.peer.short(), %space, %feed, count, "damaged entries repaired from the peer's copies");

@@ -1342,3 +1342,39 @@ fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'
 #[cfg(test)]
 #[path = "members_tests.rs"]
 mod tests;
+
+/// The records that show `device` was removed: every Remove naming it and all those records
+/// had seen (their ancestors), in the order given. A node that stops serving a removed
+/// device sends it these first, so that it learns where it stands, and nothing newer.
+pub fn removal_of(records: &[Record], device: &FeedKey) -> Vec<Record> {
+    let ids: Vec<RecordId> = records.iter().map(Record::id).collect();
+    let at: std::collections::HashMap<RecordId, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut keep = vec![false; records.len()];
+    let mut stack: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter(
+            |(_, r)| matches!(r.body.change, Change::Remove { member, .. } if member == device.0),
+        )
+        .map(|(i, _)| i)
+        .collect();
+    // Each record is expanded once: at most `records.len()` steps.
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut keep[i], true) {
+            continue;
+        }
+        stack.extend(
+            records[i]
+                .body
+                .parents
+                .iter()
+                .filter_map(|p| at.get(p).copied()),
+        );
+    }
+    records
+        .iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then(|| r.clone()))
+        .collect()
+}

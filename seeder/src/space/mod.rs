@@ -43,6 +43,8 @@ pub const ENTRY_AAD_DOMAIN: &[u8] = b"seeder entry v1\0";
 pub const ENTRY_AAD_DOMAIN_V2: &[u8] = b"seeder entry v2\0";
 /// Domain of capability MACs.
 pub const CAPABILITY_DOMAIN: &[u8] = b"seeder capability v1\0";
+/// Domain of device proofs: a device's signature binding it to one connection.
+pub const DEVICE_PROOF_DOMAIN: &[u8] = b"seeder device proof v1\0";
 
 /// Bytes a sealed entry adds to its plaintext: the 24-byte nonce and the 16-byte tag.
 pub const SEAL_OVERHEAD: usize = 24 + 16;
@@ -83,6 +85,9 @@ pub enum SpaceError {
     /// A membership certificate's signature is bad.
     #[error("certificate for feed {feed} has a bad signature")]
     BadCertificate { feed: FeedKey },
+    /// A device proof's signature is bad (another connection's, space's or side's).
+    #[error("the proof of device {device} does not verify on this connection")]
+    BadProof { device: FeedKey },
 }
 
 /// The secret of a space: whoever holds it can read and write the space.
@@ -502,6 +507,67 @@ impl Capability {
     /// Constant-time check (blake3's `Hash` equality is constant-time).
     pub fn verify(&self, address: &Address, conn_secret: &[u8], role: Role) -> bool {
         Self::mac(address, conn_secret, role) == blake3::Hash::from(self.0)
+    }
+}
+
+/// Proof that the peer on one connection is a device of a governed space: the device's
+/// feed key signs the space's discovery key, the side it plays and the connection's TLS
+/// exporter secret. Useless on any other connection or for any other space, and it can't be
+/// reflected back as the other side's. Whether the device is still in the space is the
+/// membership log's to say; a seeder holds no device key and never sends one.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceProof {
+    pub device: FeedKey,
+    #[serde(with = "crate::feed::sig_bytes")]
+    pub signature: [u8; 64],
+}
+
+impl std::fmt::Debug for DeviceProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceProof({})", self.device.short())
+    }
+}
+
+impl DeviceProof {
+    /// The exact bytes signed: `DEVICE_PROOF_DOMAIN ‖ discovery key ‖ role (0 dialer, 1
+    /// listener) ‖ exporter secret`.
+    pub fn signing_bytes(address: &Address, conn_secret: &[u8], role: Role) -> Vec<u8> {
+        let mut b = Vec::with_capacity(DEVICE_PROOF_DOMAIN.len() + 33 + conn_secret.len());
+        b.extend_from_slice(DEVICE_PROOF_DOMAIN);
+        b.extend_from_slice(&address.discovery_key().0);
+        b.push(match role {
+            Role::Dialer => 0,
+            Role::Listener => 1,
+        });
+        b.extend_from_slice(conn_secret);
+        b
+    }
+
+    /// The proof that `key`'s device plays `role` on the connection with `conn_secret`.
+    pub fn sign(key: &SigningKey, address: &Address, conn_secret: &[u8], role: Role) -> Self {
+        let signature = key.sign(&Self::signing_bytes(address, conn_secret, role));
+        DeviceProof {
+            device: FeedKey(key.verifying_key().to_bytes()),
+            signature: signature.to_bytes(),
+        }
+    }
+
+    /// The device, if the signature is its own over this connection, space and role.
+    pub fn verify(
+        &self,
+        address: &Address,
+        conn_secret: &[u8],
+        role: Role,
+    ) -> Result<FeedKey, SpaceError> {
+        let key = VerifyingKey::from_bytes(&self.device.0).map_err(|_| SpaceError::BadProof {
+            device: self.device,
+        })?;
+        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
+        key.verify_strict(&Self::signing_bytes(address, conn_secret, role), &signature)
+            .map_err(|_| SpaceError::BadProof {
+                device: self.device,
+            })?;
+        Ok(self.device)
     }
 }
 

@@ -72,11 +72,11 @@ use std::sync::Arc;
 use crate::feed::{FeedKey, ForkEvidence, SignedHead, VerifiedHead};
 use crate::space::members::{Admission, RecordId, MAX_RECORDS};
 use crate::space::{
-    Address, Capability, DiscoveryKey, Membership, MembershipCert, Record, Role, SpaceError,
-    VerifiedRecord,
+    Address, Capability, DeviceProof, DiscoveryKey, Membership, MembershipCert, Record, Role,
+    SpaceError, VerifiedRecord,
 };
 use crate::wire::{
-    members_messages, FeedOffer, Message, Refusal, FEATURE_MEMBERS, MAX_FEEDS_PER_LIST,
+    members_messages, Denial, FeedOffer, Message, Refusal, FEATURE_MEMBERS, MAX_FEEDS_PER_LIST,
     MAX_SPACES_PER_CONNECTION, PROTOCOL_VERSION,
 };
 
@@ -140,6 +140,35 @@ pub trait Local {
     /// The membership those records make, if `space` has any (cheap: kept up to date by the
     /// node as records are added).
     fn membership(&self, space: &Address) -> Option<Arc<Membership>>;
+    /// This node's proof that it is a device of governed `space`, playing `role` on the
+    /// connection with `conn_secret`, and the same proof made with the key of the invite it
+    /// joined with, while it holds one (a device whose Join the peer may not know yet is
+    /// served on it); `None` when it has no device there (a seeder, or a space from before
+    /// roles).
+    fn prove_device(
+        &self,
+        space: &Address,
+        conn_secret: &[u8],
+        role: Role,
+    ) -> Option<(DeviceProof, Option<DeviceProof>)>;
+    /// Whether this node serves governed `space` to `peer` when the peer proves no device of
+    /// it: a member device does (a seeder has no device to prove), a seeder only to the
+    /// partner seeders its admin added.
+    fn serves_unproven(&self, space: &Address, peer: &[u8; 32]) -> bool;
+}
+
+/// Whether an open space is served to the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    /// A governed space this node serves only to devices that prove they are in it: nothing
+    /// is said of it until the peer has said who it is (its `Device` proof, then its records,
+    /// which may hold its Join).
+    Pending,
+    /// Replicating.
+    Served,
+    /// One side denied the other ([`Message::Denied`]): nothing more is said of the space on
+    /// this connection, and what the peer says of it is ignored.
+    Denied,
 }
 
 /// Why the session ended.
@@ -234,6 +263,10 @@ pub enum Event {
     },
     /// The peer's head of `feed` contradicts ours: its writer forked.
     Forked { space: Address, feed: FeedKey },
+    /// This node does not serve `space` to the peer, and told it why.
+    Denying { space: Address, reason: Denial },
+    /// The peer does not serve `space` to this node, and why.
+    Denied { space: Address, reason: Denial },
     /// `count` damaged entries of `feed` were rewritten with good copies from the peer.
     Repaired {
         space: Address,
@@ -290,6 +323,11 @@ struct OpenSpace {
     /// Feeds held here left out of our lists because the membership here does not admit them;
     /// offered once records do.
     withheld_ours: BTreeSet<FeedKey>,
+    standing: Standing,
+    /// The device of the space the peer proved to be, if it did.
+    device: Option<FeedKey>,
+    /// The invite (its public key) the peer proved to hold, if it did.
+    invite: Option<[u8; 32]>,
 }
 
 /// One connection's replication state.
@@ -308,6 +346,8 @@ pub struct Session {
     open: BTreeMap<u32, OpenSpace>,
     next_id: u32,
     failed_opens: u32,
+    /// Spaces the peer denied us, and why (at most one per open space id).
+    denied_by_peer: Vec<(Address, Denial)>,
     closed: bool,
     transmits: VecDeque<Transmit>,
     actions: VecDeque<Action>,
@@ -331,6 +371,7 @@ impl Session {
                 Role::Listener => 1,
             },
             failed_opens: 0,
+            denied_by_peer: Vec::new(),
             closed: false,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
@@ -359,7 +400,7 @@ impl Session {
     /// Open spaces by connection id.
     /// Ask the peer to introduce us to `node`: only a peer we hold a space with is asked.
     pub fn introduce(&mut self, node: [u8; 32]) {
-        if !self.open.is_empty() && self.peer != Some(node) {
+        if self.serving() && self.peer != Some(node) {
             self.send(Message::Introduce { node });
         }
     }
@@ -367,20 +408,35 @@ impl Session {
     /// Tell the peer that `node` is at `addr` (see [`Message::Punch`]); only a peer we hold a
     /// space with is told.
     pub fn punch(&mut self, node: [u8; 32], addr: std::net::SocketAddr, dial: bool) {
-        if !self.open.is_empty() {
+        if self.serving() {
             self.send(Message::Punch { node, addr, dial });
         }
     }
 
     /// Tell the peer where we see it from (once it holds a space with us).
     pub fn observed(&mut self, addr: std::net::SocketAddr) {
-        if !self.open.is_empty() {
+        if self.serving() {
             self.send(Message::Observed { addr });
         }
     }
 
+    /// Spaces open on this connection and not denied, by connection id.
     pub fn open_spaces(&self) -> impl Iterator<Item = (u32, &Address)> {
-        self.open.iter().map(|(id, s)| (*id, &s.address))
+        self.open
+            .iter()
+            .filter(|(_, s)| s.standing != Standing::Denied)
+            .map(|(id, s)| (*id, &s.address))
+    }
+
+    /// Whether some space is replicating with the peer: only then does it get introductions
+    /// and punches, and hear where it is seen from.
+    fn serving(&self) -> bool {
+        self.open.values().any(|s| s.standing == Standing::Served)
+    }
+
+    /// Spaces the peer does not serve to this node, and why.
+    pub fn denials(&self) -> Vec<(Address, Denial)> {
+        self.denied_by_peer.clone()
     }
 
     /// Whether nothing more will happen until something changes: every space asked for is
@@ -396,6 +452,12 @@ impl Session {
             return false;
         }
         self.open.values().all(|s| {
+            if s.standing == Standing::Denied {
+                return true;
+            }
+            if s.standing == Standing::Pending {
+                return false;
+            }
             let m = local.membership(&s.address);
             let counts =
                 |feed: &FeedKey, len: u64| admitted_len(admission(m.as_deref(), feed), len);
@@ -442,18 +504,20 @@ impl Session {
     // ---- commands ----
 
     /// Ask the peer for `space`. Returns the connection id used, or `None` if this
-    /// connection already has as many spaces as it may.
+    /// connection already has as many spaces as it may. A space denied on this connection is
+    /// asked for again under a new id (this node now serves the peer: it was made a partner).
     pub fn open(&mut self, space: Address) -> Option<u32> {
+        let live = |s: &&OpenSpace| s.standing != Standing::Denied;
         if self
             .asked
             .values()
-            .chain(self.open.values().map(|s| &s.address))
+            .chain(self.open.values().filter(live).map(|s| &s.address))
             .any(|a| *a == space)
         {
             return self
                 .open
                 .iter()
-                .find(|(_, s)| s.address == space)
+                .find(|(_, s)| s.address == space && s.standing != Standing::Denied)
                 .map(|(id, _)| *id)
                 .or_else(|| {
                     self.asked
@@ -491,9 +555,11 @@ impl Session {
     }
 
     /// The address of open space `id`, for checking a data stream's messages; `None` closes
-    /// the session (data for a space never opened).
+    /// the session (data for a space never opened), or only refuses the stream (a space
+    /// denied on this connection).
     pub fn space_of(&mut self, id: u32) -> Option<Address> {
         match self.open.get(&id) {
+            Some(s) if s.standing == Standing::Denied => None,
             Some(s) => Some(s.address),
             None => {
                 self.close(SyncError::PeerMisbehaved(format!(
@@ -506,7 +572,11 @@ impl Session {
 
     /// The driver stored data of `feed` received on this connection, up to `length`.
     pub fn handle_appended(&mut self, id: u32, feed: FeedKey, length: u64) {
-        let Some(space) = self.open.get_mut(&id) else {
+        let Some(space) = self
+            .open
+            .get_mut(&id)
+            .filter(|s| s.standing == Standing::Served)
+        else {
             return;
         };
         self.transmits.push_back(Transmit(Message::Stored {
@@ -528,7 +598,11 @@ impl Session {
     /// The driver would not store data of `feed` received on this connection: tell the peer
     /// why (once) and stop wanting it.
     pub fn handle_refusing(&mut self, id: u32, feed: FeedKey, reason: Refusal) {
-        let Some(space) = self.open.get_mut(&id) else {
+        let Some(space) = self
+            .open
+            .get_mut(&id)
+            .filter(|s| s.standing == Standing::Served)
+        else {
             return;
         };
         space.wanted.remove(&feed);
@@ -540,7 +614,11 @@ impl Session {
     /// is still offered, ask again from what is stored now; a repair transfer is answered with
     /// `Stored`, so the peer knows it may go.
     pub fn handle_transfer_ended(&mut self, id: u32, feed: FeedKey, local: &dyn Local) {
-        let Some(space) = self.open.get_mut(&id) else {
+        let Some(space) = self
+            .open
+            .get_mut(&id)
+            .filter(|s| s.standing == Standing::Served)
+        else {
             return;
         };
         space.wanted.remove(&feed);
@@ -566,7 +644,11 @@ impl Session {
 
     /// The driver rewrote `count` damaged entries of `feed` with copies from this peer.
     pub fn handle_repaired(&mut self, id: u32, feed: FeedKey, count: u64) {
-        if let Some(space) = self.open.get(&id) {
+        if let Some(space) = self
+            .open
+            .get(&id)
+            .filter(|s| s.standing == Standing::Served)
+        {
             self.events.push_back(Event::Repaired {
                 space: space.address,
                 feed,
@@ -577,7 +659,7 @@ impl Session {
 
     /// The driver can't serve `feed` from `from` as the peer asked (damaged here): say so.
     pub fn handle_unservable(&mut self, id: u32, feed: FeedKey, from: u64) {
-        if self.open.contains_key(&id) {
+        if self.standing(id) == Some(Standing::Served) {
             self.transmits.push_back(Transmit(Message::Unavailable {
                 space: id,
                 feed,
@@ -586,11 +668,11 @@ impl Session {
         }
     }
 
-    /// The connection's ids of `space`, where it is open.
+    /// The connection's ids of `space`, where it is open and not denied.
     fn open_ids(&self, space: &Address) -> Vec<u32> {
         self.open
             .iter()
-            .filter(|(_, s)| s.address == *space)
+            .filter(|(_, s)| s.address == *space && s.standing != Standing::Denied)
             .map(|(id, _)| *id)
             .collect()
     }
@@ -603,6 +685,9 @@ impl Session {
         let ids = self.open_ids(space);
         for id in ids {
             let s = self.open.get(&id).expect("id from the open map");
+            if s.standing != Standing::Served {
+                continue;
+            }
             match s.remote.get(&cert.feed) {
                 Some(len) if *len >= head.length => {}
                 Some(_) => self.send(Message::Head {
@@ -623,7 +708,8 @@ impl Session {
     }
 
     /// Membership records of `space` are new here (from this peer, another one, or made on
-    /// this device): send the peer those it isn't known to hold, offer our feeds the new
+    /// this device): judge again whether the peer is served (its device may have joined or
+    /// been removed), send it the records it isn't known to hold, offer our feeds the new
     /// membership admits, and judge again the peer's offers it did not.
     pub fn handle_local_records(&mut self, space: &Address, records: &[Record], local: &dyn Local) {
         if self.closed {
@@ -631,6 +717,14 @@ impl Session {
         }
         let ids = self.open_ids(space);
         for id in ids {
+            let before = self.standing(id);
+            // A served peer is judged for good: its device may be removed now. A pending one
+            // may still prove itself (its Join may be among the records to come).
+            self.judge(id, before == Some(Standing::Served), local);
+            if before != Some(Standing::Served) || self.standing(id) != Some(Standing::Served) {
+                // Still pending, denied now, or served just now (which sent everything).
+                continue;
+            }
             self.send_records(id, records.to_vec());
             if let Err(e) = self.rejudge(id, local) {
                 return self.close(e);
@@ -650,6 +744,10 @@ impl Session {
         let ids = self.open_ids(space);
         for id in ids {
             let s = self.open.get_mut(&id).expect("id from the open map");
+            if s.standing == Standing::Denied {
+                s.records_owed = 0;
+                continue;
+            }
             // After whatever judging again asked for (actions are carried out first).
             for _ in 0..std::mem::take(&mut s.records_owed) {
                 self.transmits.push_back(Transmit(Message::Members {
@@ -660,8 +758,15 @@ impl Session {
         }
     }
 
-    /// Send the peer `records` of open space `id` it isn't known to hold.
+    /// Send the peer `records` of open space `id` it isn't known to hold, if it is served.
     fn send_records(&mut self, id: u32, records: Vec<Record>) {
+        if self.standing(id) == Some(Standing::Served) {
+            self.push_records(id, records);
+        }
+    }
+
+    /// Send the peer `records` of open space `id` it isn't known to hold.
+    fn push_records(&mut self, id: u32, records: Vec<Record>) {
         if !self.peer_members {
             // A peer from before roles can't read them (and can't hold a governed space).
             return;
@@ -689,7 +794,11 @@ impl Session {
     /// The membership here changed: offer our feeds it now admits, and judge again the
     /// peer's offers it did not admit before.
     fn rejudge(&mut self, id: u32, local: &dyn Local) -> Result<(), SyncError> {
-        let Some(s) = self.open.get_mut(&id) else {
+        let Some(s) = self
+            .open
+            .get_mut(&id)
+            .filter(|s| s.standing == Standing::Served)
+        else {
             return Ok(());
         };
         let address = s.address;
@@ -751,6 +860,17 @@ impl Session {
             self.peer = Some(node_id);
             self.peer_members = features & FEATURE_MEMBERS != 0;
             return Ok(());
+        }
+        // What the peer says of a space it is not served: it must first say who it is.
+        if let Some(id) = msg.gated_space() {
+            self.opened(id)?;
+            if self.standing(id) == Some(Standing::Pending) {
+                // Its proof and records, if any, came first: judged now for good.
+                self.judge(id, true, local);
+            }
+            if self.standing(id) != Some(Standing::Served) {
+                return Ok(());
+            }
         }
         match msg {
             Message::Hello { .. } => misbehaved("hello twice"),
@@ -890,26 +1010,71 @@ impl Session {
             // Introductions are for peers that proved they hold a space with us; anyone else
             // is told nothing and moves nothing.
             Message::Introduce { node } => {
-                if !self.open.is_empty() {
+                if self.serving() {
                     self.actions.push_back(Action::Introduce { node });
                 }
                 Ok(())
             }
             Message::Punch { node, addr, dial } => {
-                if !self.open.is_empty() {
+                if self.serving() {
                     self.actions.push_back(Action::Punch { node, addr, dial });
                 }
                 Ok(())
             }
             Message::Observed { addr } => {
-                if !self.open.is_empty() {
+                if self.serving() {
                     self.actions.push_back(Action::Observed { addr });
                 }
+                Ok(())
+            }
+            Message::Device {
+                space: id,
+                proof,
+                invite,
+            } => {
+                let address = self.opened(id)?;
+                let peer_role = self.peer_role();
+                let s = self.open.get_mut(&id).expect("opened above");
+                if s.standing == Standing::Denied {
+                    return Ok(());
+                }
+                if s.device.is_some() {
+                    return misbehaved("two device proofs for one space");
+                }
+                // Two signature checks per space the peer proved it knows, at most
+                // MAX_SPACES_PER_CONNECTION on a connection.
+                let device = proof
+                    .verify(&address, &self.conn_secret, peer_role)
+                    .map_err(|e| SyncError::PeerMisbehaved(e.to_string()))?;
+                let invite = invite
+                    .map(|p| p.verify(&address, &self.conn_secret, peer_role))
+                    .transpose()
+                    .map_err(|e| SyncError::PeerMisbehaved(e.to_string()))?;
+                s.device = Some(device);
+                s.invite = invite.map(|k| k.0);
+                let served = s.standing == Standing::Served;
+                self.judge(id, served, local);
+                Ok(())
+            }
+            Message::Denied { space: id, reason } => {
+                let address = self.opened(id)?;
+                if self.standing(id) == Some(Standing::Denied) {
+                    return Ok(());
+                }
+                self.stop(id);
+                self.denied_by_peer.push((address, reason));
+                self.events.push_back(Event::Denied {
+                    space: address,
+                    reason,
+                });
                 Ok(())
             }
             Message::Members { space: id, records } => {
                 let address = self.opened(id)?;
                 let s = self.open.get_mut(&id).expect("opened above");
+                if s.standing == Standing::Denied {
+                    return Ok(());
+                }
                 if records.is_empty() {
                     s.records_unacked = s.records_unacked.saturating_sub(1);
                     return Ok(());
@@ -988,6 +1153,95 @@ impl Session {
             .ok_or_else(|| SyncError::PeerMisbehaved(format!("message for space {id}, not open")))
     }
 
+    fn peer_role(&self) -> Role {
+        match self.role {
+            Role::Dialer => Role::Listener,
+            Role::Listener => Role::Dialer,
+        }
+    }
+
+    fn standing(&self, id: u32) -> Option<Standing> {
+        self.open.get(&id).map(|s| s.standing)
+    }
+
+    /// Decide whether the peer is served open space `id`, from the device it proved and the
+    /// membership here. A device still in the space is served, a removed one denied, and so
+    /// is one that holds an invite still to be taken up (it needs the records to join). A peer
+    /// that proved no device the log knows is served if this node serves such peers (a member
+    /// device, or a seeder's partner), otherwise denied, once `settle` says it has said all
+    /// it will (before that it may still be a device whose Join is on its way). A space
+    /// from before roles, or one whose records haven't come yet, is served to anyone who
+    /// knows its address.
+    fn judge(&mut self, id: u32, settle: bool, local: &dyn Local) {
+        let Some(s) = self.open.get(&id) else {
+            return;
+        };
+        if s.standing == Standing::Denied {
+            return;
+        }
+        let address = s.address;
+        let m = local.membership(&address);
+        let verdict = match m.as_deref().filter(|m| m.is_governed()) {
+            None => Some(None),
+            Some(m) => match s.device.and_then(|d| m.members.get(&d)) {
+                // Once it has said what records it holds: it is sent only those it lacks.
+                Some(member) if member.removed => {
+                    (settle || s.standing == Standing::Served).then_some(Some(Denial::Removed))
+                }
+                Some(_) => Some(None),
+                // Joining: the invite is pending, or used by this very device.
+                None if s.invite.and_then(|i| m.invites.get(&i)).is_some_and(|i| {
+                    !i.revoked && i.used_by.is_none_or(|d| Some(d) == s.device)
+                }) =>
+                {
+                    Some(None)
+                }
+                None if settle || s.standing == Standing::Served => {
+                    let peer = self.peer.unwrap_or_default();
+                    if local.serves_unproven(&address, &peer) {
+                        Some(None)
+                    } else {
+                        Some(Some(Denial::NotAMember))
+                    }
+                }
+                None => None,
+            },
+        };
+        match verdict {
+            Some(None) if s.standing == Standing::Pending => self.serve(id, local),
+            None | Some(None) => {}
+            Some(Some(reason)) => {
+                // A removed device learns that it was, from the records that say so and
+                // what they had seen; nothing newer.
+                let device = s.device;
+                if let (Denial::Removed, Some(device)) = (reason, device) {
+                    let records =
+                        crate::space::members::removal_of(&local.records(&address), &device);
+                    self.push_records(id, records);
+                }
+                self.stop(id);
+                self.events.push_back(Event::Denying {
+                    space: address,
+                    reason,
+                });
+                self.send(Message::Denied { space: id, reason });
+            }
+        }
+    }
+
+    /// Nothing more happens of open space `id` on this connection.
+    fn stop(&mut self, id: u32) {
+        if let Some(s) = self.open.get_mut(&id) {
+            s.standing = Standing::Denied;
+            s.wanted.clear();
+            s.repairing.clear();
+            s.resending.clear();
+            s.withheld_offers.clear();
+            s.records_owed = 0;
+            s.records_unacked = 0;
+        }
+    }
+
     fn on_open(
         &mut self,
         id: u32,
@@ -1043,6 +1297,7 @@ impl Session {
     }
 
     fn start_space(&mut self, id: u32, address: Address, local: &dyn Local) {
+        let governed = local.membership(&address).is_some_and(|m| m.is_governed());
         self.open.insert(
             id,
             OpenSpace {
@@ -1061,10 +1316,39 @@ impl Session {
                 listed: false,
                 withheld_offers: Default::default(),
                 withheld_ours: Default::default(),
+                standing: Standing::Pending,
+                device: None,
+                invite: None,
             },
         );
         self.events
             .push_back(Event::SpaceOpened { id, space: address });
+        // Who this node is first, if it is a device of the space: the peer may serve the
+        // space only to its devices.
+        if self.peer_members {
+            if let Some((proof, invite)) =
+                local.prove_device(&address, &self.conn_secret, self.role)
+            {
+                self.send(Message::Device {
+                    space: id,
+                    proof,
+                    invite,
+                });
+            }
+        }
+        let peer = self.peer.unwrap_or_default();
+        if !governed || local.serves_unproven(&address, &peer) {
+            self.serve(id, local);
+        }
+    }
+
+    /// Start replicating open space `id` with the peer.
+    fn serve(&mut self, id: u32, local: &dyn Local) {
+        let Some(s) = self.open.get_mut(&id) else {
+            return;
+        };
+        s.standing = Standing::Served;
+        let address = s.address;
         // Who is in the space first: the peer judges our feeds by it.
         self.send_records(id, local.records(&address));
         let m = local.membership(&address);

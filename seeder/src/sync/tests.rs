@@ -33,6 +33,11 @@ struct Node {
     /// A device invite (its secret) this node takes up with the device key once the log has
     /// the invite, as a member's home does.
     invite: Option<([u8; 32], SigningKey)>,
+    /// This node's device in its governed spaces, proven to peers (as a member's home does).
+    device: Option<SigningKey>,
+    /// Set on a seeder: a governed space is served to a peer that proves no device only if
+    /// the peer is one of these partners.
+    partners: Option<std::collections::BTreeSet<[u8; 32]>>,
 }
 
 impl Local for Node {
@@ -102,6 +107,25 @@ impl Local for Node {
             .get(space)
             .filter(|rs| !rs.is_empty())
             .map(|rs| Arc::new(Membership::compute(rs)))
+    }
+    fn prove_device(
+        &self,
+        space: &Address,
+        conn_secret: &[u8],
+        role: Role,
+    ) -> Option<(DeviceProof, Option<DeviceProof>)> {
+        let key = self
+            .device
+            .as_ref()
+            .or(self.invite.as_ref().map(|(_, k)| k))?;
+        let invite = self.invite.as_ref().map(|(secret, _)| {
+            let keys = InviteKeys::from_secret(secret);
+            DeviceProof::sign(&keys.signing, space, conn_secret, role)
+        });
+        Some((DeviceProof::sign(key, space, conn_secret, role), invite))
+    }
+    fn serves_unproven(&self, _space: &Address, peer: &[u8; 32]) -> bool {
+        self.partners.as_ref().is_none_or(|p| p.contains(peer))
     }
     fn room(&self, _: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
         if self.full {
@@ -1645,4 +1669,300 @@ fn offers_not_admitted_are_kept_within_their_bound_and_never_close_the_session()
         .map(|s| s.withheld_offers.len())
         .sum::<usize>();
     assert_eq!(kept, MAX_WITHHELD_OFFERS);
+}
+
+/// What `from` said on a link of the space, besides opening it, acknowledging records and
+/// denying it.
+fn said_of_space(link: &Link, from: usize) -> Vec<Message> {
+    link.said
+        .iter()
+        .filter(|(who, m)| {
+            *who == from
+                && !matches!(
+                    m,
+                    Message::Hello { .. } | Message::OpenSpace { .. } | Message::Denied { .. }
+                )
+                && !matches!(m, Message::Members { records, .. } if records.is_empty())
+        })
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+fn denied(link: &Link, by: usize, reason: Denial) -> bool {
+    link.said.iter().any(|(who, m)| {
+        *who == by && matches!(m, Message::Denied { reason: r, .. } if *r == reason)
+    })
+}
+
+/// A seeder (node 1, partners only) holding `gov`'s log and the owner's feed.
+fn gated_seeder(m: &mut Mesh, gov: &Gov) {
+    let address = gov.address;
+    m.nodes[1].records.insert(address, gov.log.clone());
+    m.nodes[1].write_own(address, &gov.owner, entries("o", 3));
+    m.nodes[1].partners = Some(Default::default());
+}
+
+#[test]
+fn a_seeder_serves_a_governed_space_to_its_devices_and_denies_a_removed_one() {
+    let mut gov = Gov::new();
+    let writer = gov.writer(21);
+    let removed = gov.writer(22);
+    let (address, fr) = (gov.address, FeedKey::from(&removed));
+    gov.sign(Change::Remove {
+        member: fr.0,
+        at: 1,
+    });
+    let mut m = Mesh::new(3);
+    gated_seeder(&mut m, &gov);
+    // A writer still in the space: served both ways.
+    m.nodes[0].records.insert(address, gov.log.clone());
+    m.nodes[0].write_own(address, &writer, entries("w", 2));
+    m.nodes[0].device = Some(writer.clone());
+    // The removed device, holding the log from before its removal and writing on.
+    let before: Vec<VerifiedRecord> = gov.log[..gov.log.len() - 1].to_vec();
+    m.nodes[2].records.insert(address, before);
+    m.nodes[2].write_own(address, &removed, entries("r", 4));
+    m.nodes[2].device = Some(removed.clone());
+    let ok = m.connect(0, 1);
+    let gone = m.connect(2, 1);
+    m.links[ok].sa.open(address).unwrap();
+    m.links[gone].sa.open(address).unwrap();
+    m.drive_bounded();
+
+    let link = &m.links[ok];
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    assert_eq!(m.feed_len(0, &address, &FeedKey::from(&gov.owner)), 3);
+    assert_eq!(m.feed_len(1, &address, &FeedKey::from(&writer)), 2);
+    assert!(link.sa.is_caught_up(&m.nodes[0]) && link.sb.is_caught_up(&m.nodes[1]));
+
+    let link = &m.links[gone];
+    assert!(
+        link.closed.is_empty(),
+        "denied, not closed: {:?}",
+        link.closed
+    );
+    assert!(denied(link, 1, Denial::Removed), "{:?}", link.said);
+    assert_eq!(
+        said_of_space(link, 1),
+        vec![Message::Members {
+            space: 0,
+            records: vec![gov.log.last().unwrap().record().clone()]
+        }],
+        "the seeder said nothing of the space to the removed device but its removal"
+    );
+    assert!(
+        Membership::compute(&m.nodes[2].records[&address]).members[&fr].removed,
+        "the removed device learned that it was"
+    );
+    assert_eq!(m.feed_len(2, &address, &FeedKey::from(&gov.owner)), 0);
+    assert_eq!(
+        m.feed_len(1, &address, &fr),
+        0,
+        "nothing taken from it either"
+    );
+    assert_eq!(link.sa.denials(), vec![(address, Denial::Removed)]);
+    assert!(link.events.iter().any(|(n, e)| *n == 2
+        && *e
+            == Event::Denied {
+                space: address,
+                reason: Denial::Removed
+            }));
+    assert!(
+        link.sa.is_caught_up(&m.nodes[2]) && link.sb.is_caught_up(&m.nodes[1]),
+        "a denied space is settled on both sides"
+    );
+    // Asked for data anyway, the seeder serves nothing.
+    let mut sb = std::mem::replace(
+        &mut m.links[gone].sb,
+        Session::new(Role::Listener, [9; 32], Vec::new()),
+    );
+    sb.handle_message(
+        Message::Want {
+            space: 0,
+            feed: FeedKey::from(&gov.owner),
+            from: 0,
+        },
+        &m.nodes[1],
+    );
+    assert!(sb.poll_action().is_none());
+    assert!(sb.poll_transmit().is_none());
+}
+
+#[test]
+fn a_seeder_denies_a_peer_that_proves_no_device_unless_it_is_a_partner() {
+    let gov = Gov::new();
+    let address = gov.address;
+    for partner in [false, true] {
+        let mut m = Mesh::new(2);
+        gated_seeder(&mut m, &gov);
+        if partner {
+            m.nodes[1].partners = Some([[0u8; 32]].into_iter().collect());
+        }
+        // Node 0 knows the seed code only (a removed device that keeps quiet, or a stranger
+        // seeder).
+        m.nodes[0].hold(address);
+        let l = m.connect(0, 1);
+        m.links[l].sa.open(address).unwrap();
+        m.drive_bounded();
+        let link = &m.links[l];
+        assert!(link.closed.is_empty(), "{:?}", link.closed);
+        if partner {
+            assert_eq!(m.feed_len(0, &address, &FeedKey::from(&gov.owner)), 3);
+            assert!(!denied(link, 1, Denial::NotAMember));
+        } else {
+            assert!(denied(link, 1, Denial::NotAMember), "{:?}", link.said);
+            assert_eq!(said_of_space(link, 1), Vec::<Message>::new());
+            assert_eq!(m.feed_len(0, &address, &FeedKey::from(&gov.owner)), 0);
+        }
+        assert!(link.sa.is_caught_up(&m.nodes[0]) && link.sb.is_caught_up(&m.nodes[1]));
+    }
+}
+
+#[test]
+fn a_device_joining_through_the_seeder_is_served_once_its_join_is_taken() {
+    let mut gov = Gov::new();
+    let address = gov.address;
+    gov.invite(&[26; 32], MemberRole::Writer);
+    let device = SigningKey::from_bytes(&[26; 32]);
+    let fd = FeedKey::from(&device);
+    let mut m = Mesh::new(2);
+    gated_seeder(&mut m, &gov);
+    // The device has its invite and an empty feed of its own, no records.
+    m.nodes[0].hold(address);
+    m.nodes[0].feed(&address, fd).cert = Some(MembershipCert::own(&device, address));
+    m.nodes[0].invite = Some(([26; 32], device));
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    let link = &m.links[l];
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    assert!(!denied(link, 1, Denial::NotAMember), "{:?}", link.said);
+    assert_eq!(m.feed_len(0, &address, &FeedKey::from(&gov.owner)), 3);
+    assert!(link.sa.is_caught_up(&m.nodes[0]) && link.sb.is_caught_up(&m.nodes[1]));
+}
+
+#[test]
+fn a_device_removed_while_connected_is_denied_at_once() {
+    let mut gov = Gov::new();
+    let writer = gov.writer(21);
+    let (address, fw) = (gov.address, FeedKey::from(&writer));
+    let mut m = Mesh::new(3);
+    gated_seeder(&mut m, &gov);
+    m.nodes[0].records.insert(address, gov.log.clone());
+    m.nodes[0].device = Some(writer.clone());
+    m.nodes[0].write_own(address, &writer, entries("w", 2));
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    assert!(!denied(&m.links[l], 1, Denial::Removed));
+    // The owner (node 2) removes the writer and syncs with the seeder.
+    gov.sign(Change::Remove {
+        member: fw.0,
+        at: 2,
+    });
+    m.nodes[2].records.insert(address, gov.log.clone());
+    m.nodes[2].device = Some(gov.owner.clone());
+    m.nodes[2].write_own(address, &gov.owner, entries("o", 5));
+    let o = m.connect(2, 1);
+    m.links[o].sa.open(address).unwrap();
+    m.drive_bounded();
+    let link = &m.links[l];
+    assert!(denied(link, 1, Denial::Removed), "{:?}", link.said);
+    assert!(link.closed.is_empty(), "{:?}", link.closed);
+    assert!(Membership::compute(&m.nodes[0].records[&address]).members[&fw].removed);
+    assert_eq!(m.feed_len(1, &address, &FeedKey::from(&gov.owner)), 5);
+    assert_eq!(
+        m.feed_len(0, &address, &FeedKey::from(&gov.owner)),
+        3,
+        "nothing the owner wrote after the removal reached the removed device"
+    );
+}
+
+#[test]
+fn a_device_proof_is_bound_to_its_connection_space_and_side() {
+    let gov = Gov::new();
+    let address = gov.address;
+    let mut seeder = Node::default();
+    seeder.records.insert(address, gov.log.clone());
+    seeder.hold(address);
+    seeder.partners = Some(Default::default());
+    let other = SpaceSecret::from_bytes([9; 32]).address();
+    let cases = [
+        (
+            "another connection",
+            DeviceProof::sign(&gov.owner, &address, b"other", Role::Dialer),
+        ),
+        (
+            "another space",
+            DeviceProof::sign(&gov.owner, &other, b"s", Role::Dialer),
+        ),
+        (
+            "the other side",
+            DeviceProof::sign(&gov.owner, &address, b"s", Role::Listener),
+        ),
+    ];
+    // The seeder's side of a connection whose dialer opened the space and said nothing more.
+    let pending = || {
+        let mut b = Session::new(Role::Listener, [2; 32], b"s".to_vec());
+        for m in [
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                node_id: [1; 32],
+                features: FEATURE_MEMBERS,
+            },
+            Message::OpenSpace {
+                space: 0,
+                discovery: address.discovery_key(),
+                capability: Capability::new(&address, b"s", Role::Dialer),
+            },
+        ] {
+            b.handle_message(m, &seeder);
+        }
+        let said: Vec<Message> = std::iter::from_fn(|| b.poll_transmit().map(|t| t.0)).collect();
+        assert!(
+            matches!(said.last(), Some(Message::OpenSpace { .. })),
+            "{said:?}"
+        );
+        while b.poll_action().is_some() {}
+        b
+    };
+    for (what, proof) in cases {
+        let mut b = pending();
+        b.handle_message(
+            Message::Device {
+                space: 0,
+                proof,
+                invite: None,
+            },
+            &seeder,
+        );
+        assert!(
+            matches!(
+                std::iter::from_fn(|| b.poll_action()).last(),
+                Some(Action::Close(SyncError::PeerMisbehaved(_)))
+            ),
+            "a proof for {what} closes the session"
+        );
+    }
+    // The right one, twice: the second closes.
+    let mut b = pending();
+    let proof = DeviceProof::sign(&gov.owner, &address, b"s", Role::Dialer);
+    b.handle_message(
+        Message::Device {
+            space: 0,
+            proof,
+            invite: None,
+        },
+        &seeder,
+    );
+    assert!(!std::iter::from_fn(|| b.poll_action()).any(|a| matches!(a, Action::Close(_))));
+    b.handle_message(
+        Message::Device {
+            space: 0,
+            proof,
+            invite: None,
+        },
+        &seeder,
+    );
+    assert!(std::iter::from_fn(|| b.poll_action()).any(|a| matches!(a, Action::Close(_))));
 }

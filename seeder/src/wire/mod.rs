@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::feed::{ConsistencyProof, FeedKey, Hash, PrefixHead, SignedHead};
-use crate::space::{Capability, DiscoveryKey, MembershipCert, Record};
+use crate::space::{Capability, DeviceProof, DiscoveryKey, MembershipCert, Record};
 
 /// Protocol version said in [`Message::Hello`] and in the ALPN (`seeder/1`).
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -280,11 +280,60 @@ pub enum Message {
     /// before its feed list, and whenever new ones appear), at most
     /// [`MAX_RECORDS_PER_MESSAGE`]. An empty list acknowledges the peer's earlier `Members`
     /// messages of the space: their records are taken (or were known) and the feeds they
-    /// admit judged again. Last of the variants, so the others keep their encoding.
+    /// admit judged again. After the older variants, so they keep their encoding.
     Members { space: u32, records: Vec<Record> },
+    /// The sender is this device of the governed space (sent first when the space opens, by
+    /// a side that has a device in it; seeders have none), and, while it joins, holds this
+    /// invite (`invite`: the same proof made with the invite's key). The peer checks them
+    /// against the membership log: a removed device is not served.
+    Device {
+        space: u32,
+        proof: DeviceProof,
+        invite: Option<DeviceProof>,
+    },
+    /// The sender does not serve this space to the receiver, and why: it says nothing more of
+    /// the space on this connection and ignores what the receiver says of it.
+    Denied { space: u32, reason: Denial },
+}
+
+/// Why a node does not serve a governed space to a peer ([`Message::Denied`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Denial {
+    /// The device the peer proved to be was removed from the space.
+    Removed,
+    /// The peer proved no device of the space, and this node serves the space only to its
+    /// devices (and, on a seeder, to the partner seeders its admin added).
+    NotAMember,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denial::Removed => f.write_str("this device was removed from the space"),
+            Denial::NotAMember => f.write_str(
+                "it serves the space only to the space's devices and to its partner seeders",
+            ),
+        }
+    }
 }
 
 impl Message {
+    /// The space a message on the control stream is about, for those only a peer the space
+    /// is served to may send (not the ones that open it, prove a device, carry records or
+    /// deny it).
+    pub fn gated_space(&self) -> Option<u32> {
+        match self {
+            Message::FeedList { space, .. }
+            | Message::Head { space, .. }
+            | Message::Want { space, .. }
+            | Message::Stored { space, .. }
+            | Message::Refused { space, .. }
+            | Message::Fetch { space, .. }
+            | Message::Unavailable { space, .. } => Some(*space),
+            _ => None,
+        }
+    }
+
     /// Check the count limits that postcard can't know of.
     pub fn check_limits(&self) -> Result<(), WireError> {
         fn limit(what: &'static str, got: usize, max: usize) -> Result<(), WireError> {
@@ -308,6 +357,8 @@ impl Message {
             | Message::Fetch { space, .. }
             | Message::Unavailable { space, .. }
             | Message::Members { space, .. }
+            | Message::Device { space, .. }
+            | Message::Denied { space, .. }
                 if *space >= MAX_SPACES_PER_CONNECTION =>
             {
                 limit(
