@@ -1375,6 +1375,7 @@ pub fn removal_of(records: &[Record], device: &FeedKey) -> Vec<Record> {
     records
         .iter()
         .zip(keep)
-        .filter_map(|(r, k)| k.then(|| r.clone()))
+        .filter(|(_, k)| *k)
+        .map(|(r, _)| r.clone())
         .collect()
 }
