@@ -38,12 +38,12 @@ use seeder::space::members::{
     RECORD_DOMAIN, WRAP_DOMAIN,
 };
 use seeder::space::{
-    Address, Capability, ContentCipher, InviteCode, MembershipCert, Role, SeedCode, SpaceSecret,
-    CAPABILITY_DOMAIN, CERT_DOMAIN, CTX_CAPABILITY, CTX_CONTENT, CTX_DISCOVERY, CTX_SIGNING,
-    ENTRY_AAD_DOMAIN, ENTRY_AAD_DOMAIN_V2,
+    Address, Capability, ContentCipher, DeviceProof, InviteCode, MembershipCert, Role, SeedCode,
+    SpaceSecret, CAPABILITY_DOMAIN, CERT_DOMAIN, CTX_CAPABILITY, CTX_CONTENT, CTX_DISCOVERY,
+    CTX_SIGNING, ENTRY_AAD_DOMAIN, ENTRY_AAD_DOMAIN_V2,
 };
 use seeder::store::{Store, StoreConfig};
-use seeder::wire::{FeedOffer, Message, Refusal};
+use seeder::wire::{Denial, FeedOffer, Message, Refusal};
 
 const BEGIN: &str = "<!-- vectors:begin -->";
 const END: &str = "<!-- vectors:end -->";
@@ -683,7 +683,8 @@ fn capability(w: &World) -> Section {
         "Capability",
         "From `capability_key` and `exporter_secret`. `capability_dialer` is what the side \
          that dialed sends in `OpenSpace`, `capability_listener` what the side that accepted \
-         sends.",
+         sends. `device_proof_dialer` is the device's signature (`feed_seed`) proving on \
+         the dialing side that it is a device of the space, over `device_proof_input`.",
     );
     let dialer = Capability::new(&w.address, &w.exporter, Role::Dialer);
     let listener = Capability::new(&w.address, &w.exporter, Role::Listener);
@@ -695,6 +696,22 @@ fn capability(w: &World) -> Section {
     s.hex("dialer_mac_input", input);
     s.hex("capability_dialer", dialer.0);
     s.hex("capability_listener", listener.0);
+    let proof = DeviceProof::sign(&w.device, &w.address, &w.exporter, Role::Dialer);
+    let mut input = b"seeder device proof v1\0".to_vec();
+    input.extend_from_slice(&w.address.discovery_key().0);
+    input.push(0);
+    input.extend_from_slice(&w.exporter);
+    assert_eq!(proof.device, w.feed);
+    assert_eq!(proof.signature, w.device.sign(&input).to_bytes());
+    assert_eq!(
+        proof.verify(&w.address, &w.exporter, Role::Dialer).unwrap(),
+        w.feed
+    );
+    assert!(proof
+        .verify(&w.address, &w.exporter, Role::Listener)
+        .is_err());
+    s.hex("device_proof_input", input);
+    s.hex("device_proof_dialer", proof.signature);
     s
 }
 
@@ -832,6 +849,28 @@ fn wire_frames(w: &World) -> Section {
             },
         ),
         ("observed", Message::Observed { addr: v4 }),
+        (
+            "members_ack",
+            Message::Members {
+                space,
+                records: Vec::new(),
+            },
+        ),
+        (
+            "device",
+            Message::Device {
+                space,
+                proof: DeviceProof::sign(&w.device, &w.address, &w.exporter, Role::Dialer),
+                invite: None,
+            },
+        ),
+        (
+            "denied",
+            Message::Denied {
+                space,
+                reason: Denial::Removed,
+            },
+        ),
     ];
     s.hex("node_id", node_id);
     for (name, msg) in &messages {

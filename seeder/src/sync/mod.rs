@@ -30,7 +30,15 @@ The protocol:
    nothing at all, so a peer that doesn't know the address can't even learn whether the space
    is held; after [`MAX_FAILED_OPENS`] such attempts the connection is closed. Dialers number
    their spaces with even ids, listeners with odd ones, so ids never collide.
-3. A governed space's membership records go first (`Members`, in bounded chunks), so that the
+3. A governed space is served only to whom this node serves it ([`Local::serves_unproven`]):
+   a side with a device in the space proves it first
+   (`Device`: its feed key's signature over the exporter secret, and its invite's while it
+   joins); a node that would not serve an unproven peer says nothing of the space until the
+   peer's proof and records have come, then serves it or says `Denied` and nothing more. A
+   device the log says was removed is denied everywhere, after being sent the records of its
+   removal; a peer that proves no device is denied by a seeder unless it is a partner. A
+   served peer is judged again whenever records arrive.
+   A governed space's membership records go first (`Members`, in bounded chunks), so that the
    peer knows who is in the space before it judges a feed. Each side verifies every record
    ([`Action::AddRecords`] keeps them) and, once they are kept and the feeds they admit judged
    again, acknowledges them with an empty `Members` (`sync --once` waits for that: a joining
