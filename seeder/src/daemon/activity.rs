@@ -176,6 +176,13 @@ impl Activity {
         }
     }
 
+    /// The peer of connection `id` is no longer served `space`.
+    pub fn space_closed(&self, id: u64, space: &Address) {
+        if let Some(l) = self.live.lock().expect("activity lock").get_mut(&id) {
+            l.spaces.remove(space);
+        }
+    }
+
     /// `peer` does not serve `space` to this seeder.
     pub fn denied(&self, peer: &NodeId, space: &Address) {
         for l in self.live.lock().expect("activity lock").values_mut() {

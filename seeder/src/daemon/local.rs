@@ -597,6 +597,10 @@ impl Node for SeederLocal {
         self.activity.space_opened(id, space);
     }
 
+    fn space_denied(&self, id: u64, space: &Address) {
+        self.activity.space_closed(id, space);
+    }
+
     fn denied(&self, peer: NodeId, space: &Address, reason: crate::wire::Denial) {
         tracing::warn!(
             peer = %peer.short(),

@@ -393,8 +393,10 @@ pub trait Node: Local + Send + Sync + 'static {
     /// `peer`, which holds a space with us, sees us at `addr`; `dialed`: we dialed it (a
     /// partner), so the claim is worth more than a stranger's.
     fn observed(&self, _peer: NodeId, _dialed: bool, _addr: std::net::SocketAddr) {}
-    /// The peer of connection `id` proved it knows `space`.
+    /// The peer of connection `id` proved it knows `space`, and is served it.
     fn space_opened(&self, _id: u64, _space: &Address) {}
+    /// The peer of connection `id` is no longer served `space` (see [`Event::Denying`]).
+    fn space_denied(&self, _id: u64, _space: &Address) {}
     /// Connection `id` ended.
     fn disconnected(&self, _id: u64) {}
     /// Relayed connection `id` from `from` to `to` started; `bytes` counts what it carries.
@@ -1387,9 +1389,18 @@ impl Driver {
                     }
                     Event::Denying { space, reason } => {
                         tracing::info!(peer = %conn.peer.short(), %space, %reason, "space not served to the peer");
+                        // No introductions or relays for it on the strength of this space.
+                        if let Some(entry) =
+                            self.proven.lock().expect("proven lock").get_mut(&conn.peer)
+                        {
+                            if entry.conn_id == conn_id {
+                                entry.spaces.remove(&space);
+                            }
+                        }
+                        self.node.space_denied(conn_id, &space);
                     }
                     Event::Denied { space, reason } => {
-                        tracing::info!(peer = %conn.peer.short(), %space, %reason, "the peer does not serve the space to this node");
+                        tracing::debug!(peer = %conn.peer.short(), %space, %reason, "the peer does not serve the space to this node");
                         self.node.denied(conn.peer, &space, reason);
                     }
                     Event::Repaired { space, feed, count } => {

@@ -242,7 +242,7 @@ pub enum Action {
 /// What happened, for logs, people and `sync --once`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Both sides proved knowledge of the space.
+    /// Both sides proved knowledge of the space, and this node serves it to the peer.
     SpaceOpened { id: u32, space: Address },
     /// The peer durably stores `length` entries of `feed`.
     Acked {
@@ -1329,8 +1329,6 @@ impl Session {
                 invite: None,
             },
         );
-        self.events
-            .push_back(Event::SpaceOpened { id, space: address });
         // Who this node is first, if it is a device of the space: the peer may serve the
         // space only to its devices.
         if self.peer_members {
@@ -1357,6 +1355,8 @@ impl Session {
         };
         s.standing = Standing::Served;
         let address = s.address;
+        self.events
+            .push_back(Event::SpaceOpened { id, space: address });
         // Who is in the space first: the peer judges our feeds by it.
         self.send_records(id, local.records(&address));
         let m = local.membership(&address);
