@@ -1,7 +1,9 @@
 //! Roles and removal in a governed space, with real processes syncing over QUIC on loopback
 //! through one seeder that holds only the seed code: an owner, two writers and a reader; a
-//! reader that writes anyway, a removed laptop that writes on and tries to let a new device
-//! in, and two owners who remove each other offline. One seeder serves every case.
+//! reader that writes anyway; a laptop removed while it follows the seeder live, which the
+//! seeder then serves nothing, and which tries to let a new device in; two owners who remove
+//! each other offline; a second seeder served only once it is made a partner. One seeder
+//! serves every case.
 
 // A panic is how a test fails.
 #![allow(clippy::unwrap_used)]
@@ -177,17 +179,51 @@ fn roles_and_removal_hold_through_a_seeder() {
     let missing = owner.run(&["get", SPACE, "mine.txt", "-"]);
     assert_eq!(missing.status.code(), Some(1));
 
-    // 3. Wendy's laptop is lost: the owner removes it and writes on.
+    // 3. Wendy's laptop is lost while it follows the seeder live: the owner removes it and
+    // writes on. The seeder denies it the moment the removal arrives, and its sync ends.
     let wendy_feed = own_feed(&wendy);
+    let address = Home::open(&owner.0)
+        .unwrap()
+        .seed_code(SPACE)
+        .unwrap()
+        .address()
+        .to_hex();
+    let mut live = common::seeder()
+        .arg("--home")
+        .arg(&wendy.0)
+        .args(["sync", SPACE, "--watch", "--peer", &peer])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll("wendy's live sync served by the seeder", || {
+        if let Some(code) = live.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(live.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("wendy's live sync ended early ({code}): {err}");
+        }
+        serving(&seed, &address) == 1
+    });
     let out = owner.ok(&["space", "remove-member", SPACE, "wendy"]);
     assert!(out.contains("removed wendy"), "{out}");
     owner.ok(&["put", SPACE, &write(d, "after.txt", "the new plan")]);
     sync(&owner, &peer);
     assert_eq!(seeder_membership(&seed), (3, 1));
+    poll("wendy's live sync ends", || {
+        live.try_wait().unwrap().is_some()
+    });
+    let ended = live.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(3), "{said}");
+    assert!(said.contains("no longer serves"), "{said}");
+    assert_eq!(serving(&seed, &address), 0);
 
-    // The laptop, not yet knowing, writes and syncs: the seeder serves it nothing any more,
-    // takes nothing from it, and its sync says why.
-    wendy.ok(&["put", SPACE, &write(d, "later.txt", "after my removal")]);
+    // It learned of its removal, so it refuses to write; a modified build writes anyway and
+    // syncs: the seeder serves it nothing any more, takes nothing from it, and says why.
+    let refused = wendy.run(&["put", SPACE, &write(d, "later.txt", "after my removal")]);
+    assert_eq!(refused.status.code(), Some(3));
+    put_ignoring_role(&wendy, "later.txt", "after my removal");
     let before = seed.entries();
     let (code, err) = wendy.sync_once(SPACE, &peer, 20);
     assert_eq!(code, 3, "{err}");
@@ -212,8 +248,6 @@ fn roles_and_removal_hold_through_a_seeder() {
             "it got the records made after its removal"
         );
     }
-    let refused = wendy.run(&["put", SPACE, &write(d, "again.txt", "still here")]);
-    assert_eq!(refused.status.code(), Some(3));
     // Had it got them anyway (from a copy of a member's disk, say), it could not read what
     // was written after its removal, even with its old invite code.
     {
@@ -354,12 +388,6 @@ fn roles_and_removal_hold_through_a_seeder() {
     // device (a removed laptop that hides which one it is looks the same), and this seeder
     // serves a governed space only to its devices and its own partners: it gets nothing, and
     // its status says so. Made a partner here too, it gets everything.
-    let address = Home::open(&owner.0)
-        .unwrap()
-        .seed_code(SPACE)
-        .unwrap()
-        .address()
-        .to_hex();
     let seed2 = Seeder::start(&d.join("seeder2"), free_udp_port());
     let seed_code = owner.last(&["space", "seed-code", SPACE]);
     seed2.ctl(&["space", "add", &seed_code, "--name", SPACE]);
@@ -380,6 +408,23 @@ fn roles_and_removal_hold_through_a_seeder() {
     seed.ctl(&["peer", "add", &seed2.peer()]);
     let all = seed.entries();
     poll("everything at the second seeder", || seed2.entries() == all);
+}
+
+/// How many peers connected to `seed` are served the space at `address` (hex).
+fn serving(seed: &Seeder, address: &str) -> usize {
+    let status: serde_json::Value = serde_json::from_str(&seed.ctl(&["status", "--json"])).unwrap();
+    status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["spaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a.as_str() == Some(address))
+        })
+        .count()
 }
 
 /// Poll `done` until it holds: a bounded loop (30 s).

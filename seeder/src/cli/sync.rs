@@ -221,13 +221,34 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             });
         }
         if !once {
-            crate::daemon::serve::shutdown_signal().await;
-            let _ = stop_tx.send(true);
-            // Say goodbye, so that peers show this device gone at once rather than after
-            // the idle timeout; a peer that is gone must not hold up the exit.
-            endpoint.close("done");
-            let _ = tokio::time::timeout(GOODBYE_WAIT, endpoint.wait_idle()).await;
-            return Ok(());
+            // A peer is followed until the signal, or until it denies this device the space
+            // (nothing more will come from it): when every peer has, that is reported.
+            let denied = async {
+                let mut outcomes = Vec::new();
+                for (name, task) in peers.drain(..) {
+                    let outcome = task.await.unwrap_or_else(|e| {
+                        Outcome::Unreachable(format!("the sync task failed: {e}"))
+                    });
+                    outcomes.push((name, outcome));
+                }
+                outcomes
+            };
+            tokio::select! {
+                _ = crate::daemon::serve::shutdown_signal() => {
+                    let _ = stop_tx.send(true);
+                    // Say goodbye, so that peers show this device gone at once rather than
+                    // after the idle timeout; a peer that is gone must not hold up the exit.
+                    endpoint.close("done");
+                    let _ = tokio::time::timeout(GOODBYE_WAIT, endpoint.wait_idle()).await;
+                    return Ok(());
+                }
+                outcomes = denied => {
+                    endpoint.close("done");
+                    let _ = tokio::time::timeout(GOODBYE_WAIT, endpoint.wait_idle()).await;
+                    progress.finish();
+                    return report(&home, &args.name, &address, &outcomes);
+                }
+            }
         }
         // Interrupted: every peer task ends ("stopped") and the goodbyes below go out.
         let stop_tx = Arc::new(stop_tx);
@@ -489,14 +510,18 @@ impl PeerCtx {
                 };
                 tokio::select! {
                     changed = rx.changed() => {
-                        if changed.is_ok() && *rx.borrow() && self.deadline.is_some() {
+                        let settled = changed.is_ok() && *rx.borrow();
+                        // Denied: nothing more will come from this peer, even in a sync that
+                        // follows it for good.
+                        if let Some(reason) = self.node.peers.denied(&peer).filter(|_| settled) {
+                            break Some(Outcome::Denied(peer, reason));
+                        }
+                        if settled && self.deadline.is_some() {
                             let reports = &self.node.peers;
                             let (refused, forked) = (reports.refused(&peer), reports.forked(&peer));
                             let (refusing, unavailable) =
                                 (reports.refusing(&peer), reports.unavailable(&peer));
-                            break Some(if let Some(reason) = reports.denied(&peer) {
-                                Outcome::Denied(peer, reason)
-                            } else if !refused.is_empty() {
+                            break Some(if !refused.is_empty() {
                                 Outcome::Refused(peer, refused)
                             } else if !forked.is_empty() {
                                 Outcome::Forked(peer, forked)
