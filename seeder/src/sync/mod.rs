@@ -1232,7 +1232,10 @@ impl Session {
                     space: address,
                     reason,
                 });
-                self.send(Message::Denied { space: id, reason });
+                // A peer from before roles can't read it: it is simply told nothing more.
+                if self.peer_members {
+                    self.send(Message::Denied { space: id, reason });
+                }
             }
         }
     }

@@ -1966,3 +1966,41 @@ fn a_device_proof_is_bound_to_its_connection_space_and_side() {
     );
     assert!(std::iter::from_fn(|| b.poll_action()).any(|a| matches!(a, Action::Close(_))));
 }
+
+#[test]
+fn a_peer_from_before_roles_is_told_nothing_of_a_governed_space() {
+    let gov = Gov::new();
+    let address = gov.address;
+    let mut m = Mesh::new(2);
+    gated_seeder(&mut m, &gov);
+    let seeder = &m.nodes[1];
+    let mut b = Session::new(Role::Listener, [2; 32], b"s".to_vec());
+    for msg in [
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [1; 32],
+            features: 0,
+        },
+        Message::OpenSpace {
+            space: 0,
+            discovery: address.discovery_key(),
+            capability: Capability::new(&address, b"s", Role::Dialer),
+        },
+        Message::FeedList {
+            space: 0,
+            feeds: Vec::new(),
+        },
+    ] {
+        b.handle_message(msg, seeder);
+    }
+    let said: Vec<Message> = std::iter::from_fn(|| b.poll_transmit().map(|t| t.0)).collect();
+    assert!(
+        matches!(
+            &said[..],
+            [Message::Hello { .. }, Message::OpenSpace { .. }]
+        ),
+        "{said:?}"
+    );
+    assert!(!std::iter::from_fn(|| b.poll_action()).any(|a| matches!(a, Action::Close(_))));
+    assert_eq!(b.open_spaces().count(), 0);
+}
