@@ -71,6 +71,11 @@ pub const MAX_RECORDS: usize = 4096;
 /// the one before it is on its way; the bound keeps a stranger's records with made-up parents
 /// from filling the log.
 pub const MAX_WAITING: usize = 64;
+/// Records kept from one key that is neither the space's nor a current owner's, beyond those
+/// an owner's record had seen: an invite key signs one Join, and a device made reader or
+/// removed while offline a few records that never count. The bound keeps whoever held an
+/// invite code or a removed device from filling the log.
+pub const MAX_RECORDS_PER_OUTSIDER: usize = 8;
 /// Parents one record may name: the heads its signer saw. Concurrent heads are few.
 pub const MAX_PARENTS: usize = 32;
 /// Boxes one epoch may carry: every device and pending invite of the space.
@@ -495,8 +500,17 @@ pub fn seal_label(
     key: &[u8; 32],
     label: &str,
 ) -> Vec<u8> {
-    let label = &label.as_bytes()[..label.len().min(MAX_LABEL)];
-    seal_with(rng, key, &label_aad(address, invite), label)
+    // Cut between characters, so what is read back is still text.
+    let mut end = label.len().min(MAX_LABEL);
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    seal_with(
+        rng,
+        key,
+        &label_aad(address, invite),
+        &label.as_bytes()[..end],
+    )
 }
 
 /// The Genesis record of a new space whose first owner is `owner`. The caller throws
@@ -881,10 +895,16 @@ impl Membership {
 }
 
 /// Of `new` records, those worth keeping beside `held` (and passing on): records signed by
-/// the space key, by a device or an invite the log knows (even one removed or revoked since:
-/// members must agree on what such records did), or waiting for parents not yet here (up to
-/// [`MAX_WAITING`] in all). Anyone who knows a space's address can sign records with keys of
-/// its own, and would fill the log up to [`MAX_RECORDS`] if those were kept; none are.
+/// the space key or by an owner still in the space; the records those had seen (whoever
+/// signed them); the Join of every device in the space; and, from any other key the log
+/// knows (an invite, a writer, a device removed or demoted since), at most
+/// [`MAX_RECORDS_PER_OUTSIDER`] in all. Records waiting for parents not yet here are kept up
+/// to [`MAX_WAITING`] in all. Anyone who knows a space's address can sign records with keys
+/// of its own, and whoever ever held an invite code or was removed can sign with that key:
+/// either would fill the log up to [`MAX_RECORDS`] if what it signs were kept, and then
+/// nothing more, not even an owner's removal, would be. What is not kept never counted: a
+/// record counts only if an owner signed it or an owner's record had seen it, or it is the
+/// Join of a device in the space.
 pub fn worth_keeping(
     address: &Address,
     held: &[VerifiedRecord],
@@ -903,17 +923,53 @@ pub fn worth_keeping(
     let m = Membership::compute(&all);
     let placed = placed(&all);
     let mut waiting = held.iter().filter(|r| !placed.contains(&r.id)).count();
+    let anchor = |r: &VerifiedRecord| {
+        r.record.signer == address.0 || m.role(&FeedKey(r.record.signer)) == Some(MemberRole::Owner)
+    };
+    // Everything the space key's and the owners' records had seen.
+    let by_id: BTreeMap<RecordId, &VerifiedRecord> = all.iter().map(|r| (r.id, r)).collect();
+    let mut seen_by_owners: BTreeSet<RecordId> = BTreeSet::new();
+    let mut stack: Vec<RecordId> = all
+        .iter()
+        .filter(|r| anchor(r))
+        .flat_map(|r| r.record.body.parents.iter().copied())
+        .collect();
+    // Each record is expanded once: at most `all.len()` steps.
+    while let Some(id) = stack.pop() {
+        if seen_by_owners.insert(id) {
+            if let Some(r) = by_id.get(&id) {
+                stack.extend(r.record.body.parents.iter().copied());
+            }
+        }
+    }
+    let joined = |r: &VerifiedRecord| {
+        matches!(&r.record.body.change, Change::Join { device, .. }
+            if m.role(&device.feed).is_some())
+    };
+    let mut by_signer: BTreeMap<[u8; 32], usize> = BTreeMap::new();
+    for r in held {
+        *by_signer.entry(r.record.signer).or_default() += 1;
+    }
     fresh
         .into_iter()
         .filter(|r| {
-            let known = r.record.signer == address.0
-                || m.members.contains_key(&FeedKey(r.record.signer))
-                || m.invites.contains_key(&r.record.signer);
-            if placed.contains(&r.id) {
-                return known;
+            if !placed.contains(&r.id) {
+                waiting += 1;
+                return waiting <= MAX_WAITING;
             }
-            waiting += 1;
-            waiting <= MAX_WAITING
+            let signer = r.record.signer;
+            let known = signer == address.0
+                || m.members.contains_key(&FeedKey(signer))
+                || m.invites.contains_key(&signer);
+            if !known {
+                return false;
+            }
+            if anchor(r) || seen_by_owners.contains(&r.id) || joined(r) {
+                return true;
+            }
+            let n = by_signer.entry(signer).or_default();
+            *n += 1;
+            *n <= MAX_RECORDS_PER_OUTSIDER
         })
         .collect()
 }

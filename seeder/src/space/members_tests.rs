@@ -1362,6 +1362,14 @@ fn long_labels_are_cut_to_the_longest_a_record_takes() {
         .invite_label(&s.address, &invite.public(), &held)
         .expect("opens");
     assert_eq!(label, "x".repeat(MAX_LABEL));
+    // Cut between characters: 42 three-byte euro signs are the most that fit.
+    let (change, invite) = s.invite_change(MemberRole::Writer, [10; 32], &"€".repeat(50));
+    s.sign(&a, change);
+    let label = s
+        .membership()
+        .invite_label(&s.address, &invite.public(), &held)
+        .expect("opens");
+    assert_eq!(label, "€".repeat(42));
 }
 
 // The content cipher of governed spaces.
@@ -2224,4 +2232,76 @@ fn a_device_let_in_by_a_demoted_owner_cannot_remove_the_remover_by_sorting_first
         );
         assert!(conflict(&m, counter).is_some());
     }
+}
+
+#[test]
+fn a_used_invite_or_a_removed_device_cannot_fill_the_log() {
+    let a = device(1);
+    let mut s = Space::new(&a);
+    let w = s.admit(&a, MemberRole::Writer, 2);
+    let ik = InviteKeys::from_secret(&[2 ^ 0x80; 32]);
+    s.remove(&a, feed(&w).0, 0);
+    let held = s.records.clone();
+    let address = s.address;
+    let heads = s.heads();
+    let sign = |by: &SigningKey, parents: Vec<RecordId>, n: u64| {
+        Record::sign(
+            by,
+            address,
+            parents,
+            Change::Remove {
+                member: feed(&a).0,
+                at: n,
+            },
+        )
+        .verify(&address)
+        .unwrap()
+    };
+    // Placed or with no parents at all, back-dated or not: a few are kept from each key.
+    for (who, key) in [("the used invite", &ik.signing), ("the removed device", &w)] {
+        let flood: Vec<_> = (0..100)
+            .map(|n| {
+                sign(
+                    key,
+                    if n % 2 == 0 {
+                        Vec::new()
+                    } else {
+                        heads.clone()
+                    },
+                    n,
+                )
+            })
+            .collect();
+        let kept = worth_keeping(&address, &held, flood);
+        let had = held
+            .iter()
+            .filter(|r| r.record().signer == key.verifying_key().to_bytes())
+            .count();
+        assert_eq!(kept.len() + had, MAX_RECORDS_PER_OUTSIDER, "{who}");
+        let mut more = held.clone();
+        more.extend(kept);
+        let again: Vec<_> = (100..120).map(|n| sign(key, Vec::new(), n)).collect();
+        assert!(worth_keeping(&address, &more, again).is_empty(), "{who}");
+    }
+    // An owner's records are all kept, and so is what they had seen, whoever signed it.
+    let by_owner: Vec<_> = (0..100)
+        .map(|n| {
+            Record::sign(
+                &a,
+                address,
+                heads.clone(),
+                Change::SetRole {
+                    device: feed(&device(60)),
+                    role: MemberRole::Reader,
+                    at: n,
+                },
+            )
+            .verify(&address)
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(worth_keeping(&address, &held, by_owner).len(), 100);
+    // A whole log arriving at once (a new seeder) is kept whole: the removed device's Join is
+    // what the owner's removal had seen.
+    assert_eq!(worth_keeping(&address, &[], held.clone()).len(), held.len());
 }
