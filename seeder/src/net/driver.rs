@@ -904,7 +904,8 @@ impl Driver {
         let budget = Budget::new(self.frame_budget.clone(), gate.is_none());
         // The session has one owner, this loop; data stream readers see only which spaces are
         // open, published after every input (before anything is said that could bring data).
-        let mut session = Session::new(conn.role, self.node_id.0, secret);
+        let mut session =
+            Session::new(conn.role, self.node_id.0, secret).authenticated(conn.peer.0);
         let (spaces, spaces_rx) = watch::channel(Vec::<(u32, Address)>::new());
         let (mut ctl_send, ctl_recv) = match conn.role {
             crate::space::Role::Dialer => conn.conn.open_bi().await,

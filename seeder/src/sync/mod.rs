@@ -159,10 +159,11 @@ pub trait Local {
         conn_secret: &[u8],
         role: Role,
     ) -> Option<(DeviceProof, Option<DeviceProof>)>;
-    /// Whether this node serves governed `space` to `peer` when the peer proves no device of
-    /// it: a member device does (a seeder has no device to prove), a seeder only to the
-    /// partner seeders its admin added.
-    fn serves_unproven(&self, space: &Address, peer: &[u8; 32]) -> bool;
+    /// Whether this node serves governed `space` to `peer` (its node id as TLS proved it) when
+    /// the peer proves no device of it; `dialed`: this node dialed the peer. A member device
+    /// serves the seeder it was told to sync with (it dialed it: a seeder has no device to
+    /// prove) and no other; a seeder only the partner seeders its admin added.
+    fn serves_unproven(&self, space: &Address, peer: &[u8; 32], dialed: bool) -> bool;
 }
 
 /// Whether an open space is served to the peer.
@@ -346,6 +347,9 @@ pub struct Session {
     conn_secret: Vec<u8>,
     node_id: [u8; 32],
     peer: Option<[u8; 32]>,
+    /// The peer's node id as the connection's TLS handshake proved it: its hello must name
+    /// the same, and it is what partners are recognised by (a hello is only words).
+    authenticated: Option<[u8; 32]>,
     hello_received: bool,
     /// The peer speaks `Members` ([`FEATURE_MEMBERS`] in its hello).
     peer_members: bool,
@@ -370,6 +374,7 @@ impl Session {
             conn_secret,
             node_id,
             peer: None,
+            authenticated: None,
             hello_received: false,
             peer_members: false,
             asked: BTreeMap::new(),
@@ -391,6 +396,13 @@ impl Session {
             features: FEATURE_MEMBERS,
         });
         s
+    }
+
+    /// The peer's node id is `peer`, as the TLS handshake proved: a hello naming another node
+    /// ends the session.
+    pub fn authenticated(mut self, peer: [u8; 32]) -> Session {
+        self.authenticated = Some(peer);
+        self
     }
 
     // ---- getters ----
@@ -864,6 +876,9 @@ impl Session {
             if version != PROTOCOL_VERSION {
                 return Err(SyncError::Version(version));
             }
+            if self.authenticated.is_some_and(|id| id != node_id) {
+                return misbehaved("its hello names another node than its TLS certificate");
+            }
             self.hello_received = true;
             self.peer = Some(node_id);
             self.peer_members = features & FEATURE_MEMBERS != 0;
@@ -1206,7 +1221,7 @@ impl Session {
                 }
                 None if settle || s.standing == Standing::Served => {
                     let peer = self.peer.unwrap_or_default();
-                    if local.serves_unproven(&address, &peer) {
+                    if local.serves_unproven(&address, &peer, self.role == Role::Dialer) {
                         Some(None)
                     } else {
                         Some(Some(Denial::NotAMember))
@@ -1346,7 +1361,7 @@ impl Session {
             }
         }
         let peer = self.peer.unwrap_or_default();
-        if !governed || local.serves_unproven(&address, &peer) {
+        if !governed || local.serves_unproven(&address, &peer, self.role == Role::Dialer) {
             self.serve(id, local);
         }
     }

@@ -124,7 +124,7 @@ impl Local for Node {
         });
         Some((DeviceProof::sign(key, space, conn_secret, role), invite))
     }
-    fn serves_unproven(&self, _space: &Address, peer: &[u8; 32]) -> bool {
+    fn serves_unproven(&self, _space: &Address, peer: &[u8; 32], _dialed: bool) -> bool {
         self.partners.as_ref().is_none_or(|p| p.contains(peer))
     }
     fn room(&self, _: &Address, _bytes: u64) -> Result<(), crate::wire::Refusal> {
@@ -2003,4 +2003,30 @@ fn a_peer_from_before_roles_is_told_nothing_of_a_governed_space() {
     );
     assert!(!std::iter::from_fn(|| b.poll_action()).any(|a| matches!(a, Action::Close(_))));
     assert_eq!(b.open_spaces().count(), 0);
+}
+
+#[test]
+fn a_hello_naming_another_node_than_the_tls_certificate_ends_the_session() {
+    let node = Node::default();
+    let mut s = Session::new(Role::Listener, [2; 32], b"s".to_vec()).authenticated([7; 32]);
+    s.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [8; 32],
+            features: FEATURE_MEMBERS,
+        },
+        &node,
+    );
+    assert!(std::iter::from_fn(|| s.poll_action()).any(|a| matches!(a, Action::Close(_))));
+    assert_eq!(s.peer(), None);
+    let mut s = Session::new(Role::Listener, [2; 32], b"s".to_vec()).authenticated([7; 32]);
+    s.handle_message(
+        Message::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: [7; 32],
+            features: FEATURE_MEMBERS,
+        },
+        &node,
+    );
+    assert_eq!(s.peer(), Some([7; 32]));
 }
