@@ -408,6 +408,7 @@ fn roles_and_removal_hold_through_a_seeder() {
     seed.ctl(&["peer", "add", &seed2.peer()]);
     let all = seed.entries();
     poll("everything at the second seeder", || seed2.entries() == all);
+    poll("the denial forgotten", || !denied(&seed2));
 }
 
 /// How many peers connected to `seed` are served the space at `address` (hex).

@@ -140,7 +140,7 @@ impl Local for BareMember {
         None
     }
 
-    fn serves_unproven(&self, _space: &Address, _peer: &[u8; 32]) -> bool {
+    fn serves_unproven(&self, _space: &Address, _peer: &[u8; 32], _dialed: bool) -> bool {
         true
     }
 

@@ -171,6 +171,9 @@ pub fn sync(home: Home, args: SyncArgs) -> Result<()> {
             address,
             Some(progress.clone()),
         ));
+        for id in parsed.iter().filter_map(|(_, id)| *id) {
+            node.choose(id.0);
+        }
         let driver = Driver::new(node.clone(), identity.node_id());
         // File commands typed meanwhile run here, and what they write goes out at once.
         let _commands = {

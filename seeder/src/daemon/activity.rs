@@ -171,8 +171,15 @@ impl Activity {
     }
 
     pub fn space_opened(&self, id: u64, space: &Address) {
-        if let Some(l) = self.live.lock().expect("activity lock").get_mut(&id) {
+        let mut live = self.live.lock().expect("activity lock");
+        if let Some(l) = live.get_mut(&id) {
             l.spaces.insert(*space);
+        }
+        // Served now (this seeder was made its partner): no longer denied by that peer.
+        if let Some(peer) = live.get(&id).map(|l| l.peer) {
+            for l in live.values_mut().filter(|l| l.peer == peer) {
+                l.denied.remove(space);
+            }
         }
     }
 

@@ -213,7 +213,7 @@ impl Local for SeederLocal {
     /// A governed space is served to its devices, which prove themselves, and to the partner
     /// seeders the admin added; not to anyone else who knows the seed code (a removed device
     /// does).
-    fn serves_unproven(&self, _space: &Address, peer: &[u8; 32]) -> bool {
+    fn serves_unproven(&self, _space: &Address, peer: &[u8; 32], _dialed: bool) -> bool {
         self.registry.is_partner(peer).unwrap_or_else(|e| {
             tracing::error!(error = %e, "reading partners");
             false
@@ -235,6 +235,9 @@ pub struct HomeLocal {
     /// The space's membership as last read from the home, and the records it was made of
     /// (sessions ask for it at every offer and batch; records change rarely).
     log: std::sync::Mutex<Option<MemberLog>>,
+    /// Node ids of the peers this device was told to sync with: served a governed space
+    /// whichever side dials (an introduced seeder may dial back).
+    chosen: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 /// What [`HomeLocal`] keeps of its space's membership log.
@@ -347,7 +350,16 @@ impl HomeLocal {
             observer,
             peers: PeerReports::default(),
             log: std::sync::Mutex::new(None),
+            chosen: Default::default(),
         }
+    }
+
+    /// This device was told to sync with the node `id`.
+    pub fn choose(&self, id: [u8; 32]) {
+        self.chosen
+            .lock()
+            .expect("chosen peers poisoned: a thread panicked while holding them")
+            .insert(id);
     }
 
     fn lock_log(&self) -> std::sync::MutexGuard<'_, Option<MemberLog>> {
@@ -465,10 +477,17 @@ impl Local for HomeLocal {
             })
     }
 
-    /// A member serves its space to any peer that knows the address: seeders prove no device.
-    /// A peer that proves a removed device is denied all the same.
-    fn serves_unproven(&self, _space: &Address, _peer: &[u8; 32]) -> bool {
-        true
+    /// A member serves its space to the peers it was told to sync with (the seeders it
+    /// dials, which prove no device, and those named by node id however they connect); any
+    /// other peer (one that dials it at `sync --listen`) must prove a device of the space. A
+    /// peer that proves a removed device is denied either way.
+    fn serves_unproven(&self, _space: &Address, peer: &[u8; 32], dialed: bool) -> bool {
+        dialed
+            || self
+                .chosen
+                .lock()
+                .expect("chosen peers poisoned: a thread panicked while holding them")
+                .contains(peer)
     }
 
     fn room(&self, space: &Address, bytes: u64) -> Result<(), Refusal> {
