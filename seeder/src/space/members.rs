@@ -1379,6 +1379,16 @@ fn apply_one(applied: &mut Applied, id: RecordId, rec: &Record) -> Result<(), &'
                 }
             } else if let Some(inv) = m.invites.get_mut(member) {
                 inv.revoked = true;
+                // Revoked by an owner that had not seen it used (an owner who had would have
+                // removed the device): the device that joined with it goes too, so whichever
+                // comes first in the order, revocation and Join end the same way.
+                if let Some(joined) = inv.used_by {
+                    if let Some(d) = m.members.get_mut(&joined).filter(|d| !d.removed) {
+                        d.removed = true;
+                        d.frozen_at = Some(d.frozen_at.map_or(*at, |f| f.min(*at)));
+                        applied.removals.push((id, joined.0));
+                    }
+                }
             } else {
                 return Err("a removal of a device or invite not in the space");
             }

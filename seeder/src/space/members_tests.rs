@@ -2305,3 +2305,42 @@ fn a_used_invite_or_a_removed_device_cannot_fill_the_log() {
     // what the owner's removal had seen.
     assert_eq!(worth_keeping(&address, &[], held.clone()).len(), held.len());
 }
+
+#[test]
+fn a_revocation_concurrent_with_the_join_keeps_the_device_out_in_either_order() {
+    let mut orders = BTreeSet::new();
+    for at in 0..16 {
+        let a = device(1);
+        let mut s = Space::new(&a);
+        let ik = s.invite(&a, MemberRole::Writer, [0x90; 32]);
+        let joining = device(3);
+        let heads = s.heads();
+        // Neither saw the other: the device joins while the owner revokes the invite.
+        let join = Record::sign(
+            &ik.signing,
+            s.address,
+            heads.clone(),
+            s.join_change(&ik, &joining),
+        )
+        .verify(&s.address)
+        .unwrap();
+        let revoke = Record::sign(
+            &a,
+            s.address,
+            heads,
+            Change::Remove {
+                member: ik.public(),
+                at,
+            },
+        )
+        .verify(&s.address)
+        .unwrap();
+        orders.insert(join.id() < revoke.id());
+        let mut all = s.records.clone();
+        all.extend([join, revoke]);
+        let m = Membership::compute(&all);
+        assert_eq!(m.role(&feed(&joining)), None, "at {at}");
+        assert!(m.invites[&ik.public()].revoked);
+    }
+    assert_eq!(orders.len(), 2, "both orders were tried");
+}
