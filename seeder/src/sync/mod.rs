@@ -887,8 +887,11 @@ impl Session {
         // What the peer says of a space it is not served: it must first say who it is.
         if let Some(id) = msg.gated_space() {
             self.opened(id)?;
-            if self.standing(id) == Some(Standing::Pending) {
-                // Its proof and records, if any, came first: judged now for good.
+            let asks_for_data = matches!(msg, Message::Want { .. } | Message::Fetch { .. });
+            if self.standing(id) == Some(Standing::Pending) || asks_for_data {
+                // Its proof and records, if any, came first: judged now for good. And before
+                // anything is served, judged against the log as it is now (a removal may be
+                // stored here and not yet announced to this session).
                 self.judge(id, true, local);
             }
             if self.standing(id) != Some(Standing::Served) {

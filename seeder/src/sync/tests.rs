@@ -2030,3 +2030,46 @@ fn a_hello_naming_another_node_than_the_tls_certificate_ends_the_session() {
     );
     assert_eq!(s.peer(), Some([7; 32]));
 }
+
+#[test]
+fn a_removal_stored_but_not_yet_announced_is_judged_before_anything_is_served() {
+    let mut gov = Gov::new();
+    let writer = gov.writer(21);
+    let (address, fw) = (gov.address, FeedKey::from(&writer));
+    let mut m = Mesh::new(2);
+    gated_seeder(&mut m, &gov);
+    m.nodes[0].hold(address);
+    m.nodes[0].records.insert(address, gov.log.clone());
+    m.nodes[0].device = Some(writer.clone());
+    let l = m.connect(0, 1);
+    m.links[l].sa.open(address).unwrap();
+    m.drive_bounded();
+    assert_eq!(m.feed_len(0, &address, &FeedKey::from(&gov.owner)), 3);
+    // The removal reaches the seeder's log; this session hasn't heard of it yet.
+    let removal = gov.sign(Change::Remove {
+        member: fw.0,
+        at: 0,
+    });
+    m.nodes[1].records.get_mut(&address).unwrap().push(removal);
+    let (nodes, link) = (&m.nodes, &mut m.links[l]);
+    link.sb.handle_message(
+        Message::Want {
+            space: 0,
+            feed: FeedKey::from(&gov.owner),
+            from: 0,
+        },
+        &nodes[1],
+    );
+    assert!(
+        !std::iter::from_fn(|| link.sb.poll_action()).any(|a| matches!(a, Action::Serve { .. }))
+    );
+    assert!(
+        std::iter::from_fn(|| link.sb.poll_transmit()).any(|t| matches!(
+            t.0,
+            Message::Denied {
+                reason: Denial::Removed,
+                ..
+            }
+        ))
+    );
+}
