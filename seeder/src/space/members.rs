@@ -896,7 +896,7 @@ impl Membership {
 
 /// Of `new` records, those worth keeping beside `held` (and passing on): records signed by
 /// the space key or by an owner still in the space; the records those had seen (whoever
-/// signed them); the Join of every device in the space; and, from any other key the log
+/// signed them); the Join that let in each device in the space; and, from any other key the log
 /// knows (an invite, a writer, a device removed or demoted since), at most
 /// [`MAX_RECORDS_PER_OUTSIDER`] in all. Records waiting for parents not yet here are kept up
 /// to [`MAX_WAITING`] in all. Anyone who knows a space's address can sign records with keys
@@ -942,9 +942,11 @@ pub fn worth_keeping(
             }
         }
     }
+    // The one Join that let each device in: copies of it with other parents (anyone with the
+    // invite code can sign those) don't count, and fall under the bound below.
     let joined = |r: &VerifiedRecord| {
         matches!(&r.record.body.change, Change::Join { device, .. }
-            if m.role(&device.feed).is_some())
+            if m.members.get(&device.feed).is_some_and(|d| !d.removed && d.since == r.id))
     };
     let mut by_signer: BTreeMap<[u8; 32], usize> = BTreeMap::new();
     for r in held {

@@ -2283,6 +2283,36 @@ fn a_used_invite_or_a_removed_device_cannot_fill_the_log() {
         let again: Vec<_> = (100..120).map(|n| sign(key, Vec::new(), n)).collect();
         assert!(worth_keeping(&address, &more, again).is_empty(), "{who}");
     }
+    // Copies of a device's Join with other parents (the invite key signs the parents, the
+    // device only what it joins as) fall under the same bound.
+    let mut s2 = Space::new(&a);
+    let ik2 = s2.invite(&a, MemberRole::Reader, [0x91; 32]);
+    let r = device(4);
+    s2.join(&ik2, &r);
+    let held2 = s2.records.clone();
+    let mut parent = s2.heads();
+    let copies: Vec<_> = (0..100)
+        .map(|_| {
+            let c = Record::sign(
+                &ik2.signing,
+                s2.address,
+                parent.clone(),
+                s2.join_change(&ik2, &r),
+            )
+            .verify(&s2.address)
+            .unwrap();
+            parent = vec![c.id()];
+            c
+        })
+        .collect();
+    let kept = worth_keeping(&s2.address, &held2, copies);
+    assert_eq!(kept.len() + 1, MAX_RECORDS_PER_OUTSIDER, "Join copies");
+    let mut all = held2.clone();
+    all.extend(kept);
+    assert_eq!(
+        Membership::compute(&all).role(&feed(&r)),
+        Some(MemberRole::Reader)
+    );
     // An owner's records are all kept, and so is what they had seen, whoever signed it.
     let by_owner: Vec<_> = (0..100)
         .map(|n| {
