@@ -915,14 +915,33 @@ impl Drop for Partial {
 /// the process (exit 130). For a command run in its own process only: a command forwarded to
 /// a syncing process must not end that one.
 pub fn remove_partial_on_interrupt() {
-    std::thread::spawn(|| {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(crate::daemon::serve::shutdown_signal());
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    // The handlers are in place when this returns, before anything is written: a signal
+    // that comes while the watching thread is still starting is not missed.
+    let signals = {
+        let _in = runtime.enter();
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    let (Ok(mut interrupt), Ok(mut terminate)) = signals else {
+        tracing::error!("cannot listen for Ctrl-C and SIGTERM");
+        return;
+    };
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        });
         if let Ok(p) = PARTIAL.lock() {
             for f in p.iter() {
                 let _ = std::fs::remove_file(f);
