@@ -899,7 +899,8 @@ impl Membership {
 /// signed them); the Join that let in each device in the space; and, from any other key the log
 /// knows (an invite, a writer, a device removed or demoted since), at most
 /// [`MAX_RECORDS_PER_OUTSIDER`] in all. Records waiting for parents not yet here are kept up
-/// to [`MAX_WAITING`] in all. Anyone who knows a space's address can sign records with keys
+/// to [`MAX_WAITING`] in all, and only from keys the log knows, counted against the same
+/// bound unless an owner signed them (once their parents come they are not judged again). Anyone who knows a space's address can sign records with keys
 /// of its own, and whoever ever held an invite code or was removed can sign with that key:
 /// either would fill the log up to [`MAX_RECORDS`] if what it signs were kept, and then
 /// nothing more, not even an owner's removal, would be. What is not kept never counted: a
@@ -955,10 +956,6 @@ pub fn worth_keeping(
     fresh
         .into_iter()
         .filter(|r| {
-            if !placed.contains(&r.id) {
-                waiting += 1;
-                return waiting <= MAX_WAITING;
-            }
             let signer = r.record.signer;
             let known = signer == address.0
                 || m.members.contains_key(&FeedKey(signer))
@@ -966,12 +963,27 @@ pub fn worth_keeping(
             if !known {
                 return false;
             }
-            if anchor(r) || seen_by_owners.contains(&r.id) || joined(r) {
+            let is_placed = placed.contains(&r.id);
+            if is_placed && (anchor(r) || seen_by_owners.contains(&r.id) || joined(r)) {
                 return true;
             }
-            let n = by_signer.entry(signer).or_default();
-            *n += 1;
-            *n <= MAX_RECORDS_PER_OUTSIDER
+            // A record waiting for its parents is judged now, by its signer alone: once they
+            // come it is held without being judged again.
+            let outsider = !anchor(r);
+            if outsider && by_signer.get(&signer).copied().unwrap_or(0) >= MAX_RECORDS_PER_OUTSIDER
+            {
+                return false;
+            }
+            if !is_placed {
+                if waiting >= MAX_WAITING {
+                    return false;
+                }
+                waiting += 1;
+            }
+            if outsider {
+                *by_signer.entry(signer).or_default() += 1;
+            }
+            true
         })
         .collect()
 }

@@ -2035,12 +2035,24 @@ fn a_strangers_records_are_not_kept_and_records_waiting_for_parents_are_bounded(
     let by_writer = sign(&w, heads.clone(), 0);
     let kept = worth_keeping(&address, &held, [junk, vec![by_writer.clone()]].concat());
     assert_eq!(kept, vec![by_writer]);
-    // Records naming parents not here wait, at most MAX_WAITING of them.
+    // Records naming parents not here wait: an owner's, at most MAX_WAITING of them; a
+    // stranger's not at all; a writer's within the bound of its key (so that its parent
+    // coming later can't bring more in).
     let missing = vec![RecordId([9; 32])];
-    let waiting: Vec<_> = (0..MAX_WAITING as u64 + 10)
-        .map(|n| sign(&stranger, missing.clone(), n))
-        .collect();
-    assert_eq!(worth_keeping(&address, &held, waiting).len(), MAX_WAITING);
+    let waiting = |by: &SigningKey| -> Vec<_> {
+        (0..MAX_WAITING as u64 + 10)
+            .map(|n| sign(by, missing.clone(), n))
+            .collect()
+    };
+    assert_eq!(
+        worth_keeping(&address, &held, waiting(&a)).len(),
+        MAX_WAITING
+    );
+    assert!(worth_keeping(&address, &held, waiting(&stranger)).is_empty());
+    assert_eq!(
+        worth_keeping(&address, &held, waiting(&w)).len(),
+        MAX_RECORDS_PER_OUTSIDER
+    );
     // Already held: nothing new.
     assert!(worth_keeping(&address, &held, held.clone()).is_empty());
 }
