@@ -929,20 +929,13 @@ pub fn worth_keeping(
     };
     // Everything the space key's and the owners' records had seen.
     let by_id: BTreeMap<RecordId, &VerifiedRecord> = all.iter().map(|r| (r.id, r)).collect();
-    let mut seen_by_owners: BTreeSet<RecordId> = BTreeSet::new();
-    let mut stack: Vec<RecordId> = all
-        .iter()
-        .filter(|r| anchor(r))
-        .flat_map(|r| r.record.body.parents.iter().copied())
-        .collect();
-    // Each record is expanded once: at most `all.len()` steps.
-    while let Some(id) = stack.pop() {
-        if seen_by_owners.insert(id) {
-            if let Some(r) = by_id.get(&id) {
-                stack.extend(r.record.body.parents.iter().copied());
-            }
-        }
-    }
+    let seen_by_owners = reach(
+        all.iter()
+            .filter(|r| anchor(r))
+            .flat_map(|r| r.record.body.parents.iter().copied())
+            .collect(),
+        |id| by_id.get(id).map(|r| r.record.body.parents.as_slice()),
+    );
     // The one Join that let each device in: copies of it with other parents (anyone with the
     // invite code can sign those) don't count, and fall under the bound below.
     let joined = |r: &VerifiedRecord| {
@@ -1047,12 +1040,23 @@ fn descendants(
 /// are needed: the ancestors of every record of a log at [`MAX_RECORDS`] would be eight
 /// million ids, half a gigabyte.
 fn ancestors(of: RecordId, by_id: &BTreeMap<RecordId, &VerifiedRecord>) -> BTreeSet<RecordId> {
+    reach(by_id[&of].record.body.parents.clone(), |id| {
+        by_id.get(id).map(|r| r.record.body.parents.as_slice())
+    })
+}
+
+/// Every record reachable from `start` through parents (`start` included; ids of records not
+/// here too, they are not followed further). Each record is expanded once.
+fn reach<'a>(
+    start: Vec<RecordId>,
+    parents: impl Fn(&RecordId) -> Option<&'a [RecordId]>,
+) -> BTreeSet<RecordId> {
     let mut out = BTreeSet::new();
-    let mut next: Vec<RecordId> = by_id[&of].record.body.parents.clone();
+    let mut next = start;
     while let Some(id) = next.pop() {
         if out.insert(id) {
-            if let Some(r) = by_id.get(&id) {
-                next.extend(r.record.body.parents.iter().copied());
+            if let Some(p) = parents(&id) {
+                next.extend(p.iter().copied());
             }
         }
     }
@@ -1428,34 +1432,22 @@ mod tests;
 /// device sends it these first, so that it learns where it stands, and nothing newer.
 pub fn removal_of(records: &[Record], device: &FeedKey) -> Vec<Record> {
     let ids: Vec<RecordId> = records.iter().map(Record::id).collect();
-    let at: std::collections::HashMap<RecordId, usize> =
-        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut keep = vec![false; records.len()];
-    let mut stack: Vec<usize> = records
+    let by_id: BTreeMap<RecordId, &Record> = ids.iter().copied().zip(records).collect();
+    let removals = records
         .iter()
-        .enumerate()
+        .zip(&ids)
         .filter(
-            |(_, r)| matches!(r.body.change, Change::Remove { member, .. } if member == device.0),
+            |(r, _)| matches!(r.body.change, Change::Remove { member, .. } if member == device.0),
         )
-        .map(|(i, _)| i)
+        .map(|(_, id)| *id)
         .collect();
-    // Each record is expanded once: at most `records.len()` steps.
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut keep[i], true) {
-            continue;
-        }
-        stack.extend(
-            records[i]
-                .body
-                .parents
-                .iter()
-                .filter_map(|p| at.get(p).copied()),
-        );
-    }
+    let keep = reach(removals, |id| {
+        by_id.get(id).map(|r| r.body.parents.as_slice())
+    });
     records
         .iter()
-        .zip(keep)
-        .filter(|(_, k)| *k)
+        .zip(&ids)
+        .filter(|(_, id)| keep.contains(id))
         .map(|(r, _)| r.clone())
         .collect()
 }
